@@ -1,0 +1,15 @@
+# Developer options: off by default so consumers never inherit sanitizers or -Werror.
+option(BUDGET_DEVELOPER_MODE "Warnings as errors and sanitizers (see BUDGET_SANITIZE)" OFF)
+set(BUDGET_SANITIZE "address,undefined" CACHE STRING
+    "Sanitizers in developer mode: 'address,undefined', 'thread' or '' (none)")
+
+function(budget_set_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+    -Wno-sign-conversion $<$<BOOL:${BUDGET_DEVELOPER_MODE}>:-Werror>)
+endfunction()
+
+if(BUDGET_DEVELOPER_MODE AND BUDGET_SANITIZE)
+  message(STATUS "budget: developer mode with -fsanitize=${BUDGET_SANITIZE}")
+  add_compile_options(-fsanitize=${BUDGET_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${BUDGET_SANITIZE})
+endif()
