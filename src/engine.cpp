@@ -1,0 +1,955 @@
+#include "engine.hpp"
+
+#include <budget/error.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <ostream>
+#include <random>
+#include <thread>
+
+#include "int128.hpp"
+#include "ledger_codec.hpp"
+#include "windows.hpp"
+
+namespace budget::detail {
+
+namespace {
+
+constexpr int kMaxStaleRetries = 8;
+
+std::string metadata_json(const std::map<std::string, std::string>& meta, const std::string& reason,
+                          const char* flag = nullptr) {
+  if (meta.empty() && reason.empty() && !flag) return {};
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : meta) j[k] = v;
+  if (!reason.empty()) j["reason"] = reason;
+  if (flag) j[flag] = true;
+  try {
+    return j.dump();
+  } catch (const nlohmann::json::exception&) {
+    throw InvalidArgumentError("metadata must be valid UTF-8");
+  }
+}
+
+std::vector<std::string> scope_strings(const Subject& s) {
+  std::vector<std::string> out;
+  out.reserve(s.size());
+  for (const auto& x : s.scopes()) out.push_back(x.str());
+  return out;
+}
+
+bool is_rate_window(std::string_view w) {
+  return w == "minute" || w == "hour" || w.rfind("rolling:", 0) == 0;
+}
+
+int64_t ceil_mul_div(int64_t a, int64_t num, int64_t den) {
+  int128 p = static_cast<int128>(a) * num;
+  int128 q = p / den;
+  if (p % den != 0 && p > 0) ++q;
+  return q > INT64_MAX ? INT64_MAX : static_cast<int64_t>(q);
+}
+
+}  // namespace
+
+std::string generate_request_id() {
+  thread_local std::mt19937_64 rng([] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(),
+                      static_cast<unsigned>(std::hash<std::thread::id>{}(std::this_thread::get_id())),
+                      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
+    return std::mt19937_64(seq);
+  }());
+  static const char* hex = "0123456789abcdef";
+  std::string id = "req_";
+  id.reserve(28);
+  for (int k = 0; k < 2; ++k) {
+    uint64_t v = rng();
+    for (int i = 0; i < 12; ++i) {
+      id += hex[v & 15];
+      v >>= 4;
+    }
+  }
+  return id;
+}
+
+Engine::Engine(Options options) : opts_(std::move(options)) {
+  clock_ = opts_.clock ? opts_.clock : std::make_shared<SystemClock>();
+  if (opts_.utc_offset_minutes < -18 * 60 || opts_.utc_offset_minutes > 18 * 60)
+    throw InvalidArgumentError("utc_offset_minutes must be within +/-18h");
+  if (opts_.default_ttl.count() <= 0) throw InvalidArgumentError("default_ttl must be positive");
+  if (opts_.default_buffer_bp < 10000) throw InvalidArgumentError("the hold buffer must be >= 1.0");
+  if (opts_.currency.empty() || opts_.currency.size() > 16) throw InvalidArgumentError("invalid currency");
+  for (const auto& l : opts_.limits) l.validate();
+  store_ = open_store(opts_.store, opts_.store_options);
+  for (const auto& l : opts_.limits) store_->put_limit(l);
+  reload_limits();
+}
+
+// ---- limits ------------------------------------------------------------------------------------
+
+void Engine::reload_limits() {
+  uint64_t version = 0;
+  auto all = store_->load_limits(&version);
+  auto t = std::make_shared<LimitTable>();
+  t->version = version;
+  for (auto& l : all) t->by_scope[l.scope].push_back(std::move(l));
+  std::lock_guard lk(limits_m_);
+  if (!table_ || table_->version <= version) table_ = std::move(t);
+}
+
+std::shared_ptr<const LimitTable> Engine::table() {
+  std::lock_guard lk(limits_m_);
+  return table_;
+}
+
+void Engine::set_limit(const Limit& limit) {
+  limit.validate();
+  store_->put_limit(limit);
+  reload_limits();
+}
+
+bool Engine::remove_limit(std::string_view scope, Metric metric, const Window& window) {
+  Limit l;
+  l.scope = std::string(scope);
+  l.metric = metric;
+  l.window = window;
+  uint64_t v = 0;
+  bool erased = store_->remove_limit(l.key(), &v);
+  reload_limits();
+  return erased;
+}
+
+std::vector<Limit> Engine::limits() {
+  reload_limits();
+  std::vector<Limit> out;
+  for (const auto& [k, v] : table()->by_scope) out.insert(out.end(), v.begin(), v.end());
+  std::sort(out.begin(), out.end(), [](const Limit& a, const Limit& b) { return a.key() < b.key(); });
+  return out;
+}
+
+std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t) const {
+  auto plan = std::make_shared<Plan>();
+  plan->limits_version = t.version;
+  std::string kind_key;
+  for (const auto& scope : scopes) {
+    const std::vector<Limit>* own = nullptr;
+    const std::vector<Limit>* defaults = nullptr;
+    if (auto it = t.by_scope.find(scope.str()); it != t.by_scope.end()) own = &it->second;
+    if (!scope.is_global()) {
+      kind_key.assign(scope.kind());
+      kind_key += ":*";
+      if (auto it = t.by_scope.find(kind_key); it != t.by_scope.end()) defaults = &it->second;
+    }
+    auto add = [&](const Limit& l) {
+      Bucket b = bucket_for(l.window, now, opts_.utc_offset_minutes);
+      if (!b.applies) return;
+      std::string wtext = l.window.to_string();
+      size_t wi = 0;
+      for (; wi < plan->windows.size(); ++wi)
+        if (plan->windows[wi].scope == scope.str() && plan->windows[wi].window == wtext) break;
+      if (wi == plan->windows.size())
+        plan->windows.push_back(WindowRef{scope.str(), std::move(wtext), b.start, b.end, b.read_from});
+      Check c;
+      c.window = static_cast<uint16_t>(wi);
+      c.metric = l.metric;
+      c.limit = l.amount;
+      c.grantable = l.window.kind == Window::Kind::Total;
+      c.resets_at = b.resets_at;
+      c.limit_key = scope.str() + "|" + to_string(l.metric) + "|" + plan->windows[wi].window;
+      c.alerts = l.alert_thresholds_pct;
+      plan->checks.push_back(std::move(c));
+    };
+    if (own)
+      for (const auto& l : *own) add(l);
+    if (defaults)
+      for (const auto& d : *defaults) {
+        bool overridden = false;
+        if (own)
+          for (const auto& l : *own) overridden = overridden || (l.metric == d.metric && l.window == d.window);
+        if (!overridden) add(d);
+      }
+  }
+  return plan;
+}
+
+template <class Op, class F>
+auto Engine::with_fresh_limits(F&& f) {
+  for (int attempt = 0;; ++attempt) {
+    auto t = table();
+    auto result = f(*t);
+    if (!result.first) return std::move(result.second);
+    if (attempt >= kMaxStaleRetries) throw StoreUnavailableError("limits keep changing; gave up after retries");
+    reload_limits();
+  }
+}
+
+// ---- pricing -------------------------------------------------------------------------------------
+
+Engine::Priced Engine::price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens,
+                             int64_t now) {
+  Priced p;
+  if (tokens < 0) throw InvalidArgumentError("token count is negative");
+  if (usage) {
+    usage->validate();
+    if (!model.empty()) {
+      if (!opts_.pricer) throw UnknownModelError("no pricer configured to price model '" + model + "'");
+      p.quote = opts_.pricer->price(model, *usage, from_millis(now));
+      p.priced = true;
+      cost = p.quote.cost;
+    }
+    if (tokens == 0) tokens = usage->total_tokens();
+  } else if (!model.empty() && cost.is_zero()) {
+    throw InvalidArgumentError("model '" + model + "' given without usage to price");
+  }
+  if (cost.is_negative()) throw InvalidArgumentError("amount is negative: " + cost.to_string());
+  p.amounts = {cost.nanos(), tokens, 1};
+  return p;
+}
+
+// ---- observers ---------------------------------------------------------------------------------
+
+void Engine::on_alert(std::function<void(const Alert&)> cb) {
+  std::lock_guard lk(cb_m_);
+  alert_cbs_.push_back(std::move(cb));
+  has_alert_cbs_ = true;
+}
+void Engine::on_denial(std::function<void(const Denial&, const Subject&)> cb) {
+  std::lock_guard lk(cb_m_);
+  denial_cbs_.push_back(std::move(cb));
+  has_denial_cbs_ = true;
+}
+
+void Engine::notify_denial(const Denial& d, const Subject& s) {
+  if (!has_denial_cbs_.load(std::memory_order_relaxed)) return;
+  std::vector<std::function<void(const Denial&, const Subject&)>> cbs;
+  {
+    std::lock_guard lk(cb_m_);
+    cbs = denial_cbs_;
+  }
+  for (auto& cb : cbs) cb(d, s);
+}
+
+void Engine::fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
+                         const std::string& request_id) {
+  if (before.size() != plan.checks.size() || after.size() != plan.checks.size()) return;
+  std::vector<Alert> out;
+  for (size_t i = 0; i < plan.checks.size(); ++i) {
+    const auto& c = plan.checks[i];
+    if (c.alerts.empty()) continue;
+    int64_t cap = c.limit + (c.grantable ? after[i].granted : 0);
+    for (uint32_t thr : c.alerts) {
+      int64_t level = ceil_mul_div(cap, thr, 100);
+      if (!(before[i].spent < level && after[i].spent >= level)) continue;
+      const auto& w = plan.windows[c.window];
+      std::string key = c.limit_key + "|" + std::to_string(w.start) + "|" + std::to_string(thr);
+      {
+        std::lock_guard lk(fired_m_);
+        if (!fired_.insert(key).second) continue;
+      }
+      Alert a;
+      a.scope = w.scope;
+      a.window = w.window;
+      a.limit_key = c.limit_key;
+      a.metric = c.metric;
+      a.threshold_pct = thr;
+      a.limit = cap;
+      a.spent = after[i].spent;
+      a.window_start = from_millis(w.start);
+      a.request_id = request_id;
+      out.push_back(std::move(a));
+    }
+  }
+  if (out.empty()) return;
+  m_.alerts += static_cast<int64_t>(out.size());
+  if (!has_alert_cbs_.load(std::memory_order_relaxed)) return;
+  std::vector<std::function<void(const Alert&)>> cbs;
+  {
+    std::lock_guard lk(cb_m_);
+    cbs = alert_cbs_;
+  }
+  for (const auto& a : out)
+    for (auto& cb : cbs) cb(a);
+}
+
+Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const {
+  Denial d;
+  d.reason = DenyReason::LimitExceeded;
+  const auto& c = plan.checks[static_cast<size_t>(failing)];
+  const auto& w = plan.windows[c.window];
+  d.scope = w.scope;
+  d.window = w.window;
+  d.metric = c.metric;
+  d.limit = c.limit + (c.grantable ? st.granted : 0);
+  d.spent = st.spent;
+  d.held = st.held;
+  d.remaining = std::max<int64_t>(0, d.limit - st.spent - st.held);
+  d.requested = metric_of(need, c.metric);
+  if (c.resets_at) d.resets_at = from_millis(c.resets_at);
+  d.hard = !is_rate_window(w.window) && static_cast<int128>(st.spent) + d.requested >= d.limit &&
+           !(d.requested == 0 && st.spent < d.limit);
+  auto unit = [&](int64_t v) {
+    return c.metric == Metric::Cost ? Money::from_nanos(v).to_string() + " " + opts_.currency : std::to_string(v);
+  };
+  d.message = fmt::format("{} {} limit of {} {} reached: spent {}, held {}, remaining {}, requested {}", w.scope,
+                          w.window, unit(d.limit), to_string(c.metric), unit(d.spent), unit(d.held),
+                          unit(d.remaining), unit(d.requested));
+  return d;
+}
+
+// ---- expiry --------------------------------------------------------------------------------------
+
+void Engine::maybe_expire(int64_t now) {
+  if (now < next_deadline_.load(std::memory_order_relaxed) &&
+      now - last_sweep_.load(std::memory_order_relaxed) < 1000)
+    return;
+  std::unique_lock lk(sweep_m_, std::try_to_lock);
+  if (!lk.owns_lock()) return;
+  last_sweep_ = now;
+  try {
+    size_t n;
+    while ((n = store_->expire(now, 1000)) > 0) {
+      m_.expired += static_cast<int64_t>(n);
+      if (n < 1000) break;
+    }
+    next_deadline_ = store_->next_deadline();
+  } catch (const StoreUnavailableError&) {
+    ++m_.store_errors;  // the next operation reports it
+  }
+}
+
+size_t Engine::expire_holds() {
+  int64_t now = now_ms();
+  std::lock_guard lk(sweep_m_);
+  size_t total = 0, n;
+  while ((n = store_->expire(now, 1000)) > 0) {
+    total += n;
+    if (n < 1000) break;
+  }
+  m_.expired += static_cast<int64_t>(total);
+  last_sweep_ = now;
+  next_deadline_ = store_->next_deadline();
+  return total;
+}
+
+// ---- hold states (in-process streaming) ---------------------------------------------------------
+
+std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool create) {
+  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
+  {
+    std::lock_guard lk(st.m);
+    auto it = st.map.find(std::string(request_id));
+    if (it != st.map.end()) return it->second;
+  }
+  if (!create) return nullptr;
+  // Not reserved by this process (or restarted): rebuild from the store.
+  auto rec = store_->get_request(std::string(request_id));
+  if (!rec) throw NotFoundError("unknown request id '" + std::string(request_id) + "'");
+  auto hs = std::make_shared<HoldState>();
+  hs->request_id = rec->request_id;
+  hs->plan = rec->plan;
+  hs->initial = rec->held;
+  hs->held = rec->held;
+  hs->consumed = rec->consumed;
+  hs->persisted = rec->consumed;
+  hs->stopped = rec->state != ReqState::Held;
+  std::lock_guard lk(st.m);
+  return st.map.try_emplace(hs->request_id, hs).first->second;
+}
+
+void Engine::forget_hold(const std::string& request_id) {
+  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
+  std::lock_guard lk(st.m);
+  st.map.erase(request_id);
+}
+
+// ---- lifecycle -------------------------------------------------------------------------------------
+
+Decision Engine::reserve(const Subject& subject, const Estimate& est, const RequestOptions& o, bool dry_run) {
+  const int64_t now = now_ms();
+  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
+  validate_id(request_id, "request id");
+  uint32_t bp = o.buffer_bp.value_or(opts_.default_buffer_bp);
+  if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
+  Duration ttl = o.ttl.value_or(opts_.default_ttl);
+  if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
+  auto p = price(est.model, est.usage, est.cost, est.tokens, now);
+  Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
+  std::string fp = fmt::format("reserve|{}|{}|{}|{}|{}", subject.to_string(), est.model, p.amounts.cost,
+                               p.amounts.tokens, bp);
+  std::string meta = metadata_json(o.metadata, o.reason);
+  maybe_expire(now);
+
+  Decision d;
+  d.estimate = Money::from_nanos(need.cost);
+  ReserveOut out;
+  try {
+    out = with_fresh_limits<ReserveOp>([&](const LimitTable& t) {
+      ReserveOp op;
+      op.request_id = request_id;
+      op.subject = scope_strings(subject);
+      op.plan = plan_for(subject.scopes(), now, t);
+      op.amount = need;
+      op.now = now;
+      op.expires_at = now + ttl.count();
+      op.model = p.priced ? p.quote.model : est.model;
+      op.provider = o.provider.empty() ? p.quote.provider : o.provider;
+      op.metadata = meta;
+      op.fingerprint = fp;
+      op.dry_run = dry_run;
+      auto r = store_->reserve(op);
+      return std::make_pair(r.status == ReserveOut::Stale, r);
+    });
+  } catch (const StoreUnavailableError& e) {
+    ++m_.store_errors;
+    if (opts_.fail_open) {
+      ++m_.fail_open;
+      d.allowed = true;
+      d.fail_open = true;
+      if (!dry_run) {
+        d.reservation.request_id_ = request_id;
+        d.reservation.subject_ = subject;
+        d.reservation.held_ = need;
+        d.reservation.expires_at_ = from_millis(now + ttl.count());
+        d.reservation.model_ = est.model;
+        auto hs = std::make_shared<HoldState>();
+        hs->request_id = request_id;
+        hs->initial = hs->held = need;
+        hs->fail_open = true;
+        d.reservation.state_ = hs;
+      }
+      return d;
+    }
+    d.denial.reason = DenyReason::StoreUnavailable;
+    d.denial.message = std::string("store unavailable (fail-closed): ") + e.what();
+    notify_denial(d.denial, subject);
+    return d;
+  }
+  if (dry_run) ++m_.checks;
+  d.replayed = out.replayed;
+  if (out.status == ReserveOut::Denied) {
+    ++m_.reserve_denied;
+    d.denial = make_denial(*out.plan, out.failing_check, out.failing_state, need);
+    if (!out.replayed) notify_denial(d.denial, subject);
+    return d;
+  }
+  d.allowed = true;
+  if (dry_run) return d;
+  ++m_.reserve_allowed;
+  auto& r = d.reservation;
+  r.request_id_ = request_id;
+  r.subject_ = subject;
+  r.held_ = out.held;
+  r.expires_at_ = from_millis(out.expires_at);
+  r.model_ = p.priced ? p.quote.model : est.model;
+  if (out.replayed) {
+    r.state_ = hold_state(request_id, true);
+  } else {
+    auto hs = std::make_shared<HoldState>();
+    hs->request_id = request_id;
+    hs->plan = out.plan;
+    hs->initial = hs->held = out.held;
+    auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
+    std::lock_guard lk(st.m);
+    r.state_ = st.map.try_emplace(request_id, hs).first->second;
+  }
+  return d;
+}
+
+ConsumeResult Engine::consume(std::string_view request_id, Money amount, int64_t tokens) {
+  Reservation r;
+  r.request_id_ = std::string(request_id);
+  r.state_ = hold_state(request_id, true);
+  return consume(r, amount, tokens);
+}
+
+ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
+  if (amount.is_negative()) throw InvalidArgumentError("consumed amount is negative");
+  if (tokens < 0) throw InvalidArgumentError("consumed token count is negative");
+  if (!r.state_) {
+    if (r.request_id_.empty()) throw InvalidArgumentError("empty reservation");
+    r.state_ = hold_state(r.request_id_, true);
+  }
+  auto& hs = *r.state_;
+  std::lock_guard lk(hs.m);
+  ConsumeResult res;
+  auto finish = [&](Verdict v) {
+    res.verdict = v;
+    res.consumed = Money::from_nanos(hs.consumed.cost);
+    res.held = Money::from_nanos(hs.held.cost);
+    if (v == Verdict::Stop) res.denial = hs.denial;
+    r.held_ = hs.held;
+    return res;
+  };
+  if (hs.stopped) return finish(Verdict::Stop);
+  Amounts next = hs.consumed;
+  next.cost = checked_add(next.cost, amount.nanos());
+  next.tokens = checked_add(next.tokens, tokens);
+  bool token_checks = false;
+  if (hs.plan)
+    for (const auto& c : hs.plan->checks) token_checks = token_checks || c.metric == Metric::Tokens;
+  Amounts deficit{std::max<int64_t>(0, next.cost - hs.held.cost),
+                  token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
+  hs.consumed = next;
+  if (hs.fail_open) return finish(Verdict::Continue);
+  const int64_t now = now_ms();
+  if (deficit.is_zero()) {
+    if (opts_.persist_every.nanos() > 0 && next.cost - hs.persisted.cost >= opts_.persist_every.nanos()) {
+      try {
+        auto out = store_->grow(GrowOp{hs.request_id, {}, next, now});
+        hs.persisted = next;
+        if (out.status == GrowOut::NotHeld) {
+          hs.stopped = true;
+          hs.denial.reason = DenyReason::LimitExceeded;
+          hs.denial.message = std::string("the hold is ") + to_string(out.state);
+          ++m_.stream_stops;
+          return finish(Verdict::Stop);
+        }
+      } catch (const StoreUnavailableError&) {
+        ++m_.store_errors;
+        if (!opts_.fail_open) {
+          hs.stopped = true;
+          hs.denial.reason = DenyReason::StoreUnavailable;
+          hs.denial.message = "store unavailable while metering the stream (fail-closed)";
+          return finish(Verdict::Stop);
+        }
+      }
+    }
+    return finish(Verdict::Continue);
+  }
+  // Grow the hold: a step first, the exact deficit if the step does not fit.
+  Amounts step = deficit;
+  if (step.cost > 0) {
+    int64_t frac = ceil_mul_div(hs.initial.cost, opts_.growth_step_bp, 10000);
+    step.cost = std::max({deficit.cost, frac, opts_.min_growth.nanos()});
+  }
+  if (step.tokens > 0) step.tokens = std::max(deficit.tokens, ceil_mul_div(hs.initial.tokens, opts_.growth_step_bp, 10000));
+  try {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const Amounts& delta = attempt == 0 ? step : deficit;
+      if (attempt == 1 && delta == step) break;
+      auto out = store_->grow(GrowOp{hs.request_id, delta, next, now});
+      hs.persisted = next;
+      if (out.status == GrowOut::Grown) {
+        hs.held = out.held;
+        return finish(Verdict::Continue);
+      }
+      if (out.status == GrowOut::NotHeld) {
+        hs.denial = Denial{};
+        hs.denial.reason = DenyReason::LimitExceeded;
+        hs.denial.message = std::string("the hold is ") + to_string(out.state) + "; the stream must stop";
+        break;
+      }
+      hs.denial = make_denial(*out.plan, out.failing_check, out.failing_state, delta);
+    }
+  } catch (const StoreUnavailableError& e) {
+    ++m_.store_errors;
+    if (opts_.fail_open) {
+      ++m_.fail_open;
+      return finish(Verdict::Continue);
+    }
+    hs.denial = Denial{};
+    hs.denial.reason = DenyReason::StoreUnavailable;
+    hs.denial.message = std::string("store unavailable while metering the stream (fail-closed): ") + e.what();
+  }
+  hs.stopped = true;
+  ++m_.stream_stops;
+  return finish(Verdict::Stop);
+}
+
+Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
+  Receipt rc;
+  const auto& rec = out.record;
+  rc.request_id = rec.request_id;
+  rc.charged = Money::from_nanos(rec.charged.cost);
+  rc.released = Money::from_nanos(out.released.cost);
+  rc.tokens = rec.charged.tokens;
+  rc.over_hold = rec.over_hold;
+  rc.over_limit = rec.over_limit;
+  rc.after_expiry = rec.after_expiry;
+  rc.replayed = out.replayed;
+  rc.model = rec.model;
+  rc.price_version = rec.price_version;
+  if (priced && priced->priced) rc.items = priced->quote.items;
+  if (rec.plan && out.after.size() == rec.plan->checks.size()) {
+    for (size_t i = 0; i < out.after.size(); ++i) {
+      const auto& c = rec.plan->checks[i];
+      int128 cap = static_cast<int128>(c.limit) + (c.grantable ? out.after[i].granted : 0);
+      if (static_cast<int128>(out.after[i].spent) + out.after[i].held > cap) {
+        const auto& s = rec.plan->windows[c.window].scope;
+        if (std::find(rc.over_limit_scopes.begin(), rc.over_limit_scopes.end(), s) == rc.over_limit_scopes.end())
+          rc.over_limit_scopes.push_back(s);
+      }
+    }
+  }
+  return rc;
+}
+
+Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, const Charge* actual) {
+  const int64_t now = now_ms();
+  std::string request_id(r ? r->request_id_ : std::string(request_id_in));
+  if (request_id.empty()) throw InvalidArgumentError("empty request id");
+  validate_id(request_id, "request id");
+  std::shared_ptr<HoldState> hs = r && r->state_ ? r->state_ : hold_state(request_id, false);
+  SettleOp op;
+  op.kind = actual ? SettleOp::Commit : SettleOp::Release;
+  op.request_id = request_id;
+  op.now = now;
+  Priced p;
+  if (actual) {
+    p = price(actual->model, actual->usage, actual->cost, actual->tokens, now);
+    op.charge = p.amounts;
+    op.usage = actual->usage;
+    op.model = p.priced ? p.quote.model : actual->model;
+    op.provider = actual->provider.empty() ? p.quote.provider : actual->provider;
+    op.price_version = p.quote.price_version;
+    op.fingerprint = fmt::format("commit|{}|{}", op.charge.cost, op.charge.tokens);
+  }
+  if (hs && hs->fail_open) {
+    // Allowed while the store was down: nothing was held, so a commit is a direct record.
+    forget_hold(request_id);
+    if (!actual) {
+      Receipt rc;
+      rc.request_id = request_id;
+      return rc;
+    }
+    RequestOptions o;
+    o.request_id = request_id;
+    o.metadata["fail_open"] = "true";
+    return record(r ? r->subject_ : Subject(), *actual, o);
+  }
+  SettleOut out;
+  try {
+    out = store_->settle(op);
+  } catch (const StoreUnavailableError&) {
+    ++m_.store_errors;
+    throw;
+  }
+  forget_hold(request_id);
+  if (!out.replayed) {
+    if (actual) {
+      ++m_.commits;
+      m_.spend_nanos += out.record.charged.cost;
+      m_.tokens += out.record.charged.tokens;
+    } else {
+      ++m_.releases;
+    }
+    if (out.record.plan) fire_alerts(*out.record.plan, out.before, out.after, request_id);
+  }
+  return receipt_from(out, &p);
+}
+
+Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
+  const int64_t now = now_ms();
+  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
+  validate_id(request_id, "request id");
+  auto p = price(actual.model, actual.usage, actual.cost, actual.tokens, now);
+  std::string meta = metadata_json(o.metadata, o.reason);
+  auto out = with_fresh_limits<DirectOp>([&](const LimitTable& t) {
+    DirectOp op;
+    op.type = EventType::Record;
+    op.request_id = request_id;
+    op.subject = scope_strings(subject);
+    op.plan = plan_for(subject.scopes(), now, t);
+    op.spent = p.amounts;
+    op.usage = actual.usage;
+    op.model = p.priced ? p.quote.model : actual.model;
+    op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
+    op.price_version = p.quote.price_version;
+    op.metadata = meta;
+    op.fingerprint = fmt::format("record|{}|{}|{}", subject.to_string(), p.amounts.cost, p.amounts.tokens);
+    op.now = now;
+    auto r = store_->direct(op);
+    return std::make_pair(r.stale, r);
+  });
+  if (!out.replayed) {
+    ++m_.records;
+    m_.spend_nanos += p.amounts.cost;
+    m_.tokens += p.amounts.tokens;
+    fire_alerts(*out.record.plan, out.before, out.after, request_id);
+  }
+  SettleOut so;
+  so.record = out.record;
+  so.replayed = out.replayed;
+  so.after = out.after;
+  return receipt_from(so, &p);
+}
+
+void Engine::grant(const Scope& scope, Money amount, const RequestOptions& o) {
+  if (amount.nanos() <= 0) throw InvalidArgumentError("a grant must be positive (use adjust to correct spend)");
+  const int64_t now = now_ms();
+  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
+  validate_id(request_id, "request id");
+  std::string meta = metadata_json(o.metadata, o.reason);
+  with_fresh_limits<DirectOp>([&](const LimitTable& t) {
+    DirectOp op;
+    op.type = EventType::Grant;
+    op.request_id = request_id;
+    op.subject = {scope.str()};
+    auto plan = std::make_shared<Plan>();
+    plan->limits_version = t.version;
+    plan->windows.push_back(WindowRef{scope.str(), "total", 0, kForever, 0});
+    op.plan = plan;
+    op.granted = {amount.nanos(), 0, 0};
+    op.metadata = meta;
+    op.fingerprint = fmt::format("grant|{}|{}", scope.str(), amount.nanos());
+    op.now = now;
+    auto r = store_->direct(op);
+    return std::make_pair(r.stale, r);
+  });
+}
+
+void Engine::adjust(const Subject& subject, Money delta, const RequestOptions& o) {
+  if (delta.is_zero()) throw InvalidArgumentError("an adjustment of zero changes nothing");
+  const int64_t now = now_ms();
+  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
+  validate_id(request_id, "request id");
+  std::string meta = metadata_json(o.metadata, o.reason);
+  auto out = with_fresh_limits<DirectOp>([&](const LimitTable& t) {
+    DirectOp op;
+    op.type = EventType::Adjust;
+    op.request_id = request_id;
+    op.subject = scope_strings(subject);
+    op.plan = plan_for(subject.scopes(), now, t);
+    op.spent = {delta.nanos(), 0, 0};
+    op.metadata = meta;
+    op.fingerprint = fmt::format("adjust|{}|{}", subject.to_string(), delta.nanos());
+    op.now = now;
+    auto r = store_->direct(op);
+    return std::make_pair(r.stale, r);
+  });
+  if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, request_id);
+}
+
+std::vector<LimitStatus> Engine::status(const Scope& scope) {
+  const int64_t now = now_ms();
+  maybe_expire(now);
+  reload_limits();
+  auto t = table();
+  auto plan = plan_for({scope}, now, *t);
+  auto states = store_->read(*plan);
+  std::vector<LimitStatus> out;
+  for (size_t i = 0; i < plan->checks.size(); ++i) {
+    const auto& c = plan->checks[i];
+    const auto& w = plan->windows[c.window];
+    LimitStatus s;
+    s.key = c.limit_key;
+    s.scope = w.scope;
+    s.window = w.window;
+    s.metric = c.metric;
+    s.granted = c.grantable ? states[i].granted : 0;
+    s.limit = c.limit + s.granted;
+    s.spent = states[i].spent;
+    s.held = states[i].held;
+    s.remaining = std::max<int64_t>(0, s.limit - s.spent - s.held);
+    s.window_start = from_millis(w.start == 0 && w.window == "total" ? 0 : w.read_from);
+    if (c.resets_at) s.resets_at = from_millis(c.resets_at);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// ---- ledger ----------------------------------------------------------------------------------------
+
+std::vector<LedgerEvent> Engine::events(const LedgerQuery& q) {
+  std::vector<LedgerEvent> out;
+  store_->scan_events(q, [&](const LedgerEvent& e) {
+    out.push_back(e);
+    return true;
+  });
+  return out;
+}
+
+void Engine::export_csv(std::ostream& out, const LedgerQuery& q) {
+  write_csv_header(out);
+  store_->scan_events(q, [&](const LedgerEvent& e) {
+    write_csv_row(out, e);
+    return true;
+  });
+}
+
+void Engine::export_jsonl(std::ostream& out, const LedgerQuery& q) {
+  store_->scan_events(q, [&](const LedgerEvent& e) {
+    out << e.to_json() << '\n';
+    return true;
+  });
+}
+
+std::vector<AggregateRow> Engine::aggregate(const LedgerQuery& q, GroupBy by) {
+  std::map<std::tuple<std::string, std::string, std::string>, AggregateRow> rows;
+  store_->scan_events(q, [&](const LedgerEvent& e) {
+    if (e.spent.is_zero()) return true;
+    std::string day;
+    if (by.day) day = format_time(e.time).substr(0, 10);
+    std::string model = by.model ? e.model : std::string();
+    auto add = [&](const std::string& scope) {
+      auto& r = rows[{scope, model, day}];
+      r.scope = scope;
+      r.model = model;
+      r.day = day;
+      r.spent += Money::from_nanos(e.spent.cost);
+      r.tokens = checked_add(r.tokens, e.spent.tokens);
+      r.requests = checked_add(r.requests, e.spent.requests);
+      ++r.events;
+    };
+    if (by.scope) {
+      for (const auto& s : e.subject)
+        if (!q.scope || s == *q.scope) add(s);
+    } else {
+      add(std::string());
+    }
+    return true;
+  });
+  std::vector<AggregateRow> out;
+  for (auto& [k, v] : rows) out.push_back(std::move(v));
+  return out;
+}
+
+VerifyReport Engine::verify() {
+  VerifyReport rep;
+  std::unordered_map<std::string, detail::Counters> expect;
+  std::string prev(64, '0');
+  int64_t last_seq = 0;
+  store_->scan_events({}, [&](const LedgerEvent& e) {
+    ++rep.events;
+    if (e.seq != last_seq + 1) {
+      rep.chain_ok = false;
+      rep.problems.push_back(fmt::format("ledger: sequence jumps from {} to {}", last_seq, e.seq));
+    }
+    if (e.prev_hash != prev || e.hash != chain_hash(e.prev_hash, e.seq, event_body(e))) {
+      if (rep.chain_ok) rep.problems.push_back(fmt::format("ledger: hash chain broken at event {}", e.seq));
+      rep.chain_ok = false;
+    }
+    prev = e.hash;
+    last_seq = e.seq;
+    for (const auto& w : e.windows) {
+      auto& c = expect[w];
+      c.spent += e.spent;
+      c.held += e.held;
+      c.granted += e.granted;
+    }
+    return true;
+  });
+  const int64_t now = now_ms();
+  store_->scan_counters([&](const StoredCounter& sc) {
+    ++rep.windows_checked;
+    auto it = expect.find(sc.key);
+    detail::Counters want = it == expect.end() ? detail::Counters{} : it->second;
+    if (it != expect.end()) expect.erase(it);
+    if (want.spent != sc.counters.spent || want.held != sc.counters.held || want.granted != sc.counters.granted)
+      rep.problems.push_back(fmt::format(
+          "counter {}: stored spent={} held={} granted={}, ledger says spent={} held={} granted={}", sc.key,
+          sc.counters.spent.cost, sc.counters.held.cost, sc.counters.granted.cost, want.spent.cost, want.held.cost,
+          want.granted.cost));
+  });
+  for (const auto& [key, c] : expect) {
+    if (c.spent.is_zero() && c.held.is_zero() && c.granted.is_zero()) continue;
+    if (store_->expires_counters()) {
+      std::string scope, window;
+      int64_t start = 0;
+      if (parse_window_key(key, &scope, &window, &start)) {
+        Window w = Window::parse(window);
+        Bucket b = bucket_for(w, start, opts_.utc_offset_minutes);
+        if (w.kind == Window::Kind::Rolling) b.end = start + (b.end - b.start) + w.length.count();
+        if (b.end <= now) continue;  // ended and expired by the store: fine
+      }
+    }
+    rep.problems.push_back(fmt::format("counter {} is missing from the store (ledger says spent={} held={})", key,
+                                       c.spent.cost, c.held.cost));
+  }
+  rep.ok = rep.chain_ok && rep.problems.empty();
+  return rep;
+}
+
+std::string Engine::metrics_text() const {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, const char* labels, int64_t v) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{}{} {}\n", name, help, name, name, labels, v);
+  };
+  counter("budget_reservations_total", "Reservations by result.", "{result=\"allowed\"}", m_.reserve_allowed.load());
+  out += fmt::format("budget_reservations_total{{result=\"denied\"}} {}\n", m_.reserve_denied.load());
+  counter("budget_checks_total", "Dry-run checks.", "", m_.checks.load());
+  counter("budget_commits_total", "Committed reservations.", "", m_.commits.load());
+  counter("budget_releases_total", "Released reservations.", "", m_.releases.load());
+  counter("budget_records_total", "Direct spend records.", "", m_.records.load());
+  counter("budget_expired_holds_total", "Holds settled by expiry.", "", m_.expired.load());
+  counter("budget_stream_stops_total", "Streams told to stop.", "", m_.stream_stops.load());
+  counter("budget_fail_open_total", "Operations allowed because the store was down (fail-open).", "",
+          m_.fail_open.load());
+  counter("budget_store_errors_total", "Store errors.", "", m_.store_errors.load());
+  counter("budget_alerts_total", "Threshold alerts fired.", "", m_.alerts.load());
+  out += fmt::format(
+      "# HELP gen_ai_client_cost_nanos_total Money charged, in nanos of {}.\n# TYPE gen_ai_client_cost_nanos_total "
+      "counter\ngen_ai_client_cost_nanos_total {}\n",
+      opts_.currency, m_.spend_nanos.load());
+  out += fmt::format(
+      "# HELP gen_ai_client_token_usage_total Tokens charged (input + output).\n# TYPE "
+      "gen_ai_client_token_usage_total counter\ngen_ai_client_token_usage_total {}\n",
+      m_.tokens.load());
+  return out;
+}
+
+}  // namespace budget::detail
+
+// ---- BudgetManager: the public face ---------------------------------------------------------------
+
+namespace budget {
+
+BudgetManager::BudgetManager(Options options) : engine_(std::make_unique<detail::Engine>(std::move(options))) {}
+BudgetManager::BudgetManager(std::string store_url)
+    : BudgetManager([&] {
+        Options o;
+        o.store = std::move(store_url);
+        return o;
+      }()) {}
+BudgetManager::~BudgetManager() = default;
+
+void BudgetManager::set_limit(const Limit& limit) { engine_->set_limit(limit); }
+bool BudgetManager::remove_limit(std::string_view scope, Metric metric, const Window& window) {
+  return engine_->remove_limit(scope, metric, window);
+}
+std::vector<Limit> BudgetManager::limits() { return engine_->limits(); }
+Decision BudgetManager::reserve(const Subject& s, const Estimate& e, const RequestOptions& o) {
+  return engine_->reserve(s, e, o, false);
+}
+ConsumeResult BudgetManager::consume(Reservation& r, Money amount, int64_t tokens) {
+  return engine_->consume(r, amount, tokens);
+}
+ConsumeResult BudgetManager::consume(std::string_view id, Money amount, int64_t tokens) {
+  return engine_->consume(id, amount, tokens);
+}
+Receipt BudgetManager::commit(const Reservation& r, const Charge& actual) { return engine_->settle(&r, {}, &actual); }
+Receipt BudgetManager::commit(std::string_view id, const Charge& actual) {
+  return engine_->settle(nullptr, id, &actual);
+}
+Receipt BudgetManager::release(const Reservation& r) { return engine_->settle(&r, {}, nullptr); }
+Receipt BudgetManager::release(std::string_view id) { return engine_->settle(nullptr, id, nullptr); }
+size_t BudgetManager::expire_holds() { return engine_->expire_holds(); }
+Decision BudgetManager::check(const Subject& s, const Estimate& e) { return engine_->reserve(s, e, {}, true); }
+Receipt BudgetManager::record(const Subject& s, const Charge& actual, const RequestOptions& o) {
+  return engine_->record(s, actual, o);
+}
+void BudgetManager::grant(const Scope& scope, Money amount, const RequestOptions& o) {
+  engine_->grant(scope, amount, o);
+}
+void BudgetManager::adjust(const Subject& s, Money delta, const RequestOptions& o) { engine_->adjust(s, delta, o); }
+std::vector<LimitStatus> BudgetManager::status(const Scope& scope) { return engine_->status(scope); }
+void BudgetManager::on_alert(std::function<void(const Alert&)> cb) { engine_->on_alert(std::move(cb)); }
+void BudgetManager::on_denial(std::function<void(const Denial&, const Subject&)> cb) {
+  engine_->on_denial(std::move(cb));
+}
+std::vector<LedgerEvent> BudgetManager::events(const LedgerQuery& q) { return engine_->events(q); }
+void BudgetManager::export_csv(std::ostream& out, const LedgerQuery& q) { engine_->export_csv(out, q); }
+void BudgetManager::export_jsonl(std::ostream& out, const LedgerQuery& q) { engine_->export_jsonl(out, q); }
+std::vector<AggregateRow> BudgetManager::aggregate(const LedgerQuery& q, GroupBy by) {
+  return engine_->aggregate(q, by);
+}
+VerifyReport BudgetManager::verify() { return engine_->verify(); }
+std::string BudgetManager::metrics_text() const { return engine_->metrics_text(); }
+const Options& BudgetManager::options() const noexcept { return engine_->options(); }
+Timestamp BudgetManager::now() const { return from_millis(engine_->now_ms()); }
+
+}  // namespace budget

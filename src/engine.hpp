@@ -1,0 +1,116 @@
+// libbudget — the engine behind BudgetManager (internal).
+#pragma once
+
+#include <budget/manager.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "store.hpp"
+
+namespace budget::detail {
+
+struct LimitTable {
+  uint64_t version = 0;
+  std::unordered_map<std::string, std::vector<Limit>> by_scope;  // "user:alice", "user:*", "global"
+};
+
+struct HoldState {
+  std::mutex m;
+  std::string request_id;
+  std::shared_ptr<const Plan> plan;
+  Amounts initial, held, consumed, persisted;
+  bool stopped = false;
+  bool fail_open = false;
+  Denial denial;
+};
+
+class Engine {
+ public:
+  explicit Engine(Options options);
+
+  void set_limit(const Limit& limit);
+  bool remove_limit(std::string_view scope, Metric metric, const Window& window);
+  std::vector<Limit> limits();
+
+  Decision reserve(const Subject& subject, const Estimate& estimate, const RequestOptions& opts, bool dry_run);
+  ConsumeResult consume(Reservation& r, Money amount, int64_t tokens);
+  ConsumeResult consume(std::string_view request_id, Money amount, int64_t tokens);
+  Receipt settle(const Reservation* r, std::string_view request_id, const Charge* actual);
+  size_t expire_holds();
+  Receipt record(const Subject& subject, const Charge& actual, const RequestOptions& opts);
+  void grant(const Scope& scope, Money amount, const RequestOptions& opts);
+  void adjust(const Subject& subject, Money delta, const RequestOptions& opts);
+  std::vector<LimitStatus> status(const Scope& scope);
+
+  void on_alert(std::function<void(const Alert&)> cb);
+  void on_denial(std::function<void(const Denial&, const Subject&)> cb);
+
+  std::vector<LedgerEvent> events(const LedgerQuery& q);
+  void export_csv(std::ostream& out, const LedgerQuery& q);
+  void export_jsonl(std::ostream& out, const LedgerQuery& q);
+  std::vector<AggregateRow> aggregate(const LedgerQuery& q, GroupBy by);
+  VerifyReport verify();
+  std::string metrics_text() const;
+
+  const Options& options() const noexcept { return opts_; }
+  int64_t now_ms() const { return to_millis(clock_->now()); }
+
+ private:
+  struct Priced {
+    Amounts amounts;
+    PriceQuote quote;
+    bool priced = false;
+  };
+  Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now);
+  std::shared_ptr<const LimitTable> table();
+  void reload_limits();
+  std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t) const;
+  Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
+  void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
+                   const std::string& request_id);
+  void notify_denial(const Denial& d, const Subject& s);
+  void maybe_expire(int64_t now);
+  std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
+  void forget_hold(const std::string& request_id);
+  Receipt receipt_from(const SettleOut& out, const Priced* priced);
+  template <class Op, class F>
+  auto with_fresh_limits(F&& f);
+
+  Options opts_;
+  std::shared_ptr<const Clock> clock_;
+  std::unique_ptr<Store> store_;
+
+  mutable std::mutex limits_m_;
+  std::shared_ptr<const LimitTable> table_;
+
+  std::mutex cb_m_;
+  std::vector<std::function<void(const Alert&)>> alert_cbs_;
+  std::vector<std::function<void(const Denial&, const Subject&)>> denial_cbs_;
+  std::atomic<bool> has_alert_cbs_{false}, has_denial_cbs_{false};
+  std::mutex fired_m_;
+  std::unordered_set<std::string> fired_;
+
+  static constexpr size_t kHoldStripes = 32;
+  struct alignas(64) HoldStripe {
+    std::mutex m;
+    std::unordered_map<std::string, std::shared_ptr<HoldState>> map;
+  };
+  std::array<HoldStripe, kHoldStripes> holds_;
+
+  std::mutex sweep_m_;
+  std::atomic<int64_t> next_deadline_{0};
+  std::atomic<int64_t> last_sweep_{0};
+
+  struct Counters {
+    std::atomic<int64_t> reserve_allowed{0}, reserve_denied{0}, checks{0}, commits{0}, releases{0}, records{0},
+        expired{0}, stream_stops{0}, fail_open{0}, store_errors{0}, spend_nanos{0}, tokens{0}, alerts{0};
+  };
+  mutable Counters m_;
+};
+
+std::string generate_request_id();
+
+}  // namespace budget::detail

@@ -1,0 +1,171 @@
+#include <budget/error.hpp>
+#include <budget/ledger.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <ostream>
+
+#include "ledger_codec.hpp"
+#include "sha256.hpp"
+
+namespace budget {
+
+namespace {
+constexpr const char* kTypeNames[] = {"reserve", "consume", "commit", "release", "expire",
+                                      "record", "grant", "adjust", "deny"};
+
+using ordered = nlohmann::ordered_json;
+
+ordered amounts_json(const Amounts& a) { return ordered::array({a.cost, a.tokens, a.requests}); }
+Amounts amounts_from(const nlohmann::json& j) {
+  return {j.at(0).get<int64_t>(), j.at(1).get<int64_t>(), j.at(2).get<int64_t>()};
+}
+
+ordered usage_json(const Usage& u) {
+  ordered j;
+  j["input_tokens"] = u.input_tokens;
+  j["cache_read_tokens"] = u.cache_read_tokens;
+  j["cache_write_tokens"] = u.cache_write_tokens;
+  j["cache_write_1h_tokens"] = u.cache_write_1h_tokens;
+  j["output_tokens"] = u.output_tokens;
+  j["reasoning_tokens"] = u.reasoning_tokens;
+  j["images"] = u.images;
+  j["audio_ms"] = u.audio_ms;
+  j["requests"] = u.requests;
+  j["complete"] = u.complete;
+  return j;
+}
+Usage usage_from(const nlohmann::json& j) {
+  Usage u;
+  u.input_tokens = j.value("input_tokens", int64_t{0});
+  u.cache_read_tokens = j.value("cache_read_tokens", int64_t{0});
+  u.cache_write_tokens = j.value("cache_write_tokens", int64_t{0});
+  u.cache_write_1h_tokens = j.value("cache_write_1h_tokens", int64_t{0});
+  u.output_tokens = j.value("output_tokens", int64_t{0});
+  u.reasoning_tokens = j.value("reasoning_tokens", int64_t{0});
+  u.images = j.value("images", int64_t{0});
+  u.audio_ms = j.value("audio_ms", int64_t{0});
+  u.requests = j.value("requests", int64_t{1});
+  u.complete = j.value("complete", true);
+  return u;
+}
+
+ordered body_json(const LedgerEvent& e) {
+  ordered j;
+  j["time"] = to_millis(e.time);
+  j["type"] = to_string(e.type);
+  j["request_id"] = e.request_id;
+  j["subject"] = e.subject;
+  if (!e.model.empty()) j["model"] = e.model;
+  if (!e.provider.empty()) j["provider"] = e.provider;
+  if (!e.price_version.empty()) j["price_version"] = e.price_version;
+  if (e.usage) j["usage"] = usage_json(*e.usage);
+  j["spent"] = amounts_json(e.spent);
+  j["held"] = amounts_json(e.held);
+  j["granted"] = amounts_json(e.granted);
+  j["windows"] = e.windows;
+  if (!e.metadata.empty()) j["metadata"] = ordered::parse(e.metadata);
+  return j;
+}
+}  // namespace
+
+const char* to_string(EventType t) noexcept { return kTypeNames[static_cast<int>(t)]; }
+
+EventType parse_event_type(std::string_view text) {
+  for (int i = 0; i < 9; ++i)
+    if (text == kTypeNames[i]) return static_cast<EventType>(i);
+  throw InvalidArgumentError("unknown event type '" + std::string(text.substr(0, 40)) + "'");
+}
+
+std::string LedgerEvent::to_json() const {
+  ordered j;
+  j["seq"] = seq;
+  j["at"] = format_time(time);
+  for (auto& [k, v] : body_json(*this).items()) j[k] = v;
+  j["amount"] = amount().to_string();
+  j["prev_hash"] = prev_hash;
+  j["hash"] = hash;
+  return j.dump();
+}
+
+void write_csv_header(std::ostream& out) {
+  out << "seq,time,type,request_id,subject,model,provider,amount,spent_nanos,tokens,requests,held_nanos,"
+         "granted_nanos,price_version,input_tokens,output_tokens,hash\n";
+}
+
+namespace {
+std::string csv_field(std::string_view s) {
+  bool quote = s.find_first_of(",\"\n\r") != std::string_view::npos;
+  if (!quote) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+}  // namespace
+
+void write_csv_row(std::ostream& out, const LedgerEvent& e) {
+  std::string subject;
+  for (const auto& s : e.subject) subject += (subject.empty() ? "" : ";") + s;
+  out << e.seq << ',' << format_time(e.time) << ',' << to_string(e.type) << ',' << csv_field(e.request_id) << ','
+      << csv_field(subject) << ',' << csv_field(e.model) << ',' << csv_field(e.provider) << ','
+      << e.amount().to_string() << ',' << e.spent.cost << ',' << e.spent.tokens << ',' << e.spent.requests << ','
+      << e.held.cost << ',' << e.granted.cost << ',' << csv_field(e.price_version) << ','
+      << (e.usage ? e.usage->input_tokens : 0) << ',' << (e.usage ? e.usage->output_tokens : 0) << ',' << e.hash
+      << '\n';
+}
+
+namespace detail {
+
+std::string event_body(const LedgerEvent& e) { return body_json(e).dump(); }
+
+LedgerEvent event_from_body(std::string_view body) {
+  try {
+    auto j = nlohmann::json::parse(body);
+    LedgerEvent e;
+    e.time = from_millis(j.at("time").get<int64_t>());
+    e.type = parse_event_type(j.at("type").get<std::string>());
+    e.request_id = j.at("request_id").get<std::string>();
+    e.subject = j.at("subject").get<std::vector<std::string>>();
+    e.model = j.value("model", "");
+    e.provider = j.value("provider", "");
+    e.price_version = j.value("price_version", "");
+    if (j.contains("usage")) e.usage = usage_from(j.at("usage"));
+    e.spent = amounts_from(j.at("spent"));
+    e.held = amounts_from(j.at("held"));
+    e.granted = amounts_from(j.at("granted"));
+    e.windows = j.at("windows").get<std::vector<std::string>>();
+    if (j.contains("metadata")) e.metadata = j.at("metadata").dump();
+    return e;
+  } catch (const nlohmann::json::exception& ex) {
+    throw InternalError(std::string("corrupted ledger event: ") + ex.what());
+  }
+}
+
+std::string chain_hash(std::string_view prev_hash, int64_t seq, std::string_view body) {
+  std::string buf;
+  buf.reserve(prev_hash.size() + body.size() + 24);
+  buf += prev_hash;
+  buf += '|';
+  buf += std::to_string(seq);
+  buf += '|';
+  buf += body;
+  return sha256_hex(buf);
+}
+
+bool matches(const LedgerQuery& q, const LedgerEvent& e) {
+  if (e.seq <= q.after_seq || e.time < q.from || !(e.time < q.to)) return false;
+  if (q.request_id && e.request_id != *q.request_id) return false;
+  if (q.type && e.type != *q.type) return false;
+  if (q.scope) {
+    bool found = false;
+    for (const auto& s : e.subject) found = found || s == *q.scope;
+    if (!found) return false;
+  }
+  return true;
+}
+
+}  // namespace detail
+}  // namespace budget

@@ -1,0 +1,20 @@
+// Ledger event encoding (internal): canonical JSON body, hash chain, and back.
+#pragma once
+
+#include <budget/ledger.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace budget::detail {
+
+// The canonical body of an event: everything but seq, prev_hash and hash, in fixed order.
+std::string event_body(const LedgerEvent& e);
+// Rebuilds an event from its body (seq/prev_hash/hash are set by the caller).
+LedgerEvent event_from_body(std::string_view body);
+// hash = SHA-256(prev_hash "|" seq "|" body), hex.
+std::string chain_hash(std::string_view prev_hash, int64_t seq, std::string_view body);
+// Whether an event matches a query (time range, scope, request id, type, after_seq).
+bool matches(const LedgerQuery& q, const LedgerEvent& e);
+
+}  // namespace budget::detail

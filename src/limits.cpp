@@ -1,0 +1,235 @@
+#include <budget/error.hpp>
+#include <budget/limits.hpp>
+#include <budget/scope.hpp>
+
+#include <charconv>
+#include <chrono>
+
+#include "windows.hpp"
+
+namespace budget {
+
+const char* to_string(Metric m) noexcept {
+  switch (m) {
+    case Metric::Cost: return "cost";
+    case Metric::Tokens: return "tokens";
+    case Metric::Requests: return "requests";
+  }
+  return "?";
+}
+
+Metric parse_metric(std::string_view t) {
+  if (t == "cost") return Metric::Cost;
+  if (t == "tokens") return Metric::Tokens;
+  if (t == "requests") return Metric::Requests;
+  throw InvalidArgumentError("unknown metric '" + std::string(t.substr(0, 40)) + "' (cost, tokens, requests)");
+}
+
+namespace {
+
+int64_t parse_int(std::string_view s, std::string_view what) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty())
+    throw InvalidArgumentError("invalid " + std::string(what) + " '" + std::string(s.substr(0, 40)) + "'");
+  return v;
+}
+
+Duration parse_duration(std::string_view s) {
+  if (s.empty()) throw InvalidArgumentError("empty duration");
+  size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+  int64_t n = parse_int(s.substr(0, i), "duration");
+  auto unit = s.substr(i);
+  int64_t ms;
+  if (unit == "ms") ms = 1;
+  else if (unit == "s") ms = 1000;
+  else if (unit == "m" || unit == "min") ms = 60'000;
+  else if (unit == "h") ms = 3'600'000;
+  else if (unit == "d") ms = 86'400'000;
+  else if (unit == "w") ms = 7 * 86'400'000LL;
+  else throw InvalidArgumentError("invalid duration unit in '" + std::string(s.substr(0, 40)) + "' (ms, s, m, h, d, w)");
+  int64_t total = checked_mul(n, ms);
+  if (total < 1000) throw InvalidArgumentError("a rolling window lasts at least 1s");
+  return Duration(total);
+}
+
+std::string format_duration(Duration d) {
+  int64_t ms = d.count();
+  struct U { int64_t ms; const char* s; } units[] = {{7 * 86'400'000LL, "w"}, {86'400'000, "d"}, {3'600'000, "h"},
+                                                     {60'000, "m"}, {1000, "s"}, {1, "ms"}};
+  for (auto u : units)
+    if (ms % u.ms == 0) return std::to_string(ms / u.ms) + u.s;
+  return std::to_string(ms) + "ms";
+}
+
+int64_t parse_instant(std::string_view s) {
+  if (!s.empty() && s.find_first_not_of("-0123456789") == std::string_view::npos) return parse_int(s, "instant");
+  return detail::parse_iso8601_utc(s);
+}
+
+}  // namespace
+
+Window Window::rolling(Duration d) {
+  if (d.count() < 1000) throw InvalidArgumentError("a rolling window lasts at least 1s");
+  Window w{Kind::Rolling};
+  w.length = d;
+  return w;
+}
+
+Window Window::custom(Timestamp start, Timestamp end) {
+  if (!(start < end)) throw InvalidArgumentError("a custom window needs start < end");
+  Window w{Kind::Custom};
+  w.start = start;
+  w.end = end;
+  return w;
+}
+
+Window Window::parse(std::string_view t) {
+  if (t == "minute") return minute();
+  if (t == "hour") return hour();
+  if (t == "day") return day();
+  if (t == "week") return week();
+  if (t == "month") return month();
+  if (t == "total") return total();
+  if (t.rfind("rolling:", 0) == 0) return rolling(parse_duration(t.substr(8)));
+  if (t.rfind("custom:", 0) == 0) {
+    auto rest = t.substr(7);
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) throw InvalidArgumentError("custom window needs 'custom:<start>/<end>'");
+    return custom(from_millis(parse_instant(rest.substr(0, slash))), from_millis(parse_instant(rest.substr(slash + 1))));
+  }
+  throw InvalidArgumentError("unknown window '" + std::string(t.substr(0, 60)) +
+                             "' (minute, hour, day, week, month, total, rolling:<duration>, custom:<start>/<end>)");
+}
+
+std::string Window::to_string() const {
+  switch (kind) {
+    case Kind::Minute: return "minute";
+    case Kind::Hour: return "hour";
+    case Kind::Day: return "day";
+    case Kind::Week: return "week";
+    case Kind::Month: return "month";
+    case Kind::Total: return "total";
+    case Kind::Rolling: return "rolling:" + format_duration(length);
+    case Kind::Custom: return "custom:" + std::to_string(to_millis(start)) + "/" + std::to_string(to_millis(end));
+  }
+  return "?";
+}
+
+Limit Limit::cost(std::string scope, Window w, Money amount, std::vector<uint32_t> alerts) {
+  return Limit{std::move(scope), w, Metric::Cost, amount.nanos(), std::move(alerts)};
+}
+Limit Limit::tokens(std::string scope, Window w, int64_t n, std::vector<uint32_t> alerts) {
+  return Limit{std::move(scope), w, Metric::Tokens, n, std::move(alerts)};
+}
+Limit Limit::requests(std::string scope, Window w, int64_t n, std::vector<uint32_t> alerts) {
+  return Limit{std::move(scope), w, Metric::Requests, n, std::move(alerts)};
+}
+
+std::string Limit::key() const { return scope + "|" + budget::to_string(metric) + "|" + window.to_string(); }
+
+bool Limit::is_kind_default() const { return scope.size() > 2 && scope.compare(scope.size() - 2, 2, ":*") == 0; }
+
+void Limit::validate() const {
+  if (is_kind_default()) validate_kind(std::string_view(scope).substr(0, scope.size() - 2));
+  else Scope::parse(scope);
+  if (amount < 0) throw InvalidArgumentError("limit amount is negative");
+  if (amount > INT64_MAX / 4) throw InvalidArgumentError("limit amount too large");
+  for (auto a : alert_thresholds_pct)
+    if (a == 0 || a > 1000) throw InvalidArgumentError("alert thresholds are percentages in 1..1000");
+  if (window.kind == Window::Kind::Rolling && window.length.count() < 1000)
+    throw InvalidArgumentError("a rolling window lasts at least 1s");
+  if (window.kind == Window::Kind::Custom && !(window.start < window.end))
+    throw InvalidArgumentError("a custom window needs start < end");
+}
+
+namespace detail {
+
+using namespace std::chrono;
+
+int64_t parse_iso8601_utc(std::string_view s) {
+  // YYYY-MM-DDTHH:MM:SS[.mmm]Z
+  auto num = [&](size_t pos, size_t len) -> int {
+    if (pos + len > s.size()) throw InvalidArgumentError("invalid ISO-8601 time '" + std::string(s.substr(0, 40)) + "'");
+    return static_cast<int>(parse_int(s.substr(pos, len), "ISO-8601 time"));
+  };
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s.back() != 'Z')
+    throw InvalidArgumentError("invalid ISO-8601 UTC time '" + std::string(s.substr(0, 40)) + "' (YYYY-MM-DDTHH:MM:SSZ)");
+  year_month_day ymd{year{num(0, 4)}, month{static_cast<unsigned>(num(5, 2))}, day{static_cast<unsigned>(num(8, 2))}};
+  if (!ymd.ok()) throw InvalidArgumentError("invalid date in '" + std::string(s.substr(0, 40)) + "'");
+  int hh = num(11, 2), mi = num(14, 2), ss = num(17, 2), ms = 0;
+  if (hh > 23 || mi > 59 || ss > 60) throw InvalidArgumentError("invalid time in '" + std::string(s.substr(0, 40)) + "'");
+  if (s.size() > 20) {
+    if (s[19] != '.' || s.size() != 24) throw InvalidArgumentError("invalid ISO-8601 fraction in '" + std::string(s.substr(0, 40)) + "'");
+    ms = num(20, 3);
+  }
+  auto days = sys_days(ymd).time_since_epoch().count();
+  return ((static_cast<int64_t>(days) * 24 + hh) * 60 + mi) * 60'000 + ss * 1000LL + ms;
+}
+
+namespace {
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+}  // namespace
+
+Bucket bucket_for(const Window& w, int64_t now, int offset_min) {
+  Bucket b;
+  const int64_t off = static_cast<int64_t>(offset_min) * 60'000;
+  const int64_t local = now + off;
+  auto fixed = [&](int64_t size) {
+    b.start = floor_div(local, size) * size - off;
+    b.end = b.start + size;
+  };
+  switch (w.kind) {
+    case Window::Kind::Minute: fixed(60'000); break;
+    case Window::Kind::Hour: fixed(3'600'000); break;
+    case Window::Kind::Day: fixed(86'400'000); break;
+    case Window::Kind::Week: {
+      int64_t day = floor_div(local, 86'400'000);
+      int64_t monday = day - ((day + 3) % 7 + 7) % 7;  // 1970-01-01 was a Thursday
+      b.start = monday * 86'400'000 - off;
+      b.end = b.start + 7 * 86'400'000LL;
+      break;
+    }
+    case Window::Kind::Month: {
+      sys_days d{days{floor_div(local, 86'400'000)}};
+      year_month_day ymd{d};
+      auto first = sys_days(ymd.year() / ymd.month() / 1);
+      auto next = sys_days((ymd.year() / ymd.month() + months{1}) / 1);
+      b.start = static_cast<int64_t>(first.time_since_epoch().count()) * 86'400'000 - off;
+      b.end = static_cast<int64_t>(next.time_since_epoch().count()) * 86'400'000 - off;
+      break;
+    }
+    case Window::Kind::Total:
+      b.start = 0;
+      b.end = INT64_MAX;
+      b.read_from = 0;
+      b.resets_at = 0;
+      return b;
+    case Window::Kind::Rolling: {
+      int64_t len = w.length.count();
+      int64_t g = std::max<int64_t>(1000, len / 60);
+      int64_t n = (len + g - 1) / g;  // buckets summed
+      b.start = floor_div(now, g) * g;
+      b.end = b.start + g;
+      b.read_from = b.start - (n - 1) * g;
+      b.resets_at = b.end;  // the oldest bucket leaves the window then
+      return b;
+    }
+    case Window::Kind::Custom: {
+      int64_t s = to_millis(w.start), e = to_millis(w.end);
+      b.applies = s <= now && now < e;
+      b.start = s;
+      b.end = e;
+      b.read_from = s;
+      b.resets_at = e;
+      return b;
+    }
+  }
+  b.read_from = b.start;
+  b.resets_at = b.end;
+  return b;
+}
+
+}  // namespace detail
+}  // namespace budget

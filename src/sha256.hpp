@@ -1,0 +1,12 @@
+// SHA-256 (FIPS 180-4), for the ledger's hash chain. Our own ~80 lines rather than a crypto
+// dependency: the chain needs one hash function and nothing else from a crypto library.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace budget::detail {
+std::array<uint8_t, 32> sha256(std::string_view data);
+std::string sha256_hex(std::string_view data);
+}  // namespace budget::detail

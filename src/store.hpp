@@ -1,0 +1,206 @@
+// libbudget — the Store interface (internal).
+//
+// The engine (BudgetManager) turns a call into a self-contained operation: the concrete
+// windows (counters) of every limit of every scope of the subject at "now", the checks to
+// make against them, and the deltas to apply. A Store executes each operation atomically and
+// idempotently (keyed by request id) as ONE unit: a locked section (memory), one transaction
+// (SQLite), or one server-side script and round trip (Redis). The engine never reads and then
+// writes in two steps, so no race can overspend a limit.
+//
+// Stores report state; they never throw for a denial. They throw budget::Error subclasses for
+// NotFound / Conflict / StoreUnavailable.
+#pragma once
+
+#include <budget/ledger.hpp>
+#include <budget/limits.hpp>
+#include <budget/manager.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace budget::detail {
+
+constexpr int64_t kForever = INT64_MAX;
+
+// One counter set of one scope over one window. The counters live in buckets: calendar,
+// total and custom windows have one bucket per window; rolling windows have many small buckets
+// of which [read_from, start] are summed.
+struct WindowRef {
+  std::string scope;   // "user:alice"
+  std::string window;  // canonical window text: "day", "rolling:1h", "total", ...
+  int64_t start = 0;   // the bucket written to (ms since epoch)
+  int64_t end = 0;     // its end (kForever for total)
+  int64_t read_from = 0;
+  std::string key() const;  // "scope|window|start" (unambiguous: parsed from the right)
+  std::string series() const { return scope + '|' + window; }  // all buckets of the window
+  bool operator==(const WindowRef&) const = default;
+};
+// Inverse of WindowRef::key (start/end/read_from = start).
+bool parse_window_key(std::string_view key, std::string* scope, std::string* window, int64_t* start);
+
+struct Check {
+  uint16_t window = 0;  // index into Plan::windows
+  Metric metric = Metric::Cost;
+  int64_t limit = 0;
+  bool grantable = false;        // a `total` window: grants raise the limit
+  int64_t resets_at = 0;         // 0 = never
+  std::string limit_key;
+  std::vector<uint32_t> alerts;  // engine only
+  bool operator==(const Check&) const = default;
+};
+
+struct Plan {
+  std::vector<WindowRef> windows;
+  std::vector<Check> checks;
+  uint64_t limits_version = 0;
+};
+
+struct Counters {
+  Amounts spent, held, granted;
+};
+int64_t metric_of(const Amounts& a, Metric m) noexcept;
+Amounts& operator+=(Amounts& a, const Amounts& b);  // checked
+Amounts operator-(const Amounts& a);                 // checked
+Amounts operator+(Amounts a, const Amounts& b);
+Amounts operator-(Amounts a, const Amounts& b);
+
+// The state of one check: summed counters of its metric.
+struct CheckState {
+  int64_t spent = 0, held = 0, granted = 0;
+};
+// The allowance rule, shared by every store (and mirrored in the Redis script):
+// room iff spent + held + need <= limit (+ granted), and a need of 0 still needs some room.
+bool has_room(const Check& c, const CheckState& s, int64_t need) noexcept;
+
+enum class ReqState : uint8_t { Held, Committed, Released, Expired, Denied, Recorded, Granted, Adjusted };
+const char* to_string(ReqState s) noexcept;
+
+struct RequestRecord {
+  std::string request_id;
+  ReqState state = ReqState::Held;
+  std::vector<std::string> subject;
+  std::shared_ptr<const Plan> plan;
+  Amounts held, consumed, charged;
+  int64_t created_at = 0, expires_at = 0;
+  bool over_hold = false, over_limit = false, after_expiry = false;
+  std::string model, provider, price_version;
+  std::string fingerprint;  // what the first call asked, to tell a replay from a conflict
+  int failing_check = -1;   // Denied: which check
+  CheckState failing_state; // Denied: its state then
+};
+
+// ---- operations --------------------------------------------------------------------------
+struct ReserveOp {
+  std::string request_id;
+  std::vector<std::string> subject;
+  std::shared_ptr<const Plan> plan;
+  Amounts amount;
+  int64_t now = 0, expires_at = 0;
+  std::string model, provider, metadata, fingerprint;
+  bool dry_run = false;  // check(): nothing is written
+};
+struct ReserveOut {
+  enum Status { Allowed, Denied, Stale } status = Allowed;
+  bool replayed = false;
+  int failing_check = -1;
+  CheckState failing_state;
+  std::shared_ptr<const Plan> plan;  // the plan in force (the recorded one on replay)
+  Amounts held;
+  int64_t expires_at = 0;
+};
+
+// Streaming: grow the hold by `delta` (all-or-nothing over every check of the reservation's
+// plan) and persist `consumed`. delta = 0 only persists `consumed`.
+struct GrowOp {
+  std::string request_id;
+  Amounts delta, consumed;
+  int64_t now = 0;
+};
+struct GrowOut {
+  enum Status { Grown, Denied, NotHeld } status = Grown;
+  ReqState state = ReqState::Held;
+  int failing_check = -1;
+  CheckState failing_state;
+  std::shared_ptr<const Plan> plan;
+  Amounts held;
+};
+
+struct SettleOp {
+  enum Kind { Commit, Release } kind = Commit;
+  std::string request_id;
+  Amounts charge;  // Commit
+  std::optional<Usage> usage;
+  std::string model, provider, price_version, metadata, fingerprint;
+  int64_t now = 0;
+};
+struct SettleOut {
+  RequestRecord record;  // after the operation
+  bool replayed = false;
+  Amounts released;
+  std::vector<CheckState> before, after;  // per check of record.plan (empty on replay)
+};
+
+// record / adjust / grant: direct deltas on the plan's windows.
+struct DirectOp {
+  EventType type = EventType::Record;
+  std::string request_id;
+  std::vector<std::string> subject;
+  std::shared_ptr<const Plan> plan;
+  Amounts spent, granted;
+  std::optional<Usage> usage;
+  std::string model, provider, price_version, metadata, fingerprint;
+  int64_t now = 0;
+};
+struct DirectOut {
+  bool stale = false, replayed = false;
+  RequestRecord record;
+  std::vector<CheckState> before, after;
+};
+
+struct StoredCounter {
+  std::string key;  // WindowRef::key()
+  int64_t end = 0;
+  Counters counters;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual std::string describe() const = 0;
+
+  // Limits, versioned: every operation carries the version its plan was made with and a
+  // store answers Stale when another process changed the limits since.
+  virtual std::vector<Limit> load_limits(uint64_t* version) = 0;
+  virtual uint64_t put_limit(const Limit& limit) = 0;                       // new version
+  virtual bool remove_limit(const std::string& key, uint64_t* version) = 0;
+
+  virtual ReserveOut reserve(const ReserveOp& op) = 0;
+  virtual GrowOut grow(const GrowOp& op) = 0;
+  virtual SettleOut settle(const SettleOp& op) = 0;
+  virtual DirectOut direct(const DirectOp& op) = 0;
+  // Settles up to `max` holds whose deadline <= now. Returns how many.
+  virtual size_t expire(int64_t now, size_t max) = 0;
+  // Earliest deadline of a live hold (kForever if none), a hint for lazy expiry.
+  virtual int64_t next_deadline() = 0;
+
+  virtual std::optional<RequestRecord> get_request(const std::string& request_id) = 0;
+  virtual std::vector<CheckState> read(const Plan& plan) = 0;
+  // Events in seq order; the callback returns false to stop.
+  virtual void scan_events(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) = 0;
+  virtual void scan_counters(const std::function<void(const StoredCounter&)>& f) = 0;
+  // Whether counters of windows that ended may be gone (Redis TTLs them).
+  virtual bool expires_counters() const { return false; }
+};
+
+std::unique_ptr<Store> open_store(const std::string& url, const StoreOptions& options);
+std::unique_ptr<Store> make_memory_store();
+std::unique_ptr<Store> make_sqlite_store(const std::string& path, const StoreOptions& options);
+#ifdef BUDGET_WITH_REDIS
+std::unique_ptr<Store> make_redis_store(const std::string& url, const StoreOptions& options);
+#endif
+
+}  // namespace budget::detail

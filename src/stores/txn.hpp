@@ -1,0 +1,37 @@
+// libbudget — the state machine of every operation, written once over a transaction
+// interface. The memory store runs it inside striped locks, the SQLite store inside one
+// SQLite transaction; the Redis store mirrors it in its Lua script (src/stores/redis*),
+// and the shared conformance suite keeps the three in agreement.
+#pragma once
+
+#include "store.hpp"
+
+namespace budget::detail {
+
+class Txn {
+ public:
+  virtual ~Txn() = default;
+  virtual uint64_t limits_version() = 0;
+  // Counters summed over the buckets [w.read_from, w.start] of w's series.
+  virtual Counters sum(const WindowRef& w) = 0;
+  // Adds delta to the bucket w.start of w's series (creating it, ending at w.end).
+  virtual void add(const WindowRef& w, const Counters& delta) = 0;
+  virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
+  virtual void put_request(const RequestRecord& rec) = 0;  // insert or replace
+  // Appends an event; the store assigns seq (and the hash chain).
+  virtual void append(LedgerEvent&& e) = 0;
+};
+
+ReserveOut txn_reserve(Txn& t, const ReserveOp& op);
+GrowOut txn_grow(Txn& t, const GrowOp& op);
+SettleOut txn_settle(Txn& t, const SettleOp& op);
+DirectOut txn_direct(Txn& t, const DirectOp& op);
+// Settles one held record whose deadline passed (the caller selected it).
+void txn_expire(Txn& t, RequestRecord rec, int64_t now);
+std::vector<CheckState> txn_read(Txn& t, const Plan& plan);
+
+// Plan encoding for stores that persist request records (JSON text).
+std::string encode_plan(const Plan& plan);
+std::shared_ptr<const Plan> decode_plan(std::string_view text);
+
+}  // namespace budget::detail

@@ -1,0 +1,374 @@
+#include "stores/txn.hpp"
+
+#include <budget/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "int128.hpp"
+
+namespace budget::detail {
+
+namespace {
+
+std::vector<std::string> window_keys(const Plan& p) {
+  std::vector<std::string> keys;
+  keys.reserve(p.windows.size());
+  for (const auto& w : p.windows) keys.push_back(w.key());
+  return keys;
+}
+
+CheckState state_of(const Counters& c, Metric m) {
+  return {metric_of(c.spent, m), metric_of(c.held, m), metric_of(c.granted, m)};
+}
+
+std::vector<CheckState> states(Txn& t, const Plan& p) {
+  std::vector<Counters> sums;
+  sums.reserve(p.windows.size());
+  for (const auto& w : p.windows) sums.push_back(t.sum(w));
+  std::vector<CheckState> out;
+  out.reserve(p.checks.size());
+  for (const auto& c : p.checks) out.push_back(state_of(sums[c.window], c.metric));
+  return out;
+}
+
+// First check without room for `need`, or -1.
+int first_failing(const Plan& p, const std::vector<CheckState>& st, const Amounts& need) {
+  for (size_t i = 0; i < p.checks.size(); ++i)
+    if (!has_room(p.checks[i], st[i], metric_of(need, p.checks[i].metric))) return static_cast<int>(i);
+  return -1;
+}
+
+void add_all(Txn& t, const Plan& p, const Counters& delta) {
+  for (const auto& w : p.windows) t.add(w, delta);
+}
+
+bool over_limit(const Check& c, const CheckState& s) {
+  int128 cap = static_cast<int128>(c.limit) + (c.grantable ? s.granted : 0);
+  return static_cast<int128>(s.spent) + s.held > cap;
+}
+
+std::vector<CheckState> shifted(const Plan& p, std::vector<CheckState> st, const Amounts& spent, const Amounts& held) {
+  for (size_t i = 0; i < p.checks.size(); ++i) {
+    st[i].spent = checked_add(st[i].spent, metric_of(spent, p.checks[i].metric));
+    st[i].held = checked_add(st[i].held, metric_of(held, p.checks[i].metric));
+  }
+  return st;
+}
+
+void flag_over_limit(const Plan& p, const std::vector<CheckState>& after, RequestRecord& rec) {
+  for (size_t i = 0; i < p.checks.size(); ++i)
+    if (over_limit(p.checks[i], after[i])) rec.over_limit = true;
+}
+
+LedgerEvent event_for(EventType type, const RequestRecord& rec, int64_t now) {
+  LedgerEvent e;
+  e.time = from_millis(now);
+  e.type = type;
+  e.request_id = rec.request_id;
+  e.subject = rec.subject;
+  e.model = rec.model;
+  e.provider = rec.provider;
+  e.price_version = rec.price_version;
+  if (rec.plan) e.windows = window_keys(*rec.plan);
+  return e;
+}
+
+[[noreturn]] void conflict(const RequestRecord& rec, const char* asked) {
+  throw ConflictError("request id '" + rec.request_id + "' is already " + to_string(rec.state) +
+                      "; cannot " + asked);
+}
+
+}  // namespace
+
+ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
+  ReserveOut out;
+  if (!op.dry_run) {
+    if (auto rec = t.get_request(op.request_id)) {
+      bool was_reserve = rec->state == ReqState::Held || rec->state == ReqState::Committed ||
+                         rec->state == ReqState::Released || rec->state == ReqState::Expired ||
+                         rec->state == ReqState::Denied;
+      if (!was_reserve || rec->fingerprint != op.fingerprint)
+        throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+      out.replayed = true;
+      out.plan = rec->plan;
+      out.held = rec->held;
+      out.expires_at = rec->expires_at;
+      if (rec->state == ReqState::Denied) {
+        out.status = ReserveOut::Denied;
+        out.failing_check = rec->failing_check;
+        out.failing_state = rec->failing_state;
+      }
+      return out;
+    }
+  }
+  if (t.limits_version() != op.plan->limits_version) {
+    out.status = ReserveOut::Stale;
+    return out;
+  }
+  out.plan = op.plan;
+  auto st = states(t, *op.plan);
+  int failing = first_failing(*op.plan, st, op.amount);
+  RequestRecord rec;
+  rec.request_id = op.request_id;
+  rec.subject = op.subject;
+  rec.plan = op.plan;
+  rec.created_at = op.now;
+  rec.expires_at = op.expires_at;
+  rec.model = op.model;
+  rec.provider = op.provider;
+  rec.fingerprint = op.fingerprint;
+  if (failing >= 0) {
+    out.status = ReserveOut::Denied;
+    out.failing_check = failing;
+    out.failing_state = st[failing];
+    if (!op.dry_run) {
+      rec.state = ReqState::Denied;
+      rec.failing_check = failing;
+      rec.failing_state = st[failing];
+      auto e = event_for(EventType::Deny, rec, op.now);
+      e.metadata = op.metadata;
+      t.put_request(rec);
+      t.append(std::move(e));
+    }
+    return out;
+  }
+  if (op.dry_run) return out;
+  Counters delta;
+  delta.held = op.amount;
+  add_all(t, *op.plan, delta);
+  rec.state = ReqState::Held;
+  rec.held = op.amount;
+  auto e = event_for(EventType::Reserve, rec, op.now);
+  e.held = op.amount;
+  e.metadata = op.metadata;
+  t.put_request(rec);
+  t.append(std::move(e));
+  out.held = op.amount;
+  out.expires_at = op.expires_at;
+  return out;
+}
+
+GrowOut txn_grow(Txn& t, const GrowOp& op) {
+  GrowOut out;
+  auto rec = t.get_request(op.request_id);
+  if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
+  out.plan = rec->plan;
+  if (rec->state == ReqState::Held && rec->expires_at <= op.now) {
+    txn_expire(t, *rec, op.now);
+    rec->state = ReqState::Expired;
+  }
+  out.state = rec->state;
+  out.held = rec->held;
+  if (rec->state != ReqState::Held) {
+    out.status = GrowOut::NotHeld;
+    return out;
+  }
+  if (!op.delta.is_zero()) {
+    auto st = states(t, *rec->plan);
+    int failing = first_failing(*rec->plan, st, op.delta);
+    if (failing >= 0) {
+      out.status = GrowOut::Denied;
+      out.failing_check = failing;
+      out.failing_state = st[failing];
+      if (rec->consumed == op.consumed) return out;
+    } else {
+      Counters delta;
+      delta.held = op.delta;
+      add_all(t, *rec->plan, delta);
+      rec->held += op.delta;
+    }
+  }
+  bool grown = out.status == GrowOut::Grown && !op.delta.is_zero();
+  rec->consumed = op.consumed;
+  auto e = event_for(EventType::Consume, *rec, op.now);
+  if (grown) e.held = op.delta;
+  e.metadata = nlohmann::json{{"consumed", op.consumed.cost}, {"consumed_tokens", op.consumed.tokens}}.dump();
+  t.put_request(*rec);
+  t.append(std::move(e));
+  out.held = rec->held;
+  return out;
+}
+
+SettleOut txn_settle(Txn& t, const SettleOp& op) {
+  SettleOut out;
+  auto rec = t.get_request(op.request_id);
+  if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
+  const bool commit = op.kind == SettleOp::Commit;
+  switch (rec->state) {
+    case ReqState::Committed:
+      if (!commit) conflict(*rec, "release it");
+      if (rec->fingerprint != op.fingerprint) conflict(*rec, "commit it again with a different amount");
+      out.record = *rec;
+      out.replayed = true;
+      return out;
+    case ReqState::Released:
+      if (commit) conflict(*rec, "commit it");
+      out.record = *rec;
+      out.replayed = true;
+      return out;
+    case ReqState::Expired:
+      if (!commit) {  // the hold is already gone; what expiry charged stays
+        out.record = *rec;
+        out.replayed = true;
+        return out;
+      }
+      break;
+    case ReqState::Held:
+      break;
+    default:
+      conflict(*rec, commit ? "commit it" : "release it");
+  }
+  const Plan& plan = *rec->plan;
+  auto before = states(t, plan);
+  Counters delta;
+  auto e = event_for(commit ? EventType::Commit : EventType::Release, *rec, op.now);
+  e.metadata = op.metadata;
+  if (rec->state == ReqState::Expired) {
+    // A late commit: expiry charged what was consumed; record the difference as an adjustment.
+    delta.spent = op.charge - rec->charged;
+    rec->after_expiry = true;
+  } else {
+    delta.held = -rec->held;
+    if (commit) {
+      delta.spent = op.charge;
+      out.released = rec->held;
+    } else {
+      out.released = rec->held;
+    }
+  }
+  if (commit) {
+    rec->state = ReqState::Committed;
+    rec->over_hold = op.charge.cost > rec->held.cost || op.charge.tokens > rec->held.tokens;
+    rec->charged = op.charge;
+    rec->fingerprint = op.fingerprint;
+    rec->model = op.model.empty() ? rec->model : op.model;
+    rec->provider = op.provider.empty() ? rec->provider : op.provider;
+    rec->price_version = op.price_version;
+    e.usage = op.usage;
+    e.model = rec->model;
+    e.provider = rec->provider;
+    e.price_version = rec->price_version;
+  } else {
+    rec->state = ReqState::Released;
+  }
+  add_all(t, plan, delta);
+  out.before = before;
+  out.after = shifted(plan, before, delta.spent, delta.held);
+  rec->over_limit = false;
+  if (commit) flag_over_limit(plan, out.after, *rec);
+  if (commit && out.released.cost > 0) {
+    // "released" reports the part of the hold not charged.
+    out.released.cost = std::max<int64_t>(0, rec->held.cost - op.charge.cost);
+  }
+  e.spent = delta.spent;
+  e.held = delta.held;
+  t.put_request(*rec);
+  t.append(std::move(e));
+  out.record = *rec;
+  return out;
+}
+
+void txn_expire(Txn& t, RequestRecord rec, int64_t now) {
+  if (rec.state != ReqState::Held) return;
+  Counters delta;
+  delta.held = -rec.held;
+  delta.spent = rec.consumed;
+  add_all(t, *rec.plan, delta);
+  rec.state = ReqState::Expired;
+  rec.charged = rec.consumed;
+  auto e = event_for(EventType::Expire, rec, now);
+  e.held = delta.held;
+  e.spent = delta.spent;
+  t.put_request(rec);
+  t.append(std::move(e));
+}
+
+DirectOut txn_direct(Txn& t, const DirectOp& op) {
+  DirectOut out;
+  static constexpr ReqState kStateOf[] = {ReqState::Held, ReqState::Held, ReqState::Committed,
+                                          ReqState::Released, ReqState::Expired, ReqState::Recorded,
+                                          ReqState::Granted, ReqState::Adjusted, ReqState::Denied};
+  const ReqState target = kStateOf[static_cast<int>(op.type)];
+  if (auto rec = t.get_request(op.request_id)) {
+    if (rec->state != target || rec->fingerprint != op.fingerprint)
+      throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+    out.replayed = true;
+    out.record = *rec;
+    return out;
+  }
+  if (t.limits_version() != op.plan->limits_version) {
+    out.stale = true;
+    return out;
+  }
+  RequestRecord rec;
+  rec.request_id = op.request_id;
+  rec.state = target;
+  rec.subject = op.subject;
+  rec.plan = op.plan;
+  rec.created_at = op.now;
+  rec.charged = op.spent;
+  rec.model = op.model;
+  rec.provider = op.provider;
+  rec.price_version = op.price_version;
+  rec.fingerprint = op.fingerprint;
+  auto before = states(t, *op.plan);
+  Counters delta;
+  delta.spent = op.spent;
+  delta.granted = op.granted;
+  add_all(t, *op.plan, delta);
+  out.before = before;
+  out.after = shifted(*op.plan, before, op.spent, {});
+  for (size_t i = 0; i < op.plan->checks.size(); ++i)
+    if (op.plan->checks[i].grantable) out.after[i].granted = checked_add(out.after[i].granted, metric_of(op.granted, op.plan->checks[i].metric));
+  if (op.type != EventType::Grant) flag_over_limit(*op.plan, out.after, rec);
+  auto e = event_for(op.type, rec, op.now);
+  e.spent = op.spent;
+  e.granted = op.granted;
+  e.usage = op.usage;
+  e.metadata = op.metadata;
+  t.put_request(rec);
+  t.append(std::move(e));
+  out.record = std::move(rec);
+  return out;
+}
+
+std::vector<CheckState> txn_read(Txn& t, const Plan& plan) { return states(t, plan); }
+
+// ---- plan encoding --------------------------------------------------------------------------
+std::string encode_plan(const Plan& p) {
+  nlohmann::json j;
+  j["v"] = p.limits_version;
+  auto& ws = j["w"] = nlohmann::json::array();
+  for (const auto& w : p.windows) ws.push_back({w.scope, w.window, w.start, w.end, w.read_from});
+  auto& cs = j["c"] = nlohmann::json::array();
+  for (const auto& c : p.checks)
+    cs.push_back({c.window, static_cast<int>(c.metric), c.limit, c.grantable, c.resets_at, c.limit_key, c.alerts});
+  return j.dump();
+}
+
+std::shared_ptr<const Plan> decode_plan(std::string_view text) {
+  try {
+    auto j = nlohmann::json::parse(text);
+    auto p = std::make_shared<Plan>();
+    p->limits_version = j.at("v").get<uint64_t>();
+    for (const auto& w : j.at("w"))
+      p->windows.push_back({w.at(0).get<std::string>(), w.at(1).get<std::string>(), w.at(2).get<int64_t>(),
+                            w.at(3).get<int64_t>(), w.at(4).get<int64_t>()});
+    for (const auto& c : j.at("c")) {
+      Check k;
+      k.window = c.at(0).get<uint16_t>();
+      k.metric = static_cast<Metric>(c.at(1).get<int>());
+      k.limit = c.at(2).get<int64_t>();
+      k.grantable = c.at(3).get<bool>();
+      k.resets_at = c.at(4).get<int64_t>();
+      k.limit_key = c.at(5).get<std::string>();
+      k.alerts = c.at(6).get<std::vector<uint32_t>>();
+      p->checks.push_back(std::move(k));
+    }
+    return p;
+  } catch (const nlohmann::json::exception& e) {
+    throw InternalError(std::string("corrupted plan in store: ") + e.what());
+  }
+}
+
+}  // namespace budget::detail

@@ -1,0 +1,21 @@
+// libbudget — where a window's current bucket starts and ends (internal).
+#pragma once
+
+#include <budget/limits.hpp>
+
+#include <cstdint>
+
+namespace budget::detail {
+
+struct Bucket {
+  bool applies = true;   // false: a custom window that does not contain `now`
+  int64_t start = 0, end = 0, read_from = 0;
+  int64_t resets_at = 0;  // 0 = never (total)
+};
+
+// Calendar windows use the fixed offset (minutes east of UTC) for their boundaries.
+Bucket bucket_for(const Window& w, int64_t now_ms, int utc_offset_minutes);
+// Parses "2026-01-01T00:00:00Z" (or with .mmm) to ms since the epoch; throws InvalidArgument.
+int64_t parse_iso8601_utc(std::string_view text);
+
+}  // namespace budget::detail
