@@ -355,6 +355,7 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   hs->held = rec->held;
   hs->consumed = rec->consumed;
   hs->persisted = rec->consumed;
+  hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
   std::lock_guard lk(st.m);
   return st.map.try_emplace(hs->request_id, hs).first->second;
@@ -452,6 +453,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     hs->request_id = request_id;
     hs->plan = out.plan;
     hs->initial = hs->held = out.held;
+    hs->expires_at = out.expires_at;
     auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
     std::lock_guard lk(st.m);
     r.state_ = st.map.try_emplace(request_id, hs).first->second;
@@ -496,6 +498,15 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
   hs.consumed = next;
   if (hs.fail_open) return finish(Verdict::Continue);
   const int64_t now = now_ms();
+  if (now >= hs.expires_at) {
+    // The TTL passed: the hold is (or is about to be) settled by expiry; the stream must stop.
+    hs.stopped = true;
+    hs.denial = Denial{};
+    hs.denial.reason = DenyReason::LimitExceeded;
+    hs.denial.message = "the hold expired; the stream must stop";
+    ++m_.stream_stops;
+    return finish(Verdict::Stop);
+  }
   if (deficit.is_zero()) {
     if (opts_.persist_every.nanos() > 0 && next.cost - hs.persisted.cost >= opts_.persist_every.nanos()) {
       try {

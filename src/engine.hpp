@@ -22,6 +22,7 @@ struct HoldState {
   std::string request_id;
   std::shared_ptr<const Plan> plan;
   Amounts initial, held, consumed, persisted;
+  int64_t expires_at = INT64_MAX;
   bool stopped = false;
   bool fail_open = false;
   Denial denial;

@@ -81,7 +81,8 @@ std::string LedgerEvent::to_json() const {
   ordered j;
   j["seq"] = seq;
   j["at"] = format_time(time);
-  for (auto& [k, v] : body_json(*this).items()) j[k] = v;
+  auto body = body_json(*this);
+  for (auto& [k, v] : body.items()) j[k] = v;
   j["amount"] = amount().to_string();
   j["prev_hash"] = prev_hash;
   j["hash"] = hash;

@@ -104,6 +104,8 @@ class Stmt {
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, c))) : std::string();
   }
   bool null(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+  // Ends the statement's read (a stepped but unreset SELECT would pin an old snapshot).
+  void finish() { sqlite3_reset(s_); }
 
  private:
   void check(int rc) {
@@ -392,6 +394,7 @@ class SqliteStore final : public Store {
 
   void execute(const std::vector<Job*>& batch) {
     try {
+      for (auto& stmt : stmts_) stmt->finish();
       exec("BEGIN IMMEDIATE");
     } catch (...) {
       for (auto* j : batch) j->error = std::current_exception();
@@ -427,6 +430,7 @@ class SqliteStore final : public Store {
         last_hash_ = hash_before;
       }
     }
+    for (auto& stmt : stmts_) stmt->finish();
     try {
       if (last_seq_ != seq0) {
         st(kSetMeta).reset().bind("last_seq").bind(last_seq_).exec();

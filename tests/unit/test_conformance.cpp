@@ -1,0 +1,561 @@
+// The store conformance suite: the same behaviour from every store (memory, SQLite, Redis).
+#include "store_fixture.hpp"
+
+#include <set>
+#include <sstream>
+
+using namespace budget;
+using testutil::Env;
+using testutil::usd;
+
+namespace {
+
+void standard_limits(BudgetManager& m) {
+  m.set_limit(Limit::cost("tenant:acme", Window::day(), usd("10")));
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("2")));
+  m.set_limit(Limit::cost("user:vip", Window::day(), usd("5")));
+}
+
+Subject alice() { return Subject{"tenant:acme", "user:alice"}; }
+
+size_t event_count(BudgetManager& m) { return m.events().size(); }
+
+void require_verified(BudgetManager& m) {
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) MESSAGE(p);
+  REQUIRE(rep.ok);
+}
+
+}  // namespace
+
+TEST_CASE("reserve holds on every scope, commit charges exactly and releases the rest") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("1.50"), {.request_id = "r1"});
+    REQUIRE(d.allowed);
+    CHECK(d.reservation.held() == usd("1.50"));
+    CHECK(d.reservation.request_id() == "r1");
+    auto u = env->status(Scope::parse("user:alice"));
+    REQUIRE(u.size() == 1);
+    CHECK(u[0].limit == usd("2").nanos());
+    CHECK(u[0].held == usd("1.50").nanos());
+    CHECK(u[0].spent == 0);
+    CHECK(u[0].remaining == usd("0.50").nanos());
+    auto t = env->status(Scope::parse("tenant:acme"));
+    CHECK(t[0].held == usd("1.50").nanos());
+
+    auto rc = env->commit(d.reservation, usd("1.20"));
+    CHECK(rc.charged == usd("1.20"));
+    CHECK(rc.released == usd("0.30"));
+    CHECK_FALSE(rc.over_hold);
+    CHECK_FALSE(rc.over_limit);
+    u = env->status(Scope::parse("user:alice"));
+    CHECK(u[0].held == 0);
+    CHECK(u[0].spent == usd("1.20").nanos());
+    t = env->status(Scope::parse("tenant:acme"));
+    CHECK(t[0].spent == usd("1.20").nanos());
+
+    auto ev = env->events();
+    REQUIRE(ev.size() == 2);
+    CHECK(ev[0].type == EventType::Reserve);
+    CHECK(ev[1].type == EventType::Commit);
+    CHECK(ev[1].amount() == usd("1.20"));
+    CHECK(ev[1].subject == std::vector<std::string>{"global", "tenant:acme", "user:alice"});
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("a denial names the first exhausted scope and holds nothing anywhere") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    REQUIRE(env->reserve(alice(), usd("1.50")).allowed);
+    auto d = env->reserve(alice(), usd("0.60"));
+    REQUIRE_FALSE(d.allowed);
+    CHECK(d.denial.reason == DenyReason::LimitExceeded);
+    CHECK(d.denial.scope == "user:alice");
+    CHECK(d.denial.window == "day");
+    CHECK(d.denial.metric == Metric::Cost);
+    CHECK(d.denial.limit == usd("2").nanos());
+    CHECK(d.denial.spent == 0);
+    CHECK(d.denial.held == usd("1.50").nanos());
+    CHECK(d.denial.remaining == usd("0.50").nanos());
+    CHECK(d.denial.requested == usd("0.60").nanos());
+    REQUIRE(d.denial.resets_at.has_value());
+    CHECK(*d.denial.resets_at == from_millis(1'773'187'200'000));  // next UTC midnight
+    CHECK_FALSE(d.denial.hard);  // in-flight holds are the cause: retry later (429)
+    // All-or-nothing: the tenant holds only the first reservation.
+    CHECK(env->status(Scope::parse("tenant:acme"))[0].held == usd("1.50").nanos());
+    // A hard cap: spend alone leaves no room.
+    env->record(alice(), usd("1.90"));
+    auto d2 = env->reserve(alice(), usd("0.20"));
+    REQUIRE_FALSE(d2.allowed);
+    CHECK(d2.denial.hard);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("the hierarchy: a user's spend counts against its tenant and global") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("tenant:acme", Window::day(), usd("3")));
+    env->set_limit(Limit::cost("global", Window::day(), usd("100")));
+    REQUIRE(env->reserve(Subject{"tenant:acme", "user:a"}, usd("2")).allowed);
+    auto d = env->reserve(Subject{"tenant:acme", "user:b"}, usd("2"));
+    REQUIRE_FALSE(d.allowed);
+    CHECK(d.denial.scope == "tenant:acme");
+    CHECK(env->status(Scope::global())[0].held == usd("2").nanos());
+    // Another tenant is unaffected.
+    CHECK(env->reserve(Subject{"tenant:other", "user:b"}, usd("2")).allowed);
+  }
+}
+
+TEST_CASE("kind-wide defaults apply to every id unless overridden for the same window") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    env->set_limit(Limit::cost("user:*", Window::month(), usd("20")));
+    auto vip = env->status(Scope::parse("user:vip"));
+    REQUIRE(vip.size() == 2);
+    CHECK(testutil::find_status(vip, "day")->limit == usd("5").nanos());
+    CHECK(testutil::find_status(vip, "month")->limit == usd("20").nanos());
+    CHECK(env->reserve(Subject{"user:vip"}, usd("4")).allowed);
+    CHECK_FALSE(env->reserve(Subject{"user:bob"}, usd("4")).allowed);
+    CHECK(env->remove_limit("user:vip", Metric::Cost, Window::day()));
+    CHECK_FALSE(env->remove_limit("user:vip", Metric::Cost, Window::day()));
+    CHECK(testutil::find_status(env->status(Scope::parse("user:vip")), "day")->limit == usd("2").nanos());
+  }
+}
+
+TEST_CASE("idempotency: the same request id returns the first result and changes nothing") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d1 = env->reserve(alice(), usd("1"), {.request_id = "req-1"});
+    auto d2 = env->reserve(alice(), usd("1"), {.request_id = "req-1"});
+    REQUIRE(d1.allowed);
+    REQUIRE(d2.allowed);
+    CHECK(d2.replayed);
+    CHECK(env->status(Scope::parse("user:alice"))[0].held == usd("1").nanos());
+    CHECK_THROWS_AS(env->reserve(alice(), usd("1.5"), {.request_id = "req-1"}), ConflictError);
+
+    auto c1 = env->commit("req-1", usd("0.80"));
+    size_t n = event_count(*env.m);
+    auto c2 = env->commit("req-1", usd("0.80"));
+    CHECK(c2.replayed);
+    CHECK(c2.charged == c1.charged);
+    CHECK(event_count(*env.m) == n);
+    CHECK_THROWS_AS(env->commit("req-1", usd("0.90")), ConflictError);
+    CHECK_THROWS_AS(env->release("req-1"), ConflictError);
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("0.80").nanos());
+
+    auto d3 = env->reserve(alice(), usd("0.5"), {.request_id = "req-2"});
+    REQUIRE(d3.allowed);
+    env->release(d3.reservation);
+    CHECK(env->release("req-2").replayed);
+    CHECK_THROWS_AS(env->commit("req-2", usd("0.1")), ConflictError);
+    CHECK_THROWS_AS(env->commit("nope", usd("0.1")), NotFoundError);
+    CHECK_THROWS_AS(env->release("nope"), NotFoundError);
+
+    auto r1 = env->record(alice(), usd("0.1"), {.request_id = "rec-1"});
+    auto r2 = env->record(alice(), usd("0.1"), {.request_id = "rec-1"});
+    CHECK(r2.replayed);
+    CHECK_THROWS_AS(env->record(alice(), usd("0.2"), {.request_id = "rec-1"}), ConflictError);
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("0.90").nanos());
+    // A denied request id replays its denial.
+    auto dd = env->reserve(alice(), usd("5"), {.request_id = "big"});
+    CHECK_FALSE(dd.allowed);
+    auto dd2 = env->reserve(alice(), usd("5"), {.request_id = "big"});
+    CHECK_FALSE(dd2.allowed);
+    CHECK(dd2.replayed);
+    CHECK(dd2.denial.scope == dd.denial.scope);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("commit above the hold or the limit is recorded and flagged") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("1"));
+    auto rc = env->commit(d.reservation, usd("2.50"));
+    CHECK(rc.over_hold);
+    CHECK(rc.over_limit);
+    CHECK(rc.over_limit_scopes == std::vector<std::string>{"user:alice"});
+    CHECK(rc.charged == usd("2.50"));
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("2.50").nanos());
+    CHECK(env->status(Scope::parse("user:alice"))[0].remaining == 0);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("streaming: consume inside the hold, grow it in steps, Stop when no scope can grow") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("0.50"));
+    REQUIRE(d.allowed);
+    auto r = d.reservation;
+    for (int i = 0; i < 5; ++i) CHECK(env->consume(r, usd("0.10")).ok());
+    CHECK(env->status(Scope::parse("user:alice"))[0].held == usd("0.50").nanos());  // no growth yet
+    auto c = env->consume(r, usd("0.10"));  // 0.60 > 0.50: grows by max(0.10, 50% of 0.50)
+    CHECK(c.ok());
+    CHECK(c.held == usd("0.75"));
+    CHECK(env->status(Scope::parse("user:alice"))[0].held == usd("0.75").nanos());
+    int steps = 0;
+    ConsumeResult last;
+    while ((last = env->consume(r, usd("0.10"))).ok()) ++steps;
+    CHECK(last.verdict == Verdict::Stop);
+    CHECK(last.denial.scope == "user:alice");
+    CHECK(last.consumed <= usd("2.10"));
+    CHECK(env->status(Scope::parse("user:alice"))[0].held <= usd("2").nanos());
+    CHECK(env->consume(r, usd("0.01")).verdict == Verdict::Stop);  // sticky
+    auto rc = env->commit(r, last.consumed);
+    CHECK(rc.charged == last.consumed);
+    auto ev = env->events({.type = EventType::Consume});
+    CHECK_FALSE(ev.empty());
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("consume by request id works from another manager on the same store") {
+  for (const auto& kind : testutil::store_kinds()) {
+    if (kind == "memory") continue;
+    CAPTURE(kind);
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("0.50"), {.request_id = "s-1"});
+    auto other = env.another();
+    CHECK(other->consume("s-1", usd("0.70")).ok());
+    CHECK(env->status(Scope::parse("user:alice"))[0].held >= usd("0.70").nanos());
+    CHECK(other->commit("s-1", usd("0.70")).charged == usd("0.70"));
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit adjusts it") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.persist_every = usd("0.10");
+    Env env(kind, o);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("1"), {.request_id = "e-1", .ttl = Duration(60'000)});
+    auto r = d.reservation;
+    CHECK(env->consume(r, usd("0.30")).ok());  // persisted (>= persist_every)
+    env.clock->advance(Duration(59'000));
+    CHECK(env->expire_holds() == 0);
+    env.clock->advance(Duration(2'000));
+    CHECK(env->expire_holds() == 1);
+    auto u = env->status(Scope::parse("user:alice"))[0];
+    CHECK(u.held == 0);
+    CHECK(u.spent == usd("0.30").nanos());
+    CHECK(env->events({.type = EventType::Expire}).size() == 1);
+    CHECK(env->consume(r, usd("0.01")).verdict == Verdict::Stop);
+    auto rc = env->commit("e-1", usd("0.45"));
+    CHECK(rc.after_expiry);
+    CHECK(rc.charged == usd("0.45"));
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("0.45").nanos());
+    CHECK_THROWS_AS(env->release("e-1"), ConflictError);  // committed by then
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("holds expire lazily: a later operation settles them without expire_holds()") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    REQUIRE(env->reserve(alice(), usd("2"), {.ttl = Duration(5'000)}).allowed);
+    CHECK_FALSE(env->reserve(alice(), usd("1")).allowed);
+    env.clock->advance(Duration(6'000));
+    CHECK(env->reserve(alice(), usd("1")).allowed);
+  }
+}
+
+TEST_CASE("calendar windows roll over at their boundaries") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"user:w"};
+    env->set_limit(Limit::cost("user:w", Window::minute(), usd("1")));
+    env->record(s, usd("1"));
+    CHECK_FALSE(env->check(s, usd("0.01")).allowed);
+    env.clock->advance(Duration(60'000));
+    CHECK(env->check(s, usd("0.01")).allowed);
+
+    CHECK(env->remove_limit("user:w", Metric::Cost, Window::minute()));
+    env->set_limit(Limit::cost("user:w", Window::week(), usd("2")));
+    env->record(s, usd("1"));
+    env->record(s, usd("1"));
+    auto d = env->check(s, usd("0.01"));
+    REQUIRE_FALSE(d.allowed);
+    CHECK(d.denial.window == "week");
+    // t0 is Tuesday 2026-03-10; the ISO week resets Monday 2026-03-16 00:00 UTC.
+    CHECK(*d.denial.resets_at == from_millis(1'773'619'200'000));
+    env.clock->set(from_millis(1'773'619'200'000 - 1));
+    CHECK_FALSE(env->check(s, usd("0.01")).allowed);
+    env.clock->set(from_millis(1'773'619'200'000));
+    CHECK(env->check(s, usd("0.01")).allowed);
+  }
+}
+
+TEST_CASE("month, hour, total, rolling and custom windows") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"key:k1"};
+    env->set_limit(Limit::cost("key:k1", Window::month(), usd("3")));
+    env->record(s, usd("3"));
+    auto d = env->check(s, usd("1"));
+    REQUIRE_FALSE(d.allowed);
+    CHECK(*d.denial.resets_at == from_millis(1'775'001'600'000));  // 2026-04-01
+    env.clock->set(from_millis(1'775'001'600'000));
+    CHECK(env->check(s, usd("1")).allowed);
+
+    auto h = Subject{"key:h"};
+    env->set_limit(Limit::requests("key:h", Window::hour(), 2));
+    CHECK(env->reserve(h, usd("0")).allowed);
+    CHECK(env->reserve(h, usd("0")).allowed);
+    auto dh = env->reserve(h, usd("0"));
+    REQUIRE_FALSE(dh.allowed);
+    CHECK(dh.denial.metric == Metric::Requests);
+    CHECK_FALSE(dh.denial.hard);
+
+    auto t = Subject{"tenant:prepaid"};
+    env->set_limit(Limit::cost("tenant:prepaid", Window::total(), usd("5")));
+    env->record(t, usd("5"));
+    auto dt = env->check(t, usd("0.01"));
+    REQUIRE_FALSE(dt.allowed);
+    CHECK_FALSE(dt.denial.resets_at.has_value());
+    CHECK(dt.denial.hard);
+    env.clock->advance(Duration(400LL * 86'400'000));
+    CHECK_FALSE(env->check(t, usd("0.01")).allowed);  // never resets
+
+    auto r = Subject{"user:roll"};
+    env->set_limit(Limit::cost("user:roll", Window::rolling(Duration(3'600'000)), usd("1")));
+    env->record(r, usd("0.60"));
+    env.clock->advance(Duration(30 * 60'000));
+    env->record(r, usd("0.40"));
+    CHECK_FALSE(env->check(r, usd("0.01")).allowed);
+    env.clock->advance(Duration(31 * 60'000));  // the first record left the hour
+    CHECK(env->check(r, usd("0.50")).allowed);
+    CHECK_FALSE(env->check(r, usd("0.70")).allowed);
+
+    auto now = env->now();
+    auto c = Subject{"feature:promo"};
+    env->set_limit(Limit::cost("feature:promo", Window::custom(now + Duration(1000), now + Duration(10'000)), usd("1")));
+    env->record(c, usd("2"));  // before the window: does not count in it
+    env.clock->advance(Duration(2000));
+    CHECK(env->check(c, usd("1")).allowed);
+    env->record(c, usd("1"));
+    CHECK_FALSE(env->check(c, usd("0.01")).allowed);
+    env.clock->advance(Duration(10'000));  // after the window: the limit no longer applies
+    CHECK(env->check(c, usd("100")).allowed);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("calendar windows in a fixed UTC offset") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.utc_offset_minutes = -5 * 60;  // UTC-5
+    Env env(kind, o);
+    auto s = Subject{"user:ny"};
+    env->set_limit(Limit::cost("user:ny", Window::day(), usd("1")));
+    env->record(s, usd("1"));
+    auto d = env->check(s, usd("0.5"));
+    REQUIRE_FALSE(d.allowed);
+    // 12:00Z = 07:00 local; the local day ends at 05:00Z the next day.
+    CHECK(*d.denial.resets_at == from_millis(1'773'144'000'000 + 17 * 3'600'000LL));
+  }
+}
+
+TEST_CASE("grants raise total limits; adjustments correct spend") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto t = Subject{"tenant:acme"};
+    env->set_limit(Limit::cost("tenant:acme", Window::total(), usd("10")));
+    env->record(t, usd("9"));
+    CHECK_FALSE(env->check(t, usd("2")).allowed);
+    env->grant(Scope::parse("tenant:acme"), usd("5"), {.request_id = "g-1", .reason = "top-up"});
+    env->grant(Scope::parse("tenant:acme"), usd("5"), {.request_id = "g-1", .reason = "top-up"});  // idempotent
+    auto st = env->status(Scope::parse("tenant:acme"))[0];
+    CHECK(st.limit == usd("15").nanos());
+    CHECK(st.granted == usd("5").nanos());
+    CHECK(env->check(t, usd("2")).allowed);
+    env->adjust(t, usd("-4"), {.reason = "refund"});
+    CHECK(env->status(Scope::parse("tenant:acme"))[0].spent == usd("5").nanos());
+    auto g = env->events({.type = EventType::Grant});
+    REQUIRE(g.size() == 1);
+    CHECK(g[0].metadata.find("top-up") != std::string::npos);
+    CHECK(env->events({.type = EventType::Adjust}).size() == 1);
+    CHECK_THROWS_AS(env->grant(Scope::parse("tenant:acme"), usd("-1")), InvalidArgumentError);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("tokens limits count input + output and streams grow token holds") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"user:tk"};
+    env->set_limit(Limit::tokens("user:tk", Window::minute(), 1000));
+    auto d = env->reserve(s, Estimate::money(usd("0.01"), 600));
+    REQUIRE(d.allowed);
+    CHECK(d.reservation.held_tokens() == 600);
+    CHECK_FALSE(env->reserve(s, Estimate::money(usd("0.01"), 500)).allowed);
+    auto r = d.reservation;
+    CHECK(env->consume(r, usd("0"), 700).ok());  // grows to >= 700 tokens
+    CHECK(env->consume(r, usd("0"), 400).verdict == Verdict::Stop);
+    Usage u;
+    u.input_tokens = 300;
+    u.output_tokens = 500;
+    auto rc = env->commit(r, Charge::money(usd("0.02"), u.total_tokens()));
+    CHECK(rc.tokens == 800);
+    CHECK(testutil::find_status(env->status(Scope::parse("user:tk")), "minute", Metric::Tokens)->spent == 800);
+  }
+}
+
+TEST_CASE("threshold alerts fire once per window per threshold") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("user:al", Window::day(), usd("10"), {50, 80, 100}));
+    std::vector<uint32_t> fired;
+    env->on_alert([&](const Alert& a) {
+      CHECK(a.scope == "user:al");
+      fired.push_back(a.threshold_pct);
+    });
+    auto s = Subject{"user:al"};
+    env->record(s, usd("4"));
+    CHECK(fired.empty());
+    env->record(s, usd("1"));  // 50%
+    CHECK(fired == std::vector<uint32_t>{50});
+    env->record(s, usd("4"));  // 90%
+    CHECK(fired == std::vector<uint32_t>{50, 80});
+    env->adjust(s, usd("-2"));
+    env->record(s, usd("2"));  // back to 90%: 80 already fired in this window
+    CHECK(fired == std::vector<uint32_t>{50, 80});
+    env->record(s, usd("3"));  // 120%
+    CHECK(fired == std::vector<uint32_t>{50, 80, 100});
+    env.clock->advance(Duration(86'400'000));
+    env->record(s, usd("6"));  // the next day: 50 fires again
+    CHECK(fired == std::vector<uint32_t>{50, 80, 100, 50});
+  }
+}
+
+TEST_CASE("denials are observable") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("user:x", Window::day(), usd("1")));
+    int denials = 0;
+    env->on_denial([&](const Denial& d, const Subject& s) {
+      ++denials;
+      CHECK(d.scope == "user:x");
+      CHECK(s.contains(Scope::parse("user:x")));
+    });
+    CHECK_FALSE(env->reserve(Subject{"user:x"}, usd("2")).allowed);
+    CHECK(denials == 1);
+    CHECK(env->events({.type = EventType::Deny}).size() == 1);
+  }
+}
+
+TEST_CASE("check() holds nothing and writes nothing") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    CHECK(env->check(alice(), usd("1.5")).allowed);
+    CHECK_FALSE(env->check(alice(), usd("2.5")).allowed);
+    CHECK(env->events().empty());
+    CHECK(env->status(Scope::parse("user:alice"))[0].held == 0);
+  }
+}
+
+TEST_CASE("the ledger exports CSV and JSON lines, aggregates, and verifies") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("1"), {.metadata = {{"route", "/v1/chat"}}});
+    env->commit(d.reservation, Charge::money(usd("0.25")));
+    env.clock->advance(Duration(86'400'000));
+    env->record(Subject{"tenant:acme", "user:bob"}, usd("0.50"));
+    std::ostringstream csv, jsonl;
+    env->export_csv(csv);
+    env->export_jsonl(jsonl);
+    const std::string csv_text = csv.str(), jsonl_text = jsonl.str();
+    CHECK(csv_text.rfind("seq,time,type,request_id", 0) == 0);
+    CHECK(std::count(csv_text.begin(), csv_text.end(), '\n') == 4);
+    CHECK(std::count(jsonl_text.begin(), jsonl_text.end(), '\n') == 3);
+    CHECK(jsonl_text.find("\"route\":\"/v1/chat\"") != std::string::npos);
+    auto rows = env->aggregate({}, GroupBy{.scope = true, .model = false, .day = true});
+    std::map<std::string, int64_t> by;
+    for (const auto& r : rows) by[r.scope + "@" + r.day] = r.spent.nanos();
+    CHECK(by["tenant:acme@2026-03-10"] == usd("0.25").nanos());
+    CHECK(by["tenant:acme@2026-03-11"] == usd("0.50").nanos());
+    CHECK(by["user:bob@2026-03-11"] == usd("0.50").nanos());
+    CHECK(by["global@2026-03-11"] == usd("0.50").nanos());
+    LedgerQuery q;
+    q.from = testutil::t0() + Duration(3'600'000);
+    CHECK(env->events(q).size() == 1);
+    q = {};
+    q.scope = "user:bob";
+    CHECK(env->events(q).size() == 1);
+    auto ev = env->events();
+    for (size_t i = 1; i < ev.size(); ++i) CHECK(ev[i].prev_hash == ev[i - 1].hash);
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("bad input is a typed error and changes nothing") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto before = env->events().size();
+    CHECK_THROWS_AS(env->reserve(alice(), Money::from_nanos(-1)), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"user:"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"nocolon"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"user:a\nb"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"us er:a"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{std::string("user:") + std::string(300, 'x')}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"user:\xff\xfe"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(alice(), usd("1"), {.request_id = "bad\x01id"}), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(alice(), usd("1"), {.buffer_bp = 5000}), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(alice(), usd("1"), {.ttl = Duration(0)}), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(alice(), Money::from_nanos(INT64_MAX), {.buffer_bp = 12000}), OverflowError);
+    CHECK_THROWS_AS(env->record(alice(), Money::from_nanos(-5)), InvalidArgumentError);
+    CHECK_THROWS_AS(env->set_limit(Limit::cost("user:x", Window::day(), Money::from_nanos(-1))), InvalidArgumentError);
+    CHECK_THROWS_AS(env->set_limit(Limit::cost("bad scope", Window::day(), usd("1"))), InvalidArgumentError);
+    CHECK_THROWS_AS(Window::parse("fortnight"), InvalidArgumentError);
+    CHECK_THROWS_AS(Window::parse("rolling:0s"), InvalidArgumentError);
+    CHECK_THROWS_AS(Money::parse("NaN"), InvalidArgumentError);
+    Usage bad;
+    bad.input_tokens = 5;
+    bad.cache_read_tokens = 10;
+    CHECK_THROWS_AS(env->record(alice(), Charge::priced("gpt-4o", bad)), InvalidArgumentError);
+    auto d = env->reserve(alice(), usd("1"));
+    CHECK_THROWS_AS(env->consume(d.reservation, Money::from_nanos(-1)), InvalidArgumentError);
+    CHECK_THROWS_AS(env->consume("no-such-request", usd("1")), NotFoundError);
+    CHECK(env->events().size() == before + 1);  // only the valid reserve
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == 0);
+  }
+}
+
+TEST_CASE("a second manager on the same store sees limit changes") {
+  for (const auto& kind : testutil::store_kinds()) {
+    if (kind == "memory") continue;
+    CAPTURE(kind);
+    Env env(kind);
+    env->set_limit(Limit::cost("user:z", Window::day(), usd("1")));
+    auto other = env.another();
+    CHECK_FALSE(other->check(Subject{"user:z"}, usd("2")).allowed);
+    env->set_limit(Limit::cost("user:z", Window::day(), usd("3")));
+    CHECK(other->check(Subject{"user:z"}, usd("2")).allowed);  // stale plan detected and refreshed
+    CHECK(other->limits().size() == 1);
+  }
+}
+
+TEST_CASE("Prometheus metrics text") {
+  Env env("memory");
+  env->set_limit(Limit::cost("user:m", Window::day(), usd("1")));
+  env->record(Subject{"user:m"}, usd("0.5"));
+  CHECK_FALSE(env->reserve(Subject{"user:m"}, usd("1")).allowed);
+  auto text = env->metrics_text();
+  CHECK(text.find("budget_reservations_total{result=\"denied\"} 1") != std::string::npos);
+  CHECK(text.find("gen_ai_client_cost_nanos_total 500000000") != std::string::npos);
+}
