@@ -172,7 +172,7 @@ def main():
     source = "LiteLLM model_prices_and_context_window.json (BerriAI/litellm, MIT)"
     lines, left_out = [], []
     for name, v in data.items():
-        if not isinstance(v, dict) or name == "sample_spec":
+        if not isinstance(v, dict) or name in ("sample_spec", "fallback_generalizations"):
             continue
         if any(c.isspace() for c in name) or name.startswith(("!", "#")):
             left_out.append((name, "name not representable in the compact format"))

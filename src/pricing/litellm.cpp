@@ -215,7 +215,7 @@ ParsedTable parse_litellm(std::string_view text) {
   ParsedTable out;
   for (auto& [name, v] : sax.root.items()) {
     if (name == "last_updated" && v.is_string()) out.date = v.get<std::string>();
-    if (!v.is_object() || name == "sample_spec") {
+    if (!v.is_object() || name == "sample_spec" || name == "fallback_generalizations") {
       ++out.skipped;
       continue;
     }
