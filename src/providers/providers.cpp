@@ -1,0 +1,496 @@
+#include <budget/error.hpp>
+#include <budget/providers.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+namespace budget {
+
+using json = nlohmann::json;
+
+const char* to_string(ApiFormat f) noexcept {
+  switch (f) {
+    case ApiFormat::OpenAIChat: return "openai-chat";
+    case ApiFormat::OpenAIResponses: return "openai-responses";
+    case ApiFormat::Anthropic: return "anthropic";
+    case ApiFormat::Gemini: return "gemini";
+  }
+  return "unknown";
+}
+
+ApiFormat parse_api_format(std::string_view n) {
+  if (n == "openai" || n == "openai-chat" || n == "chat") return ApiFormat::OpenAIChat;
+  if (n == "openai-responses" || n == "responses") return ApiFormat::OpenAIResponses;
+  if (n == "anthropic") return ApiFormat::Anthropic;
+  if (n == "gemini" || n == "google") return ApiFormat::Gemini;
+  throw InvalidArgumentError("unknown API format '" + std::string(n.substr(0, 64)) + "'");
+}
+
+namespace {
+
+// Running text counts for the estimate.
+struct TextCount {
+  int64_t ascii = 0;
+  int64_t non_ascii = 0;
+  void add(std::string_view s) noexcept {
+    for (unsigned char c : s) {
+      if (c < 0x80) ++ascii;
+      else if (c >= 0xC0) ++non_ascii;  // a lead byte: one code point
+    }
+  }
+  int64_t tokens() const noexcept { return (ascii + 3) / 4 + non_ascii; }
+};
+
+constexpr size_t kMaxEventBytes = 32u << 20;
+constexpr int kMaxDepth = 128;
+
+std::optional<int64_t> count(const json& obj, const char* key) {
+  if (!obj.is_object()) return std::nullopt;
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    auto v = it->get<uint64_t>();
+    if (v <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(v);
+  } else if (it->is_number_integer()) {
+    auto v = it->get<int64_t>();
+    if (v >= 0) return v;
+  }
+  throw InvalidArgumentError(std::string("usage field '") + key +
+                             "' is not a non-negative integer");
+}
+
+const json* member(const json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+void add_string(TextCount& t, const json* v) {
+  if (v && v->is_string()) t.add(v->get_ref<const std::string&>());
+}
+
+// Rejects nesting deeper than kMaxDepth before parsing (nlohmann parses iteratively, but a
+// bound keeps memory predictable on hostile input).
+void check_depth(std::string_view s) {
+  int depth = 0;
+  bool in_string = false, escape = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escape) escape = false;
+      else if (c == '\\') escape = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxDepth) throw InvalidArgumentError("JSON nested too deeply");
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+}
+
+json parse_json(std::string_view s) {
+  check_depth(s);
+  json j = json::parse(s.begin(), s.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded())
+    throw InvalidArgumentError("malformed or truncated JSON (" + std::to_string(s.size()) +
+                               " bytes)");
+  return j;
+}
+
+}  // namespace
+
+namespace detail {
+
+struct StreamState {
+  ApiFormat format;
+  StreamOptions options;
+
+  // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
+  std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
+  bool final = false;
+  bool saw_finish = false;  // Gemini finishReason
+  TextCount text, thinking;
+  size_t n_events = 0;
+
+  // Byte framing.
+  enum class Mode { Unknown, Sse, Objects } mode = Mode::Unknown;
+  std::string buf;     // unconsumed bytes
+  std::string data;    // SSE: data lines of the current event
+  bool has_data = false;
+  // Objects mode scanner state.
+  size_t scan = 0, obj_start = 0;
+  int depth = 0;
+  bool in_string = false, escape = false;
+
+  StreamState(ApiFormat f, StreamOptions o) : format(f), options(o) {}
+
+  static void set(std::optional<int64_t>& slot, std::optional<int64_t> v) {
+    if (v) slot = v;
+  }
+
+  void openai_usage(const json& u, const char* in_key, const char* in_details, const char* out_key,
+                    const char* out_details) {
+    set(in, count(u, in_key));
+    if (const json* d = member(u, in_details)) set(cached, count(*d, "cached_tokens"));
+    set(out, count(u, out_key));
+    if (const json* d = member(u, out_details)) set(reasoning, count(*d, "reasoning_tokens"));
+  }
+
+  void anthropic_usage(const json& u) {
+    set(in, count(u, "input_tokens"));
+    set(cache_write, count(u, "cache_creation_input_tokens"));
+    set(cached, count(u, "cache_read_input_tokens"));
+    if (const json* cc = member(u, "cache_creation"); cc && cc->is_object()) {
+      set(cw5m, count(*cc, "ephemeral_5m_input_tokens"));
+      set(cw1h, count(*cc, "ephemeral_1h_input_tokens"));
+    }
+    set(out, count(u, "output_tokens"));
+  }
+
+  void gemini_usage(const json& u) {
+    set(in, count(u, "promptTokenCount"));
+    set(cached, count(u, "cachedContentTokenCount"));
+    set(out, count(u, "candidatesTokenCount"));
+    set(reasoning, count(u, "thoughtsTokenCount"));
+    set(tool_prompt, count(u, "toolUsePromptTokenCount"));
+  }
+
+  void process(const json& obj, bool whole_response) {
+    if (obj.is_array()) {  // e.g. a Gemini JSON-array body
+      for (const auto& el : obj) process(el, whole_response);
+      return;
+    }
+    if (!obj.is_object()) return;
+    ++n_events;
+    switch (format) {
+      case ApiFormat::OpenAIChat: {
+        if (const json* ch = member(obj, "choices"); ch && ch->is_array()) {
+          for (const auto& c : *ch) {
+            for (const char* k : {"delta", "message"}) {
+              const json* d = member(c, k);
+              if (!d || !d->is_object()) continue;
+              add_string(text, member(*d, "content"));
+              add_string(text, member(*d, "refusal"));
+              add_string(thinking, member(*d, "reasoning_content"));
+              add_string(text, member(*d, "reasoning_content"));
+              if (const json* tc = member(*d, "tool_calls"); tc && tc->is_array())
+                for (const auto& call : *tc)
+                  if (const json* fn = member(call, "function")) add_string(text, member(*fn, "arguments"));
+            }
+          }
+        }
+        if (const json* u = member(obj, "usage"); u && u->is_object()) {
+          openai_usage(*u, "prompt_tokens", "prompt_tokens_details", "completion_tokens",
+                       "completion_tokens_details");
+          final = true;
+        }
+        break;
+      }
+      case ApiFormat::OpenAIResponses: {
+        const json* type = member(obj, "type");
+        std::string_view t = type && type->is_string() ? std::string_view(type->get_ref<const std::string&>()) : "";
+        if (t == "response.output_text.delta" || t == "response.refusal.delta" ||
+            t == "response.function_call_arguments.delta") {
+          add_string(text, member(obj, "delta"));
+        } else if (t == "response.reasoning_summary_text.delta" || t == "response.reasoning_text.delta") {
+          add_string(text, member(obj, "delta"));
+          add_string(thinking, member(obj, "delta"));
+        } else if (t == "response.completed" || t == "response.incomplete" || t == "response.failed") {
+          if (const json* r = member(obj, "response"))
+            if (const json* u = member(*r, "usage"); u && u->is_object()) {
+              openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
+                           "output_tokens_details");
+              final = true;
+            }
+        } else if (t.empty() || t == "response") {
+          // A whole response object.
+          if (const json* outl = member(obj, "output"); outl && outl->is_array() && whole_response) {
+            for (const auto& item : *outl) {
+              bool reasoning_item = member(item, "type") && *member(item, "type") == "reasoning";
+              for (const char* k : {"content", "summary"}) {
+                if (const json* cs = member(item, k); cs && cs->is_array())
+                  for (const auto& c : *cs) {
+                    add_string(text, member(c, "text"));
+                    if (reasoning_item) add_string(thinking, member(c, "text"));
+                  }
+              }
+              add_string(text, member(item, "arguments"));
+            }
+          }
+          if (const json* u = member(obj, "usage"); u && u->is_object()) {
+            openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
+                         "output_tokens_details");
+            final = true;
+          }
+        }
+        break;
+      }
+      case ApiFormat::Anthropic: {
+        const json* type = member(obj, "type");
+        std::string_view t = type && type->is_string() ? std::string_view(type->get_ref<const std::string&>()) : "";
+        if (t == "message_start") {
+          if (const json* m = member(obj, "message"))
+            if (const json* u = member(*m, "usage"); u && u->is_object()) anthropic_usage(*u);
+        } else if (t == "content_block_delta") {
+          if (const json* d = member(obj, "delta")) {
+            add_string(text, member(*d, "text"));
+            add_string(text, member(*d, "partial_json"));
+            add_string(text, member(*d, "thinking"));
+            add_string(thinking, member(*d, "thinking"));
+          }
+        } else if (t == "message_delta") {
+          if (const json* u = member(obj, "usage"); u && u->is_object()) {
+            anthropic_usage(*u);
+            final = true;
+          }
+        } else if (t == "message") {
+          if (const json* cs = member(obj, "content"); cs && cs->is_array())
+            for (const auto& c : *cs) {
+              add_string(text, member(c, "text"));
+              add_string(text, member(c, "thinking"));
+              add_string(thinking, member(c, "thinking"));
+            }
+          if (const json* u = member(obj, "usage"); u && u->is_object()) {
+            anthropic_usage(*u);
+            final = true;
+          }
+        }
+        break;
+      }
+      case ApiFormat::Gemini: {
+        if (const json* cands = member(obj, "candidates"); cands && cands->is_array()) {
+          for (const auto& c : *cands) {
+            if (const json* fr = member(c, "finishReason"); fr && fr->is_string()) saw_finish = true;
+            const json* content = member(c, "content");
+            const json* parts = content ? member(*content, "parts") : nullptr;
+            if (!parts || !parts->is_array()) continue;
+            for (const auto& p : *parts) {
+              const json* th = member(p, "thought");
+              bool thought = th && th->is_boolean() && th->get<bool>();
+              add_string(text, member(p, "text"));
+              if (thought) add_string(thinking, member(p, "text"));
+              if (const json* fc = member(p, "functionCall"); fc && fc->is_object()) text.add(fc->dump());
+            }
+          }
+        }
+        if (const json* u = member(obj, "usageMetadata"); u && u->is_object()) {
+          gemini_usage(*u);
+          if (saw_finish || whole_response) final = true;
+        }
+        break;
+      }
+    }
+  }
+
+  Usage build() const {
+    Usage u;
+    switch (format) {
+      case ApiFormat::OpenAIChat:
+      case ApiFormat::OpenAIResponses:
+        u.input_tokens = in.value_or(0);
+        u.cache_read_tokens = cached.value_or(0);
+        u.output_tokens = out.value_or(0);
+        u.reasoning_tokens = reasoning.value_or(0);
+        break;
+      case ApiFormat::Anthropic: {
+        int64_t cw = cache_write ? *cache_write : checked_add(cw5m.value_or(0), cw1h.value_or(0));
+        u.cache_write_tokens = cw;
+        u.cache_write_1h_tokens = std::min(cw1h.value_or(0), cw);
+        u.cache_read_tokens = cached.value_or(0);
+        u.input_tokens = checked_add(checked_add(in.value_or(0), cw), u.cache_read_tokens);
+        u.output_tokens = out.value_or(0);
+        break;
+      }
+      case ApiFormat::Gemini:
+        u.input_tokens = checked_add(in.value_or(0), tool_prompt.value_or(0));
+        u.cache_read_tokens = cached.value_or(0);
+        u.reasoning_tokens = reasoning.value_or(0);
+        u.output_tokens = checked_add(out.value_or(0), u.reasoning_tokens);
+        break;
+    }
+    u.requests = 1;
+    if (final) {
+      u.complete = true;
+      try {
+        u.validate();
+      } catch (const InvalidArgumentError& e) {
+        throw InvalidArgumentError(std::string("provider usage is inconsistent: ") + e.what());
+      }
+      return u;
+    }
+    // Estimate: reported counts so far, raised to the text estimate.
+    u.complete = false;
+    bool input_known = in || cached || cache_write || cw5m || cw1h || tool_prompt;
+    if (!input_known) u.input_tokens = std::max<int64_t>(0, options.input_tokens_estimate);
+    u.output_tokens = std::max(u.output_tokens, text.tokens());
+    u.reasoning_tokens = std::min(std::max(u.reasoning_tokens, thinking.tokens()), u.output_tokens);
+    u.cache_read_tokens = std::min(u.cache_read_tokens, u.input_tokens);
+    u.cache_write_tokens = std::min(u.cache_write_tokens, u.input_tokens - u.cache_read_tokens);
+    u.cache_write_1h_tokens = std::min(u.cache_write_1h_tokens, u.cache_write_tokens);
+    return u;
+  }
+
+  void dispatch_payload(std::string_view payload) {
+    std::string_view p = payload;
+    while (!p.empty() && (p.front() == ' ' || p.front() == '\t' || p.front() == '\n' || p.front() == '\r'))
+      p.remove_prefix(1);
+    if (p.empty() || p == "[DONE]") return;
+    process(parse_json(p), false);
+  }
+
+  // ---- SSE framing ----
+  void sse_line(std::string_view line) {
+    if (line.empty()) {  // dispatch
+      if (has_data) {
+        std::string payload;
+        payload.swap(data);
+        has_data = false;
+        dispatch_payload(payload);
+      }
+      return;
+    }
+    if (line.front() == ':') return;  // comment
+    auto colon = line.find(':');
+    std::string_view field = line.substr(0, colon), value;
+    if (colon != std::string_view::npos) {
+      value = line.substr(colon + 1);
+      if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    }
+    if (field == "data") {
+      if (has_data) data.push_back('\n');
+      data.append(value);
+      has_data = true;
+      if (data.size() > kMaxEventBytes) throw InvalidArgumentError("stream event too large");
+    }
+    // event:, id:, retry: and unknown fields are ignored (payloads carry their type).
+  }
+
+  void sse_drain(bool at_end) {
+    size_t pos = 0;
+    while (pos < buf.size()) {
+      size_t eol = buf.find_first_of("\r\n", pos);
+      if (eol == std::string::npos) break;
+      if (buf[eol] == '\r' && eol + 1 == buf.size() && !at_end) break;  // maybe CRLF split
+      std::string_view line(buf.data() + pos, eol - pos);
+      size_t next = eol + 1;
+      if (buf[eol] == '\r' && next < buf.size() && buf[next] == '\n') ++next;
+      sse_line(line);
+      pos = next;
+    }
+    buf.erase(0, pos);
+    if (buf.size() > kMaxEventBytes) throw InvalidArgumentError("stream line too large");
+    if (at_end) {
+      if (!buf.empty()) {
+        std::string last;
+        last.swap(buf);
+        sse_line(last);
+      }
+      sse_line({});
+    }
+  }
+
+  // ---- JSON object framing (Gemini array stream, or concatenated objects) ----
+  void objects_drain() {
+    for (; scan < buf.size(); ++scan) {
+      char c = buf[scan];
+      if (depth == 0) {
+        if (c == '{') {
+          obj_start = scan;
+          depth = 1;
+        } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ',' || c == '[' || c == ']') {
+          // separators of the array stream
+        } else {
+          throw InvalidArgumentError("malformed JSON stream: unexpected character outside an object");
+        }
+        continue;
+      }
+      if (in_string) {
+        if (escape) escape = false;
+        else if (c == '\\') escape = true;
+        else if (c == '"') in_string = false;
+        continue;
+      }
+      if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        if (++depth > kMaxDepth) throw InvalidArgumentError("JSON nested too deeply");
+      } else if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          std::string_view obj(buf.data() + obj_start, scan + 1 - obj_start);
+          process(parse_json(obj), false);
+        }
+      }
+    }
+    if (depth == 0) {
+      buf.clear();
+      scan = 0;
+    } else if (obj_start > 0) {
+      buf.erase(0, obj_start);
+      scan -= obj_start;
+      obj_start = 0;
+    }
+    if (buf.size() > kMaxEventBytes) throw InvalidArgumentError("stream object too large");
+  }
+
+  void feed(std::string_view bytes) {
+    if (mode == Mode::Unknown) {
+      size_t i = 0;
+      while (i < bytes.size() && (bytes[i] == ' ' || bytes[i] == '\t' || bytes[i] == '\r' || bytes[i] == '\n')) ++i;
+      if (i == bytes.size()) {
+        buf.append(bytes);
+        return;
+      }
+      mode = (bytes[i] == '[' || bytes[i] == '{') ? Mode::Objects : Mode::Sse;
+    }
+    buf.append(bytes);
+    if (mode == Mode::Sse) sse_drain(false);
+    else objects_drain();
+  }
+
+  void finish() {
+    if (mode == Mode::Sse) sse_drain(true);
+    else if (mode == Mode::Objects && depth != 0)
+      throw InvalidArgumentError("stream ended inside a JSON object (truncated)");
+  }
+};
+
+}  // namespace detail
+
+struct StreamUsage::Impl : detail::StreamState {
+  using StreamState::StreamState;
+};
+
+StreamUsage::StreamUsage(ApiFormat format, StreamOptions options)
+    : impl_(std::make_unique<Impl>(format, options)) {}
+StreamUsage::~StreamUsage() = default;
+StreamUsage::StreamUsage(StreamUsage&&) noexcept = default;
+StreamUsage& StreamUsage::operator=(StreamUsage&&) noexcept = default;
+
+void StreamUsage::feed(std::string_view bytes) { impl_->feed(bytes); }
+void StreamUsage::feed_event(std::string_view payload) { impl_->dispatch_payload(payload); }
+Usage StreamUsage::finish() {
+  impl_->finish();
+  return impl_->build();
+}
+Usage StreamUsage::usage() const { return impl_->build(); }
+bool StreamUsage::has_final_usage() const noexcept { return impl_->final; }
+int64_t StreamUsage::estimated_output_tokens() const noexcept { return impl_->text.tokens(); }
+size_t StreamUsage::events() const noexcept { return impl_->n_events; }
+
+int64_t estimate_tokens(std::string_view text) noexcept {
+  TextCount t;
+  t.add(text);
+  return t.tokens();
+}
+
+Usage usage_from_response(ApiFormat format, std::string_view body) {
+  detail::StreamState impl(format, {});
+  impl.process(parse_json(body), true);
+  return impl.build();
+}
+
+}  // namespace budget
