@@ -1,0 +1,184 @@
+// Usage extraction: provider fixtures (full responses and stream transcripts), framing,
+// estimates, and malformed input.
+#include <budget/error.hpp>
+#include <budget/providers.hpp>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+using namespace budget;
+
+namespace {
+
+std::string fixture(const std::string& name) {
+  std::string path = std::string(BUDGET_TEST_DATA_DIR) + "/providers/" + name;
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "missing fixture " << path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Usage expected_usage(const nlohmann::json& u) {
+  Usage x;
+  x.input_tokens = u.at("input");
+  x.cache_read_tokens = u.at("cache_read");
+  x.cache_write_tokens = u.at("cache_write");
+  x.cache_write_1h_tokens = u.at("cache_write_1h");
+  x.output_tokens = u.at("output");
+  x.reasoning_tokens = u.at("reasoning");
+  x.complete = u.at("complete");
+  return x;
+}
+
+std::string show(const Usage& u) {
+  std::ostringstream s;
+  s << "{in " << u.input_tokens << ", cr " << u.cache_read_tokens << ", cw " << u.cache_write_tokens
+    << ", cw1h " << u.cache_write_1h_tokens << ", out " << u.output_tokens << ", rsn "
+    << u.reasoning_tokens << ", req " << u.requests << ", complete " << u.complete << "}";
+  return s.str();
+}
+
+Usage stream_in_pieces(ApiFormat f, const std::string& body, size_t piece) {
+  StreamOptions o;
+  o.input_tokens_estimate = 100;
+  StreamUsage s(f, o);
+  for (size_t i = 0; i < body.size(); i += piece) s.feed(std::string_view(body).substr(i, piece));
+  return s.finish();
+}
+
+}  // namespace
+
+TEST_CASE("providers: fixtures give the expected usage") {
+  auto expected = nlohmann::json::parse(fixture("expected.json"));
+  size_t n = 0;
+  for (auto& [name, spec] : expected.items()) {
+    if (name[0] == '_') continue;
+    CAPTURE(name);
+    ApiFormat f = parse_api_format(spec.at("format").get<std::string>());
+    Usage want = expected_usage(spec.at("usage"));
+    std::string body = fixture(name);
+    if (spec.at("kind") == "response") {
+      Usage got = usage_from_response(f, body);
+      CHECK_MESSAGE(got == want, show(got) << " != " << show(want));
+    } else {
+      for (size_t piece : {body.size(), size_t{1}, size_t{2}, size_t{7}, size_t{64}}) {
+        CAPTURE(piece);
+        Usage got = stream_in_pieces(f, body, piece);
+        CHECK_MESSAGE(got == want, show(got) << " != " << show(want));
+      }
+    }
+    ++n;
+  }
+  CHECK(n == 12);
+}
+
+TEST_CASE("providers: streamed estimate before the usage arrives") {
+  std::string body = fixture("openai_chat_stream.sse");
+  StreamOptions o;
+  o.input_tokens_estimate = 2'000;
+  StreamUsage s(ApiFormat::OpenAIChat, o);
+  size_t usage_chunk = body.find("data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[],");
+  REQUIRE(usage_chunk != std::string::npos);
+  s.feed(body.substr(0, usage_chunk));
+  Usage mid = s.usage();
+  CHECK_FALSE(mid.complete);
+  CHECK_FALSE(s.has_final_usage());
+  CHECK(mid.input_tokens == 2'000);
+  CHECK(mid.output_tokens == 11);
+  CHECK(s.estimated_output_tokens() == 11);
+  s.feed(body.substr(usage_chunk));
+  CHECK(s.has_final_usage());
+  Usage fin = s.finish();
+  CHECK(fin.complete);
+  CHECK(fin.output_tokens == 160);
+  CHECK(s.events() == 5);
+}
+
+TEST_CASE("providers: feed_event with payloads already split") {
+  StreamUsage a(ApiFormat::Anthropic);
+  a.feed_event(R"({"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}}})");
+  a.feed_event(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"abcdefgh"}})");
+  CHECK(a.usage().output_tokens == 2);
+  CHECK(a.usage().input_tokens == 15);
+  a.feed_event(R"({"type":"message_delta","usage":{"output_tokens":30}})");
+  a.feed_event(R"({"type":"message_delta","usage":{"output_tokens":31}})");  // cumulative: overwrite
+  a.feed_event("[DONE]");
+  Usage u = a.finish();
+  CHECK(u.complete);
+  CHECK(u.output_tokens == 31);
+  CHECK(u.input_tokens == 15);
+  CHECK(u.cache_read_tokens == 5);
+}
+
+TEST_CASE("providers: token estimate") {
+  CHECK(estimate_tokens("") == 0);
+  CHECK(estimate_tokens("abcd") == 1);
+  CHECK(estimate_tokens("abcde") == 2);
+  CHECK(estimate_tokens("日本語") == 3);
+  CHECK(estimate_tokens("héllo") == 2);          // 4 ASCII bytes -> 1, 'é' -> 1
+  CHECK(estimate_tokens("\xF0\x9F\x98\x80") == 1);  // one emoji
+  CHECK(estimate_tokens("\xff\xfe") == 2);        // invalid UTF-8 does not crash
+}
+
+TEST_CASE("providers: malformed or truncated JSON is an InvalidArgumentError") {
+  for (const char* name : {"openai_chat_response.json", "openai_responses_response.json",
+                           "anthropic_response.json", "gemini_response.json"}) {
+    CAPTURE(name);
+    std::string body = fixture(name);
+    for (size_t cut : {size_t{0}, size_t{1}, body.size() / 3, body.size() / 2, body.size() - 2})
+      CHECK_THROWS_AS(usage_from_response(ApiFormat::OpenAIChat, body.substr(0, cut)),
+                      InvalidArgumentError);
+  }
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::Gemini, std::string(10'000, '[')), InvalidArgumentError);
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::OpenAIChat, R"({"usage":{"prompt_tokens":-1}})"),
+                  InvalidArgumentError);
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::OpenAIChat, R"({"usage":{"prompt_tokens":"12"}})"),
+                  InvalidArgumentError);
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::OpenAIChat, R"({"usage":{"prompt_tokens":1.5}})"),
+                  InvalidArgumentError);
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::OpenAIChat,
+                                      R"({"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}})"),
+                  InvalidArgumentError);  // a part larger than its total
+  CHECK_THROWS_AS(parse_api_format("bogus"), InvalidArgumentError);
+
+  // Truncated streams: the partial event fails at finish(), earlier events stay counted.
+  std::string sse = fixture("anthropic_stream.sse");
+  StreamUsage s(ApiFormat::Anthropic);
+  s.feed(sse.substr(0, sse.size() / 2));
+  s.feed("data: {\"type\":\"message_delta\",\"usage\":{\"output_");
+  CHECK_THROWS_AS(s.finish(), InvalidArgumentError);
+  StreamUsage g(ApiFormat::Gemini);
+  std::string arr = fixture("gemini_stream.json");
+  g.feed(arr.substr(0, arr.size() - 30));
+  CHECK_THROWS_AS(g.finish(), InvalidArgumentError);
+  StreamUsage bad(ApiFormat::Gemini);
+  CHECK_THROWS_AS(bad.feed("[{\"a\":1} x"), InvalidArgumentError);
+  StreamUsage bad2(ApiFormat::OpenAIChat);
+  CHECK_THROWS_AS(bad2.feed("data: {not json}\n\n"), InvalidArgumentError);
+}
+
+TEST_CASE("providers: unknown fields and odd shapes are ignored") {
+  Usage u = usage_from_response(
+      ApiFormat::OpenAIChat,
+      R"({"choices":"weird","usage":{"prompt_tokens":3,"completion_tokens":4,"future":{"x":[1]},"prompt_tokens_details":null}})");
+  CHECK(u.input_tokens == 3);
+  CHECK(u.output_tokens == 4);
+  CHECK(u.complete);
+  // No usage at all: an estimate from the text, incomplete.
+  Usage e = usage_from_response(ApiFormat::Anthropic,
+                                R"({"type":"message","content":[{"type":"text","text":"abcdefgh"}]})");
+  CHECK_FALSE(e.complete);
+  CHECK(e.output_tokens == 2);
+  Usage n = usage_from_response(ApiFormat::Gemini, "[]");
+  CHECK_FALSE(n.complete);
+  CHECK(n.output_tokens == 0);
+  // An error event in a stream carries no usage.
+  StreamUsage s(ApiFormat::Anthropic);
+  s.feed("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
+  CHECK_FALSE(s.finish().complete);
+}
