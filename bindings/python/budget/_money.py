@@ -1,0 +1,49 @@
+"""Money: an exact decimal amount of the budget currency (a ``decimal.Decimal``) with ``.nanos``."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Union
+
+__all__ = ["Money", "MoneyLike"]
+
+NANOS_PER_UNIT = 1_000_000_000
+
+
+class Money(Decimal):
+    """An exact amount returned by the library: a ``Decimal`` that also knows its nanos.
+
+    Arithmetic on ``Money`` returns plain ``Decimal`` values (exact); pass any of them back
+    to the library as they are.
+    """
+
+    __slots__ = ()
+
+    @property
+    def nanos(self) -> int:
+        """The amount as an integer count of nanos (1e-9 units)."""
+        return int(self.scaleb(9))
+
+    @classmethod
+    def from_nanos(cls, nanos: int) -> "Money":
+        """The amount of ``nanos`` nanos (1e-9 units), exactly."""
+        if isinstance(nanos, bool) or not isinstance(nanos, int):
+            raise TypeError("nanos must be an int")
+        sign = "-" if nanos < 0 else ""
+        whole, frac = divmod(abs(nanos), NANOS_PER_UNIT)
+        text = f"{whole}.{frac:09d}".rstrip("0")
+        if text.endswith("."):
+            text += "00"
+        elif len(text.split(".")[1]) < 2:
+            text += "0"
+        return cls(sign + text)
+
+    def __str__(self) -> str:  # never scientific notation: 0.0000001, not 1E-7
+        return format(self, "f")
+
+    def __repr__(self) -> str:
+        return f"Money('{self}')"
+
+
+#: What the library accepts as money: exact ``Decimal``/``str``/``int`` (whole units), or a
+#: ``float`` (converted through its ``repr``, so 0.1 is exactly 0.1).
+MoneyLike = Union[Decimal, str, int, float]
