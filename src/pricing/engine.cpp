@@ -2,7 +2,10 @@
 #include <budget/pricing.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <cstring>
+#include <thread>
 #include <fstream>
 #include <mutex>
 #include <shared_mutex>
@@ -35,6 +38,96 @@ template <class V>
 using NameMap = std::unordered_map<std::string, V, SvHash, std::equal_to<>>;
 
 constexpr Timestamp kAlways = Timestamp(Duration(INT64_MIN));
+
+// Fast 64-bit hash of a short name, 8 bytes at a time.
+inline uint64_t hash_name(std::string_view s) noexcept {
+  constexpr uint64_t kMul = 0x9E3779B97F4A7C15ULL;
+  uint64_t h = 0xA0761D6478BD642FULL ^ (s.size() * kMul);
+  const char* p = s.data();
+  size_t n = s.size();
+  while (n >= 8) {
+    uint64_t k;
+    std::memcpy(&k, p, 8);
+    h = (h ^ k) * kMul;
+    h ^= h >> 29;
+    p += 8;
+    n -= 8;
+  }
+  if (n) {
+    uint64_t k = 0;
+    std::memcpy(&k, p, n);
+    h = (h ^ k) * kMul;
+    h ^= h >> 29;
+  }
+  h *= 0xBF58476D1CE4E5B9ULL;
+  return h ^ (h >> 32);
+}
+
+// Open-addressing index from entry name to position (read-only once built).
+class NameIndex {
+ public:
+  void build(const std::vector<Entry>& entries) {
+    size_t cap = 16;
+    while (cap < entries.size() * 2 + 2) cap <<= 1;
+    slots_.assign(cap, Slot{0, kEmpty});
+    mask_ = cap - 1;
+    names_ = &entries;
+    for (uint32_t i = 0; i < entries.size(); ++i) {
+      uint64_t h = hash_name(entries[i].name);
+      size_t j = h & mask_;
+      while (slots_[j].idx != kEmpty) j = (j + 1) & mask_;
+      slots_[j] = Slot{h, i};
+    }
+  }
+  const Entry* find(std::string_view name) const noexcept {
+    if (slots_.empty()) return nullptr;
+    uint64_t h = hash_name(name);
+    for (size_t j = h & mask_;; j = (j + 1) & mask_) {
+      const Slot& s = slots_[j];
+      if (s.idx == kEmpty) return nullptr;
+      if (s.hash == h && (*names_)[s.idx].name == name) return &(*names_)[s.idx];
+    }
+  }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  struct Slot {
+    uint64_t hash;
+    uint32_t idx;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  const std::vector<Entry>* names_ = nullptr;
+};
+
+// Reader-writer lock tuned for a read-mostly engine: a reader is one atomic increment and
+// one decrement; writers (configuration changes) are serialised and wait for readers to
+// drain. The expensive part of a load (parsing, compiling) happens outside the lock.
+class RwLock {
+ public:
+  void lock_shared() noexcept {
+    for (;;) {
+      if (!(state_.fetch_add(1, std::memory_order_acquire) & kWriter)) return;
+      state_.fetch_sub(1, std::memory_order_relaxed);
+      while (state_.load(std::memory_order_relaxed) & kWriter) std::this_thread::yield();
+    }
+  }
+  void unlock_shared() noexcept { state_.fetch_sub(1, std::memory_order_release); }
+  void lock() {
+    writers_.lock();
+    state_.fetch_or(kWriter, std::memory_order_acquire);
+    while ((state_.load(std::memory_order_acquire) & ~kWriter) != 0) std::this_thread::yield();
+  }
+  void unlock() {
+    state_.fetch_and(~kWriter, std::memory_order_release);
+    writers_.unlock();
+  }
+
+ private:
+  static constexpr uint32_t kWriter = 1u << 31;
+  std::atomic<uint32_t> state_{0};
+  std::mutex writers_;
+};
 
 std::string hex(uint64_t v, int digits) {
   char buf[17];
@@ -100,11 +193,11 @@ bool provider_compatible(std::string_view prefix, std::string_view provider) {
 
 class PricingEngine::Impl {
  public:
-  mutable std::shared_mutex mu;
+  mutable RwLock mu;
 
   // The table.
   std::vector<Entry> entries;
-  NameMap<size_t> index;
+  NameIndex index;
   std::string table_version = "empty";
   std::string table_date, table_source;
   std::vector<std::pair<std::string, std::string>> table_aliases;
@@ -142,8 +235,7 @@ class PricingEngine::Impl {
           if (o->from <= at) return o->entry.get();
       }
     }
-    auto it = index.find(name);
-    return it == index.end() ? nullptr : &entries[it->second];
+    return index.find(name);
   }
 
   const Entry* resolve(std::string_view name, Timestamp at, int depth = 0) const {
@@ -265,7 +357,7 @@ class PricingEngine::Impl {
     report.table_version = version;
     std::unique_lock lock(mu);
     entries = std::move(new_entries);
-    index = std::move(new_index);
+    index.build(entries);
     table_version = std::move(version);
     table_date = t.date;
     table_source = t.source;
