@@ -8,6 +8,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -72,7 +74,9 @@ TEST_CASE("pricing: exactness sweep against the Python decimal reference") {
   if (given && *given) {
     ref_path = given;
   } else {
-    ref_path = "pricing_reference.tsv";
+    ref_path = (std::filesystem::temp_directory_path() /
+                ("budget_pricing_reference_" + std::to_string(::getpid()) + ".tsv"))
+                   .string();
     std::string script = std::string(BUDGET_TEST_DATA_DIR) + "/../pricing_reference.py";
     std::string cmd = "python3 '" + script + "' '" + table + "' '" + ref_path + "' > /dev/null";
     int rc = std::system(cmd.c_str());
@@ -83,6 +87,13 @@ TEST_CASE("pricing: exactness sweep against the Python decimal reference") {
   }
   std::ifstream ref(ref_path);
   REQUIRE_MESSAGE(ref.good(), "no reference file " << ref_path);
+  struct Cleanup {
+    std::string path;
+    bool owned;
+    ~Cleanup() {
+      if (owned) std::remove(path.c_str());
+    }
+  } cleanup{ref_path, !(given && *given)};
 
   std::ifstream tin(table, std::ios::binary);
   std::ostringstream ss;
