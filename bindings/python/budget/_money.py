@@ -41,7 +41,7 @@ class Money(Decimal):
         return format(self, "f")
 
     def __repr__(self) -> str:
-        return f"Money('{self}')"
+        return "Money('" + format(self, "f") + "')"
 
 
 #: What the library accepts as money: exact ``Decimal``/``str``/``int`` (whole units), or a

@@ -1,0 +1,445 @@
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, List
+
+import pytest
+
+import budget
+from budget import BudgetManager, Money
+
+Make = Callable[..., BudgetManager]
+
+
+def test_lifecycle_reserve_consume_commit(make: Make) -> None:
+    m = make(limits={"user:*": {"day": "10.00"}, "global": {"day": 5000}})
+    d = m.reserve(["tenant:acme", "user:alice"], "0.05", request_id="r1")
+    assert d and d.allowed and not d.replayed
+    res = d.reservation
+    assert res is not None and res.request_id == "r1"
+    assert res.held == Decimal("0.05") and isinstance(res.held, Money) and res.held.nanos == 50_000_000
+    assert res.subject.scopes == ["global", "tenant:acme", "user:alice"]
+    c = m.consume(res, "0.01")
+    assert c.ok and c.verdict == "continue" and c.consumed == Decimal("0.01")
+    r = m.commit(res, Decimal("0.02"))
+    assert r.charged == Decimal("0.02") and r.released == Decimal("0.03") and not r.over_limit
+    [st] = m.status("user:alice")
+    assert (st.scope, st.window, st.metric) == ("user:alice", "day", "cost")
+    assert st.limit == Decimal("10") and st.spent == Decimal("0.02") and st.held == 0
+    assert st.remaining == Decimal("9.98")
+    assert st.resets_at == datetime(2026, 3, 11, tzinfo=timezone.utc)
+    # tenant has no limit but is tracked; global has one
+    assert [s.key for s in m.status("global")] == ["global|cost|day"]
+
+
+def test_release_and_request_id_strings(make: Make) -> None:
+    m = make(limits={"global": {"day": "1"}})
+    d = m.reserve("user:bob", "0.40", request_id="abc")
+    assert d.allowed
+    assert m.consume("abc", "0.1").ok
+    r = m.release("abc")
+    assert r.request_id == "abc"
+    [st] = m.status("global")
+    assert st.held == 0
+
+
+def test_denial_hard_cap_and_held_headroom(make: Make) -> None:
+    m = make(limits={"user:*": {"day": "1.00"}})
+    m.record("user:a", "0.90")
+    d = m.check("user:a", "0.20")
+    assert not d and d.denial is not None and d.reservation is None
+    den = d.denial
+    assert den.hard and den.scope == "user:a" and den.window == "day" and den.metric == "cost"
+    assert den.spent == Decimal("0.90") and den.remaining == Decimal("0.10") and den.limit == Decimal("1")
+    assert den.resets_at == datetime(2026, 3, 11, tzinfo=timezone.utc)
+    # headroom held by an in-flight request: not hard (retry may succeed)
+    m2 = make(limits={"user:*": {"day": "1.00"}})
+    assert m2.reserve("user:b", "0.90").allowed
+    d2 = m2.reserve("user:b", "0.20")
+    assert not d2.allowed and d2.denial is not None and not d2.denial.hard
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        m2.check_availability("b", estimated_cost=0.2)
+    assert ei.value.scope == "user:b" and ei.value.window == "day" and ei.value.hard is False
+    assert ei.value.remaining == Decimal("0.10") and ei.value.resets_at is not None
+
+
+def test_idempotency_and_conflict(make: Make) -> None:
+    m = make(limits={"global": {"day": "10"}})
+    d1 = m.reserve("user:x", "1", request_id="same")
+    d2 = m.reserve("user:x", "1", request_id="same")
+    assert d1.allowed and d2.allowed and d2.replayed
+    r1 = m.commit("same", "0.5")
+    r2 = m.commit("same", "0.5")
+    assert r2.replayed and r2.charged == r1.charged
+    with pytest.raises(budget.ConflictError):
+        m.commit("same", "0.7")
+    rec1 = m.record("user:x", "0.25", request_id="rec")
+    rec2 = m.record("user:x", "0.25", request_id="rec")
+    assert rec2.replayed
+    [st] = m.status("global")
+    assert st.spent == Decimal("0.75")
+
+
+@pytest.mark.parametrize(
+    "value,nanos",
+    [
+        ("12.50", 12_500_000_000),
+        (Decimal("0.000000150"), 150),
+        (Decimal("1E+1"), 10_000_000_000),
+        (3, 3_000_000_000),
+        (0.1, 100_000_000),
+        (1e-7, 100),
+        (0.30000000000000004, 300_000_000),
+        (2.5e-10, 0),  # half-to-even below the nano
+        (-0.5, -500_000_000),
+    ],
+)
+def test_money_in(value: Any, nanos: int) -> None:
+    assert budget.money(value).nanos == nanos
+    assert budget.Money.from_nanos(nanos).nanos == nanos
+
+
+def test_money_out_is_exact_decimal() -> None:
+    m = budget.Money.from_nanos(150)
+    assert isinstance(m, Decimal) and str(m) == "0.00000015" and repr(m) == "Money('0.00000015')"
+    assert budget.Money.from_nanos(-3_000_000_000) == Decimal(-3)
+
+
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (float("nan"), budget.InvalidArgumentError),
+        (float("inf"), budget.InvalidArgumentError),
+        (Decimal("NaN"), budget.InvalidArgumentError),
+        (Decimal("-Infinity"), budget.InvalidArgumentError),
+        ("-0.5", budget.InvalidArgumentError),
+        ("1.0000000001", budget.InvalidArgumentError),
+        ("12,5", budget.InvalidArgumentError),
+        ("1e3", budget.InvalidArgumentError),
+        (10**30, budget.BudgetOverflowError),
+        (9_300_000_000, budget.BudgetOverflowError),
+        (True, budget.InvalidArgumentError),
+        ([1], budget.InvalidArgumentError),
+        (object(), budget.InvalidArgumentError),
+    ],
+)
+def test_bad_input_raises_typed_and_changes_nothing(make: Make, bad: Any, exc: type) -> None:
+    m = make(limits={"global": {"day": "10"}})
+    before = len(m.events())
+    with pytest.raises(exc) as ei:
+        m.reserve("user:z", bad)
+    assert isinstance(ei.value, budget.BudgetError)
+    with pytest.raises(budget.BudgetError):
+        m.record("user:z", bad)
+    assert len(m.events()) == before
+    [st] = m.status("global")
+    assert st.spent == 0 and st.held == 0
+
+
+def test_errors_are_also_builtin_kinds() -> None:
+    assert issubclass(budget.InvalidArgumentError, ValueError)
+    assert issubclass(budget.BudgetOverflowError, OverflowError)
+    assert issubclass(budget.StoreUnavailableError, ConnectionError)
+    assert issubclass(budget.UnknownModelError, LookupError)
+    e = budget.InvalidArgumentError("x")
+    assert e.code == "invalid_argument" and e.code_number == 1
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["user:", "nokind", "user:\x01", ["user:ok", 3], {"user": 5}, 42, None, "a" * 70 + ":x"],
+)
+def test_bad_subjects(make: Make, subject: Any) -> None:
+    m = make()
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve(subject, "1")
+
+
+def test_subject_forms(make: Make) -> None:
+    m = make()
+    for s in ("user:a", ["tenant:t", "user:a"], ("tenant:t", "user:a"), {"tenant": "t", "user": "a"},
+              budget.Subject(["tenant:t", "user:a"])):
+        assert m.reserve(s, "0.01").allowed
+    subj = budget.Subject({"tenant": "t", "user": "a"})
+    assert list(subj) == ["global", "tenant:t", "user:a"] and "user:a" in subj and len(subj) == 3
+
+
+def test_bad_other_arguments(make: Make) -> None:
+    m = make()
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1", ttl=float("nan"))
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1", buffer=-1.0)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1", metadata=["x"])  # type: ignore[arg-type]
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1", tokens=-5)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1", tokens=1.5)  # type: ignore[arg-type]
+    with pytest.raises(budget.NotFoundError):
+        m.commit("no-such-request", "1")
+    with pytest.raises(budget.InvalidArgumentError):
+        m.set_limit("user:*", "fortnight", "1")
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.Limit("user:*", "day", "1", metric="dollars")
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.Usage(input_tokens=-1)
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.Usage(input_tokens=1, cache_read_tokens=2)
+
+
+def test_limits_from_dict_list_json_toml(make: Make, tmp_path: Path) -> None:
+    spec = {
+        "defaults": {"user": {"day": "10", "tokens:minute": 1000}},
+        "limits": {
+            "project:launch": {"day": "500", "month": {"amount": "5000", "alerts": [50, 80, 100]}},
+            "global": {"day": 5000},
+            "user:vip": {"day": "100"},
+            "tenant:acme": [{"window": "total", "amount": "250"}],
+        },
+    }
+    want = {
+        "user:*|cost|day": Decimal("10"), "user:*|tokens|minute": 1000,
+        "project:launch|cost|day": Decimal("500"), "project:launch|cost|month": Decimal("5000"),
+        "global|cost|day": Decimal("5000"), "user:vip|cost|day": Decimal("100"),
+        "tenant:acme|cost|total": Decimal("250"),
+    }
+    ls = budget.load_limits(spec)
+    assert {limit.key: limit.amount for limit in ls} == want
+    assert [x for x in ls if x.key == "project:launch|cost|month"][0].alerts == [50, 80, 100]
+    jf = tmp_path / "limits.json"
+    jf.write_text(json.dumps(spec))
+    assert {x.key for x in budget.load_limits(jf)} == set(want)
+    assert {x.key for x in budget.load_limits(json.dumps(spec))} == set(want)
+    tf = tmp_path / "limits.toml"
+    tf.write_text(
+        '[defaults.user]\nday = "10"\n"tokens:minute" = 1000\n'
+        '[limits."project:launch"]\nday = 500\nmonth = { amount = 5000.00, alerts = [50, 80, 100] }\n'
+        '[limits.global]\nday = 5000\n[limits."user:vip"]\nday = "100"\n'
+        '[[limits."tenant:acme"]]\nwindow = "total"\namount = "250"\n'
+    )
+    assert {x.key: x.amount for x in budget.load_limits(tf)} == want
+    lst = [{"scope": "user:*", "window": "day", "amount": 0.1}, budget.Limit("global", "hour", 3)]
+    assert [x.key for x in budget.load_limits(lst)] == ["user:*|cost|day", "global|cost|hour"]
+    assert budget.load_limits(lst)[0].amount == Decimal("0.1")
+    # kind default + per-id override
+    m = make(limits=tf)
+    assert m.check("user:someone", "10").allowed and not m.check("user:someone", "10.01").allowed
+    assert m.check("user:vip", "50").allowed
+    assert len(m.limits()) == len(want)
+
+
+@pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '{"user:*": {"day": "x"}}', '{"user:*": 5}',
+                                 '{"user:*": {"day": null}}', '{"limits": [{"scope": "user:*"}]}'])
+def test_malformed_limits(make: Make, bad: str) -> None:
+    with pytest.raises(budget.InvalidArgumentError):
+        make(limits=bad)
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    f = tmp_path / "x.toml"
+    f.write_text("[limits\nday=")
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.load_limits(f)
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.load_limits(tmp_path / "missing.json")
+
+
+def test_grant_adjust_total_balance(make: Make) -> None:
+    m = make(limits={"tenant:acme": {"total": "250"}})
+    m.record("tenant:acme", "249")
+    assert not m.check("tenant:acme", "2").allowed
+    m.grant("tenant:acme", "100", reason="top-up", request_id="g1")
+    [st] = m.status("tenant:acme")
+    assert st.limit == Decimal("350") and st.granted == Decimal("100") and st.resets_at is None
+    assert m.check("tenant:acme", "2").allowed
+    m.adjust("tenant:acme", "-49", reason="refund")
+    [st] = m.status("tenant:acme")
+    assert st.spent == Decimal("200") and st.remaining == Decimal("150")
+    types = [e.type for e in m.events()]
+    assert "grant" in types and "adjust" in types
+
+
+def test_hold_context_manager(make: Make) -> None:
+    m = make(limits={"user:*": {"day": "1"}})
+    with m.hold("user:h", "0.30", request_id="h1") as h:
+        assert h.reservation.held == Decimal("0.3")
+        h.consume("0.05")
+        h.consume("0.05")
+    assert h.receipt is not None and h.receipt.charged == Decimal("0.10")
+    # explicit cost
+    with m.hold("user:h", "0.30") as h2:
+        h2.set_cost("0.20")
+    assert h2.receipt is not None and h2.receipt.charged == Decimal("0.20")
+    # nothing said: the estimate is charged (never undercharge)
+    with m.hold("user:h", "0.05") as h3:
+        pass
+    assert h3.receipt is not None and h3.receipt.charged == Decimal("0.05")
+    # exception before any consumption: released
+    with pytest.raises(RuntimeError):
+        with m.hold("user:h", "0.30") as h4:
+            raise RuntimeError("provider failed")
+    assert h4.receipt is not None and h4.receipt.charged == 0
+    [st] = m.status("user:h")
+    assert st.spent == Decimal("0.35") and st.held == 0
+    # denied on entry
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        with m.hold("user:h", "0.70"):
+            pass
+    assert ei.value.scope == "user:h"
+
+
+def test_hold_stop_raises_and_commits_consumed(make: Make) -> None:
+    m = make(limits={"user:*": {"day": "1"}}, min_growth="0.01", growth_step=0.5)
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        with m.hold("user:s", "0.50") as h:
+            for _ in range(100):
+                h.consume("0.10")
+    assert ei.value.stopped and h.stopped
+    # The refused chunk was generated too: what was consumed is charged, and reported over the limit.
+    assert h.receipt is not None and h.receipt.charged == h.consumed == Decimal("1.10")
+    assert h.receipt.over_limit
+    [st] = m.status("user:s")
+    assert st.spent == Decimal("1.10") and st.held == 0
+
+
+def test_expiry_with_manual_clock(make: Make, clock: budget.ManualClock) -> None:
+    m = make(limits={"global": {"day": "10"}}, persist_every="0.01")
+    d = m.reserve("user:e", "1", ttl=timedelta(seconds=5))
+    assert d.reservation is not None
+    assert d.reservation.expires_at == clock.now() + timedelta(seconds=5)
+    m.consume(d.reservation, "0.25")
+    clock.advance(10)
+    assert m.expire_holds() == 1
+    [st] = m.status("global")
+    assert st.held == 0 and st.spent == Decimal("0.25")
+    late = m.commit(d.reservation, "0.40")
+    assert late.after_expiry
+    [st] = m.status("global")
+    assert st.spent == Decimal("0.40")
+
+
+def test_window_rollover(make: Make, clock: budget.ManualClock) -> None:
+    m = make(limits={"user:*": {"day": "1"}})
+    m.record("user:w", "1")
+    assert not m.check("user:w", "0.01").allowed
+    clock.advance(timedelta(hours=12))
+    assert m.check("user:w", "0.01").allowed
+
+
+def test_token_and_request_limits(make: Make) -> None:
+    m = make(limits={"key:*": {"tokens:minute": 100, "requests:minute": 2}})
+    assert m.reserve("key:k", "0.01", tokens=60).allowed
+    d = m.reserve("key:k", "0.01", tokens=60)
+    assert not d.allowed and d.denial is not None and d.denial.metric == "tokens"
+    assert d.denial.remaining == 40 and isinstance(d.denial.remaining, int) and not d.denial.hard
+    assert m.reserve("key:k", "0.01", tokens=10).allowed
+    d3 = m.reserve("key:k", "0.01", tokens=1)
+    assert not d3.allowed and d3.denial is not None and d3.denial.metric == "requests"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_alert_callbacks_from_threads(make: Make) -> None:
+    m = make(limits={"user:*": {"day": {"amount": "1", "alerts": [50, 100]}}})
+    seen: List[budget.Alert] = []
+    denials: List[str] = []
+    lock = threading.Lock()
+
+    def on_alert(a: budget.Alert) -> None:
+        with lock:
+            seen.append(a)
+
+    def boom(a: budget.Alert) -> None:
+        raise RuntimeError("a failing callback must not break the manager")
+
+    m.on_alert(on_alert)
+    m.on_alert(boom)  # reported as unraisable, never propagated into the engine
+    m.on_denial(lambda d, s: denials.append(d.scope))
+    threads = [threading.Thread(target=lambda: [m.record("user:cb", "0.1") for _ in range(3)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a.threshold_pct for a in seen) == [50, 100]
+    assert seen[0].scope == "user:cb" and seen[0].limit == Decimal("1")
+    assert not m.check("user:cb", "0.1").allowed or True
+    m.reserve("user:cb", "5")
+    assert "user:cb" in denials
+
+
+def test_threads_hammering_one_manager_never_overspend(make: Make) -> None:
+    m = make(limits={"global": {"day": "1.00"}})
+    allowed: List[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        n = 0
+        for _ in range(40):
+            d = m.reserve("user:t", "0.01")
+            if d.allowed:
+                assert d.reservation is not None
+                m.consume(d.reservation, "0.005")
+                m.commit(d.reservation, "0.01")
+                n += 1
+        with lock:
+            allowed.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    [st] = m.status("global")
+    assert sum(allowed) == 100
+    assert st.spent == Decimal("1.00") and st.held == 0
+    assert m.verify().ok
+
+
+def test_ledger_export_verify(make: Make) -> None:
+    m = make(limits={"global": {"day": "10"}})
+    d = m.reserve(["tenant:l", "user:l"], "1", request_id="led", metadata={"feature": "chat"}, provider="openai")
+    assert d.reservation is not None
+    m.commit(d.reservation, "0.5")
+    ev = m.events(request_id="led")
+    assert [e.type for e in ev] == ["reserve", "commit"]
+    assert ev[1].amount == Decimal("0.5") and ev[0].subject == ["global", "tenant:l", "user:l"]
+    assert len(ev[1].hash) == 64 and ev[1].prev_hash == ev[0].hash
+    lines = m.export_jsonl().strip().splitlines()
+    assert len(lines) == len(m.events()) and json.loads(lines[-1])["request_id"] == "led"
+    assert m.export_csv().count("\n") == len(lines) + 1
+    rows = m.aggregate(by_scope=True)
+    assert any(r.scope == "user:l" and r.spent == Decimal("0.5") for r in rows)
+    rep = m.verify()
+    assert rep.ok and rep.chain_ok and rep.events == len(lines)
+    assert "budget" in m.metrics_text()
+
+
+def test_close(make: Make) -> None:
+    m = make()
+    m.close()
+    assert m.closed
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:a", "1")
+    m.close()
+
+
+def test_coreason_style(make: Make) -> None:
+    m = make(limits={"user:*": {"day": "1"}, "project:*": {"day": "1.5"}})
+    m.check_availability("alice", estimated_cost=0.5)
+    r = m.record_spend("alice", 0.9, project_id="p1", model="gpt-4o")
+    assert r.charged == Decimal("0.9")
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        m.check_availability("alice", "p1", estimated_cost=0.2)
+    assert ei.value.scope == "user:alice"
+    m.record_spend("bob", "0.8", project_id="p1")
+    with pytest.raises(budget.BudgetExceededError) as ei2:
+        m.check_availability("carol", "p1", estimated_cost="0.01")
+    assert ei2.value.scope == "project:p1" and ei2.value.hard
+    with pytest.raises(ValueError):
+        m.check_availability("  ")
+    with pytest.raises(ValueError):
+        m.record_spend("", 1)
