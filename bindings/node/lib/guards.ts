@@ -1,0 +1,238 @@
+// Stream guards for provider SDK streams (openai-node, @anthropic-ai/sdk) — no dependency on
+// the SDKs: any async iterable of the provider's parsed events works.
+//
+//   const stream = await guardOpenAIChatStream(manager, { subject: ['user:alice'] }, params,
+//     (p, { signal }) => client.chat.completions.create(p, { signal }));
+//   for await (const chunk of stream) { ... }   // throws BudgetExceededError on Stop
+//   stream.receipt                              // after the end
+//
+// Reserve before the call (a denial throws BudgetExceededError; the call is not made), ask
+// for usage in the stream, consume per chunk (the priced running estimate), abort the
+// stream the moment the answer is Stop, commit with the provider's usage at the end. On an
+// error, `break` or abort: release when nothing was streamed, else commit the estimate so
+// far marked incomplete (those tokens were generated and the provider bills them).
+import { BudgetError, BudgetExceededError, InvalidArgumentError } from './errors';
+import type { BudgetManager } from './manager';
+import type { PricingEngine } from './pricing';
+import { estimateTokens, StreamUsage, type ApiFormat } from './providers';
+import type { MoneyInput, Receipt, RequestOptions, Reservation, SubjectInput, Usage } from './types';
+
+export interface GuardOptions extends RequestOptions {
+  subject: SubjectInput;
+  /** The model to price (default: params.model). */
+  model?: string;
+  /** Money to hold (default: the priced estimate of the prompt + max output tokens). */
+  estimate?: MoneyInput;
+  /** Input tokens to assume (default: estimated from the request's messages). */
+  inputTokens?: number;
+  /** Output tokens to hold for (default: params.max_tokens / max_completion_tokens, else the model's maximum, else 4096). */
+  maxOutputTokens?: number;
+  /** Consume at most every N events (default 1: every event that adds cost). */
+  consumeEvery?: number;
+}
+
+/** What the SDKs' stream objects offer (openai `Stream`, Anthropic `Stream` / `MessageStream`). */
+export interface AbortableStream<T> extends AsyncIterable<T> {
+  controller?: AbortController;
+  abort?: () => void;
+}
+
+export type StreamCall<P, T> = (params: P, init: { signal: AbortSignal }) => PromiseLike<AsyncIterable<T>> | AsyncIterable<T>;
+
+export type GuardOutcome = 'pending' | 'completed' | 'stopped' | 'cancelled' | 'failed';
+
+/** An async iterable over the provider's events, metered against the budget. Iterate once. */
+export class GuardedStream<T> implements AsyncIterable<T> {
+  /** The hold (request id = idempotency key). */
+  readonly reservation: Reservation;
+  /** The abort controller whose signal was passed to the SDK call. */
+  readonly controller: AbortController;
+  /** Set when the stream was settled (committed or released). */
+  receipt: Receipt | null = null;
+  outcome: GuardOutcome = 'pending';
+  private readonly accumulator: StreamUsage;
+  private consumedNanos = 0n;
+  private sinceConsume = 0;
+  private iterated = false;
+
+  /** @internal */
+  constructor(
+    private readonly manager: BudgetManager,
+    private readonly pricing: PricingEngine,
+    private readonly model: string,
+    reservation: Reservation,
+    controller: AbortController,
+    private readonly source: AbortableStream<T>,
+    format: ApiFormat,
+    inputTokens: number,
+    private readonly consumeEvery: number,
+    private readonly provider: string,
+  ) {
+    this.reservation = reservation;
+    this.controller = controller;
+    this.accumulator = new StreamUsage(format, { inputTokensEstimate: inputTokens });
+  }
+
+  /** The usage so far: the provider's numbers once seen, else the running estimate. */
+  get usage(): Usage {
+    return this.accumulator.usage;
+  }
+
+  /** Stops the provider stream (the guard then settles as cancelled). */
+  abort(): void {
+    this.abortSource();
+  }
+
+  private abortSource(): void {
+    if (!this.controller.signal.aborted) this.controller.abort();
+    try {
+      this.source.controller?.abort();
+    } catch {
+      /* already aborted */
+    }
+    try {
+      if (typeof this.source.abort === 'function') this.source.abort();
+    } catch {
+      /* already aborted */
+    }
+  }
+
+  private cost(usage: Usage): bigint {
+    return this.pricing.cost(this.model, usage);
+  }
+
+  private async meter(force: boolean): Promise<void> {
+    this.sinceConsume++;
+    if (!force && this.sinceConsume < this.consumeEvery) return;
+    this.sinceConsume = 0;
+    const running = this.cost(this.accumulator.usage);
+    const delta = running - this.consumedNanos;
+    if (delta <= 0n) return;
+    const r = await this.manager.consume(this.reservation, delta);
+    this.consumedNanos = running;
+    if (r.verdict === 'stop') {
+      this.outcome = 'stopped';
+      this.abortSource();
+      throw new BudgetExceededError(r.denial!, this.reservation.requestId,
+        `stream stopped: ${r.denial!.message || 'budget exhausted'}`);
+    }
+  }
+
+  private async settle(): Promise<void> {
+    if (this.receipt) return;
+    const events = this.accumulator.events;
+    let usage: Usage;
+    try {
+      usage = this.outcome === 'completed' ? this.accumulator.finish() : this.accumulator.usage;
+    } catch {
+      usage = this.accumulator.usage;  // truncated JSON at the end: keep the estimate
+    }
+    if (this.outcome !== 'completed' && !this.accumulator.hasFinalUsage) usage = { ...usage, complete: false };
+    if (events === 0 && this.outcome !== 'completed') {
+      this.receipt = await this.manager.release(this.reservation);
+      return;
+    }
+    this.receipt = await this.manager.commit(this.reservation, {
+      model: this.model,
+      usage,
+      provider: this.provider || undefined,
+    });
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    if (this.iterated) throw new InvalidArgumentError('a guarded stream can be iterated only once');
+    this.iterated = true;
+    try {
+      for await (const event of this.source) {
+        this.accumulator.feedEvent(event as object);
+        await this.meter(this.accumulator.hasFinalUsage);
+        yield event;
+      }
+      if (this.outcome === 'pending') this.outcome = 'completed';
+    } catch (e) {
+      if (this.outcome === 'pending') this.outcome = this.controller.signal.aborted ? 'cancelled' : 'failed';
+      throw e;
+    } finally {
+      // Also reached by `break` / return(): the source iterator was closed by for-await.
+      if (this.outcome === 'pending') this.outcome = 'cancelled';
+      await this.settle();
+    }
+  }
+}
+
+function messagesText(params: Record<string, unknown>): string {
+  const parts: unknown[] = [];
+  for (const k of ['system', 'messages', 'input', 'instructions', 'tools']) if (params[k] !== undefined) parts.push(params[k]);
+  return parts.length ? JSON.stringify(parts) : '';
+}
+
+/** Reserves, then makes the call; generic over the provider format. */
+export async function guardStream<P extends { model?: string }, T>(
+  manager: BudgetManager,
+  format: ApiFormat,
+  options: GuardOptions,
+  params: P,
+  call: StreamCall<P, T>,
+): Promise<GuardedStream<T>> {
+  const pricing = manager.pricing;
+  if (!pricing) throw new InvalidArgumentError('stream guards need a BudgetManager created with a `pricing` engine');
+  const model = options.model ?? params.model;
+  if (typeof model !== 'string' || !model) throw new InvalidArgumentError('the request names no model');
+  const p = params as unknown as Record<string, unknown>;
+  const inputTokens = options.inputTokens ?? estimateTokens(messagesText(p));
+  let maxOut = options.maxOutputTokens ??
+    (p.max_completion_tokens ?? p.max_tokens ?? p.max_output_tokens) as number | undefined;
+  if (maxOut === undefined) {
+    const resolved = pricing.resolve(model);  // throws UnknownModelError before any call
+    maxOut = resolved.maxOutputTokens > 0 ? resolved.maxOutputTokens : 4096;
+  }
+  const estimate = options.estimate ?? { model, usage: { inputTokens, outputTokens: maxOut } };
+  const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;
+  const decision = await manager.reserve(subject, estimate, reqOpts);
+  if (!decision.allowed) throw new BudgetExceededError(decision.denial, options.requestId);
+  const reservation = decision.reservation!;
+  const controller = new AbortController();
+  let source: AbortableStream<T>;
+  try {
+    source = (await call(params, { signal: controller.signal })) as AbortableStream<T>;
+  } catch (e) {
+    await manager.release(reservation).catch(() => undefined);
+    throw e;
+  }
+  return new GuardedStream<T>(manager, pricing, model, reservation, controller, source, format, inputTokens,
+    Math.max(1, consumeEvery ?? 1), options.provider ?? '');
+}
+
+/** OpenAI Chat Completions: forces `stream: true` and `stream_options.include_usage`. */
+export function guardOpenAIChatStream<P extends { model: string; stream_options?: unknown }, T>(
+  manager: BudgetManager,
+  options: GuardOptions,
+  params: P,
+  call: StreamCall<P & { stream: true }, T>,
+): Promise<GuardedStream<T>> {
+  const so = (params.stream_options ?? {}) as Record<string, unknown>;
+  const withUsage = { ...params, stream: true as const, stream_options: { ...so, include_usage: true } };
+  return guardStream(manager, 'openai-chat', { provider: 'openai', ...options }, withUsage, call);
+}
+
+/** OpenAI Responses API streams (usage in response.completed / incomplete / failed). */
+export function guardOpenAIResponsesStream<P extends { model: string }, T>(
+  manager: BudgetManager,
+  options: GuardOptions,
+  params: P,
+  call: StreamCall<P & { stream: true }, T>,
+): Promise<GuardedStream<T>> {
+  return guardStream(manager, 'openai-responses', { provider: 'openai', ...options }, { ...params, stream: true as const }, call);
+}
+
+/** Anthropic Messages streams (`messages.create({stream: true})` or `messages.stream()`). */
+export function guardAnthropicStream<P extends { model: string }, T>(
+  manager: BudgetManager,
+  options: GuardOptions,
+  params: P,
+  call: StreamCall<P, T>,
+): Promise<GuardedStream<T>> {
+  return guardStream(manager, 'anthropic', { provider: 'anthropic', ...options }, params, call);
+}
+
+

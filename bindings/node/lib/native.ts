@@ -1,0 +1,113 @@
+// The native addon (build/Release/budget.node), loaded once. Internal: the public API is
+// the TypeScript layer (index.ts).
+import * as path from 'node:path';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export interface NativeAddon {
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
+  parseMoney(v: unknown): bigint;
+  formatMoney(v: unknown): string;
+  parseScope(v: unknown): string;
+  parseWindow(v: unknown): string;
+  estimateTokens(text: unknown): number;
+  usageFromResponse(format: string, body: unknown): any;
+  version: string;
+  napiVersion: number;
+  withRedis: boolean;
+  NativeManager: new (options: unknown) => NativeManagerHandle;
+  openManager(options: unknown): Promise<NativeManagerHandle>;
+  NativeClock: new (start?: unknown) => NativeClockHandle;
+  NativePricing: (new (bundled: boolean) => NativePricingHandle) & {
+    bundledTableInfo(): { date: string; source: string; entries: number };
+  };
+  NativeStreamUsage: new (format: string, inputTokensEstimate?: unknown) => NativeStreamUsageHandle;
+}
+
+export interface NativeManagerHandle {
+  reserve(subject: unknown, estimate: unknown, options?: unknown): Promise<any>;
+  check(subject: unknown, estimate: unknown): Promise<any>;
+  consume(res: unknown, amount: unknown, tokens?: unknown): Promise<any>;
+  commit(res: unknown, charge: unknown): Promise<any>;
+  release(res: unknown): Promise<any>;
+  record(subject: unknown, charge: unknown, options?: unknown): Promise<any>;
+  grant(scope: unknown, amount: unknown, options?: unknown): Promise<void>;
+  adjust(subject: unknown, delta: unknown, options?: unknown): Promise<void>;
+  status(scope?: unknown): Promise<any[]>;
+  setLimit(limit: unknown): Promise<void>;
+  removeLimit(scope: unknown, metric: unknown, window: unknown): Promise<boolean>;
+  limits(): Promise<any[]>;
+  expireHolds(): Promise<number>;
+  events(query?: unknown): Promise<any[]>;
+  exportJsonl(query?: unknown): Promise<string>;
+  exportCsv(query?: unknown): Promise<string>;
+  aggregate(query?: unknown, groupBy?: unknown): Promise<any[]>;
+  verify(): Promise<any>;
+  metricsText(): string;
+  now(): Date;
+  info(): { store: string; currency: string; offload: boolean; failOpen: boolean; defaultTtlMs: number };
+  onAlert(cb: ((a: any) => void) | null): void;
+  onDenial(cb: ((d: any, subject: string[]) => void) | null): void;
+  close(): void;
+  benchLoop(subject: unknown, amount: unknown, n: number, prefix?: string): number;
+}
+
+export interface NativeClockHandle {
+  now(): Date;
+  set(t: unknown): void;
+  advance(ms: unknown): Date;
+}
+
+export interface NativePricingHandle {
+  loadLitellm(json: string): any;
+  loadLitellmFile(path: string): any;
+  loadCompact(text: string): any;
+  loadCompactFile(path: string): any;
+  loadBundled(): any;
+  toCompact(): string;
+  setPrice(model: unknown, price: unknown, effectiveFrom?: unknown): void;
+  addAlias(alias: unknown, target: unknown): void;
+  addMarkup(rule: unknown): void;
+  setFallback(price: unknown): void;
+  resolve(model: unknown, at?: unknown): any;
+  knows(model: unknown): boolean;
+  cost(model: unknown, usage: unknown, options?: unknown): bigint;
+  quote(model: unknown, usage: unknown, options?: unknown): any;
+  estimate(model: unknown, inputTokens: unknown, maxOutputTokens?: unknown, options?: unknown): bigint;
+  priceVersion(at?: unknown): string;
+  size(): number;
+}
+
+export interface NativeStreamUsageHandle {
+  feed(bytes: unknown): void;
+  feedEvent(json: unknown): void;
+  finish(): any;
+  usage(): any;
+  hasFinalUsage(): boolean;
+  estimatedOutputTokens(): number;
+  events(): number;
+}
+
+function load(): NativeAddon {
+  const root = path.join(__dirname, '..');
+  const candidates = [
+    process.env.LIBBUDGET_NATIVE,
+    path.join(root, 'build', 'Release', 'budget.node'),
+    path.join(root, 'build', 'Debug', 'budget.node'),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  let lastError: unknown;
+  for (const p of candidates) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      return require(p) as NativeAddon;
+    } catch (e) {
+      lastError = e;
+      if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+    }
+  }
+  throw new Error(
+    `libbudget: the native addon is not built (looked in ${candidates.join(', ')}). ` +
+      `Run \`npm run build\` in the package directory. Cause: ${String(lastError)}`,
+  );
+}
+
+export const native: NativeAddon = load();

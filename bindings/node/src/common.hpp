@@ -1,0 +1,184 @@
+// libbudget Node addon — shared helpers: JS <-> C++ conversions, errors, Promise jobs.
+//
+// The native layer is deliberately thin: it converts arguments on the JS thread, runs the
+// C++ call (on a libuv worker thread for calls that touch a store, see Job), and converts
+// the result back on the JS thread. Naming, defaults and ergonomics live in the TypeScript
+// layer (lib/*.ts). Only the public C++ API (include/budget/*.hpp) is used.
+#pragma once
+
+#include <budget/budget.hpp>
+
+#include <napi.h>
+
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+namespace bn {
+
+// ---- errors -------------------------------------------------------------------------------
+// Every failure reaches JS as an instance of the TypeScript layer's BudgetError subclass for
+// its code: the TS layer registers a factory (setErrorFactory) at load time.
+Napi::Value make_error(Napi::Env env, budget::ErrorCode code, const std::string& message);
+[[noreturn]] void throw_js(Napi::Env env, budget::ErrorCode code, const std::string& message);
+
+// Runs `body` and turns C++ exceptions into JS exceptions of the right class.
+template <class F>
+auto guard(Napi::Env env, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const budget::Error& e) {
+    throw_js(env, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw_js(env, budget::ErrorCode::Internal, "out of memory");
+  } catch (const std::exception& e) {
+    throw_js(env, budget::ErrorCode::Internal, e.what());
+  }
+}
+
+[[noreturn]] inline void invalid(const std::string& message) { throw budget::InvalidArgumentError(message); }
+
+// ---- conversions in -----------------------------------------------------------------------
+// Money: bigint nanos, a decimal string ("12.50"), or a finite number through its shortest
+// decimal text (String(x)), never through binary floating point arithmetic.
+budget::Money to_money(const Napi::Value& v, const char* what);
+// A whole count (tokens, requests, ms): a safe integer number or a bigint within int64.
+int64_t to_int64(const Napi::Value& v, const char* what);
+int64_t to_count(const Napi::Value& v, const char* what);  // >= 0
+// A decimal ratio ("1.2", 1.2) as basis points (12000); exact or InvalidArgument.
+uint32_t to_basis_points(const Napi::Value& v, const char* what);
+std::string to_string(const Napi::Value& v, const char* what);
+bool to_bool(const Napi::Value& v, const char* what);
+budget::Timestamp to_time(const Napi::Value& v, const char* what);  // Date or ms number
+budget::Subject to_subject(const Napi::Value& v);
+budget::Usage to_usage(const Napi::Value& v);
+budget::Estimate to_estimate(const Napi::Value& v);
+budget::Charge to_charge(const Napi::Value& v);
+budget::RequestOptions to_request_options(const Napi::Value& v);
+budget::Limit to_limit(const Napi::Value& v);
+budget::LedgerQuery to_ledger_query(const Napi::Value& v);
+budget::Metric to_metric(const Napi::Value& v);
+// Optional property: undefined/null -> false.
+bool has(const Napi::Object& o, const char* key, Napi::Value* out);
+Napi::Object expect_object(const Napi::Value& v, const char* what);
+
+// ---- conversions out ----------------------------------------------------------------------
+Napi::BigInt big(Napi::Env env, int64_t v);
+Napi::Value count(Napi::Env env, int64_t v);  // number when safe, else bigint
+Napi::Value date(Napi::Env env, budget::Timestamp t);
+Napi::Value opt_date(Napi::Env env, const std::optional<budget::Timestamp>& t);
+Napi::Object from_usage(Napi::Env env, const budget::Usage& u);
+Napi::Object from_denial(Napi::Env env, const budget::Denial& d);
+Napi::Object from_receipt(Napi::Env env, const budget::Receipt& r);
+Napi::Object from_status(Napi::Env env, const budget::LimitStatus& s);
+Napi::Object from_alert(Napi::Env env, const budget::Alert& a);
+Napi::Object from_limit(Napi::Env env, const budget::Limit& l);
+Napi::Object from_event(Napi::Env env, const budget::LedgerEvent& e);
+Napi::Object from_line_item(Napi::Env env, const budget::LineItem& li);
+Napi::Object from_quote(Napi::Env env, const budget::PriceQuote& q);
+Napi::Array from_strings(Napi::Env env, const std::vector<std::string>& v);
+const char* metric_name(budget::Metric m);
+
+// ---- Promise jobs -------------------------------------------------------------------------
+// A Job runs `exec` (pure C++, no JS values) and settles a Promise with `conv(result)`.
+// Offloaded jobs run on the libuv thread pool (the event loop never waits on SQLite or
+// Redis); inline jobs run at once on the JS thread (the memory store never blocks, and a
+// thread hop would cost ten times the operation) and still answer through a Promise.
+template <class R>
+using Exec = std::function<R()>;
+template <class R>
+using Conv = std::function<Napi::Value(Napi::Env, R&)>;
+
+struct Failure {
+  bool failed = false;
+  budget::ErrorCode code = budget::ErrorCode::Ok;
+  std::string message;
+  template <class F>
+  void capture(F&& f) noexcept {
+    try {
+      f();
+    } catch (const budget::Error& e) {
+      failed = true, code = e.code(), message = e.what();
+    } catch (const std::bad_alloc&) {
+      failed = true, code = budget::ErrorCode::Internal, message = "out of memory";
+    } catch (const std::exception& e) {
+      failed = true, code = budget::ErrorCode::Internal, message = e.what();
+    } catch (...) {
+      failed = true, code = budget::ErrorCode::Internal, message = "unknown C++ exception";
+    }
+  }
+};
+
+template <class R>
+class Job final : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, Exec<R> exec, Conv<R> conv)
+      : Napi::AsyncWorker(env, "libbudget"), deferred_(Napi::Promise::Deferred::New(env)),
+        exec_(std::move(exec)), conv_(std::move(conv)) {}
+  Napi::Promise promise() const { return deferred_.Promise(); }
+  void Execute() override {
+    failure_.capture([&] { result_ = exec_(); });
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    settle(env, deferred_, failure_, result_, conv_);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+  static void settle(Napi::Env env, Napi::Promise::Deferred& d, Failure& f, R& r, Conv<R>& conv) {
+    if (f.failed) {
+      d.Reject(make_error(env, f.code, f.message));
+      return;
+    }
+    try {
+      d.Resolve(conv(env, r));
+    } catch (const Napi::Error& e) {
+      d.Reject(e.Value());
+    } catch (const budget::Error& e) {
+      d.Reject(make_error(env, e.code(), e.what()));
+    } catch (const std::exception& e) {
+      d.Reject(make_error(env, budget::ErrorCode::Internal, e.what()));
+    }
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Exec<R> exec_;
+  Conv<R> conv_;
+  R result_{};
+  Failure failure_;
+};
+
+template <class R>
+Napi::Value run(Napi::Env env, bool offload, Exec<R> exec, Conv<R> conv) {
+  if (offload) {
+    auto* job = new Job<R>(env, std::move(exec), std::move(conv));  // deletes itself
+    Napi::Promise p = job->promise();
+    job->Queue();
+    return p;
+  }
+  auto d = Napi::Promise::Deferred::New(env);
+  R r{};
+  Failure f;
+  f.capture([&] { r = exec(); });
+  Job<R>::settle(env, d, f, r, conv);
+  return d.Promise();
+}
+
+struct Unit {};
+
+// ---- classes ------------------------------------------------------------------------------
+void init_manager(Napi::Env env, Napi::Object exports);
+void init_pricing(Napi::Env env, Napi::Object exports);
+void init_providers(Napi::Env env, Napi::Object exports);
+// The PricingEngine behind a NativePricing object (for Options::pricer).
+std::shared_ptr<budget::PricingEngine> unwrap_pricing(const Napi::Value& v);
+std::shared_ptr<budget::ManualClock> unwrap_clock(const Napi::Value& v);
+
+}  // namespace bn

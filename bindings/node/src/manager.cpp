@@ -1,0 +1,662 @@
+// libbudget Node addon — NativeManager (a BudgetManager) and NativeClock (a ManualClock).
+#include "common.hpp"
+
+#include <sstream>
+
+namespace bn {
+
+namespace {
+
+// A reservation handed to JS: the C++ Reservation (with its in-process streaming state),
+// guarded so concurrent consume() calls on one reservation never race on it.
+struct ResHandle {
+  std::mutex mu;
+  budget::Reservation r;
+};
+using ResPtr = std::shared_ptr<ResHandle>;
+
+Napi::Value wrap_reservation(Napi::Env env, ResPtr h) {
+  const budget::Reservation& r = h->r;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("requestId", r.request_id());
+  std::vector<std::string> scopes;
+  for (const auto& s : r.subject().scopes()) scopes.push_back(s.str());
+  o.Set("subject", from_strings(env, scopes));
+  o.Set("held", big(env, r.held().nanos()));
+  o.Set("heldTokens", count(env, r.held_tokens()));
+  o.Set("expiresAt", date(env, r.expires_at()));
+  o.Set("model", r.model());
+  auto* owned = new ResPtr(std::move(h));
+  o.Set("handle", Napi::External<ResPtr>::New(env, owned, [](Napi::Env, ResPtr* p) { delete p; }));
+  return o;
+}
+
+Napi::Value from_decision(Napi::Env env, budget::Decision& d) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("allowed", d.allowed);
+  o.Set("replayed", d.replayed);
+  o.Set("failOpen", d.fail_open);
+  o.Set("estimate", big(env, d.estimate.nanos()));
+  if (d.allowed && d.reservation) {
+    auto h = std::make_shared<ResHandle>();
+    h->r = std::move(d.reservation);
+    o.Set("reservation", wrap_reservation(env, std::move(h)));
+  } else {
+    o.Set("reservation", env.Null());
+  }
+  o.Set("denial", d.allowed ? env.Null() : Napi::Value(from_denial(env, d.denial)));
+  return o;
+}
+
+Napi::Value from_consume(Napi::Env env, budget::ConsumeResult& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("verdict", c.ok() ? "continue" : "stop");
+  o.Set("consumed", big(env, c.consumed.nanos()));
+  o.Set("held", big(env, c.held.nanos()));
+  o.Set("denial", c.ok() ? env.Null() : Napi::Value(from_denial(env, c.denial)));
+  return o;
+}
+
+Napi::Value rejected(Napi::Env env, budget::ErrorCode code, const std::string& message) {
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Reject(make_error(env, code, message));
+  return d.Promise();
+}
+
+// Promise-returning methods reject (never throw) on bad arguments.
+template <class F>
+Napi::Value promise_guard(Napi::Env env, F&& body) {
+  try {
+    return body();
+  } catch (const Napi::Error& e) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(e.Value());
+    return d.Promise();
+  } catch (const budget::Error& e) {
+    return rejected(env, e.code(), e.what());
+  } catch (const std::exception& e) {
+    return rejected(env, budget::ErrorCode::Internal, e.what());
+  }
+}
+
+// A reservation argument: the handle of a reserve() result, or a request id.
+struct ResArg {
+  ResPtr handle;
+  std::string id;
+};
+ResArg to_res_arg(const Napi::Value& v) {
+  ResArg a;
+  if (v.IsString()) {
+    a.id = v.As<Napi::String>().Utf8Value();
+    if (a.id.empty()) invalid("request id is empty");
+    return a;
+  }
+  if (v.IsObject() && !v.IsArray()) {
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value h = o.Get("handle");
+    if (h.IsExternal()) {
+      a.handle = *h.As<Napi::External<ResPtr>>().Data();
+      return a;
+    }
+    Napi::Value id = o.Get("requestId");
+    if (id.IsString()) {
+      a.id = id.As<Napi::String>().Utf8Value();
+      if (a.id.empty()) invalid("request id is empty");
+      return a;
+    }
+  }
+  invalid("expected a Reservation or a request id string");
+}
+
+// ---- NativeClock --------------------------------------------------------------------------
+class NativeClock : public Napi::ObjectWrap<NativeClock> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "NativeClock",
+                                   {InstanceMethod("now", &NativeClock::Now), InstanceMethod("set", &NativeClock::Set),
+                                    InstanceMethod("advance", &NativeClock::Advance)});
+    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    exports.Set("NativeClock", f);
+  }
+  explicit NativeClock(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeClock>(info) {
+    guard(info.Env(), [&] {
+      clock_ = info.Length() > 0 && !info[0].IsUndefined() ? std::make_shared<budget::ManualClock>(to_time(info[0], "start"))
+                                                           : std::make_shared<budget::ManualClock>();
+    });
+  }
+  std::shared_ptr<budget::ManualClock> clock_;
+
+ private:
+  Napi::Value Now(const Napi::CallbackInfo& info) { return date(info.Env(), clock_->now()); }
+  Napi::Value Set(const Napi::CallbackInfo& info) {
+    guard(info.Env(), [&] { clock_->set(to_time(info[0], "time")); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Advance(const Napi::CallbackInfo& info) {
+    guard(info.Env(), [&] { clock_->advance(budget::Duration(to_int64(info[0], "ms"))); });
+    return date(info.Env(), clock_->now());
+  }
+};
+Napi::FunctionReference* NativeClock::ctor = nullptr;
+
+// ---- NativeManager ------------------------------------------------------------------------
+struct ParsedOptions {
+  budget::Options o;
+  bool offload = true;
+};
+
+ParsedOptions parse_options(const Napi::Value& v) {
+  ParsedOptions p;
+  Napi::Object o = expect_object(v, "options");
+  Napi::Value x;
+  auto& opt = p.o;
+  if (has(o, "store", &x)) opt.store = to_string(x, "store");
+  if (has(o, "storeOptions", &x)) {
+    Napi::Object so = expect_object(x, "storeOptions");
+    Napi::Value y;
+    if (has(so, "timeoutMs", &y)) opt.store_options.timeout = budget::Duration(to_count(y, "storeOptions.timeoutMs"));
+    if (has(so, "poolSize", &y)) {
+      int64_t n = to_count(y, "storeOptions.poolSize");
+      if (n < 1 || n > 1024) invalid("storeOptions.poolSize must be within [1, 1024]");
+      opt.store_options.pool_size = static_cast<int>(n);
+    }
+    if (has(so, "streamMaxlen", &y)) opt.store_options.stream_maxlen = to_count(y, "storeOptions.streamMaxlen");
+  }
+  if (has(o, "currency", &x)) opt.currency = to_string(x, "currency");
+  if (has(o, "utcOffsetMinutes", &x)) {
+    int64_t m = to_int64(x, "utcOffsetMinutes");
+    if (m < -18 * 60 || m > 18 * 60) invalid("utcOffsetMinutes must be within +/-18h");
+    opt.utc_offset_minutes = static_cast<int>(m);
+  }
+  if (has(o, "defaultTtlMs", &x)) opt.default_ttl = budget::Duration(to_count(x, "defaultTtlMs"));
+  if (has(o, "buffer", &x)) opt.default_buffer_bp = to_basis_points(x, "buffer");
+  if (has(o, "growthStep", &x)) opt.growth_step_bp = to_basis_points(x, "growthStep");
+  if (has(o, "minGrowth", &x)) opt.min_growth = to_money(x, "minGrowth");
+  if (has(o, "persistEvery", &x)) opt.persist_every = to_money(x, "persistEvery");
+  if (has(o, "failOpen", &x)) opt.fail_open = to_bool(x, "failOpen");
+  if (has(o, "pricing", &x)) opt.pricer = unwrap_pricing(x);
+  if (has(o, "clock", &x)) opt.clock = unwrap_clock(x);
+  if (has(o, "limits", &x)) {
+    if (!x.IsArray()) invalid("limits must be an array");
+    auto a = x.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) opt.limits.push_back(to_limit(a.Get(i)));
+  }
+  p.offload = opt.store != "memory";
+  if (has(o, "offload", &x)) p.offload = to_bool(x, "offload");
+  return p;
+}
+
+class NativeManager : public Napi::ObjectWrap<NativeManager> {
+ public:
+  static Napi::FunctionReference* ctor;
+
+  static void Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(
+        env, "NativeManager",
+        {InstanceMethod("reserve", &NativeManager::Reserve), InstanceMethod("check", &NativeManager::Check),
+         InstanceMethod("consume", &NativeManager::Consume), InstanceMethod("commit", &NativeManager::Commit),
+         InstanceMethod("release", &NativeManager::Release), InstanceMethod("record", &NativeManager::Record),
+         InstanceMethod("grant", &NativeManager::Grant), InstanceMethod("adjust", &NativeManager::Adjust),
+         InstanceMethod("status", &NativeManager::Status), InstanceMethod("setLimit", &NativeManager::SetLimit),
+         InstanceMethod("removeLimit", &NativeManager::RemoveLimit), InstanceMethod("limits", &NativeManager::Limits),
+         InstanceMethod("expireHolds", &NativeManager::ExpireHolds), InstanceMethod("events", &NativeManager::Events),
+         InstanceMethod("exportJsonl", &NativeManager::ExportJsonl), InstanceMethod("exportCsv", &NativeManager::ExportCsv),
+         InstanceMethod("aggregate", &NativeManager::Aggregate), InstanceMethod("verify", &NativeManager::Verify),
+         InstanceMethod("metricsText", &NativeManager::MetricsText), InstanceMethod("now", &NativeManager::Now),
+         InstanceMethod("onAlert", &NativeManager::OnAlert), InstanceMethod("onDenial", &NativeManager::OnDenial),
+         InstanceMethod("close", &NativeManager::Close), InstanceMethod("info", &NativeManager::Info),
+         InstanceMethod("benchLoop", &NativeManager::BenchLoop)});
+    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    exports.Set("NativeManager", f);
+    exports.Set("openManager", Napi::Function::New(env, &NativeManager::Open));
+  }
+
+  // new NativeManager(options) opens the store on the JS thread;
+  // openManager(options) opens it on a worker thread and resolves to a NativeManager.
+  explicit NativeManager(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeManager>(info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      if (info.Length() >= 2 && info[0].IsExternal()) {
+        auto* pm = info[0].As<Napi::External<std::shared_ptr<budget::BudgetManager>>>().Data();
+        m_ = *pm;
+        offload_ = info[1].As<Napi::Boolean>().Value();
+        return;
+      }
+      ParsedOptions p = parse_options(info.Length() > 0 ? info[0] : env.Undefined());
+      offload_ = p.offload;
+      m_ = std::make_shared<budget::BudgetManager>(std::move(p.o));
+    });
+  }
+  ~NativeManager() override { release_callbacks(); }
+
+  static Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto p = std::make_shared<ParsedOptions>(parse_options(info.Length() > 0 ? info[0] : env.Undefined()));
+      bool offload = p->offload;
+      using M = std::shared_ptr<budget::BudgetManager>;
+      return run<M>(
+          env, true, [p] { return std::make_shared<budget::BudgetManager>(std::move(p->o)); },
+          [offload](Napi::Env env, M& m) -> Napi::Value {
+            auto* holder = new M(m);
+            auto ext = Napi::External<M>::New(env, holder, [](Napi::Env, M* x) { delete x; });
+            return ctor->New({ext, Napi::Boolean::New(env, offload)});
+          });
+    });
+  }
+
+ private:
+  std::shared_ptr<budget::BudgetManager> m_;
+  bool offload_ = true;
+  Napi::ThreadSafeFunction alert_tsfn_, denial_tsfn_;
+  bool has_alert_ = false, has_denial_ = false;
+
+  std::shared_ptr<budget::BudgetManager> mgr() const {
+    if (!m_) throw budget::InvalidArgumentError("the BudgetManager is closed");
+    return m_;
+  }
+
+  void release_callbacks() {
+    if (has_alert_) alert_tsfn_.Release(), has_alert_ = false;
+    if (has_denial_) denial_tsfn_.Release(), has_denial_ = false;
+  }
+
+  Napi::Value Reserve(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto subject = to_subject(info[0]);
+      auto est = to_estimate(info[1]);
+      auto opts = to_request_options(info[2]);
+      return run<budget::Decision>(
+          env, offload_, [m, subject = std::move(subject), est = std::move(est), opts = std::move(opts)] {
+            return m->reserve(subject, est, opts);
+          },
+          from_decision);
+    });
+  }
+
+  Napi::Value Check(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto subject = to_subject(info[0]);
+      auto est = to_estimate(info[1]);
+      return run<budget::Decision>(
+          env, offload_, [m, subject = std::move(subject), est = std::move(est)] { return m->check(subject, est); },
+          from_decision);
+    });
+  }
+
+  Napi::Value Consume(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      ResArg a = to_res_arg(info[0]);
+      budget::Money amount = to_money(info[1], "amount");
+      int64_t tokens = info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull() ? to_count(info[2], "tokens") : 0;
+      return run<budget::ConsumeResult>(
+          env, offload_,
+          [m, a = std::move(a), amount, tokens] {
+            if (a.handle) {
+              std::lock_guard<std::mutex> lock(a.handle->mu);
+              return m->consume(a.handle->r, amount, tokens);
+            }
+            return m->consume(a.id, amount, tokens);
+          },
+          from_consume);
+    });
+  }
+
+  Napi::Value Commit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      ResArg a = to_res_arg(info[0]);
+      budget::Charge c = to_charge(info[1]);
+      return run<budget::Receipt>(
+          env, offload_,
+          [m, a = std::move(a), c = std::move(c)] {
+            if (a.handle) {
+              std::lock_guard<std::mutex> lock(a.handle->mu);
+              return m->commit(a.handle->r, c);
+            }
+            return m->commit(a.id, c);
+          },
+          [](Napi::Env env, budget::Receipt& r) -> Napi::Value { return from_receipt(env, r); });
+    });
+  }
+
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      ResArg a = to_res_arg(info[0]);
+      return run<budget::Receipt>(
+          env, offload_,
+          [m, a = std::move(a)] {
+            if (a.handle) {
+              std::lock_guard<std::mutex> lock(a.handle->mu);
+              return m->release(a.handle->r);
+            }
+            return m->release(a.id);
+          },
+          [](Napi::Env env, budget::Receipt& r) -> Napi::Value { return from_receipt(env, r); });
+    });
+  }
+
+  Napi::Value Record(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto subject = to_subject(info[0]);
+      auto c = to_charge(info[1]);
+      auto opts = to_request_options(info[2]);
+      return run<budget::Receipt>(
+          env, offload_, [m, subject = std::move(subject), c = std::move(c), opts = std::move(opts)] {
+            return m->record(subject, c, opts);
+          },
+          [](Napi::Env env, budget::Receipt& r) -> Napi::Value { return from_receipt(env, r); });
+    });
+  }
+
+  Napi::Value Grant(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto scope = budget::Scope::parse(to_string(info[0], "scope"));
+      auto amount = to_money(info[1], "amount");
+      auto opts = to_request_options(info[2]);
+      return run<Unit>(
+          env, offload_, [m, scope, amount, opts = std::move(opts)] { m->grant(scope, amount, opts); return Unit{}; },
+          [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+
+  Napi::Value Adjust(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto subject = to_subject(info[0]);
+      auto delta = to_money(info[1], "delta");
+      auto opts = to_request_options(info[2]);
+      return run<Unit>(
+          env, offload_,
+          [m, subject = std::move(subject), delta, opts = std::move(opts)] { m->adjust(subject, delta, opts); return Unit{}; },
+          [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+
+  Napi::Value Status(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto scope = info.Length() == 0 || info[0].IsUndefined() ? budget::Scope::global()
+                                                               : budget::Scope::parse(to_string(info[0], "scope"));
+      using R = std::vector<budget::LimitStatus>;
+      return run<R>(env, offload_, [m, scope] { return m->status(scope); }, [](Napi::Env env, R& v) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, v.size());
+        for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), from_status(env, v[i]));
+        return a;
+      });
+    });
+  }
+
+  Napi::Value SetLimit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto l = to_limit(info[0]);
+      return run<Unit>(
+          env, offload_, [m, l = std::move(l)] { m->set_limit(l); return Unit{}; },
+          [](Napi::Env env, Unit&) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+
+  Napi::Value RemoveLimit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      std::string scope = to_string(info[0], "scope");
+      budget::Metric metric = to_metric(info[1]);
+      budget::Window w = budget::Window::parse(to_string(info[2], "window"));
+      return run<bool>(
+          env, offload_, [m, scope, metric, w] { return m->remove_limit(scope, metric, w); },
+          [](Napi::Env env, bool& b) -> Napi::Value { return Napi::Boolean::New(env, b); });
+    });
+  }
+
+  Napi::Value Limits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      using R = std::vector<budget::Limit>;
+      return run<R>(env, offload_, [m] { return m->limits(); }, [](Napi::Env env, R& v) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, v.size());
+        for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), from_limit(env, v[i]));
+        return a;
+      });
+    });
+  }
+
+  Napi::Value ExpireHolds(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      return run<size_t>(env, offload_, [m] { return m->expire_holds(); },
+                         [](Napi::Env env, size_t& n) -> Napi::Value { return Napi::Number::New(env, double(n)); });
+    });
+  }
+
+  Napi::Value Events(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto q = to_ledger_query(info[0]);
+      using R = std::vector<budget::LedgerEvent>;
+      return run<R>(env, offload_, [m, q] { return m->events(q); }, [](Napi::Env env, R& v) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, v.size());
+        for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), from_event(env, v[i]));
+        return a;
+      });
+    });
+  }
+
+  Napi::Value ExportJsonl(const Napi::CallbackInfo& info) { return export_text(info, false); }
+  Napi::Value ExportCsv(const Napi::CallbackInfo& info) { return export_text(info, true); }
+  Napi::Value export_text(const Napi::CallbackInfo& info, bool csv) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto q = to_ledger_query(info[0]);
+      return run<std::string>(
+          env, offload_,
+          [m, q, csv] {
+            std::ostringstream out;
+            if (csv) m->export_csv(out, q);
+            else m->export_jsonl(out, q);
+            return out.str();
+          },
+          [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
+    });
+  }
+
+  Napi::Value Aggregate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      auto q = to_ledger_query(info[0]);
+      budget::GroupBy by;
+      if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+        Napi::Object o = expect_object(info[1], "groupBy");
+        Napi::Value x;
+        by.scope = has(o, "scope", &x) ? to_bool(x, "groupBy.scope") : false;
+        by.model = has(o, "model", &x) ? to_bool(x, "groupBy.model") : false;
+        by.day = has(o, "day", &x) ? to_bool(x, "groupBy.day") : false;
+      }
+      using R = std::vector<budget::AggregateRow>;
+      return run<R>(env, offload_, [m, q, by] { return m->aggregate(q, by); }, [](Napi::Env env, R& v) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(env, v.size());
+        for (size_t i = 0; i < v.size(); ++i) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("scope", v[i].scope);
+          o.Set("model", v[i].model);
+          o.Set("day", v[i].day);
+          o.Set("spent", big(env, v[i].spent.nanos()));
+          o.Set("tokens", count(env, v[i].tokens));
+          o.Set("requests", count(env, v[i].requests));
+          o.Set("events", count(env, v[i].events));
+          a.Set(static_cast<uint32_t>(i), o);
+        }
+        return a;
+      });
+    });
+  }
+
+  Napi::Value Verify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_guard(env, [&] {
+      auto m = mgr();
+      return run<budget::VerifyReport>(env, offload_, [m] { return m->verify(); },
+                                       [](Napi::Env env, budget::VerifyReport& r) -> Napi::Value {
+                                         Napi::Object o = Napi::Object::New(env);
+                                         o.Set("ok", r.ok);
+                                         o.Set("events", count(env, r.events));
+                                         o.Set("windowsChecked", count(env, r.windows_checked));
+                                         o.Set("chainOk", r.chain_ok);
+                                         o.Set("problems", from_strings(env, r.problems));
+                                         return o;
+                                       });
+    });
+  }
+
+  Napi::Value MetricsText(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&] { return Napi::String::New(info.Env(), mgr()->metrics_text()); });
+  }
+  Napi::Value Now(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&] { return date(info.Env(), mgr()->now()); });
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto m = mgr();
+      const auto& o = m->options();
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("store", o.store);
+      r.Set("currency", o.currency);
+      r.Set("offload", offload_);
+      r.Set("failOpen", o.fail_open);
+      r.Set("defaultTtlMs", count(env, o.default_ttl.count()));
+      return Napi::Value(r);
+    });
+  }
+
+  // callbacks are delivered on the JS thread through thread-safe functions; they do not
+  // keep the event loop alive.
+  Napi::Value OnAlert(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      auto m = mgr();
+      if (has_alert_) alert_tsfn_.Release(), has_alert_ = false;
+      if (info[0].IsNull() || info[0].IsUndefined()) {
+        m->on_alert(nullptr);
+        return;
+      }
+      if (!info[0].IsFunction()) invalid("onAlert expects a function");
+      alert_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "libbudget.alert", 0, 1);
+      alert_tsfn_.Unref(env);
+      has_alert_ = true;
+      Napi::ThreadSafeFunction t = alert_tsfn_;
+      m->on_alert([t](const budget::Alert& a) mutable {
+        auto* copy = new budget::Alert(a);
+        napi_status s = t.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, budget::Alert* a) {
+          std::unique_ptr<budget::Alert> own(a);
+          if (env && cb) cb.Call({from_alert(env, *a)});
+        });
+        if (s != napi_ok) delete copy;
+      });
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value OnDenial(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      auto m = mgr();
+      if (has_denial_) denial_tsfn_.Release(), has_denial_ = false;
+      if (info[0].IsNull() || info[0].IsUndefined()) {
+        m->on_denial(nullptr);
+        return;
+      }
+      if (!info[0].IsFunction()) invalid("onDenial expects a function");
+      denial_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "libbudget.denial", 0, 1);
+      denial_tsfn_.Unref(env);
+      has_denial_ = true;
+      Napi::ThreadSafeFunction t = denial_tsfn_;
+      using P = std::pair<budget::Denial, std::vector<std::string>>;
+      m->on_denial([t](const budget::Denial& d, const budget::Subject& s) mutable {
+        auto* copy = new P(d, {});
+        for (const auto& sc : s.scopes()) copy->second.push_back(sc.str());
+        napi_status st = t.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, P* p) {
+          std::unique_ptr<P> own(p);
+          if (env && cb) cb.Call({from_denial(env, p->first), from_strings(env, p->second)});
+        });
+        if (st != napi_ok) delete copy;
+      });
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (m_) {
+      m_->on_alert(nullptr);
+      m_->on_denial(nullptr);
+    }
+    release_callbacks();
+    m_.reset();  // in-flight jobs keep their own reference; the store closes after them
+    return info.Env().Undefined();
+  }
+
+  // Benchmark baseline: n reserve+commit lifecycles in a tight C++ loop on this manager
+  // (same store, same subject), returning the elapsed nanoseconds. Used by bench.mjs to
+  // measure the binding's per-call overhead against C++ in the same run.
+  Napi::Value BenchLoop(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto m = mgr();
+      auto subject = to_subject(info[0]);
+      budget::Money amount = to_money(info[1], "amount");
+      int64_t n = to_count(info[2], "n");
+      std::string prefix = info.Length() > 3 ? to_string(info[3], "prefix") : "bench";
+      auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < n; ++i) {
+        budget::RequestOptions ro;
+        ro.request_id = prefix + std::to_string(i);
+        auto d = m->reserve(subject, budget::Estimate(amount), ro);
+        if (d.allowed) m->commit(d.reservation, budget::Charge(amount));
+      }
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+      return Napi::Value(Napi::Number::New(env, double(ns)));
+    });
+  }
+};
+Napi::FunctionReference* NativeManager::ctor = nullptr;
+
+}  // namespace
+
+std::shared_ptr<budget::ManualClock> unwrap_clock(const Napi::Value& v) {
+  if (!v.IsObject()) invalid("clock must be a ManualClock");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value inner = o.Get("native");  // the TS ManualClock keeps its NativeClock here
+  Napi::Object target = inner.IsObject() ? inner.As<Napi::Object>() : o;
+  if (!target.InstanceOf(NativeClock::ctor->Value())) invalid("clock must be a ManualClock");
+  return NativeClock::Unwrap(target)->clock_;
+}
+
+void init_manager(Napi::Env env, Napi::Object exports) {
+  NativeClock::Init(env, exports);
+  NativeManager::Init(env, exports);
+}
+
+}  // namespace bn

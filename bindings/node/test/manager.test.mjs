@@ -1,0 +1,264 @@
+// @ts-check
+// The Promise API over every configured store: lifecycle, denials, idempotency, status,
+// corrections, windows, expiry, alerts on the JS thread, ledger.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, BudgetError, ConflictError, NotFoundError,
+  InvalidArgumentError, toNanos, formatMoney,
+} from 'libbudget';
+import { storeKinds, freshUrl, T0, usd, findStatus } from './helpers.mjs';
+
+for (const kind of storeKinds()) {
+  describe(`store=${kind}`, () => {
+    /** @param {Partial<import('libbudget').BudgetManagerOptions>} [o] */
+    function make(o = {}) {
+      const clock = new ManualClock(T0);
+      const m = new BudgetManager({ store: freshUrl(kind), clock, ...o });
+      return { m, clock };
+    }
+
+    test('reserve, commit, status: the hold is replaced by the actual cost', async () => {
+      const { m } = make({ limits: [{ scope: 'user:*', window: 'day', amount: '10.00' }] });
+      const d = await m.reserve(['tenant:acme', 'user:alice'], '2.50', { requestId: 'r1' });
+      assert.equal(d.allowed, true);
+      assert.ok(d.reservation);
+      assert.equal(d.reservation.requestId, 'r1');
+      assert.deepEqual(d.reservation.subject, ['global', 'tenant:acme', 'user:alice']);
+      assert.equal(d.reservation.held, usd('2.50'));
+      let st = findStatus(await m.status('user:alice'), 'day');
+      assert.equal(st.held, usd('2.50'));
+      assert.equal(st.limit, usd('10'));
+      const rc = await m.commit(d.reservation, '1.25');
+      assert.equal(rc.charged, usd('1.25'));
+      assert.equal(rc.released, usd('1.25'));
+      assert.equal(rc.overLimit, false);
+      st = findStatus(await m.status('user:alice'), 'day');
+      assert.equal(st.spent, usd('1.25'));
+      assert.equal(st.held, 0n);
+      assert.equal(st.remaining, usd('8.75'));
+      assert.ok(st.resetsAt instanceof Date);
+      assert.equal(st.resetsAt?.toISOString(), '2026-03-11T00:00:00.000Z');
+      m.close();
+    });
+
+    test('a denial is a result, not a throw; hard cap vs held headroom', async () => {
+      const { m } = make({ limits: [{ scope: 'user:bob', window: 'day', amount: '1.00' }] });
+      const a = await m.reserve('user:bob', '0.80');
+      assert.equal(a.allowed, true);
+      // Room is taken by an in-flight hold: soft (429).
+      const b = await m.reserve('user:bob', '0.50');
+      assert.equal(b.allowed, false);
+      assert.ok(b.denial);
+      assert.equal(b.denial.scope, 'user:bob');
+      assert.equal(b.denial.window, 'day');
+      assert.equal(b.denial.hard, false);
+      assert.equal(b.denial.limit, usd('1'));
+      assert.equal(b.denial.held, usd('0.80'));
+      assert.equal(b.denial.requested, usd('0.50'));
+      assert.equal(b.reservation, null);
+      await m.commit(/** @type {any} */ (a.reservation), '0.90');
+      // Spend alone leaves no room: hard (402).
+      const c = await m.reserve('user:bob', '0.50');
+      assert.equal(c.allowed, false);
+      assert.equal(c.denial?.hard, true);
+      // The raising convenience.
+      await assert.rejects(m.reserveOrThrow('user:bob', '0.50'), (e) => {
+        assert.ok(e instanceof BudgetExceededError);
+        assert.ok(e instanceof BudgetError);
+        assert.equal(e.code, 'BUDGET_EXCEEDED');
+        assert.equal(e.hard, true);
+        assert.equal(e.scope, 'user:bob');
+        return true;
+      });
+      await assert.rejects(m.checkOrThrow('user:bob', '0.50'), BudgetExceededError);
+      m.close();
+    });
+
+    test('idempotency: same request id returns the first result; a different amount conflicts', async () => {
+      const { m } = make({ limits: [{ scope: 'user:carol', window: 'total', amount: '100' }] });
+      const a = await m.reserve('user:carol', '1.00', { requestId: 'same' });
+      const b = await m.reserve('user:carol', '1.00', { requestId: 'same' });
+      assert.equal(b.replayed, true);
+      assert.equal(findStatus(await m.status('user:carol'), 'total').held, usd('1.00'));
+      const r1 = await m.commit('same', '0.40');
+      const r2 = await m.commit(/** @type {any} */ (a.reservation), '0.40');
+      assert.equal(r2.replayed, true);
+      assert.equal(r1.charged, r2.charged);
+      await assert.rejects(m.commit('same', '0.50'), ConflictError);
+      await assert.rejects(m.commit('no-such-id', '0.50'), NotFoundError);
+      m.close();
+    });
+
+    test('release voids the hold; check holds nothing; record charges directly', async () => {
+      const { m } = make({ limits: [{ scope: 'user:*', window: 'day', amount: '5' }] });
+      const d = await m.reserve('user:dan', '3');
+      const rel = await m.release(/** @type {any} */ (d.reservation));
+      assert.equal(rel.charged, 0n);
+      assert.equal(rel.released, usd('3'));
+      const chk = await m.check('user:dan', '4.99');
+      assert.equal(chk.allowed, true);
+      assert.equal(chk.reservation, null);
+      const chk2 = await m.check('user:dan', '5.01');
+      assert.equal(chk2.allowed, false);
+      const rc = await m.record('user:dan', 4.5, { requestId: 'rec1' });
+      assert.equal(rc.charged, usd('4.5'));
+      const st = findStatus(await m.status('user:dan'), 'day');
+      assert.equal(st.spent, usd('4.5'));
+      assert.equal(st.held, 0n);
+      m.close();
+    });
+
+    test('consume grows the hold and answers stop when no scope can grow it', async () => {
+      const { m } = make({ limits: [{ scope: 'user:eve', window: 'day', amount: '1.00' }] });
+      const d = await m.reserve('user:eve', '0.10');
+      const res = /** @type {import('libbudget').Reservation} */ (d.reservation);
+      let r = await m.consume(res, '0.05');
+      assert.equal(r.verdict, 'continue');
+      assert.equal(r.consumed, usd('0.05'));
+      r = await m.consume(res, '0.30');
+      assert.equal(r.verdict, 'continue');
+      assert.ok(r.held >= usd('0.35'));
+      r = await m.consume(res, '0.80');
+      assert.equal(r.verdict, 'stop');
+      assert.equal(r.denial?.scope, 'user:eve');
+      const rc = await m.commit(res, '1.15');
+      assert.equal(rc.overLimit, true);
+      assert.deepEqual(rc.overLimitScopes, ['user:eve']);
+      assert.equal(findStatus(await m.status('user:eve'), 'day').spent, usd('1.15'));
+      m.close();
+    });
+
+    test('consume by request id (another process holds the Reservation object)', async () => {
+      const { m } = make();
+      const d = await m.reserve('user:frank', '1', { requestId: 'stream-1' });
+      assert.ok(d.allowed);
+      const r = await m.consume('stream-1', '0.25', 10);
+      assert.equal(r.verdict, 'continue');
+      const rc = await m.commit('stream-1', { cost: '0.30', tokens: 12 });
+      assert.equal(rc.charged, usd('0.30'));
+      assert.equal(rc.tokens, 12);
+      m.close();
+    });
+
+    test('grant raises a total limit; adjust corrects spend; limits CRUD', async () => {
+      const { m } = make({ limits: [{ scope: 'tenant:acme', window: 'total', amount: '10' }] });
+      await m.record('tenant:acme', '9');
+      assert.equal((await m.check('tenant:acme', '2')).allowed, false);
+      await m.grant('tenant:acme', '5', { reason: 'top-up', requestId: 'g1' });
+      const st = findStatus(await m.status('tenant:acme'), 'total');
+      assert.equal(st.limit, usd('15'));
+      assert.equal(st.granted, usd('5'));
+      assert.equal((await m.check('tenant:acme', '2')).allowed, true);
+      await m.adjust('tenant:acme', '-1.5', { reason: 'refund' });
+      assert.equal(findStatus(await m.status('tenant:acme'), 'total').spent, usd('7.5'));
+      await m.setLimit({ scope: 'user:*', window: 'rolling:1h', amount: 100, metric: 'requests', alerts: [50] });
+      const limits = await m.limits();
+      const rl = limits.find((l) => l.metric === 'requests');
+      assert.ok(rl);
+      assert.equal(rl.window, 'rolling:1h');
+      assert.equal(rl.amount, 100n);
+      assert.deepEqual(rl.alerts, [50]);
+      assert.equal(await m.removeLimit('user:*', 'requests', 'rolling:1h'), true);
+      assert.equal(await m.removeLimit('user:*', 'requests', 'rolling:1h'), false);
+      m.close();
+    });
+
+    test('token and request limits (rate limits) deny softly', async () => {
+      const { m } = make({ limits: [{ scope: 'key:k1', window: 'minute', amount: 2, metric: 'requests' }] });
+      assert.equal((await m.reserve('key:k1', { cost: '0.01', tokens: 10 })).allowed, true);
+      assert.equal((await m.reserve('key:k1', '0.01')).allowed, true);
+      const d = await m.reserve('key:k1', '0.01');
+      assert.equal(d.allowed, false);
+      assert.equal(d.denial?.metric, 'requests');
+      assert.equal(d.denial?.window, 'minute');
+      assert.ok(d.denial?.resetsAt instanceof Date);
+      m.close();
+    });
+
+    test('calendar windows reset with the (manual) clock; holds expire after their TTL', async () => {
+      const { m, clock } = make({ limits: [{ scope: 'user:gina', window: 'day', amount: '1' }] });
+      await m.record('user:gina', '1');
+      assert.equal((await m.check('user:gina', '0.01')).allowed, false);
+      clock.advance(24 * 3600 * 1000);
+      assert.equal((await m.check('user:gina', '0.01')).allowed, true);
+      const d = await m.reserve('user:gina', '0.5', { ttlMs: 1000 });
+      assert.ok(d.allowed);
+      await m.consume(/** @type {any} */ (d.reservation), '0.2');
+      clock.advance(5000);
+      assert.equal(await m.expireHolds(), 1);
+      const st = findStatus(await m.status('user:gina'), 'day');
+      assert.equal(st.held, 0n);
+      assert.ok(st.spent >= 0n);
+      m.close();
+    });
+
+    test('alerts and denials are delivered on the JS thread', async () => {
+      /** @type {import('libbudget').Alert[]} */
+      const alerts = [];
+      /** @type {string[][]} */
+      const denied = [];
+      const { m } = make({
+        limits: [{ scope: 'user:hal', window: 'day', amount: '10', alerts: [50, 80, 100] }],
+        onAlert: (a) => alerts.push(a),
+        onDenial: (_d, subject) => denied.push(subject),
+      });
+      await m.record('user:hal', '6');
+      await m.record('user:hal', '3');
+      await m.reserve('user:hal', '5');
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(alerts.map((a) => a.thresholdPct).sort((x, y) => x - y), [50, 80]);
+      assert.equal(alerts[0].scope, 'user:hal');
+      assert.equal(alerts[0].limit, usd('10'));
+      assert.equal(denied.length, 1);
+      assert.deepEqual(denied[0], ['global', 'user:hal']);
+      m.close();
+    });
+
+    test('ledger: events, JSONL/CSV export, aggregate, verify', async () => {
+      const pricing = new PricingEngine();
+      pricing.setPrice('m-1', { provider: 'acme', input: '0.000001', output: '0.000002' });
+      const { m } = make({ pricing });
+      const d = await m.reserve('user:ivy', { model: 'm-1', usage: { inputTokens: 1000, outputTokens: 500 } },
+        { requestId: 'L1', metadata: { route: 'chat', attempt: 1 } });
+      assert.equal(d.estimate, usd('0.002'));
+      const rc = await m.commit('L1', { model: 'm-1', usage: { inputTokens: 1000, outputTokens: 250 }, provider: 'acme' });
+      assert.equal(rc.charged, usd('0.0015'));
+      assert.equal(rc.items.length >= 2, true);
+      assert.equal(rc.items[0].unitPrice.length > 0, true);
+      const ev = await m.events({ requestId: 'L1' });
+      assert.deepEqual(ev.map((e) => e.type), ['reserve', 'commit']);
+      assert.equal(ev[1].spent.cost, usd('0.0015'));
+      assert.equal(ev[1].usage?.outputTokens, 250);
+      assert.ok(ev[1].hash.length === 64 && ev[1].prevHash === ev[0].hash);
+      assert.match(ev[0].metadata, /route/);
+      const jsonl = await m.exportJsonl({ scope: 'user:ivy' });
+      assert.equal(jsonl.trim().split('\n').length, 2);
+      const csv = await m.exportCsv();
+      assert.ok(csv.split('\n').length >= 3);
+      const agg = await m.aggregate({}, { model: true });
+      assert.equal(agg.find((r) => r.model === 'm-1')?.spent, usd('0.0015'));
+      const v = await m.verify();
+      assert.equal(v.ok, true, v.problems.join('; '));
+      assert.match(m.metricsText(), /# TYPE/);
+      m.close();
+    });
+
+    test('BudgetManager.open() opens the store off the main thread; close() rejects later calls', async () => {
+      const m = await BudgetManager.open({ store: freshUrl(kind), limits: [{ scope: 'global', window: 'month', amount: 100 }] });
+      assert.equal((await m.reserve([], '1')).allowed, true);
+      m.close();
+      await assert.rejects(m.reserve([], '1'), InvalidArgumentError);
+    });
+  });
+}
+
+test('money helpers are exact', () => {
+  assert.equal(toNanos('12.50'), 12_500_000_000n);
+  assert.equal(toNanos(0.1), 100_000_000n);
+  assert.equal(toNanos(1e-7), 100n);
+  assert.equal(toNanos(150n), 150n);
+  assert.equal(formatMoney(12_500_000_000n), '12.50');
+  assert.equal(formatMoney(150n), '0.00000015');
+  assert.equal(formatMoney('-3'), '-3.00');
+});
