@@ -58,3 +58,13 @@ export function findStatus(v, window, metric = 'cost') {
   if (!s) throw new Error(`no status for ${window}/${metric}`);
   return s;
 }
+
+/** Polls `cond` every few ms until true or the deadline (then returns false). @param {() => boolean} cond */
+export async function waitFor(cond, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}

@@ -7,7 +7,7 @@ import {
   BudgetManager, ManualClock, PricingEngine, BudgetExceededError, BudgetError, ConflictError, NotFoundError,
   InvalidArgumentError, toNanos, formatMoney,
 } from 'libbudget';
-import { storeKinds, freshUrl, T0, usd, findStatus } from './helpers.mjs';
+import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
 
 for (const kind of storeKinds()) {
   describe(`store=${kind}`, () => {
@@ -206,7 +206,8 @@ for (const kind of storeKinds()) {
       await m.record('user:hal', '6');
       await m.record('user:hal', '3');
       await m.reserve('user:hal', '5');
-      await new Promise((r) => setTimeout(r, 20));
+      await waitFor(() => alerts.length >= 2 && denied.length >= 1);
+      await new Promise((r) => setTimeout(r, 20));  // nothing more arrives
       assert.deepEqual(alerts.map((a) => a.thresholdPct).sort((x, y) => x - y), [50, 80]);
       assert.equal(alerts[0].scope, 'user:hal');
       assert.equal(alerts[0].limit, usd('10'));

@@ -1,0 +1,129 @@
+// @ts-check
+// Bad input -> a typed error and no state change.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BudgetManager, ManualClock, PricingEngine, InvalidArgumentError, OverflowError, UnknownModelError, NotFoundError,
+  BudgetError, usageFromResponse, StreamUsage, toNanos,
+} from 'libbudget';
+import { storeKinds, freshUrl, T0 } from './helpers.mjs';
+
+/** @type {any} */
+const any = undefined;
+
+for (const kind of storeKinds()) {
+  describe(`store=${kind}`, () => {
+    test('bad arguments reject with typed errors and change nothing', async () => {
+      const pricing = new PricingEngine();
+      pricing.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+      const m = new BudgetManager({
+        store: freshUrl(kind), clock: new ManualClock(T0), pricing,
+        limits: [{ scope: 'user:*', window: 'day', amount: '10' }],
+      });
+      await m.record('user:x', '1', { requestId: 'seed' });
+      const d = await m.reserve('user:x', '1', { requestId: 'held' });
+      const res = /** @type {import('libbudget').Reservation} */ (d.reservation);
+      const before = { status: await m.status('user:x'), events: (await m.events()).length, limits: await m.limits() };
+
+      /** @type {[string, () => Promise<unknown>, Function][]} */
+      const cases = [
+        ['NaN amount', () => m.reserve('user:x', NaN), InvalidArgumentError],
+        ['Infinity amount', () => m.reserve('user:x', Infinity), InvalidArgumentError],
+        ['-Infinity amount', () => m.record('user:x', -Infinity), InvalidArgumentError],
+        ['negative string', () => m.reserve('user:x', '-1'), InvalidArgumentError],
+        ['negative number', () => m.record('user:x', -0.5), InvalidArgumentError],
+        ['negative bigint', () => m.reserve('user:x', -1n), InvalidArgumentError],
+        ['huge bigint', () => m.reserve('user:x', 2n ** 70n), OverflowError],
+        ['huge decimal', () => m.record('user:x', '99999999999999999999'), OverflowError],
+        ['huge number', () => m.record('user:x', 1e30), OverflowError],
+        ['exponent string', () => m.reserve('user:x', '1e5'), InvalidArgumentError],
+        ['sub-nano decimal', () => m.reserve('user:x', '0.0000000001'), InvalidArgumentError],
+        ['sub-nano number', () => m.record('user:x', 1e-12), InvalidArgumentError],
+        ['garbage string', () => m.reserve('user:x', 'ten dollars'), InvalidArgumentError],
+        ['boolean amount', () => m.reserve('user:x', /** @type {any} */ (true)), InvalidArgumentError],
+        ['null amount', () => m.reserve('user:x', /** @type {any} */ (null)), InvalidArgumentError],
+        ['undefined amount', () => m.record('user:x', any), InvalidArgumentError],
+        ['symbol amount', () => m.reserve('user:x', /** @type {any} */ (Symbol('x'))), InvalidArgumentError],
+        ['array amount', () => m.reserve('user:x', /** @type {any} */ ([1])), InvalidArgumentError],
+        ['number subject', () => m.reserve(/** @type {any} */ (42), '1'), InvalidArgumentError],
+        ['scope without id', () => m.reserve('user:', '1'), InvalidArgumentError],
+        ['scope without kind', () => m.reserve('alice', '1'), InvalidArgumentError],
+        ['control char in id', () => m.reserve(['user:a\u0000b'], '1'), InvalidArgumentError],
+        ['non-string scope', () => m.reserve(/** @type {any} */ ([7]), '1'), InvalidArgumentError],
+        ['requestId number', () => m.reserve('user:x', '1', /** @type {any} */ ({ requestId: 5 })), InvalidArgumentError],
+        ['buffer below 1', () => m.reserve('user:x', '1', { buffer: 0.5 }), InvalidArgumentError],
+        ['buffer NaN', () => m.reserve('user:x', '1', { buffer: NaN }), InvalidArgumentError],
+        ['ttl negative', () => m.reserve('user:x', '1', { ttlMs: -1 }), InvalidArgumentError],
+        ['ttl fractional', () => m.reserve('user:x', '1', { ttlMs: 1.5 }), InvalidArgumentError],
+        ['metadata object value', () => m.record('user:x', '1', /** @type {any} */ ({ metadata: { a: {} } })), InvalidArgumentError],
+        ['options not object', () => m.record('user:x', '1', /** @type {any} */ ('opts')), InvalidArgumentError],
+        ['usage negative', () => m.reserve('user:x', { model: 'm-1', usage: { inputTokens: -1 } }), InvalidArgumentError],
+        ['usage fractional', () => m.reserve('user:x', { model: 'm-1', usage: { inputTokens: 1.5 } }), InvalidArgumentError],
+        ['usage NaN', () => m.record('user:x', { model: 'm-1', usage: { outputTokens: NaN } }), InvalidArgumentError],
+        ['usage part > total', () => m.record('user:x', { model: 'm-1', usage: { inputTokens: 5, cacheReadTokens: 10 } }), InvalidArgumentError],
+        ['usage huge bigint', () => m.record('user:x', { model: 'm-1', usage: { inputTokens: 2n ** 64n } }), OverflowError],
+        ['usage without model', () => m.record('user:x', { usage: { inputTokens: 5 } }), InvalidArgumentError],
+        ['unknown model', () => m.reserve('user:x', { model: 'nope-9', usage: { inputTokens: 5 } }), UnknownModelError],
+        ['tokens negative', () => m.reserve('user:x', { cost: '1', tokens: -3 }), InvalidArgumentError],
+        ['commit unknown id', () => m.commit('no-such-request', '1'), NotFoundError],
+        ['commit NaN', () => m.commit(res, NaN), InvalidArgumentError],
+        ['commit wrong handle', () => m.commit(/** @type {any} */ ({ foo: 1 }), '1'), InvalidArgumentError],
+        ['consume negative', () => m.consume(res, '-0.01'), InvalidArgumentError],
+        ['consume tokens NaN', () => m.consume(res, '0.01', NaN), InvalidArgumentError],
+        ['release empty id', () => m.release(''), InvalidArgumentError],
+        ['grant zero', () => m.grant('user:x', 0), InvalidArgumentError],
+        ['grant bad scope', () => m.grant('not a scope', 1), InvalidArgumentError],
+        ['adjust zero', () => m.adjust('user:x', '0'), InvalidArgumentError],
+        ['limit bad window', () => m.setLimit({ scope: 'user:*', window: 'fortnight', amount: 1 }), InvalidArgumentError],
+        ['limit fractional count', () => m.setLimit({ scope: 'user:*', window: 'day', amount: 1.5, metric: 'tokens' }), InvalidArgumentError],
+        ['limit bad metric', () => m.setLimit({ scope: 'user:*', window: 'day', amount: 1, metric: /** @type {any} */ ('dollars') }), InvalidArgumentError],
+        ['limit negative', () => m.setLimit({ scope: 'user:*', window: 'day', amount: '-5' }), InvalidArgumentError],
+        ['limit not object', () => m.setLimit(/** @type {any} */ (null)), InvalidArgumentError],
+        ['status bad scope', () => m.status('::'), InvalidArgumentError],
+        ['events bad type', () => m.events({ type: /** @type {any} */ ('explode') }), InvalidArgumentError],
+      ];
+      for (const [name, call, cls] of cases) {
+        const p = call();
+        assert.ok(p instanceof Promise, `${name}: returns a Promise (never throws synchronously)`);
+        await assert.rejects(p, (/** @type {any} */ e) => {
+          assert.ok(e instanceof cls, `${name}: expected ${cls.name}, got ${e?.constructor?.name}: ${e?.message}`);
+          assert.ok(e instanceof BudgetError);
+          assert.equal(typeof e.code, 'string');
+          return true;
+        }, name);
+      }
+      const after = { status: await m.status('user:x'), events: (await m.events()).length, limits: await m.limits() };
+      assert.deepEqual(after, before, 'no state change');
+      m.close();
+    });
+  });
+}
+
+test('bad options of the constructor throw typed errors', () => {
+  assert.throws(() => new BudgetManager(/** @type {any} */ ({ store: 42 })), InvalidArgumentError);
+  assert.throws(() => new BudgetManager({ store: 'bogus://x' }), BudgetError);
+  assert.throws(() => new BudgetManager({ store: 'memory', limits: /** @type {any} */ ('x') }), InvalidArgumentError);
+  assert.throws(() => new BudgetManager({ store: 'memory', buffer: 0.9 }), InvalidArgumentError);
+  assert.throws(() => new BudgetManager({ store: 'memory', pricing: /** @type {any} */ ({}) }), InvalidArgumentError);
+  assert.throws(() => new BudgetManager({ store: 'memory', defaultTtlMs: NaN }), InvalidArgumentError);
+  assert.throws(() => new BudgetManager(/** @type {any} */ ('memory')), InvalidArgumentError);
+});
+
+test('sync computations throw typed errors on bad input', () => {
+  const p = new PricingEngine();
+  p.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+  assert.throws(() => p.cost('m-1', { inputTokens: -1 }), InvalidArgumentError);
+  assert.throws(() => p.cost('zzz', { inputTokens: 1 }), UnknownModelError);
+  assert.throws(() => p.setPrice('m-2', { input: 'cheap' }), InvalidArgumentError);
+  assert.throws(() => p.setPrice('m-2', { input: NaN }), InvalidArgumentError);
+  const size = p.size;
+  assert.throws(() => p.loadLitellm('{"gpt-x": {"input_cost_per_token": '), InvalidArgumentError);
+  assert.equal(p.size, size, 'the previous table stays');
+  assert.throws(() => usageFromResponse('openai-chat', '{"usage": {"prompt_tokens": '), InvalidArgumentError);
+  assert.throws(() => usageFromResponse('openai-chat', '{"usage": {"prompt_tokens": -4}}'), InvalidArgumentError);
+  assert.throws(() => usageFromResponse(/** @type {any} */ ('carrier-pigeon'), '{}'), InvalidArgumentError);
+  assert.throws(() => new StreamUsage(/** @type {any} */ ('nope')), InvalidArgumentError);
+  assert.throws(() => toNanos(/** @type {any} */ ({})), InvalidArgumentError);
+  assert.throws(() => toNanos(2n ** 63n), OverflowError);
+  assert.equal(toNanos(2n ** 63n - 1n), 2n ** 63n - 1n);
+});
