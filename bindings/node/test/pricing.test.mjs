@@ -1,0 +1,124 @@
+// @ts-check
+// PricingEngine and usage extraction (synchronous computations).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PricingEngine, UnknownModelError, usageFromResponse, StreamUsage, estimateTokens, BudgetManager } from 'libbudget';
+import { REPO_ROOT, usd } from './helpers.mjs';
+
+const LITELLM = path.join(REPO_ROOT, '..', 'shared', 'data', 'model_prices_and_context_window.json');
+const FIXTURES = path.join(REPO_ROOT, 'tests', 'data', 'providers');
+
+const sample = {
+  sample_spec: { input_cost_per_token: 0 },
+  'gpt-4o-mini': { litellm_provider: 'openai', mode: 'chat', max_output_tokens: 16384,
+    input_cost_per_token: 1.5e-7, output_cost_per_token: 6e-7, cache_read_input_token_cost: 7.5e-8 },
+  'claude-x': { litellm_provider: 'anthropic', mode: 'chat', input_cost_per_token: 3e-6, output_cost_per_token: 1.5e-5,
+    cache_creation_input_token_cost: 3.75e-6, cache_read_input_token_cost: 3e-7 },
+  'cheap-model': { litellm_provider: 'acme', input_cost_per_token: 3.75e-11, output_cost_per_token: 0 },
+};
+
+test('LiteLLM JSON: exact costs, rounding up once per line item, resolution', () => {
+  const p = new PricingEngine();
+  const rep = p.loadLitellm(sample);
+  assert.equal(rep.loaded, 3);
+  assert.equal(rep.skipped, 1);
+  assert.match(rep.tableVersion, /^litellm/);
+  // 128 uncached * 0.15e-6 + 1920 cached * 0.075e-6 + 160 out * 0.6e-6 = 0.0002592
+  const u = { inputTokens: 2048, cacheReadTokens: 1920, outputTokens: 160, reasoningTokens: 64 };
+  assert.equal(p.cost('gpt-4o-mini', u), usd('0.0002592'));
+  // 1 token at $0.0375 per million = 3.75e-11 -> rounded up to 1 nano.
+  assert.equal(p.cost('cheap-model', { inputTokens: 1 }), 1n);
+  assert.equal(p.cost('cheap-model', { inputTokens: 1_000_000 }), usd('0.0000375'));
+  assert.equal(p.resolve('gpt-4o-mini-2024-07-18').name, 'gpt-4o-mini');
+  assert.equal(p.resolve('openai/gpt-4o-mini').provider, 'openai');
+  assert.equal(p.knows('gpt-9'), false);
+  assert.throws(() => p.cost('gpt-9', { inputTokens: 1 }), UnknownModelError);
+  p.setFallback({ input: '0.00001', output: '0.00001' });
+  assert.equal(p.cost('gpt-9', { inputTokens: 1 }), usd('0.00001'));
+  const q = p.quote('gpt-4o-mini', u);
+  assert.equal(q.cost, usd('0.0002592'));
+  assert.equal(q.items.reduce((s, i) => s + i.amount, 0n), q.cost);
+  assert.ok(q.priceVersion.length > 0);
+  // estimate: 1000 in + the model's max output (16384) out
+  assert.equal(p.estimate('gpt-4o-mini', 1000), usd('0.00015') + 16384n * 600n);
+  assert.equal(p.estimate('gpt-4o-mini', 1000, 100), usd('0.00015') + usd('0.00006'));
+});
+
+test('markups are versioned by effective date', () => {
+  const p = new PricingEngine();
+  p.loadLitellm(sample);
+  const t1 = Date.UTC(2026, 0, 1);
+  p.addMarkup({ scope: 'provider', match: 'openai', percent: 20, effectiveFrom: t1 });
+  const u = { inputTokens: 1_000_000 };
+  assert.equal(p.cost('gpt-4o-mini', u, { at: t1 - 1 }), usd('0.15'));
+  assert.equal(p.cost('gpt-4o-mini', u, { at: t1 }), usd('0.18'));
+  assert.equal(p.cost('gpt-4o-mini', u, { at: t1, applyMarkup: false }), usd('0.15'));
+  assert.notEqual(p.priceVersion(t1 - 1), p.priceVersion(t1));
+});
+
+test('bundled table and the shared LiteLLM copy load', (t) => {
+  const b = PricingEngine.bundled();
+  assert.ok(b.size > 100);
+  assert.ok(PricingEngine.bundledTableInfo().entries > 100);
+  assert.ok(b.knows('gpt-4o'));
+  if (!fs.existsSync(LITELLM)) return t.skip(`${LITELLM} not present`);
+  const p = new PricingEngine();
+  const rep = p.loadLitellmFile(LITELLM);
+  assert.ok(rep.loaded > 1000);
+  assert.equal(p.cost('claude-sonnet-4-5', { inputTokens: 100_000 }), usd('0.3'));
+  // above 200k input tokens the whole request is billed at the long-context tier
+  assert.equal(p.cost('claude-sonnet-4-5', { inputTokens: 1_000_000 }), usd('6'));
+});
+
+test('a manager prices { model, usage } estimates and charges with its pricing engine', async () => {
+  const pricing = new PricingEngine();
+  pricing.loadLitellm(sample);
+  const m = new BudgetManager({ store: 'memory', pricing, limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+  const d = await m.reserve('user:p', { model: 'gpt-4o-mini', usage: { inputTokens: 1000, outputTokens: 1000 } });
+  assert.equal(d.estimate, usd('0.00075'));
+  assert.equal(d.reservation?.heldTokens, 2000);
+  const rc = await m.commit(/** @type {any} */ (d.reservation), { model: 'gpt-4o-mini', usage: { inputTokens: 1000, outputTokens: 10 } });
+  assert.equal(rc.charged, usd('0.000156'));
+  assert.equal(rc.model, 'gpt-4o-mini');
+  m.close();
+});
+
+/** @param {any} u */
+const norm = (u) => ({ input: u.inputTokens, cache_read: u.cacheReadTokens, cache_write: u.cacheWriteTokens,
+  cache_write_1h: u.cacheWrite1hTokens, output: u.outputTokens, reasoning: u.reasoningTokens, complete: u.complete });
+
+test('usage extraction: every provider fixture, responses and streams (raw bytes split anywhere, or events)', () => {
+  const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8'));
+  let n = 0;
+  for (const [file, spec] of Object.entries(expected)) {
+    if (file.startsWith('_')) continue;
+    const body = fs.readFileSync(path.join(FIXTURES, file));
+    if (spec.kind === 'response') {
+      assert.deepEqual(norm(usageFromResponse(spec.format, body)), spec.usage, file);
+      assert.deepEqual(norm(usageFromResponse(spec.format, JSON.parse(body.toString()))), spec.usage, file);
+    } else {
+      for (const step of [1, 7, 64, body.length]) {
+        const s = new StreamUsage(spec.format, { inputTokensEstimate: 100 });
+        for (let i = 0; i < body.length; i += step) s.feed(body.subarray(i, i + step));
+        assert.deepEqual(norm(s.finish()), spec.usage, `${file} step ${step}`);
+      }
+      if (file.endsWith('.sse')) {
+        // As the SDKs yield them: parsed event objects.
+        const s = new StreamUsage(spec.format, { inputTokensEstimate: 100 });
+        for (const line of body.toString().split('\n')) {
+          if (!line.startsWith('data:')) continue;
+          const data = line.slice(5).trim();
+          if (data === '[DONE]') continue;
+          s.feedEvent(JSON.parse(data));
+        }
+        if (spec.usage.complete) assert.deepEqual(norm(s.finish()), spec.usage, `${file} events`);
+      }
+    }
+    n++;
+  }
+  assert.ok(n >= 10);
+  assert.equal(estimateTokens('abcd'.repeat(10)), 10);
+  assert.ok(estimateTokens('日本語') >= 3);
+});
