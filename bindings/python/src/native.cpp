@@ -277,7 +277,8 @@ Usage to_usage(py::handle o) {
 
 // money-or-usage: the estimate of reserve/check, the charge of commit/record.
 template <class T>
-T to_cost(py::handle amount, py::handle model, py::handle usage, py::handle tokens, const char* what) {
+T to_cost(py::handle amount, py::handle model, py::handle usage, py::handle tokens, const char* what,
+          bool model_required = true) {
   T x;
   if (!amount.is_none() && py::isinstance<Usage>(amount)) {
     if (!usage.is_none()) invalid(std::string(what) + ": give the usage once");
@@ -285,7 +286,7 @@ T to_cost(py::handle amount, py::handle model, py::handle usage, py::handle toke
     amount = py::none();
   }
   if (!usage.is_none()) {
-    if (model.is_none()) invalid(std::string(what) + ": a usage needs model=...");
+    if (model.is_none() && model_required) invalid(std::string(what) + ": a usage needs model=...");
     x.usage = to_usage(usage);
     if (!amount.is_none()) invalid(std::string(what) + ": give money or usage, not both");
   } else if (!amount.is_none()) {
@@ -1102,12 +1103,14 @@ PYBIND11_MODULE(_native, mod) {
       .def("commit",
            [](PyManager& self, py::handle target, py::handle actual, py::handle model, py::handle usage,
               py::handle tokens, py::handle provider) {
-             auto c = to_cost<Charge>(actual, model, usage, tokens, "actual");
+             bool by_res = py::isinstance<Reservation>(target);
+             auto c = to_cost<Charge>(actual, model, usage, tokens, "actual", !by_res);
              if (!provider.is_none()) c.provider = to_text(provider, "provider");
              auto m = self.get();
-             if (py::isinstance<Reservation>(target)) {
+             if (by_res) {
                Reservation* res = target.cast<Reservation*>();
                if (c.usage && c.model.empty()) c.model = res->model();
+               if (c.usage && c.model.empty()) invalid("actual: a usage needs model=...");
                py::gil_scoped_release r;
                return m->commit(*res, c);
              }
