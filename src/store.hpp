@@ -27,8 +27,10 @@ namespace budget::detail {
 constexpr int64_t kForever = INT64_MAX;
 
 // One counter set of one scope over one window. The counters live in buckets: calendar,
-// total and custom windows have one bucket per window; rolling windows have many small buckets
-// of which [read_from, start] are summed.
+// total and custom windows have one bucket per window; rolling windows have many small buckets.
+// A check sums every bucket of the series starting at or after read_from (see Txn::sum: later
+// buckets count too, which keeps a hold that grows after its bucket passed, and hosts whose
+// clocks differ, on the safe side).
 struct WindowRef {
   std::string scope;   // "user:alice"
   std::string window;  // canonical window text: "day", "rolling:1h", "total", ...

@@ -237,7 +237,7 @@ Counters MemTxn::sum(const WindowRef& w) {
   auto it = st.series.find(w.series());
   if (it == st.series.end()) return total;
   auto& buckets = it->second;
-  for (auto b = buckets.lower_bound(w.read_from); b != buckets.end() && b->first <= w.start; ++b) {
+  for (auto b = buckets.lower_bound(w.read_from); b != buckets.end(); ++b) {
     total.spent += b->second.c.spent;
     total.held += b->second.c.held;
     total.granted += b->second.c.granted;

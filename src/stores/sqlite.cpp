@@ -324,7 +324,7 @@ class SqliteStore final : public Store {
         "SELECT coalesce(sum(spent_cost),0), coalesce(sum(spent_tokens),0), coalesce(sum(spent_requests),0),"
         " coalesce(sum(held_cost),0), coalesce(sum(held_tokens),0), coalesce(sum(held_requests),0),"
         " coalesce(sum(granted_cost),0), coalesce(sum(granted_tokens),0), coalesce(sum(granted_requests),0)"
-        " FROM counters WHERE series=? AND start BETWEEN ? AND ?",
+        " FROM counters WHERE series=? AND start>=?",
         "INSERT INTO counters(series, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens,"
         " held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
         " ON CONFLICT(series, start) DO UPDATE SET spent_cost=spent_cost+excluded.spent_cost,"
@@ -461,7 +461,7 @@ uint64_t SqlTxn::limits_version() {
 }
 
 Counters SqlTxn::sum(const WindowRef& w) {
-  auto& s = s_.st(SqliteStore::kSum).reset().bind(w.series()).bind(w.read_from).bind(w.start);
+  auto& s = s_.st(SqliteStore::kSum).reset().bind(w.series()).bind(w.read_from);
   Counters c;
   if (s.step()) {
     c.spent = {s.i64(0), s.i64(1), s.i64(2)};

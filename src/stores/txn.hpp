@@ -12,7 +12,10 @@ class Txn {
  public:
   virtual ~Txn() = default;
   virtual uint64_t limits_version() = 0;
-  // Counters summed over the buckets [w.read_from, w.start] of w's series.
+  // Counters summed over every bucket of w's series that starts at or after w.read_from.
+  // Buckets after w.start are included on purpose: they exist when a hold from an earlier
+  // bucket grows later (rolling windows) or when another host's clock runs ahead; counting
+  // them is conservative, never an overspend.
   virtual Counters sum(const WindowRef& w) = 0;
   // Adds delta to the bucket w.start of w's series (creating it, ending at w.end).
   virtual void add(const WindowRef& w, const Counters& delta) = 0;

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "int128.hpp"
 
 namespace budget::detail {
@@ -53,6 +55,23 @@ std::vector<CheckState> shifted(const Plan& p, std::vector<CheckState> st, const
     st[i].held = checked_add(st[i].held, metric_of(held, p.checks[i].metric));
   }
   return st;
+}
+
+// The plan's windows as they stand at `now`: a rolling window slides forward (a calendar
+// window stays the one the reservation was charged to). Used to judge over_limit at commit.
+Plan current_view(const Plan& p, int64_t now) {
+  Plan v = p;
+  for (auto& w : v.windows) {
+    if (w.window.rfind("rolling:", 0) != 0 || w.end <= w.start) continue;
+    int64_t g = w.end - w.start;
+    int64_t cur = (now >= 0 ? now / g : (now - g + 1) / g) * g;
+    if (cur > w.start) {
+      w.read_from += cur - w.start;
+      w.start = cur;
+      w.end = cur + g;
+    }
+  }
+  return v;
 }
 
 void flag_over_limit(const Plan& p, const std::vector<CheckState>& after, RequestRecord& rec) {
@@ -219,7 +238,8 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
       conflict(*rec, commit ? "commit it" : "release it");
   }
   const Plan& plan = *rec->plan;
-  auto before = states(t, plan);
+  const Plan view = current_view(plan, op.now);
+  auto before = states(t, view);
   Counters delta;
   auto e = event_for(commit ? EventType::Commit : EventType::Release, *rec, op.now);
   e.metadata = op.metadata;
@@ -229,12 +249,13 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
     rec->after_expiry = true;
   } else {
     delta.held = -rec->held;
-    if (commit) {
-      delta.spent = op.charge;
-      out.released = rec->held;
-    } else {
-      out.released = rec->held;
-    }
+    if (commit) delta.spent = op.charge;
+    // What the hold gave back: all of it on release, the uncharged rest on commit.
+    out.released = rec->held;
+    if (commit)
+      out.released = {std::max<int64_t>(0, rec->held.cost - op.charge.cost),
+                      std::max<int64_t>(0, rec->held.tokens - op.charge.tokens),
+                      std::max<int64_t>(0, rec->held.requests - op.charge.requests)};
   }
   if (commit) {
     rec->state = ReqState::Committed;
@@ -253,13 +274,9 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   }
   add_all(t, plan, delta);
   out.before = before;
-  out.after = shifted(plan, before, delta.spent, delta.held);
+  out.after = states(t, view);
   rec->over_limit = false;
-  if (commit) flag_over_limit(plan, out.after, *rec);
-  if (commit && out.released.cost > 0) {
-    // "released" reports the part of the hold not charged.
-    out.released.cost = std::max<int64_t>(0, rec->held.cost - op.charge.cost);
-  }
+  if (commit) flag_over_limit(view, out.after, *rec);
   e.spent = delta.spent;
   e.held = delta.held;
   t.put_request(*rec);

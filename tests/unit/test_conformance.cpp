@@ -353,6 +353,43 @@ TEST_CASE("month, hour, total, rolling and custom windows") {
   }
 }
 
+TEST_CASE("checks count spend in later buckets too (a grown old hold, a clock running ahead)") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"user:skew"};
+    env->set_limit(Limit::cost("user:skew", Window::rolling(Duration(60'000)), usd("1")));
+    auto d = env->reserve(s, usd("0.40"));
+    REQUIRE(d.allowed);
+    auto r = d.reservation;
+    env.clock->advance(Duration(30'000));
+    REQUIRE(env->reserve(s, usd("0.50")).allowed);  // a newer bucket of the same window
+    // The old hold grows: its check must see the newer bucket (0.40 + 0.50 + 0.20 > 1).
+    CHECK(env->consume(r, usd("0.60")).verdict == Verdict::Stop);
+    // Spend recorded "in the future" (another host's clock ahead) counts now.
+    env.clock->advance(Duration(20'000));
+    env->record(s, usd("0.05"));
+    env.clock->set(testutil::t0() + Duration(1'000));
+    auto st = env->status(Scope::parse("user:skew"))[0];
+    CHECK(st.held + st.spent == usd("0.95").nanos());
+  }
+}
+
+TEST_CASE("over_limit at commit judges a rolling window as it stands at commit time") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"user:slide"};
+    env->set_limit(Limit::cost("user:slide", Window::rolling(Duration(60'000)), usd("1")));
+    env->record(s, usd("0.40"));
+    env.clock->advance(Duration(30'000));
+    auto d = env->reserve(s, usd("0.50"));
+    REQUIRE(d.allowed);
+    env.clock->advance(Duration(45'000));  // the 0.40 left the window
+    auto rc = env->commit(d.reservation, usd("0.50"));
+    CHECK_FALSE(rc.over_limit);
+    CHECK(env->status(Scope::parse("user:slide"))[0].spent == usd("0.50").nanos());
+  }
+}
+
 TEST_CASE("calendar windows in a fixed UTC offset") {
   FOR_EACH_STORE(kind) {
     Options o;

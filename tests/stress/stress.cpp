@@ -1,0 +1,366 @@
+// Stress and crash tests of the concurrency guarantees (not a benchmark: it checks, it doesn't time).
+//
+//   budget_stress threads --store URL [--threads N] [--seconds S]
+//       N threads run lifecycles (reserve, streamed consumes, commit/release) on overlapping
+//       subjects with tight hierarchical limits, while a monitor samples status(). Afterwards:
+//       spend + holds never exceeded a limit, verify() is clean, and the ledger reproduces the
+//       spend of every scope.
+//   budget_stress procs --store URL [--procs P] [--threads N] [--seconds S]
+//       The same with P processes (fork/exec of this program) sharing one store.
+//   budget_stress crash --store URL [--procs P] [--rounds R]
+//       Children run lifecycles and log every acknowledged commit; the parent SIGKILLs them at
+//       random moments. Afterwards: no acknowledged commit is lost, no hold is half-applied,
+//       expired holds are settled, verify() is clean.
+#include <budget/budget.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace budget;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Args {
+  std::string mode, store;
+  int threads = 4, procs = 4, rounds = 4;
+  double seconds = 3;
+  int child_id = -1;
+  std::string log;
+};
+
+[[noreturn]] void die(const std::string& msg) {
+  std::cerr << "FAIL: " << msg << std::endl;
+  std::exit(1);
+}
+
+const int kTenants = 2, kUsersPerTenant = 3;
+Money usd(const char* s) { return Money::parse(s); }
+
+// Tight hierarchical limits over a 2-second rolling window (so the run keeps hitting them
+// rather than exhausting them once), plus `total` windows that track all spend for the final
+// ledger comparison.
+std::vector<Limit> limits() {
+  auto w = Window::rolling(2s);
+  return {Limit::cost("global", w, usd("200")),
+          Limit::cost("tenant:*", w, usd("80")),
+          Limit::cost("user:*", w, usd("20")),
+          Limit::cost("global", Window::minute(), usd("1500")),
+          Limit::requests("user:*", Window::minute(), 1'000'000),
+          Limit::cost("global", Window::total(), usd("1000000")),
+          Limit::cost("tenant:*", Window::total(), usd("1000000")),
+          Limit::cost("user:*", Window::total(), usd("1000000"))};
+}
+
+Subject subject_for(std::mt19937_64& rng) {
+  int t = static_cast<int>(rng() % kTenants), u = static_cast<int>(rng() % kUsersPerTenant);
+  return Subject{"tenant:t" + std::to_string(t), "user:t" + std::to_string(t) + "u" + std::to_string(u)};
+}
+
+std::vector<Scope> all_scopes() {
+  std::vector<Scope> out{Scope::global()};
+  for (int t = 0; t < kTenants; ++t) {
+    out.push_back(Scope::parse("tenant:t" + std::to_string(t)));
+    for (int u = 0; u < kUsersPerTenant; ++u)
+      out.push_back(Scope::parse("user:t" + std::to_string(t) + "u" + std::to_string(u)));
+  }
+  return out;
+}
+
+// One lifecycle; commits never exceed the hold, so no limit may ever be exceeded.
+// Returns the request id and amount when a commit was acknowledged.
+std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::mt19937_64& rng, int tag, long n) {
+  auto s = subject_for(rng);
+  RequestOptions o;
+  o.request_id = "p" + std::to_string(::getpid()) + "-" + std::to_string(tag) + "-" + std::to_string(n);
+  o.ttl = Duration(2000);
+  auto d = m.reserve(s, Money::from_nanos(static_cast<int64_t>(20'000'000 + rng() % 80'000'000)), o);
+  if (!d.allowed) return std::nullopt;
+  auto r = d.reservation;
+  Money committed = Money();
+  int chunks = static_cast<int>(rng() % 8);
+  for (int i = 0; i < chunks; ++i) {
+    Money chunk = Money::from_nanos(static_cast<int64_t>(rng() % 30'000'000));
+    auto c = m.consume(r, chunk);
+    if (!c.ok()) break;
+    committed = c.consumed;
+  }
+  switch (rng() % 10) {
+    case 0:
+      m.release(r);
+      return std::nullopt;
+    case 1:
+      return std::nullopt;  // abandoned: expires
+    default: {
+      Money amount = committed.is_zero() ? Money::from_nanos(static_cast<int64_t>(rng() % 10'000'000)) : committed;
+      if (amount > r.held()) amount = r.held();
+      auto rc = m.commit(r, amount);
+      if (rc.over_limit && std::getenv("STRESS_DEBUG")) std::cerr << "over_limit: " << rc.over_limit_scopes.at(0) << "\n";
+      return std::make_pair(r.request_id(), amount.nanos());
+    }
+  }
+}
+
+// Checks that no calendar/total limit is exceeded now (spent + held <= limit) for any scope.
+// Rolling windows are checked exactly by replaying the ledger (check_rolling_by_replay): a
+// status() read waits in the store's queue after taking its `now`, so under contention it may
+// see a slightly wider window than the current one, which is not an overspend.
+void check_limits(BudgetManager& m, const char* when) {
+  for (const auto& sc : all_scopes())
+    for (const auto& st : m.status(sc))
+      if (st.window.rfind("rolling:", 0) != 0 && st.spent + st.held > st.limit)
+        die(std::string(when) + ": " + st.key + " spent " + std::to_string(st.spent) + " + held " +
+            std::to_string(st.held) + " > limit " + std::to_string(st.limit));
+}
+
+// Replays the ledger in commit order: after every admission (reserve, grown hold), the
+// rolling-window sum of every series as seen at that event's time never exceeds its limit.
+void check_rolling_by_replay(BudgetManager& m) {
+  std::map<std::string, std::map<int64_t, int64_t>> buckets;  // series -> bucket start -> spent+held
+  auto limit_of = [](const std::string& scope) {
+    if (scope == "global") return usd("200").nanos();
+    if (scope.rfind("tenant:", 0) == 0) return usd("80").nanos();
+    return usd("20").nanos();
+  };
+  long checked = 0;
+  for (const auto& e : m.events()) {
+    for (const auto& key : e.windows) {
+      auto p2 = key.rfind('|'), p1 = key.rfind('|', p2 - 1);
+      if (key.compare(p1 + 1, p2 - p1 - 1, "rolling:2s") != 0) continue;
+      std::string scope = key.substr(0, p1);
+      auto& series = buckets[scope];
+      series[std::stoll(key.substr(p2 + 1))] += e.spent.cost + e.held.cost;
+      // Only admissions (a reserve or a grown hold) are checked: they saw this very range.
+      if (e.held.cost <= 0) continue;
+      int64_t t = to_millis(e.time);
+      int64_t from = (t / 1000) * 1000 - 1000;
+      int64_t sum = 0;
+      for (auto it = series.lower_bound(from); it != series.end(); ++it) sum += it->second;
+      ++checked;
+      if (sum > limit_of(scope))
+        die("ledger replay: " + scope + " rolling:2s holds+spend " + std::to_string(sum) + " > limit at event " +
+            std::to_string(e.seq));
+    }
+  }
+  std::cout << "replay: " << checked << " rolling-window states checked\n";
+}
+
+// verify() clean, no hold left after expiry, and per-scope spend equals the ledger's sum.
+void final_checks(BudgetManager& m) {
+  check_rolling_by_replay(m);
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) std::cerr << "  " << p << "\n";
+  if (!rep.ok) die("verify() reported problems");
+  std::map<std::string, int64_t> ledger_spend;
+  for (const auto& e : m.events())
+    for (const auto& s : e.subject) ledger_spend[s] += e.spent.cost;
+  for (const auto& sc : all_scopes()) {
+    for (const auto& st : m.status(sc)) {
+      if (st.held != 0) die(st.key + " still holds " + std::to_string(st.held) + " after expiry");
+      if (st.metric != Metric::Cost || st.window != "total") continue;
+      if (st.spent != ledger_spend[sc.str()])
+        die(st.key + ": status spent " + std::to_string(st.spent) + " != ledger " +
+            std::to_string(ledger_spend[sc.str()]));
+      if (st.spent > st.limit) die(st.key + " overspent");
+    }
+  }
+  std::cout << "verify: " << rep.events << " events, " << rep.windows_checked << " counters, chain ok\n";
+}
+
+Options options_for(const std::string& store) {
+  Options o;
+  o.store = store;
+  o.limits = limits();
+  o.store_options.timeout = Duration(10'000);
+  return o;
+}
+
+void settle_everything(BudgetManager& m) {
+  // Holds have a 2 s TTL: wait them out, then settle.
+  std::this_thread::sleep_for(2100ms);
+  m.expire_holds();
+}
+
+long run_workers(BudgetManager& m, int threads, double seconds, int tag, std::ofstream* log) {
+  std::atomic<long> done{0};
+  std::atomic<bool> stop{false};
+  std::mutex log_m;
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i)
+    ts.emplace_back([&, i] {
+      std::mt19937_64 rng(static_cast<uint64_t>(tag * 1000 + i) ^ static_cast<uint64_t>(::getpid()));
+      long n = 0;
+      while (!stop.load()) {
+        try {
+          auto ack = lifecycle(m, rng, tag * 100 + i, n++);
+          if (ack && log) {
+            std::lock_guard lk(log_m);
+            *log << ack->first << ' ' << ack->second << '\n';
+            log->flush();
+          }
+        } catch (const StoreUnavailableError&) {
+          // busy under contention: the operation did not happen; go on
+        }
+        ++done;
+      }
+    });
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    check_limits(m, "during the run");
+    std::this_thread::sleep_for(50ms);
+  }
+  stop = true;
+  for (auto& t : ts) t.join();
+  return done.load();
+}
+
+int mode_threads(const Args& a) {
+  BudgetManager m(options_for(a.store));
+  long n = run_workers(m, a.threads, a.seconds, 1, nullptr);
+  check_limits(m, "after the run");
+  settle_everything(m);
+  final_checks(m);
+  std::cout << "threads: " << a.threads << " threads, " << n << " lifecycles on " << a.store << ": OK\n";
+  std::cout << m.metrics_text().substr(0, 400) << "\n";
+  return 0;
+}
+
+std::vector<pid_t> spawn(const char* self, const Args& a, int count, const std::string& log_prefix) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < count; ++i) {
+    pid_t pid = fork();
+    if (pid < 0) die("fork failed");
+    if (pid == 0) {
+      std::string id = std::to_string(i), th = std::to_string(a.threads), secs = std::to_string(a.seconds);
+      std::string log = log_prefix.empty() ? "" : log_prefix + "." + std::to_string(i);
+      execl(self, self, "child", "--store", a.store.c_str(), "--child", id.c_str(), "--threads", th.c_str(),
+            "--seconds", secs.c_str(), "--log", log.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  return pids;
+}
+
+int mode_child(const Args& a) {
+  BudgetManager m(options_for(a.store));
+  std::ofstream log;
+  if (!a.log.empty()) log.open(a.log, std::ios::app);
+  run_workers(m, a.threads, a.seconds, a.child_id + 10, a.log.empty() ? nullptr : &log);
+  return 0;
+}
+
+int mode_procs(const char* self, const Args& a) {
+  { BudgetManager init(options_for(a.store)); }  // create the schema and limits once
+  auto pids = spawn(self, a, a.procs, "");
+  BudgetManager m(options_for(a.store));
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(a.seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    check_limits(m, "during the multi-process run");
+    std::this_thread::sleep_for(100ms);
+  }
+  for (pid_t p : pids) {
+    int st = 0;
+    waitpid(p, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) die("a child process failed");
+  }
+  check_limits(m, "after the run");
+  settle_everything(m);
+  final_checks(m);
+  std::cout << "procs: " << a.procs << " processes x " << a.threads << " threads on " << a.store << ": OK\n";
+  return 0;
+}
+
+int mode_crash(const char* self, Args a) {
+  std::string log_prefix = "/tmp/budget-crash-" + std::to_string(::getpid());
+  { BudgetManager init(options_for(a.store)); }
+  std::mt19937_64 rng(static_cast<uint64_t>(::getpid()));
+  a.seconds = 30;  // children run until killed
+  for (int round = 0; round < a.rounds; ++round) {
+    auto pids = spawn(self, a, a.procs, log_prefix + "-r" + std::to_string(round));
+    for (pid_t p : pids) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 400));
+      kill(p, SIGKILL);
+    }
+    for (pid_t p : pids) waitpid(p, nullptr, 0);
+  }
+  // Restart: a new manager on the same file.
+  BudgetManager m(options_for(a.store));
+  settle_everything(m);
+  std::map<std::string, int64_t> acked;
+  for (int round = 0; round < a.rounds; ++round)
+    for (int i = 0; i < a.procs; ++i) {
+      std::string path = log_prefix + "-r" + std::to_string(round) + "." + std::to_string(i);
+      std::ifstream in(path);
+      std::string id;
+      int64_t amount;
+      while (in >> id >> amount) acked[id] = amount;
+      std::remove(path.c_str());
+    }
+  if (acked.empty()) die("no commit was acknowledged before the kills: the test proves nothing");
+  std::map<std::string, int64_t> committed;
+  for (const auto& e : m.events({.type = EventType::Commit})) committed[e.request_id] += e.spent.cost;
+  for (const auto& [id, amount] : acked) {
+    auto it = committed.find(id);
+    if (it == committed.end()) die("acknowledged commit " + id + " is missing from the ledger");
+    if (it->second != amount) die("acknowledged commit " + id + " has a different amount in the ledger");
+  }
+  final_checks(m);
+  std::cout << "crash: " << a.rounds << " rounds x " << a.procs << " killed processes, " << acked.size()
+            << " acknowledged commits all present: OK\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (argc < 2) die("usage: budget_stress threads|procs|crash --store URL [...]");
+  a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--store") a.store = v;
+    else if (k == "--threads") a.threads = std::stoi(v);
+    else if (k == "--procs") a.procs = std::stoi(v);
+    else if (k == "--rounds") a.rounds = std::stoi(v);
+    else if (k == "--seconds") a.seconds = std::stod(v);
+    else if (k == "--child") a.child_id = std::stoi(v);
+    else if (k == "--log") a.log = v;
+    else die("unknown option " + k);
+  }
+  if (a.store.empty()) die("--store is required");
+  if (a.store == "redis") {
+    const char* url = std::getenv("BUDGET_TEST_REDIS_URL");
+    if (!url) die("--store redis needs BUDGET_TEST_REDIS_URL (run under tools/with-redis.sh)");
+    a.store = std::string(url) + "?prefix=stress" + std::to_string(::getpid());
+  }
+  if (a.store.rfind("sqlite:new", 0) == 0) {  // a fresh temp file
+    a.store = "sqlite:/tmp/budget-stress-" + std::to_string(::getpid()) + ".db";
+    for (auto ext : {"", "-wal", "-shm"}) std::remove((a.store.substr(7) + ext).c_str());
+  }
+  try {
+    if (a.mode == "threads") return mode_threads(a);
+    if (a.mode == "procs") return mode_procs(argv[0], a);
+    if (a.mode == "crash") return mode_crash(argv[0], a);
+    if (a.mode == "child") return mode_child(a);
+  } catch (const std::exception& e) {
+    die(std::string("unexpected exception: ") + e.what());
+  }
+  die("unknown mode " + a.mode);
+}
