@@ -1,10 +1,708 @@
-// Placeholder until the Redis store lands (issue 4).
+// The Redis store: shared by many processes and hosts. Every operation is ONE server-side Lua
+// script (src/stores/redis_scripts.hpp, mirroring txn_ops.cpp) and one round trip, atomic over
+// every scope and window of the subject. See docs/redis.md for the key layout, the number
+// bound, TTLs, the ledger drain and failure behaviour.
 #include <budget/error.hpp>
 
-#include "store.hpp"
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ledger_codec.hpp"
+#include "stores/redis_conn.hpp"
+#include "stores/redis_scripts.hpp"
+#include "stores/txn.hpp"
 
 namespace budget::detail {
-std::unique_ptr<Store> make_redis_store(const std::string& url, const StoreOptions&) {
-  throw InvalidArgumentError("the Redis store is not implemented yet: " + url);
+namespace {
+
+using redis::Reply;
+using redis::Script;
+
+constexpr int64_t kExact = int64_t{1} << 53;  // amounts in this store stay below 2^53
+
+std::string i2s(int64_t v) { return std::to_string(v); }
+
+void check_exact(int64_t v, const char* what) {
+  if (v >= kExact || v <= -kExact)
+    throw InvalidArgumentError(std::string(what) + " " + std::to_string(v) +
+                               " exceeds the Redis store's exact range (|x| < 2^53 nanos or units)");
 }
+void check_exact(const Amounts& a, const char* what) {
+  check_exact(a.cost, what);
+  check_exact(a.tokens, what);
+  check_exact(a.requests, what);
+}
+void check_plan(const Plan& p) {
+  for (const auto& w : p.windows) {
+    check_exact(w.start, "a window start");
+    check_exact(w.read_from, "a window start");
+    if (w.end != kForever) check_exact(w.end, "a window end");
+  }
+  for (const auto& c : p.checks) check_exact(c.limit, "a limit");
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out += '\n';
+    out += v[i];
+  }
+  return out;
+}
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  if (s.empty()) return out;
+  size_t pos = 0;
+  while (true) {
+    auto q = s.find(sep, pos);
+    out.emplace_back(s.substr(pos, q == std::string_view::npos ? std::string_view::npos : q - pos));
+    if (q == std::string_view::npos) break;
+    pos = q + 1;
+  }
+  return out;
+}
+
+int64_t to_i64(std::string_view s) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size())
+    throw InternalError("redis store: expected an integer, got '" + std::string(s.substr(0, 40)) + "'");
+  return v;
+}
+
+std::string str(const redisReply* r) {
+  if (!r) return {};
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+    return std::string(r->str, r->len);
+  if (r->type == REDIS_REPLY_INTEGER) return std::to_string(r->integer);
+  return {};
+}
+int64_t num(const redisReply* r) {
+  if (!r) throw InternalError("redis store: missing reply element");
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_STRING) return to_i64(std::string_view(r->str, r->len));
+  if (r->type == REDIS_REPLY_NIL) return 0;
+  throw InternalError("redis store: expected a number in the reply");
+}
+const redisReply* elem(const redisReply* r, size_t i) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements) throw InternalError("redis store: malformed reply");
+  return r->element[i];
+}
+
+// Usage travels through the stream as 10 integers: input cache_read cache_write
+// cache_write_1h output reasoning images audio_ms requests complete.
+std::string encode_usage(const std::optional<Usage>& u) {
+  if (!u) return {};
+  std::string out;
+  for (int64_t v : {u->input_tokens, u->cache_read_tokens, u->cache_write_tokens, u->cache_write_1h_tokens,
+                    u->output_tokens, u->reasoning_tokens, u->images, u->audio_ms, u->requests,
+                    int64_t{u->complete ? 1 : 0}}) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(v);
+  }
+  return out;
+}
+std::optional<Usage> decode_usage(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  auto f = split(s, ' ');
+  if (f.size() != 10) throw InternalError("redis store: corrupted usage in the ledger stream");
+  Usage u;
+  u.input_tokens = to_i64(f[0]);
+  u.cache_read_tokens = to_i64(f[1]);
+  u.cache_write_tokens = to_i64(f[2]);
+  u.cache_write_1h_tokens = to_i64(f[3]);
+  u.output_tokens = to_i64(f[4]);
+  u.reasoning_tokens = to_i64(f[5]);
+  u.images = to_i64(f[6]);
+  u.audio_ms = to_i64(f[7]);
+  u.requests = to_i64(f[8]);
+  u.complete = f[9] == "1";
+  return u;
+}
+
+// One stream entry -> a ledger event (seq from the entry id; no hashes yet).
+LedgerEvent event_from_entry(const redisReply* entry) {
+  LedgerEvent e;
+  std::string id = str(elem(entry, 0));
+  e.seq = to_i64(std::string_view(id).substr(0, id.find('-')));
+  const redisReply* f = elem(entry, 1);
+  for (size_t i = 0; i + 1 < f->elements; i += 2) {
+    std::string k = str(f->element[i]);
+    const redisReply* v = f->element[i + 1];
+    std::string_view val(v->str ? v->str : "", v->str ? v->len : 0);
+    if (k.size() != 1) continue;
+    switch (k[0]) {
+      case 't': e.time = from_millis(to_i64(val)); break;
+      case 'y': e.type = parse_event_type(val); break;
+      case 'i': e.request_id = std::string(val); break;
+      case 's': e.subject = split(val, '\n'); break;
+      case 'm': e.model = std::string(val); break;
+      case 'p': e.provider = std::string(val); break;
+      case 'v': e.price_version = std::string(val); break;
+      case 'u': e.usage = decode_usage(val); break;
+      case 'a': {
+        auto a = split(val, ' ');
+        if (a.size() != 9) throw InternalError("redis store: corrupted amounts in the ledger stream");
+        e.spent = {to_i64(a[0]), to_i64(a[1]), to_i64(a[2])};
+        e.held = {to_i64(a[3]), to_i64(a[4]), to_i64(a[5])};
+        e.granted = {to_i64(a[6]), to_i64(a[7]), to_i64(a[8])};
+        break;
+      }
+      case 'w': e.windows = split(val, '\n'); break;
+      case 'd': e.metadata = std::string(val); break;
+      default: break;
+    }
+  }
+  return e;
+}
+
+std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// ---- the ledger sink: a SQLite file where the drained stream is hash-chained ----------------
+class LedgerSink {
+ public:
+  LedgerSink(const std::string& path, const std::string& ns, int64_t timeout_ms) : path_(path) {
+    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      sqlite3_close(db_);
+      db_ = nullptr;
+      throw StoreUnavailableError("redis ledger sink: cannot open '" + path + "': " + msg);
+    }
+    sqlite3_busy_timeout(db_, static_cast<int>(std::max<int64_t>(timeout_ms, 5000)));
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=NORMAL");
+    exec("CREATE TABLE IF NOT EXISTS sink_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
+         "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL,"
+         " request_id TEXT NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);");
+    exec("BEGIN IMMEDIATE");
+    std::string have;
+    {
+      Stmt s(db_, "SELECT value FROM sink_meta WHERE key='namespace'");
+      if (s.step()) have = s.text(0);
+    }
+    if (have.empty()) {
+      Stmt s(db_, "INSERT INTO sink_meta(key, value) VALUES ('namespace', ?)");
+      s.bind(1, ns);
+      s.step();
+    }
+    exec("COMMIT");
+    if (!have.empty() && have != ns)
+      throw InvalidArgumentError("redis ledger sink '" + path + "' belongs to namespace '" + have + "', not '" + ns + "'");
+  }
+  ~LedgerSink() { sqlite3_close(db_); }
+  LedgerSink(const LedgerSink&) = delete;
+  LedgerSink& operator=(const LedgerSink&) = delete;
+
+  struct Stmt {
+    sqlite3* db;
+    sqlite3_stmt* s = nullptr;
+    Stmt(sqlite3* d, const char* sql) : db(d) {
+      if (sqlite3_prepare_v2(d, sql, -1, &s, nullptr) != SQLITE_OK)
+        throw StoreUnavailableError(std::string("redis ledger sink: ") + sqlite3_errmsg(d));
+    }
+    ~Stmt() { sqlite3_finalize(s); }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+    void bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); }
+    void bind(int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+    bool step() {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_ROW) return true;
+      if (rc == SQLITE_DONE) return false;
+      throw StoreUnavailableError(std::string("redis ledger sink: ") + sqlite3_errmsg(db));
+    }
+    int64_t i64(int c) { return sqlite3_column_int64(s, c); }
+    std::string text(int c) {
+      auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, c));
+      return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, c))) : std::string();
+    }
+  };
+
+  void exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "error";
+      sqlite3_free(err);
+      throw StoreUnavailableError("redis ledger sink '" + path_ + "': " + msg);
+    }
+  }
+  sqlite3* db() { return db_; }
+
+ private:
+  std::string path_;
+  sqlite3* db_ = nullptr;
+};
+
+class RedisStore final : public Store {
+ public:
+  RedisStore(const std::string& url_text, const StoreOptions& opts)
+      : url_(redis::parse_url(url_text)),
+        timeout_ms_(url_.timeout_ms > 0 ? url_.timeout_ms : opts.timeout.count()),
+        maxlen_(url_.stream_maxlen >= 0 ? url_.stream_maxlen : opts.stream_maxlen),
+        pool_(url_, url_.pool_size > 0 ? url_.pool_size : opts.pool_size, std::chrono::milliseconds(timeout_ms_)),
+        base_("{" + url_.prefix + "}:"),
+        lv_key_(base_ + "lv"),
+        reserve_(lua(redis_lua::kReserve)),
+        grow_(lua(redis_lua::kGrow)),
+        settle_(lua(redis_lua::kSettle)),
+        direct_(lua(redis_lua::kDirect)),
+        expire_(lua(redis_lua::kExpire)),
+        read_(lua(redis_lua::kRead)),
+        load_limits_(lua(redis_lua::kLoadLimits)),
+        put_limit_(lua(redis_lua::kPutLimit)),
+        remove_limit_(lua(redis_lua::kRemoveLimit)),
+        drained_(lua(redis_lua::kDrained)) {
+    if (timeout_ms_ <= 0) throw InvalidArgumentError("redis store: the timeout must be positive");
+    display_ = "redis://" + url_.host + ":" + std::to_string(url_.port) + "/" + std::to_string(url_.db) +
+               "?prefix=" + url_.prefix;
+    if (!url_.ledger.empty()) sink_ = std::make_unique<LedgerSink>(url_.ledger, url_.prefix, timeout_ms_);
+  }
+
+  std::string describe() const override { return display_; }
+  bool expires_counters() const override { return true; }
+
+  // ---- limits ---------------------------------------------------------------------------
+  std::vector<Limit> load_limits(uint64_t* version) override {
+    auto r = eval(load_limits_, {});
+    *version = static_cast<uint64_t>(num(elem(r.get(), 0)));
+    std::vector<Limit> out;
+    const redisReply* h = elem(r.get(), 1);
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+      try {
+        auto j = nlohmann::json::parse(str(h->element[i + 1]));
+        Limit l;
+        l.scope = j.at("s").get<std::string>();
+        l.window = Window::parse(j.at("w").get<std::string>());
+        l.metric = parse_metric(j.at("m").get<std::string>());
+        l.amount = j.at("a").get<int64_t>();
+        l.alert_thresholds_pct = j.at("t").get<std::vector<uint32_t>>();
+        out.push_back(std::move(l));
+      } catch (const nlohmann::json::exception& e) {
+        throw InternalError(std::string("redis store: corrupted limit: ") + e.what());
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const Limit& a, const Limit& b) { return a.key() < b.key(); });
+    return out;
+  }
+  uint64_t put_limit(const Limit& l) override {
+    check_exact(l.amount, "a limit");
+    nlohmann::json j{{"s", l.scope}, {"w", l.window.to_string()}, {"m", to_string(l.metric)}, {"a", l.amount},
+                     {"t", l.alert_thresholds_pct}};
+    auto r = eval(put_limit_, {l.key(), j.dump()});
+    return static_cast<uint64_t>(num(r.get()));
+  }
+  bool remove_limit(const std::string& key, uint64_t* version) override {
+    auto r = eval(remove_limit_, {key});
+    *version = static_cast<uint64_t>(num(elem(r.get(), 1)));
+    return num(elem(r.get(), 0)) == 1;
+  }
+
+  // ---- operations -------------------------------------------------------------------------
+  ReserveOut reserve(const ReserveOp& op) override {
+    check_exact(op.amount, "an amount");
+    check_plan(*op.plan);
+    auto r = eval(reserve_, {op.request_id, join(op.subject), encode_plan(*op.plan), std::to_string(op.plan->limits_version),
+                             i2s(op.amount.cost), i2s(op.amount.tokens), i2s(op.amount.requests), i2s(op.expires_at),
+                             op.model, op.provider, op.metadata, op.fingerprint, op.dry_run ? "1" : "0"},
+                  op.now);
+    ReserveOut out;
+    std::string tag = str(elem(r.get(), 0));
+    if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+    if (tag == "S") {
+      out.status = ReserveOut::Stale;
+      return out;
+    }
+    if (tag == "R") {
+      out.replayed = true;
+      auto state = static_cast<ReqState>(num(elem(r.get(), 1)));
+      out.plan = plan_from(str(elem(r.get(), 2)));
+      out.held = {num(elem(r.get(), 3)), num(elem(r.get(), 4)), num(elem(r.get(), 5))};
+      out.expires_at = num(elem(r.get(), 6));
+      if (state == ReqState::Denied) {
+        out.status = ReserveOut::Denied;
+        out.failing_check = static_cast<int>(num(elem(r.get(), 7)));
+        out.failing_state = {num(elem(r.get(), 8)), num(elem(r.get(), 9)), num(elem(r.get(), 10))};
+      }
+      return out;
+    }
+    out.plan = op.plan;
+    if (tag == "D") {
+      out.status = ReserveOut::Denied;
+      out.failing_check = static_cast<int>(num(elem(r.get(), 1)));
+      out.failing_state = {num(elem(r.get(), 2)), num(elem(r.get(), 3)), num(elem(r.get(), 4))};
+      return out;
+    }
+    if (tag != "A") throw InternalError("redis store: unexpected reserve reply '" + tag + "'");
+    if (!op.dry_run) {
+      out.held = op.amount;
+      out.expires_at = op.expires_at;
+    }
+    return out;
+  }
+
+  GrowOut grow(const GrowOp& op) override {
+    check_exact(op.delta, "an amount");
+    check_exact(op.consumed, "a consumed amount");
+    auto r = eval(grow_, {op.request_id, i2s(op.delta.cost), i2s(op.delta.tokens), i2s(op.delta.requests),
+                          i2s(op.consumed.cost), i2s(op.consumed.tokens), i2s(op.consumed.requests)},
+                  op.now);
+    std::string tag = str(elem(r.get(), 0));
+    if (tag == "N") throw NotFoundError("unknown request id '" + op.request_id + "'");
+    GrowOut out;
+    out.status = static_cast<GrowOut::Status>(num(elem(r.get(), 1)));
+    out.state = static_cast<ReqState>(num(elem(r.get(), 2)));
+    out.held = {num(elem(r.get(), 3)), num(elem(r.get(), 4)), num(elem(r.get(), 5))};
+    out.failing_check = static_cast<int>(num(elem(r.get(), 6)));
+    out.failing_state = {num(elem(r.get(), 7)), num(elem(r.get(), 8)), num(elem(r.get(), 9))};
+    std::string plan = str(elem(r.get(), 10));
+    if (!plan.empty()) out.plan = plan_from(plan);
+    return out;
+  }
+
+  SettleOut settle(const SettleOp& op) override {
+    const bool commit = op.kind == SettleOp::Commit;
+    check_exact(op.charge, "an amount");
+    auto r = eval(settle_, {op.request_id, commit ? "c" : "r", i2s(op.charge.cost), i2s(op.charge.tokens),
+                            i2s(op.charge.requests), encode_usage(op.usage), op.model, op.provider, op.price_version,
+                            op.metadata, op.fingerprint},
+                  op.now);
+    std::string tag = str(elem(r.get(), 0));
+    if (tag == "N") throw NotFoundError("unknown request id '" + op.request_id + "'");
+    if (tag == "C")
+      throw ConflictError("request id '" + op.request_id + "' is already " +
+                          to_string(static_cast<ReqState>(num(elem(r.get(), 1)))) + "; cannot " +
+                          str(elem(r.get(), 2)));
+    SettleOut out;
+    out.replayed = num(elem(r.get(), 1)) == 1;
+    out.record = record_from(op.request_id, elem(r.get(), 4));
+    if (out.replayed) return out;
+    const redisReply* d = elem(r.get(), 2);
+    out.released = {num(elem(d, 0)), num(elem(d, 1)), num(elem(d, 2))};
+    Amounts dspent{num(elem(d, 3)), num(elem(d, 4)), num(elem(d, 5))};
+    Amounts dheld{num(elem(d, 6)), num(elem(d, 7)), num(elem(d, 8))};
+    out.before = states_from(elem(r.get(), 3));
+    out.after = out.before;
+    const Plan& plan = *out.record.plan;
+    if (out.after.size() != plan.checks.size()) throw InternalError("redis store: states do not match the plan");
+    for (size_t i = 0; i < plan.checks.size(); ++i) {
+      out.after[i].spent = checked_add(out.after[i].spent, metric_of(dspent, plan.checks[i].metric));
+      out.after[i].held = checked_add(out.after[i].held, metric_of(dheld, plan.checks[i].metric));
+    }
+    return out;
+  }
+
+  DirectOut direct(const DirectOp& op) override {
+    check_exact(op.spent, "an amount");
+    check_exact(op.granted, "a grant");
+    check_plan(*op.plan);
+    static constexpr char kStateOf[] = {'0', '0', '1', '2', '3', '5', '6', '7', '4'};
+    auto r = eval(direct_, {op.request_id, to_string(op.type), std::string(1, kStateOf[static_cast<int>(op.type)]),
+                            join(op.subject), encode_plan(*op.plan), std::to_string(op.plan->limits_version),
+                            i2s(op.spent.cost), i2s(op.spent.tokens), i2s(op.spent.requests), i2s(op.granted.cost),
+                            i2s(op.granted.tokens), i2s(op.granted.requests), encode_usage(op.usage), op.model,
+                            op.provider, op.price_version, op.metadata, op.fingerprint},
+                  op.now);
+    std::string tag = str(elem(r.get(), 0));
+    if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+    DirectOut out;
+    if (tag == "S") {
+      out.stale = true;
+      return out;
+    }
+    out.replayed = num(elem(r.get(), 1)) == 1;
+    out.record = record_from(op.request_id, elem(r.get(), 3));
+    if (out.replayed) return out;
+    out.before = states_from(elem(r.get(), 2));
+    out.after = out.before;
+    const Plan& plan = *op.plan;
+    if (out.after.size() != plan.checks.size()) throw InternalError("redis store: states do not match the plan");
+    for (size_t i = 0; i < plan.checks.size(); ++i) {
+      const auto& c = plan.checks[i];
+      out.after[i].spent = checked_add(out.after[i].spent, metric_of(op.spent, c.metric));
+      if (c.grantable) out.after[i].granted = checked_add(out.after[i].granted, metric_of(op.granted, c.metric));
+    }
+    out.record.plan = op.plan;
+    return out;
+  }
+
+  size_t expire(int64_t now, size_t max) override {
+    auto r = eval(expire_, {std::to_string(max)}, now);
+    return static_cast<size_t>(num(r.get()));
+  }
+
+  int64_t next_deadline() override {
+    auto r = call({"ZRANGE", base_ + "dl", "0", "0", "WITHSCORES"});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return kForever;
+    double score = std::strtod(str(r->element[1]).c_str(), nullptr);
+    return static_cast<int64_t>(score);
+  }
+
+  std::optional<RequestRecord> get_request(const std::string& id) override {
+    auto r = call({"HGETALL", base_ + "r:" + id});
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return std::nullopt;
+    return record_from(id, r.get());
+  }
+
+  std::vector<CheckState> read(const Plan& plan) override {
+    check_plan(plan);
+    auto r = eval(read_, {encode_plan(plan)});
+    return states_from(r.get());
+  }
+
+  // ---- the ledger ---------------------------------------------------------------------------
+  void scan_events(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) override {
+    if (sink_) {
+      drain();
+      scan_sink(q, f);
+      return;
+    }
+    // No sink: the stream is the ledger; the chain is computed while reading.
+    std::string prev(64, '0');
+    std::string start = "-";
+    size_t n = 0;
+    while (true) {
+      auto r = call({"XRANGE", base_ + "ledger", start, "+", "COUNT", "1000"});
+      if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+      for (size_t i = 0; i < r->elements; ++i) {
+        auto e = event_from_entry(r->element[i]);
+        e.prev_hash = prev;
+        e.hash = chain_hash(prev, e.seq, event_body(e));
+        prev = e.hash;
+        start = "(" + std::to_string(e.seq) + "-0";
+        if (e.seq <= q.after_seq || !matches(q, e)) continue;
+        if (++n > q.limit || !f(e)) return;
+      }
+      if (r->elements < 1000) return;
+    }
+  }
+
+  void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
+    std::string cursor = "0";
+    std::unordered_set<std::string> seen;
+    const std::string match = glob_escape(base_) + "c:*";
+    do {
+      auto r = call({"SCAN", cursor, "MATCH", match, "COUNT", "1000"});
+      cursor = str(elem(r.get(), 0));
+      const redisReply* keys = elem(r.get(), 1);
+      std::vector<std::string> batch{"MGET"};
+      for (size_t i = 0; i < keys->elements; ++i) {
+        std::string k = str(keys->element[i]);
+        if (seen.insert(k).second) batch.push_back(std::move(k));
+      }
+      if (batch.size() == 1) continue;
+      auto vals = call(batch);
+      for (size_t i = 1; i < batch.size(); ++i) {
+        const redisReply* v = elem(vals.get(), i - 1);
+        if (v->type != REDIS_REPLY_STRING) continue;  // expired in between
+        auto parts = split(std::string_view(v->str, v->len), ' ');
+        if (parts.size() != 10) throw InternalError("redis store: corrupted counter " + batch[i]);
+        StoredCounter c;
+        c.key = batch[i].substr(base_.size() + 2);
+        c.end = to_i64(parts[0]);
+        c.counters.spent = {to_i64(parts[1]), to_i64(parts[2]), to_i64(parts[3])};
+        c.counters.held = {to_i64(parts[4]), to_i64(parts[5]), to_i64(parts[6])};
+        c.counters.granted = {to_i64(parts[7]), to_i64(parts[8]), to_i64(parts[9])};
+        f(c);
+      }
+    } while (cursor != "0");
+  }
+
+  int64_t round_trips() const { return pool_.round_trips(); }
+
+ private:
+  static std::string lua(const char* body) { return std::string(redis_lua::kPrelude) + body; }
+
+  Reply call(const std::vector<std::string>& args) {
+    auto r = pool_.call(args);
+    if (!r) throw StoreUnavailableError("redis: no reply");
+    if (r->type == REDIS_REPLY_ERROR) fail(r.get());
+    return r;
+  }
+
+  Reply eval(const Script& s, std::vector<std::string> args, int64_t now = 0) {
+    std::vector<std::string> full;
+    full.reserve(args.size() + 7);
+    full.insert(full.end(), {"EVALSHA", s.sha, "1", lv_key_, std::to_string(now), std::to_string(maxlen_),
+                             std::to_string(url_.request_ttl_ms)});
+    for (auto& a : args) full.push_back(std::move(a));
+    auto r = pool_.call(full, &s);
+    if (!r) throw StoreUnavailableError("redis: no reply");
+    if (r->type == REDIS_REPLY_ERROR) fail(r.get());
+    return r;
+  }
+
+  [[noreturn]] static void fail(const redisReply* r) {
+    std::string msg(r->str, r->len);
+    auto has = [&](const char* s) { return msg.find(s) != std::string::npos; };
+    if (has("BUDGET_OVERFLOW")) throw OverflowError("redis store: " + msg);
+    if (msg.rfind("LOADING", 0) == 0 || msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
+        msg.rfind("READONLY", 0) == 0 || msg.rfind("OOM", 0) == 0 || msg.rfind("TRYAGAIN", 0) == 0 ||
+        msg.rfind("CLUSTERDOWN", 0) == 0 || msg.rfind("NOREPLICAS", 0) == 0 || msg.rfind("MISCONF", 0) == 0 ||
+        msg.rfind("NOAUTH", 0) == 0)
+      throw StoreUnavailableError("redis: " + msg);
+    throw InternalError("redis: " + msg);
+  }
+
+  std::shared_ptr<const Plan> plan_from(const std::string& text) {
+    {
+      std::lock_guard lk(plans_m_);
+      if (auto it = plans_.find(text); it != plans_.end()) return it->second;
+    }
+    auto p = decode_plan(text);
+    std::lock_guard lk(plans_m_);
+    if (plans_.size() > 4096) plans_.clear();
+    plans_.emplace(text, p);
+    return p;
+  }
+
+  static std::vector<CheckState> states_from(const redisReply* r) {
+    std::vector<CheckState> out;
+    if (!r || r->type != REDIS_REPLY_ARRAY) throw InternalError("redis store: malformed states");
+    for (size_t i = 0; i + 3 <= r->elements; i += 3)
+      out.push_back({num(r->element[i]), num(r->element[i + 1]), num(r->element[i + 2])});
+    return out;
+  }
+
+  RequestRecord record_from(const std::string& id, const redisReply* flat) {
+    std::unordered_map<std::string, std::string> f;
+    for (size_t i = 0; i + 1 < flat->elements; i += 2) f[str(flat->element[i])] = str(flat->element[i + 1]);
+    auto n = [&](const char* k) {
+      auto it = f.find(k);
+      return it == f.end() || it->second.empty() ? int64_t{0} : to_i64(it->second);
+    };
+    RequestRecord r;
+    r.request_id = id;
+    r.state = static_cast<ReqState>(n("st"));
+    r.subject = split(f["sub"], '\n');
+    if (!f["p"].empty()) r.plan = plan_from(f["p"]);
+    r.held = {n("h1"), n("h2"), n("h3")};
+    r.consumed = {n("u1"), n("u2"), n("u3")};
+    r.charged = {n("x1"), n("x2"), n("x3")};
+    r.created_at = n("ca");
+    r.expires_at = n("ea");
+    int64_t fl = n("fl");
+    r.over_hold = fl & 1;
+    r.over_limit = fl & 2;
+    r.after_expiry = fl & 4;
+    r.model = f["m"];
+    r.provider = f["pr"];
+    r.price_version = f["pv"];
+    r.fingerprint = f["fp"];
+    r.failing_check = static_cast<int>(f["fc"].empty() ? -1 : n("fc"));
+    r.failing_state = {n("f1"), n("f2"), n("f3")};
+    return r;
+  }
+
+  // Copies the stream into the sink (at-least-once; deduplicated by seq), building the chain.
+  void drain() {
+    std::lock_guard lk(drain_m_);
+    auto* db = sink_->db();
+    int64_t copied = 0;
+    while (true) {
+      sink_->exec("BEGIN IMMEDIATE");
+      try {
+        int64_t last = 0;
+        std::string prev(64, '0');
+        {
+          LedgerSink::Stmt s(db, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1");
+          if (s.step()) {
+            last = s.i64(0);
+            prev = s.text(1);
+          }
+        }
+        auto r = call({"XRANGE", base_ + "ledger", "(" + std::to_string(last) + "-0", "+", "COUNT", "1000"});
+        size_t got = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        LedgerSink::Stmt ins(db, "INSERT INTO ledger(seq, time, type, request_id, body, prev_hash, hash) VALUES (?,?,?,?,?,?,?)");
+        for (size_t i = 0; i < got; ++i) {
+          auto e = event_from_entry(r->element[i]);
+          if (e.seq != last + 1)
+            throw InternalError("redis ledger: events " + std::to_string(last + 1) + ".." + std::to_string(e.seq - 1) +
+                                " left the stream before this sink copied them (another sink drained them?)");
+          std::string body = event_body(e);
+          std::string hash = chain_hash(prev, e.seq, body);
+          sqlite3_reset(ins.s);
+          ins.bind(1, e.seq);
+          ins.bind(2, to_millis(e.time));
+          ins.bind(3, std::string(to_string(e.type)));
+          ins.bind(4, e.request_id);
+          ins.bind(5, body);
+          ins.bind(6, prev);
+          ins.bind(7, hash);
+          ins.step();
+          prev = hash;
+          last = e.seq;
+        }
+        sink_->exec("COMMIT");
+        copied = last;
+        if (got < 1000) break;
+      } catch (...) {
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+      }
+    }
+    if (copied > 0) eval(drained_, {std::to_string(copied)});
+  }
+
+  void scan_sink(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) {
+    std::vector<LedgerEvent> page;
+    int64_t after = q.after_seq;
+    size_t n = 0;
+    while (true) {
+      page.clear();
+      {
+        std::lock_guard lk(drain_m_);
+        LedgerSink::Stmt s(sink_->db(), "SELECT seq, body, prev_hash, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT 2000");
+        s.bind(1, after);
+        while (s.step()) {
+          auto e = event_from_body(s.text(1));
+          e.seq = s.i64(0);
+          e.prev_hash = s.text(2);
+          e.hash = s.text(3);
+          page.push_back(std::move(e));
+        }
+      }
+      for (auto& e : page) {
+        after = e.seq;
+        if (!matches(q, e)) continue;
+        if (++n > q.limit || !f(e)) return;
+      }
+      if (page.size() < 2000) return;
+    }
+  }
+
+  redis::Url url_;
+  int64_t timeout_ms_;
+  int64_t maxlen_;
+  redis::Pool pool_;
+  std::string base_, lv_key_, display_;
+  Script reserve_, grow_, settle_, direct_, expire_, read_, load_limits_, put_limit_, remove_limit_, drained_;
+  std::unique_ptr<LedgerSink> sink_;
+  std::mutex drain_m_;
+  std::mutex plans_m_;
+  std::unordered_map<std::string, std::shared_ptr<const Plan>> plans_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> make_redis_store(const std::string& url, const StoreOptions& options) {
+  return std::make_unique<RedisStore>(url, options);
+}
+
 }  // namespace budget::detail
