@@ -395,16 +395,10 @@ class RedisStore final : public Store {
     if (out.replayed) return out;
     const redisReply* d = elem(r.get(), 2);
     out.released = {num(elem(d, 0)), num(elem(d, 1)), num(elem(d, 2))};
-    Amounts dspent{num(elem(d, 3)), num(elem(d, 4)), num(elem(d, 5))};
-    Amounts dheld{num(elem(d, 6)), num(elem(d, 7)), num(elem(d, 8))};
     out.before = states_from(elem(r.get(), 3));
-    out.after = out.before;
-    const Plan& plan = *out.record.plan;
-    if (out.after.size() != plan.checks.size()) throw InternalError("redis store: states do not match the plan");
-    for (size_t i = 0; i < plan.checks.size(); ++i) {
-      out.after[i].spent = checked_add(out.after[i].spent, metric_of(dspent, plan.checks[i].metric));
-      out.after[i].held = checked_add(out.after[i].held, metric_of(dheld, plan.checks[i].metric));
-    }
+    out.after = states_from(elem(r.get(), 5));
+    if (out.after.size() != out.record.plan->checks.size() || out.before.size() != out.after.size())
+      throw InternalError("redis store: states do not match the plan");
     return out;
   }
 

@@ -66,12 +66,33 @@ local function decode_plan(text)
   for i, w in ipairs(j.w) do
     local e = w[4]
     local win = w[2]
-    p.w[i] = {key = w[1] .. '|' .. win .. '|' .. fmt(w[3]), series = w[1] .. '|' .. win, start = w[3], rf = w[5],
+    p.w[i] = {key = w[1] .. '|' .. win .. '|' .. fmt(w[3]), series = w[1] .. '|' .. win, win = win, start = w[3], rf = w[5],
               e = e, estr = (e >= LIM) and FOREVER or fmt(e),
               single = (e >= LIM) or string.sub(win, 1, 7) == 'custom:'}
   end
   for i, c in ipairs(j.c) do p.c[i] = {w = c[1] + 1, m = c[2] + 1, lim = c[3], g = c[4]} end
   return p
+end
+
+-- current_view (txn_ops.cpp): the plan's windows as they stand at NOW; a rolling window
+-- slides forward, a calendar window stays the one the reservation was charged to.
+local function current_view(p)
+  local v = {w = {}, c = p.c}
+  for i, w in ipairs(p.w) do
+    v.w[i] = w
+    if string.sub(w.win, 1, 8) == 'rolling:' and w.e > w.start then
+      local g = w.e - w.start
+      local q = math.floor(NOW / g)
+      local r = NOW - q * g
+      if r < 0 then q = q - 1 elseif r >= g then q = q + 1 end
+      local cur = q * g
+      if cur > w.start then
+        v.w[i] = {key = w.series .. '|' .. fmt(cur), series = w.series, win = w.win, start = cur,
+                  rf = w.rf + (cur - w.start), e = cur + g, estr = fmt(cur + g), single = w.single}
+      end
+    end
+  end
+  return v
 end
 
 -- Counter buckets: "{ns}:c:<scope>|<window>|<start>" = "end sc st sr hc ht hr gc gt gr";
@@ -382,7 +403,8 @@ elseif s ~= '0' then
   return {'C', s, commit and 'commit it' or 'release it'}
 end
 local p = plan_of(r)
-local before = states(p, sums(p))
+local view = current_view(p)
+local before = states(view, sums(view))
 local h = triple(r, 'h')
 local ch = {num(ARGV[6]), num(ARGV[7]), num(ARGV[8])}
 local dsp, dh, rel = {0, 0, 0}, {0, 0, 0}, {0, 0, 0}
@@ -419,18 +441,18 @@ else
 end
 local d = {dsp[1], dsp[2], dsp[3], dh[1], dh[2], dh[3], 0, 0, 0}
 add_all(p, d)
+local after = states(view, sums(view))
 local ol = false
 if commit then
-  for i, c in ipairs(p.c) do
-    local b = before[i]
-    if over(c, {add(b[1], dsp[c.m]), add(b[2], dh[c.m]), b[3]}) then ol = true end
+  for i, c in ipairs(view.c) do
+    if over(c, after[i]) then ol = true end
   end
 end
 r.fl = fmt((oh and 1 or 0) + (ol and 2 or 0) + (ae and 4 or 0))
 emit(commit and 'commit' or 'release', r, p, d, usage, ARGV[13], em, ep, ev)
 put_rec(r, s == '0')
 finish()
-return {'OK', 0, {rel[1], rel[2], rel[3], dsp[1], dsp[2], dsp[3], dh[1], dh[2], dh[3]}, flat_states(before), flat(r)}
+return {'OK', 0, {rel[1], rel[2], rel[3]}, flat_states(before), flat(r), flat_states(after)}
 )LUA";
 
 // ARGV[4] id, [5] event type, [6] target state, [7] subject, [8] plan, [9] limits version,
