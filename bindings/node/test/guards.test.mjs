@@ -161,8 +161,9 @@ for (const kind of storeKinds()) {
       fake.reset({ chunks: 6, text: 'Bonjour ', promptTokens: 1000, cachedTokens: 800, tokensPerChunk: 5 });
       const m = manager('user:g', '1');
       const client = anthropic();
-      const stream = await guardAnthropicStream(m, { subject: 'user:g' },
-        { model: 'claude-sonnet-4-5', max_tokens: 256, messages: [{ role: 'user', content: 'Salut' }], stream: true },
+      /** @type {import('@anthropic-ai/sdk').Anthropic.MessageCreateParamsStreaming} */
+      const params = { model: 'claude-sonnet-4-5', max_tokens: 256, messages: [{ role: 'user', content: 'Salut' }], stream: true };
+      const stream = await guardAnthropicStream(m, { subject: 'user:g' }, params,
         (p, { signal }) => client.messages.create(p, { signal }));
       let text = '';
       for await (const ev of stream) if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta') text += ev.delta.text;
@@ -179,8 +180,9 @@ for (const kind of storeKinds()) {
       fake.reset({ chunks: 2000, text: 'the quick brown fox jumps ', delayMs: 0 });
       const m = manager('user:h', '0.002');
       const client = anthropic();
-      const stream = await guardAnthropicStream(m, { subject: 'user:h' },
-        { model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'Go' }] },
+      /** @type {import('@anthropic-ai/sdk').Anthropic.MessageStreamParams} */
+      const params = { model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'Go' }] };
+      const stream = await guardAnthropicStream(m, { subject: 'user:h' }, params,
         (p, { signal }) => client.messages.stream(p, { signal }));
       let n = 0;
       await assert.rejects(async () => { for await (const _ of stream) n++; }, BudgetExceededError);
