@@ -22,11 +22,13 @@
  *    `allowed` is 0 and whose `denial` says why.
  *
  * 3. Output parameters come first and are named `out`. On failure `*out` is set to NULL
- *    (pointers) or left zeroed (numbers), so it is always safe to free.
+ *    (pointers) or 0 (numbers), so it is always safe to free; a result struct that the
+ *    caller initialised (budget_usage) is left as it was.
  *
  * 4. Ownership. Everything the library hands out through an `out` pointer — strings,
  *    buffers, result structs (budget_decision, budget_receipt, ...) — is one allocation,
- *    released with budget_free(), which accepts NULL. Pointers inside a result (strings,
+ *    released with budget_free(), which accepts NULL (and aborts on a pointer that the
+ *    library did not hand out, or a second free). Pointers inside a result (strings,
  *    arrays, nested structs) belong to it and die with it. Strings are NUL-terminated
  *    UTF-8 and never NULL ("" when absent). Structs passed IN by the caller (options,
  *    limits, usage) are read during the call only; the library keeps no pointer to them,
