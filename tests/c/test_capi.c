@@ -201,6 +201,16 @@ static void test_open(void) {
   ERR(BUDGET_ERR_STORE_UNAVAILABLE, budget_manager_open(&m, "sqlite:/nonexistent-dir/x/y/budget.db", NULL));
   CHECK(m == NULL);
 
+  /* A Redis URL is passed through to the store: nothing listens on port 1. */
+  o.store_timeout_ms = 500;
+  {
+    budget_status st = budget_manager_open(&m, "redis://127.0.0.1:1/0", &o);
+    CHECK(st == BUDGET_ERR_STORE_UNAVAILABLE || st == BUDGET_ERR_INVALID_ARGUMENT /* built without Redis */);
+    CHECK(budget_last_status() == st && budget_last_error()[0] != '\0');
+    CHECK(m == NULL);
+  }
+  o.store_timeout_ms = 0;
+
   o.version = 0; /* not initialised */
   ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, "memory", &o));
   o.version = BUDGET_OPTIONS_VERSION + 1; /* from the future */
@@ -1219,6 +1229,73 @@ static void test_providers(void) {
   ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_stream_new(&s, BUDGET_API_ANTHROPIC, -1));
 }
 
+/* ---- threads ---------------------------------------------------------------------------- */
+
+typedef struct worker_arg {
+  budget_manager *m;
+  int id;
+  int allowed;
+  int errors_ok; /* the thread's own error message was its own */
+} worker_arg;
+
+static void *worker(void *p) {
+  worker_arg *w = (worker_arg *)p;
+  budget_estimate e = BUDGET_ESTIMATE_INIT;
+  budget_charge c = BUDGET_CHARGE_INIT;
+  budget_request_options ro = BUDGET_REQUEST_OPTIONS_INIT;
+  char id[64], bad[64];
+  int i;
+  e.cost_nanos = NANOS(1);
+  c.cost_nanos = NANOS(1);
+  w->errors_ok = 1;
+  for (i = 0; i < 50; ++i) {
+    budget_decision *d = NULL;
+    budget_receipt *r = NULL;
+    snprintf(id, sizeof id, "t%d-%d", w->id, i);
+    ro.request_id = id;
+    if (budget_reserve(&d, w->m, ALICE, 2, &e, &ro) != BUDGET_OK || !d) {
+      w->errors_ok = 0;
+      continue;
+    }
+    if (d->allowed) {
+      ++w->allowed;
+      if (budget_commit(&r, w->m, id, &c) != BUDGET_OK) w->errors_ok = 0;
+      budget_free(r);
+    }
+    budget_free(d);
+    snprintf(bad, sizeof bad, "missing-%d-%d", w->id, i);
+    if (budget_release(NULL, w->m, bad) != BUDGET_ERR_NOT_FOUND || strstr(budget_last_error(), bad) == NULL)
+      w->errors_ok = 0;
+  }
+  return NULL;
+}
+
+/* One manager shared by threads: no overspend, and each thread reads its own error. */
+static void test_threads(void) {
+  budget_manager *m = open_memory(NULL);
+  pthread_t t[4];
+  worker_arg args[4];
+  budget_limit_status_list *st = NULL;
+  int i, allowed = 0;
+  set_cost_limit(m, "user:alice", "day", NANOS(120));
+  for (i = 0; i < 4; ++i) {
+    memset(&args[i], 0, sizeof args[i]);
+    args[i].m = m;
+    args[i].id = i;
+    CHECK(pthread_create(&t[i], NULL, worker, &args[i]) == 0);
+  }
+  for (i = 0; i < 4; ++i) {
+    CHECK(pthread_join(t[i], NULL) == 0);
+    CHECK(args[i].errors_ok == 1);
+    allowed += args[i].allowed;
+  }
+  CHECK(allowed == 120);
+  OK(budget_scope_status(&st, m, "user:alice"));
+  CHECK(st && st->count == 1 && st->items[0]->spent == NANOS(120) && st->items[0]->held == 0);
+  budget_free(st);
+  budget_manager_close(m);
+}
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -1242,6 +1319,7 @@ static const test_case TESTS[] = {
     {"pricing", test_pricing},
     {"priced_lifecycle", test_priced_lifecycle},
     {"providers", test_providers},
+    {"threads", test_threads},
 };
 
 int main(int argc, char **argv) {
