@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's, through .ci/run): installs what is needed, builds,
+# starts a throwaway redis-server on a free loopback port, and runs every suite:
+#   1. C++ and C tests (doctest + CTest, incl. the conformance suite on memory, SQLite and
+#      Redis, stress and crash tests, examples, the find_package consumer test) — release build;
+#   2. the same unit/conformance/C tests under ASan+UBSan (developer mode, -Werror);
+#   3. the stress tests under TSan;
+#   4. the fuzzers, briefly;
+#   5. the Python package (pip install + pytest + type check);
+#   6. the Node package (npm + tsc --noEmit + node:test).
+# Any failure, or a suite that cannot run (no redis-server, no toolchain), fails the run.
+# BUDGET_TEST_QUICK=1 skips the sanitizer builds and the fuzzers (developer convenience).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+export CMAKE_BUILD_PARALLEL_LEVEL=2
+export BUDGET_TEST_STORES=memory,sqlite,redis
+start=$(date +%s)
+step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+results=()
+run() {  # run NAME CMD...: records the result, stops at the first failure
+  local name="$1"; shift
+  step "$name"
+  if "$@"; then results+=("PASS  $name"); else results+=("FAIL  $name"); summary; exit 1; fi
+}
+summary() {
+  printf '\n==== summary (%ss)\n' "$(( $(date +%s) - start ))"
+  printf '%s\n' "${results[@]}"
+}
+
+step "install dependencies"
+bash tools/install-deps.sh
+
+configure() {  # configure DIR [cmake args...]
+  local dir="$1"; shift
+  cmake -S . -B "$dir" -G Ninja -DBUDGET_BUILD_TESTS=ON "$@" >/dev/null
+}
+
+run "build (release)" bash -c 'cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUDGET_BUILD_TESTS=ON -DBUDGET_BUILD_EXAMPLES=ON -DBUDGET_BUILD_BENCH=ON >/dev/null && cmake --build build -j2'
+run "C++/C tests (release; memory, sqlite, redis)" tools/with-redis.sh ctest --test-dir build --output-on-failure -j2 --timeout 600
+
+if [ "${BUDGET_TEST_QUICK:-0}" != 1 ]; then
+  run "build (ASan+UBSan, -Werror)" bash -c 'cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBUDGET_DEVELOPER_MODE=ON -DBUDGET_SANITIZE=address,undefined -DBUDGET_BUILD_EXAMPLES=ON -DBUDGET_BUILD_BENCH=OFF >/dev/null && cmake --build build-asan -j2'
+  run "C++/C tests (ASan+UBSan)" tools/with-redis.sh ctest --test-dir build-asan --output-on-failure -j2 -LE stress --timeout 900
+  run "build (TSan)" bash -c 'cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUDGET_DEVELOPER_MODE=ON -DBUDGET_SANITIZE=thread -DBUDGET_BUILD_EXAMPLES=OFF -DBUDGET_BUILD_BENCH=OFF -DBUDGET_BUILD_SHARED=OFF >/dev/null && cmake --build build-tsan -j2 --target budget_stress'
+  run "stress tests (TSan)" tools/with-redis.sh env TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -L stress -R threads --timeout 900
+  run "fuzzers" bash tests/fuzz/run.sh 20
+fi
+
+run "Python package" tools/with-redis.sh bash bindings/python/test.sh
+run "Node package" tools/with-redis.sh bash bindings/node/test.sh
+
+summary
+n_pass=$(printf '%s\n' "${results[@]}" | grep -c '^PASS' || true)
+echo "suites: ${n_pass} passed, 0 failed"
