@@ -23,5 +23,7 @@ set(BUDGET_PC_REQUIRES_PRIVATE "sqlite3")
 if(BUDGET_WITH_REDIS)
   string(APPEND BUDGET_PC_REQUIRES_PRIVATE " hiredis")
 endif()
+# The .pc file finds its prefix relative to itself, so an installed tree can be moved.
+file(RELATIVE_PATH BUDGET_PC_PREFIX_REL "/x/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/x")
 configure_file(cmake/budget.pc.in ${PROJECT_BINARY_DIR}/budget.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/budget.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
