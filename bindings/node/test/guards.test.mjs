@@ -63,7 +63,7 @@ for (const kind of storeKinds()) {
     });
 
     test('openai: Stop aborts the stream and throws BudgetExceededError', async () => {
-      fake.reset({ chunks: 3000, text: 'lorem ipsum dolor sit amet ', delayMs: 0 });
+      fake.reset({ chunks: 20000, text: 'lorem ipsum dolor sit amet ', delayMs: 1 });
       const m = manager('user:b', '0.0005');
       const client = openai();
       const stream = await guardOpenAIChatStream(m, { subject: 'user:b' }, chatParams(20),
@@ -75,7 +75,8 @@ for (const kind of storeKinds()) {
         assert.equal(e.scope, 'user:b');
         return true;
       });
-      assert.ok(n > 5 && n < 3000, `stopped after ${n} chunks`);
+      assert.ok(n > 5 && n < 20000, `stopped after ${n} chunks`);
+      assert.equal(stream.controller.signal.aborted, true);
       assert.equal(stream.outcome, 'stopped');
       assert.ok(await waitFor(() => fake.state.aborted === 1), 'the provider saw the connection close');
       assert.equal(fake.state.completed, 0);
@@ -177,7 +178,7 @@ for (const kind of storeKinds()) {
     });
 
     test('anthropic: messages.stream() is aborted on Stop', async () => {
-      fake.reset({ chunks: 2000, text: 'the quick brown fox jumps ', delayMs: 0 });
+      fake.reset({ chunks: 20000, text: 'the quick brown fox jumps ', delayMs: 1 });
       const m = manager('user:h', '0.002');
       const client = anthropic();
       /** @type {import('@anthropic-ai/sdk').Anthropic.MessageStreamParams} */
@@ -186,7 +187,7 @@ for (const kind of storeKinds()) {
         (p, { signal }) => client.messages.stream(p, { signal }));
       let n = 0;
       await assert.rejects(async () => { for await (const _ of stream) n++; }, BudgetExceededError);
-      assert.ok(n < 2000);
+      assert.ok(n < 20000);
       assert.equal(stream.outcome, 'stopped');
       assert.ok(await waitFor(() => fake.state.aborted === 1));
       assert.equal(findStatus(await m.status('user:h'), 'day').held, 0n);
