@@ -55,7 +55,7 @@ std::string type_name(py::handle o) { return py::str(py::type::handle_of(o).attr
 // Exact decimal text with an optional exponent ("1e-07", "2.5E+3") to nanos, rounding the
 // digits beyond the ninth decimal half-to-even (used for floats, whose repr is already the
 // shortest text that round-trips).
-int64_t float_text_to_nanos(const std::string& text) {
+int64_t decimal_text_to_nanos(const std::string& text, bool exact) {
   size_t i = 0;
   bool neg = false;
   if (i < text.size() && (text[i] == '-' || text[i] == '+')) neg = text[i++] == '-';
@@ -70,7 +70,11 @@ int64_t float_text_to_nanos(const std::string& text) {
     } else if (c == '.' && !dot) {
       dot = true;
     } else if (c == 'e' || c == 'E') {
-      exp10 += std::stoll(text.substr(i + 1));
+      std::string e = text.substr(i + 1);
+      size_t k = (!e.empty() && (e[0] == '+' || e[0] == '-')) ? 1 : 0;
+      if (k >= e.size() || e.size() > 12 || e.find_first_not_of("0123456789", k) != std::string::npos)
+        invalid("not a decimal number: '" + text + "'");
+      exp10 += std::stoll(e);
       break;
     } else {
       invalid("not a decimal number: '" + text + "'");
@@ -87,6 +91,10 @@ int64_t float_text_to_nanos(const std::string& text) {
     digits.append(static_cast<size_t>(shift), '0');
     shift = 0;
   }
+  if (shift < -static_cast<int64_t>(digits.size()) - 2) {  // far below the nano
+    if (exact) invalid("money has more than 9 decimal places: " + text);
+    return 0;
+  }
   std::string whole = digits;
   bool round_up = false;
   if (shift < 0) {
@@ -94,6 +102,8 @@ int64_t float_text_to_nanos(const std::string& text) {
     std::string kept = cut >= digits.size() ? std::string("0") : digits.substr(0, digits.size() - cut);
     std::string dropped = cut >= digits.size() ? std::string(cut - digits.size(), '0') + digits
                                                : digits.substr(digits.size() - cut);
+    if (exact && dropped.find_first_not_of('0') != std::string::npos)
+      invalid("money has more than 9 decimal places: " + text);
     // half-to-even on the dropped part
     char d0 = dropped[0];
     bool rest_nonzero = dropped.find_first_not_of('0', 1) != std::string::npos;
@@ -122,17 +132,18 @@ Money to_money(py::handle o, const char* what = "amount") {
   if (PyFloat_Check(p)) {
     double d = PyFloat_AS_DOUBLE(p);
     if (!std::isfinite(d)) invalid(std::string(what) + ": money must be finite, not " + std::string(py::repr(o)));
-    return Money::from_nanos(float_text_to_nanos(py::repr(o)));
+    return Money::from_nanos(decimal_text_to_nanos(py::repr(o), false));
   }
   if (PyUnicode_Check(p)) {
     std::string s = o.cast<std::string>();
     return Money::parse(s);
   }
   if (PyObject_IsInstance(p, cache->decimal_type.ptr()) == 1) {
-    if (!o.attr("is_finite")().cast<bool>())
-      invalid(std::string(what) + ": money must be finite, not " + std::string(py::str(o)));
-    std::string s = py::reinterpret_steal<py::str>(PyObject_Format(p, py::str("f").ptr()));
-    return Money::parse(s);
+    // str() of a Decimal is exact ("1.5E-7", "NaN", "-Infinity"); parse it without rounding.
+    std::string s = py::str(o);
+    if (s.find_first_of("nN") != std::string::npos)
+      invalid(std::string(what) + ": money must be finite, not " + s);
+    return Money::from_nanos(decimal_text_to_nanos(s, true));
   }
   invalid(std::string(what) + ": money must be Decimal, str, int or float, not " + type_name(o));
 }
