@@ -35,40 +35,56 @@ def manager(store: str) -> budget.BudgetManager:
 
 
 def overhead_table(n: int) -> List[Tuple[str, float, float]]:
-    m = manager("memory")
+    """Each measurement on a fresh manager (the memory store's ledger grows with every
+    operation, so Python and C++ runs are given the same starting state), best of 3."""
     subj_list = ["tenant:acme", "user:alice"]
     subj = budget.Subject(subj_list)
     amt = Decimal(AMOUNT)
-    res = m.reserve(subj, "1000").reservation
-    assert res is not None
+    nano = Decimal("0.000000001")
 
-    def lifecycle() -> None:
-        d = m.reserve(subj, amt)
-        m.commit(d.reservation, amt)  # type: ignore[arg-type]
+    def py_run(op: str, variant: str = "") -> float:
+        m = manager("memory")
+        res = m.reserve(subj, "1000").reservation
+        assert res is not None
 
-    def lifecycle_list_str() -> None:
-        d = m.reserve(subj_list, AMOUNT)
-        m.commit(d.reservation, AMOUNT)  # type: ignore[arg-type]
+        def lifecycle() -> None:
+            d = m.reserve(subj, amt)
+            m.commit(d.reservation, amt)  # type: ignore[arg-type]
 
-    def reserve_release() -> None:
-        d = m.reserve(subj, amt)
-        m.release(d.reservation)  # type: ignore[arg-type]
+        def lifecycle_list_str() -> None:
+            d = m.reserve(subj_list, AMOUNT)
+            m.commit(d.reservation, AMOUNT)  # type: ignore[arg-type]
 
-    rows: List[Tuple[str, Callable[[], Any], str]] = [
-        ("check", lambda: m.check(subj, amt), "check"),
-        ("record", lambda: m.record(subj, amt), "record"),
-        ("consume (in hold)", lambda: m.consume(res, 1e-9), "consume"),
-        ("reserve+commit", lifecycle, "lifecycle"),
-        ("reserve+commit (list[str], str money)", lifecycle_list_str, "lifecycle"),
-        ("reserve+release", reserve_release, "reserve_release"),
-    ]
+        def reserve_release() -> None:
+            d = m.reserve(subj, amt)
+            m.release(d.reservation)  # type: ignore[arg-type]
+
+        fns: Dict[str, Callable[[], Any]] = {
+            "check": lambda: m.check(subj, amt),
+            "record": lambda: m.record(subj, amt),
+            "consume": lambda: m.consume(res, nano),
+            "lifecycle": lifecycle_list_str if variant else lifecycle,
+            "reserve_release": reserve_release,
+        }
+        ns = per_op_ns(fns[op], n)
+        m.close()
+        return ns
+
+    def cpp_run(op: str) -> float:
+        m = manager("memory")
+        ns = m._bench_cpp(op, subj, amt, n)
+        m.close()
+        return ns
+
+    rows = [("check", "check", ""), ("record", "record", ""), ("consume (inside the hold)", "consume", ""),
+            ("reserve+commit", "lifecycle", ""), ("reserve+commit (list[str], str money)", "lifecycle", "s"),
+            ("reserve+release", "reserve_release", "")]
     out = []
-    for name, fn, op in rows:
-        per_op_ns(fn, n // 10)  # warm up
-        py = best(lambda: per_op_ns(fn, n))
-        cpp = best(lambda: m._bench_cpp(op, subj, amt, n))
+    for name, op, variant in rows:
+        py_run(op, variant)  # warm up
+        py = best(lambda: py_run(op, variant))
+        cpp = best(lambda: cpp_run(op))
         out.append((name, py, cpp))
-    m.close()
     return out
 
 
