@@ -9,8 +9,10 @@ end, and on error, cancellation or an abandoned stream commits what was streamed
 """
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import (Any, AsyncGenerator, AsyncIterator, Dict, Generator, Generic, Iterable, Iterator, Mapping,
+                    Optional, Tuple, TypeVar)
 
 from .._errors import BudgetExceededError, InvalidArgumentError
 from .._manager import BudgetManager, SubjectLike
@@ -136,9 +138,10 @@ class Meter:
         d_tokens = max(0, tokens - self.consumed_tokens)
         if d_cost <= 0 and d_tokens == 0:
             return None
-        self.consumed_cost = Money(max(cost, self.consumed_cost))
+        if cost > self.consumed_cost:
+            self.consumed_cost = cost
         self.consumed_tokens = max(tokens, self.consumed_tokens)
-        return Money(max(d_cost, 0)), d_tokens
+        return (Money(d_cost) if d_cost > 0 else Money("0")), d_tokens
 
     def _cost(self, usage: Usage) -> Money:
         pricing = self.manager.pricing
@@ -191,8 +194,6 @@ class Meter:
 
 # ---------------------------------------------------------------------------------------
 # Stream wrappers.
-from typing import AsyncIterator, Generic, Iterator, TypeVar  # noqa: E402
-import asyncio  # noqa: E402
 
 E = TypeVar("E")
 
@@ -259,7 +260,7 @@ class GuardedStream(Generic[E]):
         else:
             m.receipt = m.manager.commit(m.reservation, **charge)
 
-    def _iterate(self) -> Iterator[E]:
+    def _iterate(self) -> Generator[E, None, None]:
         m = self._meter
         finished = False
         try:
@@ -340,7 +341,7 @@ class AsyncGuardedStream(Generic[E]):
             fut = m.manager.acommit(m.reservation, **charge)
         m.receipt = await asyncio.shield(fut)  # settle even when the task is being cancelled
 
-    async def _iterate(self) -> AsyncIterator[E]:
+    async def _iterate(self) -> AsyncGenerator[E, None]:
         m = self._meter
         finished = False
         try:
