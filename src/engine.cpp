@@ -13,6 +13,7 @@
 
 #include "int128.hpp"
 #include "ledger_codec.hpp"
+#include "stores/txn.hpp"
 #include "windows.hpp"
 
 namespace budget::detail {
@@ -55,6 +56,37 @@ int64_t ceil_mul_div(int64_t a, int64_t num, int64_t den) {
 
 }  // namespace
 
+namespace {
+// A short, deterministic digest of what a call asked (FNV-1a 64, 15 hex digits: fits the
+// small-string buffer), so a retry can be told from a conflicting reuse of a request id.
+class Fingerprint {
+ public:
+  Fingerprint& add(std::string_view s) {
+    for (unsigned char c : s) h_ = (h_ ^ c) * 1099511628211ULL;
+    h_ = (h_ ^ 0x1f) * 1099511628211ULL;
+    return *this;
+  }
+  Fingerprint& add(int64_t v) {
+    for (int i = 0; i < 8; ++i) h_ = (h_ ^ ((static_cast<uint64_t>(v) >> (8 * i)) & 0xff)) * 1099511628211ULL;
+    return *this;
+  }
+  Fingerprint& add(const Subject& s) {
+    for (const auto& x : s.scopes()) add(x.str());
+    return *this;
+  }
+  std::string str() const {
+    static const char* hex = "0123456789abcdef";
+    std::string out(15, '0');
+    uint64_t v = h_;
+    for (int i = 14; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = hex[v & 15];
+    return out;
+  }
+
+ private:
+  uint64_t h_ = 14695981039346656037ULL;
+};
+}  // namespace
+
 std::string generate_request_id() {
   thread_local std::mt19937_64 rng([] {
     std::random_device rd;
@@ -63,20 +95,30 @@ std::string generate_request_id() {
                       static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
     return std::mt19937_64(seq);
   }());
+  // "req_" + 11 hex digits of the time in ms + 13 random hex digits: unique, and ordered by
+  // time so stores that index requests insert at the end of their index.
   static const char* hex = "0123456789abcdef";
-  std::string id = "req_";
-  id.reserve(28);
-  for (int k = 0; k < 2; ++k) {
-    uint64_t v = rng();
-    for (int i = 0; i < 12; ++i) {
-      id += hex[v & 15];
-      v >>= 4;
-    }
-  }
+  std::string id(28, '0');
+  id[0] = 'r', id[1] = 'e', id[2] = 'q', id[3] = '_';
+  auto ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  for (int i = 14; i >= 4; --i, ms >>= 4) id[static_cast<size_t>(i)] = hex[ms & 15];
+  uint64_t v = rng();
+  for (int i = 15; i < 28; ++i, v >>= 4) id[static_cast<size_t>(i)] = hex[v & 15];
   return id;
 }
 
-Engine::Engine(Options options) : opts_(std::move(options)) {
+size_t Engine::ShardedCounter::shard() {
+  static std::atomic<size_t> next{0};
+  thread_local size_t mine = next.fetch_add(1, std::memory_order_relaxed) % 8;
+  return mine;
+}
+
+namespace {
+std::atomic<uint64_t> g_engine_ids{0};
+}
+
+Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engine_ids) {
   clock_ = opts_.clock ? opts_.clock : std::make_shared<SystemClock>();
   if (opts_.utc_offset_minutes < -18 * 60 || opts_.utc_offset_minutes > 18 * 60)
     throw InvalidArgumentError("utc_offset_minutes must be within +/-18h");
@@ -98,12 +140,25 @@ void Engine::reload_limits() {
   t->version = version;
   for (auto& l : all) t->by_scope[l.scope].push_back(std::move(l));
   std::lock_guard lk(limits_m_);
-  if (!table_ || table_->version <= version) table_ = std::move(t);
+  if (!table_ || table_->version <= version) {
+    table_ = std::move(t);
+    table_epoch_.fetch_add(1, std::memory_order_release);
+  }
 }
 
 std::shared_ptr<const LimitTable> Engine::table() {
+  struct Cache {
+    uint64_t engine = 0, epoch = 0;
+    std::shared_ptr<const LimitTable> table;
+  };
+  thread_local Cache cache;
+  uint64_t epoch = table_epoch_.load(std::memory_order_acquire);
+  if (cache.engine == engine_id_ && cache.epoch == epoch) return cache.table;
   std::lock_guard lk(limits_m_);
-  return table_;
+  cache.engine = engine_id_;
+  cache.epoch = table_epoch_.load(std::memory_order_relaxed);
+  cache.table = table_;
+  return cache.table;
 }
 
 void Engine::set_limit(const Limit& limit) {
@@ -131,7 +186,9 @@ std::vector<Limit> Engine::limits() {
   return out;
 }
 
-std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t) const {
+std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t,
+                                             int64_t* valid_from, int64_t* valid_to) const {
+  int64_t from = INT64_MIN, to = INT64_MAX;
   auto plan = std::make_shared<Plan>();
   plan->limits_version = t.version;
   std::string kind_key;
@@ -146,13 +203,21 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
     }
     auto add = [&](const Limit& l) {
       Bucket b = bucket_for(l.window, now, opts_.utc_offset_minutes);
-      if (!b.applies) return;
+      if (!b.applies) {  // a custom window not yet open, or closed for good
+        if (now < b.start) to = std::min(to, b.start);
+        else from = std::max(from, b.end);
+        return;
+      }
+      from = std::max(from, b.start);
+      to = std::min(to, b.end);
       std::string wtext = l.window.to_string();
       size_t wi = 0;
       for (; wi < plan->windows.size(); ++wi)
         if (plan->windows[wi].scope == scope.str() && plan->windows[wi].window == wtext) break;
-      if (wi == plan->windows.size())
-        plan->windows.push_back(WindowRef{scope.str(), std::move(wtext), b.start, b.end, b.read_from});
+      if (wi == plan->windows.size()) {
+        plan->windows.push_back(WindowRef{scope.str(), std::move(wtext), b.start, b.end, b.read_from, {}, 0});
+        plan->windows.back().seal();
+      }
       Check c;
       c.window = static_cast<uint16_t>(wi);
       c.metric = l.metric;
@@ -173,6 +238,34 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
         if (!overridden) add(d);
       }
   }
+  if (valid_from) *valid_from = from;
+  if (valid_to) *valid_to = to;
+  plan->encoded = encode_plan(*plan);
+  return plan;
+}
+
+std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t now, const LimitTable& t) {
+  thread_local std::string key;
+  key.clear();
+  for (const auto& s : subject.scopes()) {
+    key += s.str();
+    key += '\x1f';
+  }
+  auto& stripe = plans_[SvHash{}(key) % kPlanStripes];
+  {
+    std::lock_guard lk(stripe.m);
+    auto it = stripe.map.find(std::string_view(key));
+    if (it != stripe.map.end() && it->second.version == t.version && it->second.valid_from <= now &&
+        now < it->second.valid_to)
+      return it->second.plan;
+  }
+  CachedPlan c;
+  c.version = t.version;
+  c.plan = plan_for(subject.scopes(), now, t, &c.valid_from, &c.valid_to);
+  std::lock_guard lk(stripe.m);
+  if (stripe.map.size() >= kPlansPerStripe) stripe.map.clear();  // bounded: many distinct subjects
+  auto plan = c.plan;
+  stripe.map.insert_or_assign(key, std::move(c));
   return plan;
 }
 
@@ -379,8 +472,8 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now);
   Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
-  std::string fp = fmt::format("reserve|{}|{}|{}|{}|{}", subject.to_string(), est.model, p.amounts.cost,
-                               p.amounts.tokens, bp);
+  std::string fp = Fingerprint().add("reserve").add(subject).add(est.model).add(p.amounts.cost)
+                       .add(p.amounts.tokens).add(int64_t{bp}).str();
   std::string meta = metadata_json(o.metadata, o.reason);
   maybe_expire(now);
 
@@ -392,7 +485,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       ReserveOp op;
       op.request_id = request_id;
       op.subject = scope_strings(subject);
-      op.plan = plan_for(subject.scopes(), now, t);
+      op.plan = cached_plan(subject, now, t);
       op.amount = need;
       op.now = now;
       op.expires_at = now + ttl.count();
@@ -617,7 +710,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     op.model = p.priced ? p.quote.model : actual->model;
     op.provider = actual->provider.empty() ? p.quote.provider : actual->provider;
     op.price_version = p.quote.price_version;
-    op.fingerprint = fmt::format("commit|{}|{}", op.charge.cost, op.charge.tokens);
+    op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   if (hs && hs->fail_open) {
     // Allowed while the store was down: nothing was held, so a commit is a direct record.
@@ -664,14 +757,14 @@ Receipt Engine::record(const Subject& subject, const Charge& actual, const Reque
     op.type = EventType::Record;
     op.request_id = request_id;
     op.subject = scope_strings(subject);
-    op.plan = plan_for(subject.scopes(), now, t);
+    op.plan = cached_plan(subject, now, t);
     op.spent = p.amounts;
     op.usage = actual.usage;
     op.model = p.priced ? p.quote.model : actual.model;
     op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
     op.price_version = p.quote.price_version;
     op.metadata = meta;
-    op.fingerprint = fmt::format("record|{}|{}|{}", subject.to_string(), p.amounts.cost, p.amounts.tokens);
+    op.fingerprint = Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str();
     op.now = now;
     auto r = store_->direct(op);
     return std::make_pair(r.stale, r);
@@ -702,11 +795,13 @@ void Engine::grant(const Scope& scope, Money amount, const RequestOptions& o) {
     op.subject = {scope.str()};
     auto plan = std::make_shared<Plan>();
     plan->limits_version = t.version;
-    plan->windows.push_back(WindowRef{scope.str(), "total", 0, kForever, 0});
+    plan->windows.push_back(WindowRef{scope.str(), "total", 0, kForever, 0, {}, 0});
+    plan->windows.back().seal();
+    plan->encoded = encode_plan(*plan);
     op.plan = plan;
     op.granted = {amount.nanos(), 0, 0};
     op.metadata = meta;
-    op.fingerprint = fmt::format("grant|{}|{}", scope.str(), amount.nanos());
+    op.fingerprint = Fingerprint().add("grant").add(scope.str()).add(amount.nanos()).str();
     op.now = now;
     auto r = store_->direct(op);
     return std::make_pair(r.stale, r);
@@ -724,10 +819,10 @@ void Engine::adjust(const Subject& subject, Money delta, const RequestOptions& o
     op.type = EventType::Adjust;
     op.request_id = request_id;
     op.subject = scope_strings(subject);
-    op.plan = plan_for(subject.scopes(), now, t);
+    op.plan = cached_plan(subject, now, t);
     op.spent = {delta.nanos(), 0, 0};
     op.metadata = meta;
-    op.fingerprint = fmt::format("adjust|{}|{}", subject.to_string(), delta.nanos());
+    op.fingerprint = Fingerprint().add("adjust").add(subject).add(delta.nanos()).str();
     op.now = now;
     auto r = store_->direct(op);
     return std::make_pair(r.stale, r);

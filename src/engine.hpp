@@ -68,7 +68,11 @@ class Engine {
   Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now);
   std::shared_ptr<const LimitTable> table();
   void reload_limits();
-  std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t) const;
+  // The plan of a subject at `now`; valid for every instant in [*valid_from, *valid_to).
+  std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t,
+                                       int64_t* valid_from = nullptr, int64_t* valid_to = nullptr) const;
+  // plan_for through a cache keyed by subject and limits version (no allocation on a hit).
+  std::shared_ptr<const Plan> cached_plan(const Subject& subject, int64_t now, const LimitTable& t);
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);
@@ -94,6 +98,22 @@ class Engine {
   std::mutex fired_m_;
   std::unordered_set<std::string> fired_;
 
+  struct SvHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  struct CachedPlan {
+    uint64_t version = 0;
+    int64_t valid_from = 0, valid_to = 0;
+    std::shared_ptr<const Plan> plan;
+  };
+  static constexpr size_t kPlanStripes = 16, kPlansPerStripe = 4096;
+  struct alignas(64) PlanStripe {
+    std::mutex m;
+    std::unordered_map<std::string, CachedPlan, SvHash, std::equal_to<>> map;
+  };
+  std::array<PlanStripe, kPlanStripes> plans_;
+
   static constexpr size_t kHoldStripes = 32;
   struct alignas(64) HoldStripe {
     std::mutex m;
@@ -105,11 +125,37 @@ class Engine {
   std::atomic<int64_t> next_deadline_{0};
   std::atomic<int64_t> last_sweep_{0};
 
+  // A counter written by many threads: one cache line per shard, summed when read, so hot
+  // paths of unrelated requests never write the same line.
+  class ShardedCounter {
+   public:
+    ShardedCounter& operator++() { return *this += 1; }
+    ShardedCounter& operator+=(int64_t v) {
+      shards_[shard()].v.fetch_add(v, std::memory_order_relaxed);
+      return *this;
+    }
+    int64_t load() const {
+      int64_t sum = 0;
+      for (const auto& s : shards_) sum += s.v.load(std::memory_order_relaxed);
+      return sum;
+    }
+
+   private:
+    static size_t shard();
+    struct alignas(64) Cell {
+      std::atomic<int64_t> v{0};
+    };
+    std::array<Cell, 8> shards_;
+  };
   struct Counters {
-    std::atomic<int64_t> reserve_allowed{0}, reserve_denied{0}, checks{0}, commits{0}, releases{0}, records{0},
-        expired{0}, stream_stops{0}, fail_open{0}, store_errors{0}, spend_nanos{0}, tokens{0}, alerts{0};
+    ShardedCounter reserve_allowed, reserve_denied, checks, commits, releases, records, expired, stream_stops,
+        fail_open, store_errors, spend_nanos, tokens, alerts;
   };
   mutable Counters m_;
+  // Limits: readers use a per-thread copy revalidated by one atomic epoch (written only when
+  // the limits change), so the hot path takes no lock and writes no shared cache line.
+  const uint64_t engine_id_;
+  std::atomic<uint64_t> table_epoch_{0};
 };
 
 std::string generate_request_id();

@@ -62,6 +62,7 @@ Scope::Scope(std::string_view kind, std::string_view id) {
   validate_kind(kind);
   if (kind == "global") throw InvalidArgumentError("'global' is the root scope and takes no id");
   validate_id(id, "scope id");
+  if (id == "*") throw InvalidArgumentError("'" + std::string(kind) + ":*' names every scope of a kind (for limits); a subject names real scopes");
   text_.assign(kind);
   text_ += ':';
   text_ += id;

@@ -37,8 +37,14 @@ struct WindowRef {
   int64_t start = 0;   // the bucket written to (ms since epoch)
   int64_t end = 0;     // its end (kForever for total)
   int64_t read_from = 0;
+  std::string series_key;   // series(), computed once by seal() (plans are cached and shared)
+  size_t series_hash = 0;   // std::hash of series_key
   std::string key() const;  // "scope|window|start" (unambiguous: parsed from the right)
   std::string series() const { return scope + '|' + window; }  // all buckets of the window
+  void seal() {
+    series_key = series();
+    series_hash = std::hash<std::string>{}(series_key);
+  }
   bool operator==(const WindowRef&) const = default;
 };
 // Inverse of WindowRef::key (start/end/read_from = start).
@@ -59,6 +65,7 @@ struct Plan {
   std::vector<WindowRef> windows;
   std::vector<Check> checks;
   uint64_t limits_version = 0;
+  std::string encoded;  // encode_plan(*this), filled once by the engine (stores that persist plans)
 };
 
 struct Counters {

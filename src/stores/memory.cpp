@@ -29,13 +29,35 @@ struct BucketRow {
 
 struct alignas(64) Stripe {
   std::mutex m;
-  std::unordered_map<std::string, std::map<int64_t, BucketRow>> series;
+  struct SvHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::map<int64_t, BucketRow>, SvHash, std::equal_to<>> series;
   std::unordered_map<std::string, RequestRecord> requests;
   std::set<std::pair<int64_t, std::string>> deadlines;
-  std::vector<LedgerEvent> events;
+  std::vector<std::pair<LedgerEvent, std::shared_ptr<const Plan>>> events;  // windows filled when sealed
 };
 
 size_t stripe_of(std::string_view s) { return std::hash<std::string_view>{}(s) % kStripes; }
+
+// A window's series key and its hash, without allocating when the plan was sealed.
+struct Series {
+  explicit Series(const WindowRef& w) {
+    if (w.series_key.empty()) {
+      tmp = w.series();
+      key = tmp;
+      hash = std::hash<std::string_view>{}(key);
+    } else {
+      key = w.series_key;
+      hash = w.series_hash;
+    }
+  }
+  std::string tmp;
+  std::string_view key;
+  size_t hash;
+  size_t stripe() const { return hash % kStripes; }
+};
 
 class MemoryStore;
 
@@ -47,7 +69,7 @@ class MemTxn final : public Txn {
   void add(const WindowRef& w, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
-  void append(LedgerEvent&& e) override;
+  void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
 
  private:
   MemoryStore& s_;
@@ -157,7 +179,7 @@ class MemoryStore final : public Store {
   StripeSet stripes_for(const Plan& plan, const std::string* request_id) {
     StripeSet set;
     set.reserve(plan.windows.size() + 1);
-    for (const auto& w : plan.windows) set.push_back(stripe_of(series_key(w)));
+    for (const auto& w : plan.windows) set.push_back(Series(w).stripe());
     if (request_id) set.push_back(stripe_of(*request_id));
     std::sort(set.begin(), set.end());
     set.erase(std::unique(set.begin(), set.end()), set.end());
@@ -189,8 +211,6 @@ class MemoryStore final : public Store {
     return f(t);
   }
 
-  static std::string series_key(const WindowRef& w) { return w.series(); }
-
   void refresh_deadline() {
     int64_t best = kForever;
     for (auto& st : stripes_) {
@@ -204,7 +224,10 @@ class MemoryStore final : public Store {
   void seal() {
     for (auto& st : stripes_) {
       std::lock_guard lk(st.m);
-      for (auto& e : st.events) staging_.push_back(std::move(e));
+      for (auto& [e, plan] : st.events) {
+        if (plan) e.windows = window_keys(*plan);
+        staging_.push_back(std::move(e));
+      }
       st.events.clear();
     }
     std::sort(staging_.begin(), staging_.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
@@ -232,9 +255,10 @@ class MemoryStore final : public Store {
 uint64_t MemTxn::limits_version() { return s_.limits_version_.load(std::memory_order_acquire); }
 
 Counters MemTxn::sum(const WindowRef& w) {
-  auto& st = s_.stripes_[stripe_of(w.series())];
+  Series sr(w);
+  auto& st = s_.stripes_[sr.stripe()];
   Counters total;
-  auto it = st.series.find(w.series());
+  auto it = st.series.find(sr.key);
   if (it == st.series.end()) return total;
   auto& buckets = it->second;
   for (auto b = buckets.lower_bound(w.read_from); b != buckets.end(); ++b) {
@@ -246,8 +270,11 @@ Counters MemTxn::sum(const WindowRef& w) {
 }
 
 void MemTxn::add(const WindowRef& w, const Counters& d) {
-  auto& st = s_.stripes_[stripe_of(w.series())];
-  auto& row = st.series[w.series()][w.start];
+  Series sr(w);
+  auto& st = s_.stripes_[sr.stripe()];
+  auto it = st.series.find(sr.key);
+  if (it == st.series.end()) it = st.series.emplace(std::string(sr.key), std::map<int64_t, BucketRow>{}).first;
+  auto& row = it->second[w.start];
   row.end = w.end;
   row.c.spent += d.spent;
   row.c.held += d.held;
@@ -276,9 +303,9 @@ void MemTxn::put_request(const RequestRecord& rec) {
   }
 }
 
-void MemTxn::append(LedgerEvent&& e) {
+void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   e.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
-  s_.stripes_[stripe_of(e.request_id)].events.push_back(std::move(e));
+  s_.stripes_[stripe_of(e.request_id)].events.emplace_back(std::move(e), plan);
 }
 
 }  // namespace

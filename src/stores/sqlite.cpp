@@ -51,10 +51,7 @@ CREATE INDEX IF NOT EXISTS requests_deadline ON requests(expires_at) WHERE state
 CREATE TABLE IF NOT EXISTS ledger (
   seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL, request_id TEXT NOT NULL,
   body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS ledger_time ON ledger(time);
-CREATE INDEX IF NOT EXISTS ledger_request ON ledger(request_id);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1), ('last_seq', 0),
-  ('last_hash', '0000000000000000000000000000000000000000000000000000000000000000');
+INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);
 )SQL";
 
 [[noreturn]] void fail(sqlite3* db, int rc, const char* what) {
@@ -126,7 +123,9 @@ class SqlTxn final : public Txn {
   void add(const WindowRef& w, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
-  void append(LedgerEvent&& e) override;
+  void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
+  std::vector<Counters> sum_all(const Plan& p) override;
+  void add_all(const Plan& p, const Counters& delta) override;
 
  private:
   SqliteStore& s_;
@@ -160,6 +159,8 @@ class SqliteStore final : public Store {
     prepare();
   }
   ~SqliteStore() override {
+    multi_sum_.clear();
+    multi_add_.clear();
     stmts_.clear();
     sqlite3_close(db_);
   }
@@ -278,7 +279,7 @@ class SqliteStore final : public Store {
   friend class SqlTxn;
   enum StmtId {
     kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kSum, kAdd, kGetReq, kPutReq, kAppend,
-    kDue, kNextDeadline, kScan, kAllCounters, kLastChain, kCount
+    kDue, kNextDeadline, kScan, kAllCounters, kLastChain, kBegin, kCommit, kSavepoint, kRelease, kCount
   };
 
   void exec(const char* sql) {
@@ -335,17 +336,29 @@ class SqliteStore final : public Store {
         "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
         " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
         " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM requests WHERE id=?",
-        "INSERT OR REPLACE INTO requests(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
+        "INSERT INTO requests(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
         " consumed_tokens, consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at,"
         " flags, model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+        " held_cost=excluded.held_cost, held_tokens=excluded.held_tokens, held_requests=excluded.held_requests,"
+        " consumed_cost=excluded.consumed_cost, consumed_tokens=excluded.consumed_tokens,"
+        " consumed_requests=excluded.consumed_requests, charged_cost=excluded.charged_cost,"
+        " charged_tokens=excluded.charged_tokens, charged_requests=excluded.charged_requests,"
+        " expires_at=excluded.expires_at, flags=excluded.flags, model=excluded.model, provider=excluded.provider,"
+        " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"
+        " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held,"
+        " fail_granted=excluded.fail_granted",
         "INSERT INTO ledger(seq, time, type, request_id, body, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
         "SELECT id FROM requests WHERE state=0 AND expires_at<=? ORDER BY expires_at LIMIT ?",
         "SELECT min(expires_at) FROM requests WHERE state=0",
         "SELECT seq, body, prev_hash, hash FROM ledger WHERE seq>? ORDER BY seq LIMIT ?",
         "SELECT series, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens, held_requests,"
         " granted_cost, granted_tokens, granted_requests FROM counters",
-        "SELECT (SELECT value FROM meta WHERE key='last_seq'), (SELECT value FROM meta WHERE key='last_hash')",
+        "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+        "SAVEPOINT op",
+        "RELEASE op",
     };
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
@@ -393,58 +406,124 @@ class SqliteStore final : public Store {
   }
 
   void execute(const std::vector<Job*>& batch) {
+    finish_all();
     try {
-      for (auto& stmt : stmts_) stmt->finish();
-      exec("BEGIN IMMEDIATE");
+      st(kBegin).reset().exec();
     } catch (...) {
       for (auto* j : batch) j->error = std::current_exception();
       return;
     }
-    bool chain_loaded = false;
     try {
       auto& s = st(kLastChain).reset();
-      s.step();
-      last_seq_ = s.i64(0);
-      last_hash_ = s.text(1);
-      chain_loaded = true;
+      if (s.step()) {
+        last_seq_ = s.i64(0);
+        last_hash_ = s.text(1);
+      } else {
+        last_seq_ = 0;
+        last_hash_.assign(64, '0');
+      }
     } catch (...) {
-    }
-    if (!chain_loaded) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      for (auto* j : batch) j->error = std::make_exception_ptr(StoreUnavailableError("sqlite: cannot read the ledger head"));
+      rollback();
+      for (auto* j : batch) j->error = std::current_exception();
       return;
     }
-    const int64_t seq0 = last_seq_;
     SqlTxn t(*this);
-    for (auto* j : batch) {
-      int64_t seq_before = last_seq_;
-      std::string hash_before = last_hash_;
+    if (batch.size() == 1) {
+      // One operation: the transaction itself is its all-or-nothing unit.
       try {
-        exec("SAVEPOINT op");
-        j->fn(t);
-        exec("RELEASE op");
+        batch[0]->fn(t);
       } catch (...) {
-        j->error = std::current_exception();
-        sqlite3_exec(db_, "ROLLBACK TO op; RELEASE op", nullptr, nullptr, nullptr);
-        last_seq_ = seq_before;
-        last_hash_ = hash_before;
+        batch[0]->error = std::current_exception();
+        rollback();
+        return;
+      }
+    } else {
+      // Several: each in a savepoint, so one failing operation leaves the others intact.
+      for (auto* j : batch) {
+        int64_t seq_before = last_seq_;
+        std::string hash_before = last_hash_;
+        try {
+          st(kSavepoint).reset().exec();
+          j->fn(t);
+          st(kRelease).reset().exec();
+        } catch (...) {
+          j->error = std::current_exception();
+          finish_all();
+          sqlite3_exec(db_, "ROLLBACK TO op; RELEASE op", nullptr, nullptr, nullptr);
+          last_seq_ = seq_before;
+          last_hash_ = hash_before;
+        }
       }
     }
-    for (auto& stmt : stmts_) stmt->finish();
+    finish_all();
     try {
-      if (last_seq_ != seq0) {
-        st(kSetMeta).reset().bind("last_seq").bind(last_seq_).exec();
-        st(kSetMeta).reset().bind("last_hash").bind(last_hash_).exec();
-      }
-      exec("COMMIT");
+      st(kCommit).reset().exec();
     } catch (...) {
       auto err = std::make_exception_ptr(StoreUnavailableError(std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_)));
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      rollback();
       for (auto* j : batch) j->error = err;
     }
+    finish_all();
+  }
+
+  void finish_all() {
+    for (auto& stmt : stmts_) stmt->finish();
+    for (auto& [n, stmt] : multi_sum_)
+      if (stmt) stmt->finish();
+    for (auto& [n, stmt] : multi_add_)
+      if (stmt) stmt->finish();
+  }
+
+  void rollback() {
+    finish_all();
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  // Statements over n windows at once (one round through SQLite instead of n), by n.
+  Stmt& multi_sum(size_t n) {
+    auto& slot = multi_sum_[n];
+    if (!slot) {
+      std::string sql;
+      for (size_t k = 0; k < n; ++k)
+        sql += (k ? " UNION ALL " : "") + std::string("SELECT ") + std::to_string(k) +
+               ", sum(spent_cost), sum(spent_tokens), sum(spent_requests), sum(held_cost), sum(held_tokens),"
+               " sum(held_requests), sum(granted_cost), sum(granted_tokens), sum(granted_requests)"
+               " FROM counters WHERE series=? AND start>=?";
+      slot = std::make_unique<Stmt>(db_, sql.c_str());
+    }
+    return *slot;
+  }
+  Stmt& multi_add(size_t n) {
+    auto& slot = multi_add_[n];
+    if (!slot) {
+      std::string sql =
+          "INSERT INTO counters(series, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens,"
+          " held_requests, granted_cost, granted_tokens, granted_requests) VALUES ";
+      for (size_t k = 0; k < n; ++k) sql += k ? ",(?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?)";
+      sql += " ON CONFLICT(series, start) DO UPDATE SET spent_cost=spent_cost+excluded.spent_cost,"
+             " spent_tokens=spent_tokens+excluded.spent_tokens, spent_requests=spent_requests+excluded.spent_requests,"
+             " held_cost=held_cost+excluded.held_cost, held_tokens=held_tokens+excluded.held_tokens,"
+             " held_requests=held_requests+excluded.held_requests, granted_cost=granted_cost+excluded.granted_cost,"
+             " granted_tokens=granted_tokens+excluded.granted_tokens,"
+             " granted_requests=granted_requests+excluded.granted_requests";
+      slot = std::make_unique<Stmt>(db_, sql.c_str());
+    }
+    return *slot;
+  }
+  std::unordered_map<size_t, std::unique_ptr<Stmt>> multi_sum_, multi_add_;
+
+  // Decoded plans by their text: many requests share a plan, so settle/grow rarely decode.
+  std::shared_ptr<const Plan> plan_of(const std::string& text) {
+    auto it = plans_.find(text);
+    if (it != plans_.end()) return it->second;
+    if (plans_.size() >= 1024) plans_.clear();
+    auto p = decode_plan(text);
+    plans_.emplace(text, p);
+    return p;
   }
 
   std::string path_;
+  std::unordered_map<std::string, std::shared_ptr<const Plan>> plans_;  // used by the leader only
   sqlite3* db_ = nullptr;
   std::vector<std::unique_ptr<Stmt>> stmts_;
   std::mutex qm_;
@@ -461,7 +540,10 @@ uint64_t SqlTxn::limits_version() {
 }
 
 Counters SqlTxn::sum(const WindowRef& w) {
-  auto& s = s_.st(SqliteStore::kSum).reset().bind(w.series()).bind(w.read_from);
+  auto& s = s_.st(SqliteStore::kSum).reset();
+  if (w.series_key.empty()) s.bind(w.series());
+  else s.bind(w.series_key);
+  s.bind(w.read_from);
   Counters c;
   if (s.step()) {
     c.spent = {s.i64(0), s.i64(1), s.i64(2)};
@@ -472,10 +554,45 @@ Counters SqlTxn::sum(const WindowRef& w) {
 }
 
 void SqlTxn::add(const WindowRef& w, const Counters& d) {
-  s_.st(SqliteStore::kAdd).reset().bind(w.series()).bind(w.start).bind(w.end)
+  auto& s = s_.st(SqliteStore::kAdd).reset();
+  if (w.series_key.empty()) s.bind(w.series());
+  else s.bind(w.series_key);
+  s.bind(w.start).bind(w.end)
       .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
       .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
       .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests).exec();
+}
+
+std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
+  std::vector<Counters> out(p.windows.size());
+  if (p.windows.empty()) return out;
+  auto& s = s_.multi_sum(p.windows.size()).reset();
+  for (const auto& w : p.windows) {
+    if (w.series_key.empty()) s.bind(w.series());
+    else s.bind(w.series_key);
+    s.bind(w.read_from);
+  }
+  while (s.step()) {
+    auto& c = out.at(static_cast<size_t>(s.i64(0)));
+    c.spent = {s.i64(1), s.i64(2), s.i64(3)};
+    c.held = {s.i64(4), s.i64(5), s.i64(6)};
+    c.granted = {s.i64(7), s.i64(8), s.i64(9)};
+  }
+  return out;
+}
+
+void SqlTxn::add_all(const Plan& p, const Counters& d) {
+  if (p.windows.empty()) return;
+  auto& s = s_.multi_add(p.windows.size()).reset();
+  for (const auto& w : p.windows) {
+    if (w.series_key.empty()) s.bind(w.series());
+    else s.bind(w.series_key);
+    s.bind(w.start).bind(w.end)
+        .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
+        .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
+        .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests);
+  }
+  s.exec();
 }
 
 std::optional<RequestRecord> SqlTxn::get_request(const std::string& id) {
@@ -485,7 +602,7 @@ std::optional<RequestRecord> SqlTxn::get_request(const std::string& id) {
   r.request_id = s.text(0);
   r.state = static_cast<ReqState>(s.i64(1));
   r.subject = nlohmann::json::parse(s.text(2)).get<std::vector<std::string>>();
-  if (!s.null(3)) r.plan = decode_plan(s.text(3));
+  if (!s.null(3)) r.plan = s_.plan_of(s.text(3));
   r.held = {s.i64(4), s.i64(5), s.i64(6)};
   r.consumed = {s.i64(7), s.i64(8), s.i64(9)};
   r.charged = {s.i64(10), s.i64(11), s.i64(12)};
@@ -507,8 +624,9 @@ std::optional<RequestRecord> SqlTxn::get_request(const std::string& id) {
 void SqlTxn::put_request(const RequestRecord& r) {
   auto& s = s_.st(SqliteStore::kPutReq).reset();
   s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(nlohmann::json(r.subject).dump());
-  if (r.plan) s.bind(encode_plan(*r.plan));
-  else s.bind(std::string_view("{\"v\":0,\"w\":[],\"c\":[]}"));
+  if (!r.plan) s.bind(std::string_view("{\"v\":0,\"w\":[],\"c\":[]}"));
+  else if (!r.plan->encoded.empty()) s.bind(r.plan->encoded);
+  else s.bind(encode_plan(*r.plan));
   s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
       .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
       .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
@@ -519,7 +637,8 @@ void SqlTxn::put_request(const RequestRecord& r) {
       .exec();
 }
 
-void SqlTxn::append(LedgerEvent&& e) {
+void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
+  if (plan) e.windows = window_keys(*plan);
   e.seq = s_.last_seq_ + 1;
   e.prev_hash = s_.last_hash_;
   std::string body = event_body(e);

@@ -19,10 +19,21 @@ class Txn {
   virtual Counters sum(const WindowRef& w) = 0;
   // Adds delta to the bucket w.start of w's series (creating it, ending at w.end).
   virtual void add(const WindowRef& w, const Counters& delta) = 0;
+  // The same over every window of a plan; a store may do each in one statement.
+  virtual std::vector<Counters> sum_all(const Plan& p) {
+    std::vector<Counters> out;
+    out.reserve(p.windows.size());
+    for (const auto& w : p.windows) out.push_back(sum(w));
+    return out;
+  }
+  virtual void add_all(const Plan& p, const Counters& delta) {
+    for (const auto& w : p.windows) add(w, delta);
+  }
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
   virtual void put_request(const RequestRecord& rec) = 0;  // insert or replace
-  // Appends an event; the store assigns seq (and the hash chain).
-  virtual void append(LedgerEvent&& e) = 0;
+  // Appends an event; the store assigns seq (and the hash chain) and fills e.windows with the
+  // keys of `plan`'s windows (now or, for the memory store, when the event is first read).
+  virtual void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) = 0;
 };
 
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op);
@@ -36,5 +47,7 @@ std::vector<CheckState> txn_read(Txn& t, const Plan& plan);
 // Plan encoding for stores that persist request records (JSON text).
 std::string encode_plan(const Plan& plan);
 std::shared_ptr<const Plan> decode_plan(std::string_view text);
+// The event's `windows` field: the keys of the plan's windows.
+std::vector<std::string> window_keys(const Plan& plan);
 
 }  // namespace budget::detail

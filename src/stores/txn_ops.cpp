@@ -10,8 +10,6 @@
 
 namespace budget::detail {
 
-namespace {
-
 std::vector<std::string> window_keys(const Plan& p) {
   std::vector<std::string> keys;
   keys.reserve(p.windows.size());
@@ -19,14 +17,14 @@ std::vector<std::string> window_keys(const Plan& p) {
   return keys;
 }
 
+namespace {
+
 CheckState state_of(const Counters& c, Metric m) {
   return {metric_of(c.spent, m), metric_of(c.held, m), metric_of(c.granted, m)};
 }
 
 std::vector<CheckState> states(Txn& t, const Plan& p) {
-  std::vector<Counters> sums;
-  sums.reserve(p.windows.size());
-  for (const auto& w : p.windows) sums.push_back(t.sum(w));
+  std::vector<Counters> sums = t.sum_all(p);
   std::vector<CheckState> out;
   out.reserve(p.checks.size());
   for (const auto& c : p.checks) out.push_back(state_of(sums[c.window], c.metric));
@@ -41,7 +39,7 @@ int first_failing(const Plan& p, const std::vector<CheckState>& st, const Amount
 }
 
 void add_all(Txn& t, const Plan& p, const Counters& delta) {
-  for (const auto& w : p.windows) t.add(w, delta);
+  if (!p.windows.empty()) t.add_all(p, delta);
 }
 
 bool over_limit(const Check& c, const CheckState& s) {
@@ -88,7 +86,6 @@ LedgerEvent event_for(EventType type, const RequestRecord& rec, int64_t now) {
   e.model = rec.model;
   e.provider = rec.provider;
   e.price_version = rec.price_version;
-  if (rec.plan) e.windows = window_keys(*rec.plan);
   return e;
 }
 
@@ -147,7 +144,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
       auto e = event_for(EventType::Deny, rec, op.now);
       e.metadata = op.metadata;
       t.put_request(rec);
-      t.append(std::move(e));
+      t.append(std::move(e), rec.plan);
     }
     return out;
   }
@@ -161,7 +158,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   e.held = op.amount;
   e.metadata = op.metadata;
   t.put_request(rec);
-  t.append(std::move(e));
+  t.append(std::move(e), rec.plan);
   out.held = op.amount;
   out.expires_at = op.expires_at;
   return out;
@@ -203,7 +200,7 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
   if (grown) e.held = op.delta;
   e.metadata = nlohmann::json{{"consumed", op.consumed.cost}, {"consumed_tokens", op.consumed.tokens}}.dump();
   t.put_request(*rec);
-  t.append(std::move(e));
+  t.append(std::move(e), rec->plan);
   out.held = rec->held;
   return out;
 }
@@ -274,13 +271,16 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   }
   add_all(t, plan, delta);
   out.before = before;
-  out.after = states(t, view);
+  // The reservation's buckets inside today's view: after = before + delta, no re-read.
+  bool inside = true;
+  for (size_t i = 0; i < plan.windows.size(); ++i) inside = inside && plan.windows[i].start >= view.windows[i].read_from;
+  out.after = inside ? shifted(view, before, delta.spent, delta.held) : states(t, view);
   rec->over_limit = false;
   if (commit) flag_over_limit(view, out.after, *rec);
   e.spent = delta.spent;
   e.held = delta.held;
   t.put_request(*rec);
-  t.append(std::move(e));
+  t.append(std::move(e), rec->plan);
   out.record = *rec;
   return out;
 }
@@ -297,7 +297,7 @@ void txn_expire(Txn& t, RequestRecord rec, int64_t now) {
   e.held = delta.held;
   e.spent = delta.spent;
   t.put_request(rec);
-  t.append(std::move(e));
+  t.append(std::move(e), rec.plan);
 }
 
 DirectOut txn_direct(Txn& t, const DirectOp& op) {
@@ -344,7 +344,7 @@ DirectOut txn_direct(Txn& t, const DirectOp& op) {
   e.usage = op.usage;
   e.metadata = op.metadata;
   t.put_request(rec);
-  t.append(std::move(e));
+  t.append(std::move(e), rec.plan);
   out.record = std::move(rec);
   return out;
 }
@@ -368,9 +368,11 @@ std::shared_ptr<const Plan> decode_plan(std::string_view text) {
     auto j = nlohmann::json::parse(text);
     auto p = std::make_shared<Plan>();
     p->limits_version = j.at("v").get<uint64_t>();
-    for (const auto& w : j.at("w"))
+    for (const auto& w : j.at("w")) {
       p->windows.push_back({w.at(0).get<std::string>(), w.at(1).get<std::string>(), w.at(2).get<int64_t>(),
-                            w.at(3).get<int64_t>(), w.at(4).get<int64_t>()});
+                            w.at(3).get<int64_t>(), w.at(4).get<int64_t>(), {}, 0});
+      p->windows.back().seal();
+    }
     for (const auto& c : j.at("c")) {
       Check k;
       k.window = c.at(0).get<uint16_t>();

@@ -547,6 +547,7 @@ TEST_CASE("bad input is a typed error and changes nothing") {
     CHECK_THROWS_AS(env->reserve(alice(), Money::from_nanos(-1)), InvalidArgumentError);
     CHECK_THROWS_AS(env->reserve(Subject{"user:"}, usd("1")), InvalidArgumentError);
     CHECK_THROWS_AS(env->reserve(Subject{"nocolon"}, usd("1")), InvalidArgumentError);
+    CHECK_THROWS_AS(env->reserve(Subject{"user:*"}, usd("1")), InvalidArgumentError);
     CHECK_THROWS_AS(env->reserve(Subject{"user:a\nb"}, usd("1")), InvalidArgumentError);
     CHECK_THROWS_AS(env->reserve(Subject{"us er:a"}, usd("1")), InvalidArgumentError);
     CHECK_THROWS_AS(env->reserve(Subject{std::string("user:") + std::string(300, 'x')}, usd("1")), InvalidArgumentError);
