@@ -85,13 +85,13 @@ Subject to_subject(const char* const* scopes, size_t count) {
   return Subject(std::move(v));
 }
 
-Metric to_metric(budget_metric m) {
+Metric to_metric(int m) {
   switch (m) {
     case BUDGET_METRIC_COST: return Metric::Cost;
     case BUDGET_METRIC_TOKENS: return Metric::Tokens;
     case BUDGET_METRIC_REQUESTS: return Metric::Requests;
+    default: invalid("unknown metric " + std::to_string(m));
   }
-  invalid("unknown metric " + std::to_string(static_cast<int>(m)));
 }
 
 RequestOptions to_request_options(const budget_request_options* o) {
@@ -161,8 +161,9 @@ const char* budget_last_error(void) { return t_error.message.c_str(); }
 budget_status budget_last_status(void) { return t_error.status; }
 
 const char* budget_status_name(budget_status status) {
-  if (status < BUDGET_OK || status > BUDGET_ERR_BUDGET_EXCEEDED) return "UNKNOWN";
-  return to_string(static_cast<ErrorCode>(status));
+  int v = raw(status);
+  if (v < BUDGET_OK || v > BUDGET_ERR_BUDGET_EXCEEDED) return "UNKNOWN";
+  return to_string(static_cast<ErrorCode>(v));
 }
 
 void budget_free(void* ptr) {

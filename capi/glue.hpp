@@ -60,6 +60,16 @@ inline std::string_view bytes(const char* p, size_t len, const char* name) {
   return p ? std::string_view(p, len) : std::string_view();
 }
 
+// The value of a C enum as the caller passed it. C lets any int through an enum type; in C++
+// loading an out-of-range value as the enum is undefined, so the glue reads the bits.
+template <class E>
+int raw(const E& e) noexcept {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // A caller-filled struct's version: 1..current.
 inline void check_version(unsigned int v, unsigned int current, const char* name) {
   if (v == 0 || v > current)
@@ -154,7 +164,7 @@ void reset(T** out) {
 Usage to_usage(const budget_usage& u);
 void from_usage(budget_usage& out, const Usage& u);  // respects out.version
 Subject to_subject(const char* const* scopes, size_t count);
-Metric to_metric(budget_metric m);
+Metric to_metric(int m);  // a budget_metric, read with raw()
 RequestOptions to_request_options(const budget_request_options* o);
 const budget_denial* make_denial(Pool& pool, const Denial& d);
 const budget_line_item* const* make_items(Pool& pool, const std::vector<LineItem>& items);

@@ -156,7 +156,7 @@ budget_status budget_set_limit(budget_manager* manager, const budget_limit* limi
     Limit x;
     x.scope = std::string(need_str(l.scope, "limit->scope"));
     x.window = Window::parse(need_str(l.window, "limit->window"));
-    x.metric = to_metric(l.metric);
+    x.metric = to_metric(raw(l.metric));
     x.amount = l.amount;
     if (l.alert_thresholds_count && !l.alert_thresholds_pct) invalid("alert_thresholds_pct is NULL");
     x.alert_thresholds_pct.assign(l.alert_thresholds_pct, l.alert_thresholds_pct + l.alert_thresholds_count);
@@ -169,7 +169,7 @@ budget_status budget_remove_limit(int* out, budget_manager* manager, const char*
   if (out) *out = 0;
   return guard([&] {
     auto& m = mgr(manager);
-    bool removed = m.remove_limit(need_str(scope, "scope"), to_metric(metric), Window::parse(need_str(window, "window")));
+    bool removed = m.remove_limit(need_str(scope, "scope"), to_metric(raw(metric)), Window::parse(need_str(window, "window")));
     if (out) *out = removed ? 1 : 0;
   });
 }
@@ -382,10 +382,10 @@ budget_status budget_export(char** out, size_t* out_len, budget_manager* manager
     auto& m = mgr(manager);
     auto q = to_query(query);
     std::ostringstream s;
-    switch (format) {
+    switch (raw(format)) {
       case BUDGET_EXPORT_CSV: m.export_csv(s, q); break;
       case BUDGET_EXPORT_JSONL: m.export_jsonl(s, q); break;
-      default: invalid("unknown export format " + std::to_string(static_cast<int>(format)));
+      default: invalid("unknown export format " + std::to_string(raw(format)));
     }
     std::string text = std::move(s).str();
     o = new_string(text);

@@ -27,21 +27,21 @@ ModelPrice to_price(const budget_model_price& c) {
   return p;
 }
 
-ServiceTier to_tier(budget_service_tier t) {
+ServiceTier to_tier(int t) {
   switch (t) {
     case BUDGET_TIER_STANDARD: return ServiceTier::Standard;
     case BUDGET_TIER_BATCH: return ServiceTier::Batch;
     case BUDGET_TIER_FLEX: return ServiceTier::Flex;
     case BUDGET_TIER_PRIORITY: return ServiceTier::Priority;
+    default: invalid("unknown service tier " + std::to_string(t));
   }
-  invalid("unknown service tier " + std::to_string(static_cast<int>(t)));
 }
 
 CostOptions to_cost_options(const budget_cost_options* o) {
   CostOptions r;
   if (!o) return r;
   check_version(o->version, BUDGET_COST_OPTIONS_VERSION, "budget_cost_options");
-  r.tier = to_tier(o->tier);
+  r.tier = to_tier(raw(o->tier));
   if (o->at_ms) r.at = from_millis(o->at_ms);
   r.apply_markup = o->apply_markup != 0;
   return r;
@@ -100,10 +100,10 @@ budget_status budget_pricing_load(budget_load_report** out, budget_pricing* pric
     auto& e = eng(pricing);
     auto t = bytes(text, len, "text");
     LoadReport rep;
-    switch (format) {
+    switch (raw(format)) {
       case BUDGET_PRICES_LITELLM: rep = e.load_litellm(t); break;
       case BUDGET_PRICES_COMPACT: rep = e.load_compact(t); break;
-      default: invalid("unknown price format " + std::to_string(static_cast<int>(format)));
+      default: invalid("unknown price format " + std::to_string(raw(format)));
     }
     if (out) *out = to_c(rep);
   });
@@ -116,10 +116,10 @@ budget_status budget_pricing_load_file(budget_load_report** out, budget_pricing*
     auto& e = eng(pricing);
     std::string f(need_str(path, "path"));
     LoadReport rep;
-    switch (format) {
+    switch (raw(format)) {
       case BUDGET_PRICES_LITELLM: rep = e.load_litellm_file(f); break;
       case BUDGET_PRICES_COMPACT: rep = e.load_compact_file(f); break;
-      default: invalid("unknown price format " + std::to_string(static_cast<int>(format)));
+      default: invalid("unknown price format " + std::to_string(raw(format)));
     }
     if (out) *out = to_c(rep);
   });
@@ -146,12 +146,12 @@ budget_status budget_pricing_add_markup(budget_pricing* pricing, const budget_ma
     auto& c = need(rule, "rule");
     check_version(c.version, BUDGET_MARKUP_VERSION, "budget_markup");
     MarkupRule r;
-    switch (c.scope) {
+    switch (raw(c.scope)) {
       case BUDGET_MARKUP_ALL: r.scope = MarkupRule::Scope::All; break;
       case BUDGET_MARKUP_PROVIDER: r.scope = MarkupRule::Scope::Provider; break;
       case BUDGET_MARKUP_PATTERN: r.scope = MarkupRule::Scope::Pattern; break;
       case BUDGET_MARKUP_MODEL: r.scope = MarkupRule::Scope::Model; break;
-      default: invalid("unknown markup scope " + std::to_string(static_cast<int>(c.scope)));
+      default: invalid("unknown markup scope " + std::to_string(raw(c.scope)));
     }
     if (r.scope != MarkupRule::Scope::All) r.match = std::string(need_str(c.match, "rule->match"));
     if (c.percent) r.percent = c.percent;

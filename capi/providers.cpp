@@ -10,14 +10,14 @@ using namespace budget::capi;
 
 namespace {
 
-ApiFormat to_format(budget_api_format f) {
+ApiFormat to_format(int f) {
   switch (f) {
     case BUDGET_API_OPENAI_CHAT: return ApiFormat::OpenAIChat;
     case BUDGET_API_OPENAI_RESPONSES: return ApiFormat::OpenAIResponses;
     case BUDGET_API_ANTHROPIC: return ApiFormat::Anthropic;
     case BUDGET_API_GEMINI: return ApiFormat::Gemini;
+    default: invalid("unknown API format " + std::to_string(f));
   }
-  invalid("unknown API format " + std::to_string(static_cast<int>(f)));
 }
 
 budget_usage& usage_out(budget_usage* out) {
@@ -52,7 +52,7 @@ budget_status budget_estimate_tokens(int64_t* out, const char* utf8_text, size_t
 budget_status budget_usage_from_response(budget_usage* out, budget_api_format format, const char* json, size_t len) {
   return guard([&] {
     auto& o = usage_out(out);
-    from_usage(o, usage_from_response(to_format(format), bytes(json, len, "json")));
+    from_usage(o, usage_from_response(to_format(raw(format)), bytes(json, len, "json")));
   });
 }
 
@@ -63,7 +63,7 @@ budget_status budget_stream_new(budget_stream** out, budget_api_format format, i
     if (input_tokens_estimate < 0) invalid("input_tokens_estimate is negative");
     StreamOptions so;
     so.input_tokens_estimate = input_tokens_estimate;
-    o = new budget_stream{StreamUsage(to_format(format), so)};
+    o = new budget_stream{StreamUsage(to_format(raw(format)), so)};
   });
 }
 
