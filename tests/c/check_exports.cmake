@@ -51,5 +51,7 @@ endif()
 if(bad)
   list(LENGTH bad n)
   list(JOIN bad "\n  " text)
-  message(FATAL_ERROR "${n} symbol(s) exported outside budget_* and namespace budget:\n  ${text}")
+  message(FATAL_ERROR "${n} symbol(s) exported outside budget_* and namespace budget:\n  ${text}\n"
+    "(std:: template instantiations leak despite -fvisibility=hidden because namespace std has "
+    "default visibility: link budget_shared with LINKER:--version-script=capi/exports.map)")
 endif()
