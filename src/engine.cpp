@@ -624,7 +624,8 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     }
     return finish(Verdict::Continue);
   }
-  // Grow the hold: a step first, the exact deficit if the step does not fit.
+  // Grow the hold: a step first; if it does not fit, what is left of the limit that refused
+  // (at least the deficit), so a stream close to its limit still grows in few steps.
   Amounts step = deficit;
   if (step.cost > 0) {
     int64_t frac = ceil_mul_div(hs.initial.cost, opts_.growth_step_bp, 10000);
@@ -632,9 +633,16 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
   }
   if (step.tokens > 0) step.tokens = std::max(deficit.tokens, ceil_mul_div(hs.initial.tokens, opts_.growth_step_bp, 10000));
   try {
+    Amounts delta = step;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      const Amounts& delta = attempt == 0 ? step : deficit;
-      if (attempt == 1 && delta == step) break;
+      if (attempt == 1) {
+        Amounts rest = deficit;
+        if (hs.denial.metric == Metric::Cost) rest.cost = std::max(deficit.cost, std::min(step.cost, hs.denial.remaining));
+        if (hs.denial.metric == Metric::Tokens)
+          rest.tokens = std::max(deficit.tokens, std::min(step.tokens, hs.denial.remaining));
+        if (rest == delta) break;
+        delta = rest;
+      }
       auto out = store_->grow(GrowOp{hs.request_id, delta, next, now});
       hs.persisted = next;
       if (out.status == GrowOut::Grown) {
