@@ -5,7 +5,7 @@ set(BUDGET_SANITIZE "address,undefined" CACHE STRING
 
 function(budget_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
-    -Wno-sign-conversion $<$<BOOL:${BUDGET_DEVELOPER_MODE}>:-Werror>)
+    -Wno-sign-conversion -Wno-missing-field-initializers $<$<BOOL:${BUDGET_DEVELOPER_MODE}>:-Werror>)
 endfunction()
 
 if(BUDGET_DEVELOPER_MODE AND BUDGET_SANITIZE)
