@@ -269,7 +269,7 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
   return plan;
 }
 
-template <class Op, class F>
+template <class F>
 auto Engine::with_fresh_limits(F&& f) {
   for (int attempt = 0;; ++attempt) {
     auto t = table();
@@ -464,8 +464,7 @@ void Engine::forget_hold(const std::string& request_id) {
 
 Decision Engine::reserve(const Subject& subject, const Estimate& est, const RequestOptions& o, bool dry_run) {
   const int64_t now = now_ms();
-  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
-  validate_id(request_id, "request id");
+  std::string request_id = request_id_of(o);
   uint32_t bp = o.buffer_bp.value_or(opts_.default_buffer_bp);
   if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
@@ -481,7 +480,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
   try {
-    out = with_fresh_limits<ReserveOp>([&](const LimitTable& t) {
+    out = with_fresh_limits([&](const LimitTable& t) {
       ReserveOp op;
       op.request_id = request_id;
       op.subject = scope_strings(subject);
@@ -754,34 +753,50 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   return receipt_from(out, &p);
 }
 
-Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
-  const int64_t now = now_ms();
-  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
-  validate_id(request_id, "request id");
-  auto p = price(actual.model, actual.usage, actual.cost, actual.tokens, now);
-  std::string meta = metadata_json(o.metadata, o.reason);
-  auto out = with_fresh_limits<DirectOp>([&](const LimitTable& t) {
-    DirectOp op;
-    op.type = EventType::Record;
-    op.request_id = request_id;
-    op.subject = scope_strings(subject);
-    op.plan = cached_plan(subject, now, t);
-    op.spent = p.amounts;
-    op.usage = actual.usage;
-    op.model = p.priced ? p.quote.model : actual.model;
-    op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
-    op.price_version = p.quote.price_version;
-    op.metadata = meta;
-    op.fingerprint = Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str();
-    op.now = now;
+std::string Engine::request_id_of(const RequestOptions& o) {
+  std::string id = o.request_id.empty() ? generate_request_id() : o.request_id;
+  validate_id(id, "request id");
+  return id;
+}
+
+DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
+  auto out = with_fresh_limits([&](const LimitTable& t) {
+    if (subject) {
+      op.plan = cached_plan(*subject, op.now, t);
+    } else {  // a grant: the `total` window of one scope
+      auto plan = std::make_shared<Plan>();
+      plan->limits_version = t.version;
+      plan->windows.push_back(WindowRef{op.subject.at(0), "total", 0, kForever, 0, {}, 0});
+      plan->windows.back().seal();
+      plan->encoded = encode_plan(*plan);
+      op.plan = plan;
+    }
     auto r = store_->direct(op);
     return std::make_pair(r.stale, r);
   });
+  if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
+  return out;
+}
+
+Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
+  DirectOp op;
+  op.type = EventType::Record;
+  op.request_id = request_id_of(o);
+  op.now = now_ms();
+  auto p = price(actual.model, actual.usage, actual.cost, actual.tokens, op.now);
+  op.subject = scope_strings(subject);
+  op.spent = p.amounts;
+  op.usage = actual.usage;
+  op.model = p.priced ? p.quote.model : actual.model;
+  op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
+  op.price_version = p.quote.price_version;
+  op.metadata = metadata_json(o.metadata, o.reason);
+  op.fingerprint = Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str();
+  auto out = run_direct(std::move(op), &subject);
   if (!out.replayed) {
     ++m_.records;
     m_.spend_nanos += p.amounts.cost;
     m_.tokens += p.amounts.tokens;
-    fire_alerts(*out.record.plan, out.before, out.after, request_id);
   }
   SettleOut so;
   so.record = out.record;
@@ -792,50 +807,28 @@ Receipt Engine::record(const Subject& subject, const Charge& actual, const Reque
 
 void Engine::grant(const Scope& scope, Money amount, const RequestOptions& o) {
   if (amount.nanos() <= 0) throw InvalidArgumentError("a grant must be positive (use adjust to correct spend)");
-  const int64_t now = now_ms();
-  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
-  validate_id(request_id, "request id");
-  std::string meta = metadata_json(o.metadata, o.reason);
-  with_fresh_limits<DirectOp>([&](const LimitTable& t) {
-    DirectOp op;
-    op.type = EventType::Grant;
-    op.request_id = request_id;
-    op.subject = {scope.str()};
-    auto plan = std::make_shared<Plan>();
-    plan->limits_version = t.version;
-    plan->windows.push_back(WindowRef{scope.str(), "total", 0, kForever, 0, {}, 0});
-    plan->windows.back().seal();
-    plan->encoded = encode_plan(*plan);
-    op.plan = plan;
-    op.granted = {amount.nanos(), 0, 0};
-    op.metadata = meta;
-    op.fingerprint = Fingerprint().add("grant").add(scope.str()).add(amount.nanos()).str();
-    op.now = now;
-    auto r = store_->direct(op);
-    return std::make_pair(r.stale, r);
-  });
+  DirectOp op;
+  op.type = EventType::Grant;
+  op.request_id = request_id_of(o);
+  op.now = now_ms();
+  op.subject = {scope.str()};
+  op.granted = {amount.nanos(), 0, 0};
+  op.metadata = metadata_json(o.metadata, o.reason);
+  op.fingerprint = Fingerprint().add("grant").add(scope.str()).add(amount.nanos()).str();
+  run_direct(std::move(op), nullptr);
 }
 
 void Engine::adjust(const Subject& subject, Money delta, const RequestOptions& o) {
   if (delta.is_zero()) throw InvalidArgumentError("an adjustment of zero changes nothing");
-  const int64_t now = now_ms();
-  std::string request_id = o.request_id.empty() ? generate_request_id() : o.request_id;
-  validate_id(request_id, "request id");
-  std::string meta = metadata_json(o.metadata, o.reason);
-  auto out = with_fresh_limits<DirectOp>([&](const LimitTable& t) {
-    DirectOp op;
-    op.type = EventType::Adjust;
-    op.request_id = request_id;
-    op.subject = scope_strings(subject);
-    op.plan = cached_plan(subject, now, t);
-    op.spent = {delta.nanos(), 0, 0};
-    op.metadata = meta;
-    op.fingerprint = Fingerprint().add("adjust").add(subject).add(delta.nanos()).str();
-    op.now = now;
-    auto r = store_->direct(op);
-    return std::make_pair(r.stale, r);
-  });
-  if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, request_id);
+  DirectOp op;
+  op.type = EventType::Adjust;
+  op.request_id = request_id_of(o);
+  op.now = now_ms();
+  op.subject = scope_strings(subject);
+  op.spent = {delta.nanos(), 0, 0};
+  op.metadata = metadata_json(o.metadata, o.reason);
+  op.fingerprint = Fingerprint().add("adjust").add(subject).add(delta.nanos()).str();
+  run_direct(std::move(op), &subject);
 }
 
 std::vector<LimitStatus> Engine::status(const Scope& scope) {

@@ -81,8 +81,13 @@ class Engine {
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
   Receipt receipt_from(const SettleOut& out, const Priced* priced);
-  template <class Op, class F>
+  // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
+  template <class F>
   auto with_fresh_limits(F&& f);
+  static std::string request_id_of(const RequestOptions& o);  // given or generated, validated
+  // record / grant / adjust: runs the direct operation on the subject's plan (or, without a
+  // subject, on the `total` window of op.subject[0]) and fires the alerts it crossed.
+  DirectOut run_direct(DirectOp op, const Subject* subject);
 
   Options opts_;
   std::shared_ptr<const Clock> clock_;
