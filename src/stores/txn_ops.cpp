@@ -57,19 +57,25 @@ std::vector<CheckState> shifted(const Plan& p, std::vector<CheckState> st, const
 
 // The plan's windows as they stand at `now`: a rolling window slides forward (a calendar
 // window stays the one the reservation was charged to). Used to judge over_limit at commit.
-Plan current_view(const Plan& p, int64_t now) {
-  Plan v = p;
-  for (auto& w : v.windows) {
-    if (w.window.rfind("rolling:", 0) != 0 || w.end <= w.start) continue;
+// Returns `p` itself when nothing slides (no copy), else a shifted copy kept in `storage`.
+const Plan& current_view(const Plan& p, int64_t now, std::optional<Plan>& storage) {
+  auto shift_of = [&](const WindowRef& w) -> int64_t {
+    if (w.window.rfind("rolling:", 0) != 0 || w.end <= w.start) return 0;
     int64_t g = w.end - w.start;
     int64_t cur = (now >= 0 ? now / g : (now - g + 1) / g) * g;
-    if (cur > w.start) {
-      w.read_from += cur - w.start;
-      w.start = cur;
-      w.end = cur + g;
-    }
+    return cur > w.start ? cur - w.start : 0;
+  };
+  bool slides = false;
+  for (const auto& w : p.windows) slides = slides || shift_of(w) > 0;
+  if (!slides) return p;
+  storage.emplace(p);
+  for (auto& w : storage->windows) {
+    int64_t d = shift_of(w);
+    w.read_from += d;
+    w.start += d;
+    w.end += d;
   }
-  return v;
+  return *storage;
 }
 
 void flag_over_limit(const Plan& p, const std::vector<CheckState>& after, RequestRecord& rec) {
@@ -235,7 +241,8 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
       conflict(*rec, commit ? "commit it" : "release it");
   }
   const Plan& plan = *rec->plan;
-  const Plan view = current_view(plan, op.now);
+  std::optional<Plan> shifted_plan;
+  const Plan& view = current_view(plan, op.now, shifted_plan);
   auto before = states(t, view);
   Counters delta;
   auto e = event_for(commit ? EventType::Commit : EventType::Release, *rec, op.now);
