@@ -204,7 +204,10 @@ local function add_all(p, d)
       if not w.single then
         local xk = B .. 'x:' .. w.series
         if redis.call('ZADD', xk, fmt(w.start), fmt(w.start)) == 1 then
-          redis.call('ZREMRANGEBYSCORE', xk, '-inf', '(' .. fmt(w.rf))
+          -- Forget buckets whose keys have surely expired (see the TTL above). Never trim at
+          -- read_from: an older plan (a hold growing later, a host whose clock is behind)
+          -- still reads buckets before this one.
+          redis.call('ZREMRANGEBYSCORE', xk, '-inf', '(' .. fmt(w.rf - (w.e - w.rf) - 3600000))
         end
         if redis.call('PTTL', xk) < ttl then redis.call('PEXPIRE', xk, fmt(ttl)) end
       end

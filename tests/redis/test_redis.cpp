@@ -219,7 +219,9 @@ TEST_CASE("the test environment names a Redis server") {
 }
 
 TEST_CASE("every operation is one round trip (INFO commandstats)") {
-  auto url = base_url() + "?prefix=rt" + unique();
+  base_url();
+  OwnRedis server;  // its own server: commandstats are server-wide
+  auto url = server.url();
   auto clock = std::make_shared<ManualClock>(from_millis(1'773'144'000'000));
   BudgetManager m(opts(url, clock));
   m.set_limit(Limit::cost("user:*", Window::day(), usd("10")));
@@ -237,8 +239,7 @@ TEST_CASE("every operation is one round trip (INFO commandstats)") {
     m.check(s, usd("0.01"));
     m.release(m.reserve(s, usd("0.1")).reservation);
   }
-  auto [host, port] = host_port(base_url());
-  Raw raw(port, host);
+  Raw raw(server.port);
   // Top-level commands: scripts (EVALSHA/EVAL) and the plain reads the store issues outside them.
   auto round_trips = [&] {
     return raw.calls("evalsha") + raw.calls("eval") + raw.calls("zrange") + raw.calls("xrange") + raw.calls("scan");
