@@ -208,8 +208,10 @@ local function add_all(p, d)
           -- read_from: an older plan (a hold growing later, a host whose clock is behind)
           -- still reads buckets before this one.
           redis.call('ZREMRANGEBYSCORE', xk, '-inf', '(' .. fmt(w.rf - (w.e - w.rf) - 3600000))
+          -- A new bucket: the index lives at least as long as it. (An existing bucket was
+          -- indexed with a TTL covering it already.)
+          if redis.call('PTTL', xk) < ttl then redis.call('PEXPIRE', xk, fmt(ttl)) end
         end
-        if redis.call('PTTL', xk) < ttl then redis.call('PEXPIRE', xk, fmt(ttl)) end
       end
     end
   end
