@@ -112,14 +112,14 @@ class Engine {
     int64_t valid_from = 0, valid_to = 0;
     std::shared_ptr<const Plan> plan;
   };
-  static constexpr size_t kPlanStripes = 16, kPlansPerStripe = 4096;
+  static constexpr size_t kPlanStripes = 64, kPlansPerStripe = 1024;
   struct alignas(64) PlanStripe {
     std::mutex m;
     std::unordered_map<std::string, CachedPlan, SvHash, std::equal_to<>> map;
   };
   std::array<PlanStripe, kPlanStripes> plans_;
 
-  static constexpr size_t kHoldStripes = 32;
+  static constexpr size_t kHoldStripes = 256;
   struct alignas(64) HoldStripe {
     std::mutex m;
     std::unordered_map<std::string, std::shared_ptr<HoldState>> map;
