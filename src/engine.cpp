@@ -402,6 +402,7 @@ void Engine::maybe_expire(int64_t now) {
   std::unique_lock lk(sweep_m_, std::try_to_lock);
   if (!lk.owns_lock()) return;
   last_sweep_ = now;
+  forget_expired_holds(now);
   try {
     size_t n;
     while ((n = store_->expire(now, 1000)) > 0) {
@@ -417,6 +418,7 @@ void Engine::maybe_expire(int64_t now) {
 size_t Engine::expire_holds() {
   int64_t now = now_ms();
   std::lock_guard lk(sweep_m_);
+  forget_expired_holds(now);
   size_t total = 0, n;
   while ((n = store_->expire(now, 1000)) > 0) {
     total += n;
@@ -452,6 +454,15 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   hs->stopped = rec->state != ReqState::Held;
   std::lock_guard lk(st.m);
   return st.map.try_emplace(hs->request_id, hs).first->second;
+}
+
+// In-process stream states of holds past their TTL are dead weight: a consume would answer
+// Stop, and a later call by request id rebuilds the state from the store.
+void Engine::forget_expired_holds(int64_t now) {
+  for (auto& st : holds_) {
+    std::lock_guard lk(st.m);
+    std::erase_if(st.map, [&](const auto& kv) { return kv.second->expires_at <= now; });
+  }
 }
 
 void Engine::forget_hold(const std::string& request_id) {

@@ -80,6 +80,7 @@ class Engine {
   void maybe_expire(int64_t now);
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
+  void forget_expired_holds(int64_t now);
   Receipt receipt_from(const SettleOut& out, const Priced* priced);
   // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
   template <class F>
