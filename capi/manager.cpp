@@ -48,6 +48,7 @@ Options to_options(const char* store_url, const budget_options* o) {
   if (o->store_pool_size) r.store_options.pool_size = o->store_pool_size;
   if (o->pricing) r.pricer = o->pricing->rep;
   if (o->clock) r.clock = std::make_shared<CallbackClock>(o->clock, o->clock_user_data);
+  if (o->version >= 2 && o->time_zone) r.time_zone = o->time_zone;  // fields of version 2
   return r;
 }
 

@@ -122,6 +122,8 @@ Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engi
   clock_ = opts_.clock ? opts_.clock : std::make_shared<SystemClock>();
   if (opts_.utc_offset_minutes < -18 * 60 || opts_.utc_offset_minutes > 18 * 60)
     throw InvalidArgumentError("utc_offset_minutes must be within +/-18h");
+  zone_ = Zone::named(opts_.time_zone);
+  zone_.offset_minutes = opts_.utc_offset_minutes;
   if (opts_.default_ttl.count() <= 0) throw InvalidArgumentError("default_ttl must be positive");
   if (opts_.default_buffer_bp < 10000) throw InvalidArgumentError("the hold buffer must be >= 1.0");
   if (opts_.currency.empty() || opts_.currency.size() > 16) throw InvalidArgumentError("invalid currency");
@@ -202,7 +204,7 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
       if (auto it = t.by_scope.find(kind_key); it != t.by_scope.end()) defaults = &it->second;
     }
     auto add = [&](const Limit& l) {
-      Bucket b = bucket_for(l.window, now, opts_.utc_offset_minutes);
+      Bucket b = bucket_for(l.window, now, zone_);
       if (!b.applies) {  // a custom window not yet open, or closed for good
         if (now < b.start) to = std::min(to, b.start);
         else from = std::max(from, b.end);
@@ -970,7 +972,7 @@ VerifyReport Engine::verify() {
       int64_t start = 0;
       if (parse_window_key(key, &scope, &window, &start)) {
         Window w = Window::parse(window);
-        Bucket b = bucket_for(w, start, opts_.utc_offset_minutes);
+        Bucket b = bucket_for(w, start, zone_);
         if (w.kind == Window::Kind::Rolling) b.end = start + (b.end - b.start) + w.length.count();
         if (b.end <= now) continue;  // ended and expired by the store: fine
       }

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "store.hpp"
+#include "windows.hpp"
 
 namespace budget::detail {
 
@@ -91,6 +92,7 @@ class Engine {
   DirectOut run_direct(DirectOp op, const Subject* subject);
 
   Options opts_;
+  Zone zone_;
   std::shared_ptr<const Clock> clock_;
   std::unique_ptr<Store> store_;
 

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <chrono>
 
+#include <date/tz.h>
+
 #include "windows.hpp"
 
 namespace budget {
@@ -172,9 +174,71 @@ namespace {
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 }  // namespace
 
-Bucket bucket_for(const Window& w, int64_t now, int offset_min) {
+Zone Zone::named(const std::string& name) {
+  Zone z;
+  if (name.empty() || name == "UTC" || name == "Etc/UTC") return z;
+  try {
+    z.tz = date::locate_zone(name);
+  } catch (const std::exception& e) {
+    throw InvalidArgumentError("unknown time zone '" + name.substr(0, 60) + "' (an IANA name such as Europe/Paris): " +
+                               e.what());
+  }
+  return z;
+}
+
+namespace {
+// Local calendar boundaries in an IANA zone: the local start of the unit containing `now`
+// and of the next one, converted back to UTC (a local time skipped by a daylight-saving jump
+// maps to the jump; an ambiguous one to its earlier instant).
+bool zoned_bucket(const Window& w, int64_t now, const date::time_zone* tz, Bucket& b) {
+  using ms = std::chrono::milliseconds;
+  date::sys_time<ms> t{ms(now)};
+  auto local = tz->to_local(t);
+  date::local_time<ms> from, to;
+  switch (w.kind) {
+    case Window::Kind::Minute:
+      from = date::floor<std::chrono::minutes>(local);
+      to = from + std::chrono::minutes(1);
+      break;
+    case Window::Kind::Hour:
+      from = date::floor<std::chrono::hours>(local);
+      to = from + std::chrono::hours(1);
+      break;
+    case Window::Kind::Day:
+      from = date::floor<date::days>(local);
+      to = from + date::days(1);
+      break;
+    case Window::Kind::Week: {
+      auto day = date::floor<date::days>(local);
+      date::weekday wd{day};
+      from = day - date::days((wd.c_encoding() + 6) % 7);  // back to Monday
+      to = from + date::days(7);
+      break;
+    }
+    case Window::Kind::Month: {
+      date::year_month_day ymd{date::floor<date::days>(local)};
+      auto first = date::local_days(ymd.year() / ymd.month() / 1);
+      from = first;
+      to = date::local_days((ymd.year() / ymd.month() + date::months(1)) / 1);
+      break;
+    }
+    default:
+      return false;
+  }
+  b.start = tz->to_sys(from, date::choose::earliest).time_since_epoch().count();
+  b.end = tz->to_sys(to, date::choose::earliest).time_since_epoch().count();
+  b.read_from = b.start;
+  b.resets_at = b.end;
+  return true;
+}
+}  // namespace
+
+Bucket bucket_for(const Window& w, int64_t now, const Zone& zone) {
   Bucket b;
-  const int64_t off = static_cast<int64_t>(offset_min) * 60'000;
+  if (zone.tz && w.is_calendar() &&
+      zoned_bucket(w, now, static_cast<const date::time_zone*>(zone.tz), b))
+    return b;
+  const int64_t off = static_cast<int64_t>(zone.offset_minutes) * 60'000;
   const int64_t local = now + off;
   auto fixed = [&](int64_t size) {
     b.start = floor_div(local, size) * size - off;

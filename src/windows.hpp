@@ -4,6 +4,7 @@
 #include <budget/limits.hpp>
 
 #include <cstdint>
+#include <string>
 
 namespace budget::detail {
 
@@ -13,8 +14,16 @@ struct Bucket {
   int64_t resets_at = 0;  // 0 = never (total)
 };
 
-// Calendar windows use the fixed offset (minutes east of UTC) for their boundaries.
-Bucket bucket_for(const Window& w, int64_t now_ms, int utc_offset_minutes);
+// The time zone of calendar windows: an IANA zone (daylight saving included) or, without one,
+// a fixed offset in minutes east of UTC.
+struct Zone {
+  int offset_minutes = 0;
+  const void* tz = nullptr;  // a date::time_zone (kept opaque here)
+  static Zone named(const std::string& iana_name);  // throws InvalidArgumentError
+};
+
+// Calendar windows reset at the zone's local boundaries.
+Bucket bucket_for(const Window& w, int64_t now_ms, const Zone& zone);
 // Parses "2026-01-01T00:00:00Z" (or with .mmm) to ms since the epoch; throws InvalidArgument.
 int64_t parse_iso8601_utc(std::string_view text);
 

@@ -8,6 +8,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(build-essential cmake ninja-build pkg-config git
       libsqlite3-dev libfmt-dev nlohmann-json3-dev doctest-dev libhiredis-dev
+      libhowardhinnant-date-dev tzdata
       redis-server redis-tools clang libclang-rt-14-dev python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

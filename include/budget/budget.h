@@ -324,7 +324,7 @@ typedef int64_t (*budget_clock_fn)(void *user_data);
 typedef struct budget_options {
   unsigned int version;
   const char *currency;            /* NULL = "USD" */
-  int utc_offset_minutes;          /* time zone of calendar windows (fixed offset) */
+  int utc_offset_minutes;          /* time zone of calendar windows (fixed offset; see time_zone) */
   int64_t default_ttl_ms;          /* hold time-to-live; 0 = 600000 (10 minutes) */
   uint32_t default_buffer_bp;      /* hold = estimate x buffer (basis points); 0 = 10000 */
   uint32_t growth_step_bp;         /* streaming growth step (of the first hold); 0 = 5000 */
@@ -336,9 +336,12 @@ typedef struct budget_options {
   const budget_pricing *pricing;   /* prices models; NULL = none (money-only estimates) */
   budget_clock_fn clock;           /* NULL = the system clock */
   void *clock_user_data;
+  /* version 2: */
+  const char *time_zone;           /* IANA name ("Europe/Paris"); NULL = utc_offset_minutes */
 } budget_options;
-#define BUDGET_OPTIONS_VERSION 1
-#define BUDGET_OPTIONS_INIT {BUDGET_OPTIONS_VERSION, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL}
+/* Version 1 ended at clock_user_data; a version-1 struct is still accepted. */
+#define BUDGET_OPTIONS_VERSION 2
+#define BUDGET_OPTIONS_INIT {BUDGET_OPTIONS_VERSION, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL}
 
 /* Opens a manager on a store: "memory", "sqlite:<path>", "redis://[user:pass@]host:port/db".
  * `options` may be NULL. INVALID_ARGUMENT (bad URL or options), STORE_UNAVAILABLE. */

@@ -47,7 +47,10 @@ struct BUDGET_API Options {
   std::string store = "sqlite:budget.db";
   StoreOptions store_options;
   std::string currency = "USD";
-  int utc_offset_minutes = 0;              // time zone of calendar windows (fixed offset)
+  // Time zone of calendar windows: an IANA name ("Europe/Paris", daylight saving included;
+  // needs the system tz database) or, when empty, the fixed offset below (UTC by default).
+  std::string time_zone;
+  int utc_offset_minutes = 0;
   Duration default_ttl{10 * 60 * 1000};    // hold time-to-live
   uint32_t default_buffer_bp = 10000;      // hold = estimate x buffer (basis points: 12000 = 1.2)
   // Streaming: grow a hold by max(deficit, this fraction of the initial hold, min_growth).

@@ -29,5 +29,9 @@ static int use_inits(void) {
 int main(void) {
   /* Referencing functions proves the declarations link against the library. */
   const char *(*v)(void) = budget_version;
-  return use_inits() == 10 && v != 0 && budget_version_number() == BUDGET_VERSION_NUMBER ? 0 : 1;
+  const int versions = BUDGET_USAGE_VERSION + BUDGET_MODEL_PRICE_VERSION + BUDGET_MARKUP_VERSION +
+                       BUDGET_COST_OPTIONS_VERSION + BUDGET_OPTIONS_VERSION + BUDGET_LIMIT_VERSION +
+                       BUDGET_ESTIMATE_VERSION + BUDGET_CHARGE_VERSION + BUDGET_REQUEST_OPTIONS_VERSION +
+                       BUDGET_LEDGER_QUERY_VERSION;
+  return use_inits() == versions && v != 0 && budget_version_number() == BUDGET_VERSION_NUMBER ? 0 : 1;
 }

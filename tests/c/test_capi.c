@@ -234,6 +234,18 @@ static void test_open(void) {
   o.store_pool_size = -1;
   ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, "memory", &o));
   o.store_pool_size = 0;
+  o.time_zone = "Mars/Olympus"; /* version 2 field: an unknown IANA zone */
+  ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, "memory", &o));
+  o.version = 1; /* a version-1 caller never had the field: it is not read */
+  OK(budget_manager_open(&m, "memory", &o));
+  budget_manager_close(m);
+  m = NULL;
+  o.version = BUDGET_OPTIONS_VERSION;
+  o.time_zone = "Europe/Paris";
+  OK(budget_manager_open(&m, "memory", &o));
+  budget_manager_close(m);
+  m = NULL;
+  o.time_zone = NULL;
 
   /* Every option set, on a SQLite store; then reopened: the limits persist. */
   o.currency = "EUR";

@@ -405,6 +405,32 @@ TEST_CASE("calendar windows in a fixed UTC offset") {
   }
 }
 
+TEST_CASE("calendar windows in an IANA time zone follow daylight saving") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.time_zone = "Europe/Paris";
+    Env env(kind, o);
+    auto s = Subject{"user:paris"};
+    env->set_limit(Limit::cost("user:paris", Window::day(), usd("1")));
+    env->set_limit(Limit::cost("user:paris", Window::month(), usd("100")));
+    // 2026-03-29 is 23 hours long in Paris: from 2026-03-28T23:00Z to 2026-03-29T22:00Z.
+    env.clock->set(from_millis(1'774'738'800'000 + 3'600'000));  // 01:00 local (UTC+1)
+    env->record(s, usd("1"));
+    auto d = env->check(s, usd("0.01"));
+    REQUIRE_FALSE(d.allowed);
+    CHECK(d.denial.window == "day");
+    CHECK(*d.denial.resets_at == from_millis(1'774'821'600'000));  // 00:00 local on the 30th (UTC+2)
+    env.clock->set(from_millis(1'774'821'600'000 - 1));
+    CHECK_FALSE(env->check(s, usd("0.01")).allowed);
+    env.clock->set(from_millis(1'774'821'600'000));
+    CHECK(env->check(s, usd("0.01")).allowed);
+    auto month = testutil::find_status(env->status(Scope::parse("user:paris")), "month");
+    REQUIRE(month != nullptr);
+    CHECK(*month->resets_at == from_millis(1'774'994'400'000));  // 2026-04-01T00:00+02:00
+  }
+  CHECK_THROWS_AS(BudgetManager(Options{.store = "memory", .time_zone = "Mars/Olympus"}), InvalidArgumentError);
+}
+
 TEST_CASE("grants raise total limits; adjustments correct spend") {
   FOR_EACH_STORE(kind) {
     Env env(kind);

@@ -61,7 +61,9 @@ export interface BudgetManagerOptions {
   /** Applied (upserted) at construction. */
   limits?: LimitSpec[];
   currency?: string;
-  /** Time zone of calendar windows as a fixed UTC offset. */
+  /** Time zone of calendar windows: an IANA name ('Europe/Paris', daylight saving included). Default UTC. */
+  timeZone?: string;
+  /** Time zone of calendar windows as a fixed UTC offset (when no timeZone). */
   utcOffsetMinutes?: number;
   /** Hold time-to-live (default 10 minutes). */
   defaultTtlMs?: number;

@@ -164,6 +164,7 @@ ParsedOptions parse_options(const Napi::Value& v) {
     if (has(so, "streamMaxlen", &y)) opt.store_options.stream_maxlen = to_count(y, "storeOptions.streamMaxlen");
   }
   if (has(o, "currency", &x)) opt.currency = to_string(x, "currency");
+  if (has(o, "timeZone", &x)) opt.time_zone = to_string(x, "timeZone");
   if (has(o, "utcOffsetMinutes", &x)) {
     int64_t m = to_int64(x, "utcOffsetMinutes");
     if (m < -18 * 60 || m > 18 * 60) invalid("utcOffsetMinutes must be within +/-18h");

@@ -176,6 +176,17 @@ for (const kind of storeKinds()) {
       m.close();
     });
 
+    test('calendar windows follow an IANA time zone (a 23-hour DST day in Paris)', async () => {
+      const { m, clock } = make({ timeZone: 'Europe/Paris', limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+      clock.set(Date.UTC(2026, 2, 29, 0, 0));  // 01:00 in Paris
+      await m.record('user:paris', '1');
+      const d = await m.check('user:paris', '0.01');
+      assert.equal(d.allowed, false);
+      assert.equal(d.denial?.resetsAt?.toISOString(), '2026-03-29T22:00:00.000Z');
+      m.close();
+      assert.throws(() => new BudgetManager({ store: 'memory', timeZone: 'Mars/Olympus' }), BudgetError);
+    });
+
     test('calendar windows reset with the (manual) clock; holds expire after their TTL', async () => {
       const { m, clock } = make({ limits: [{ scope: 'user:gina', window: 'day', amount: '1' }] });
       await m.record('user:gina', '1');

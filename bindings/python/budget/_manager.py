@@ -74,7 +74,8 @@ class BudgetManager(_native.BudgetManager):
     :class:`PricingEngine`, or the path of a LiteLLM JSON / compact table. Other keyword
     options: ``currency``, ``clock``, ``default_ttl`` (seconds or timedelta), ``buffer``
     (1.2 = hold 20 % more than the estimate), ``growth_step``, ``min_growth``,
-    ``persist_every``, ``fail_open``, ``utc_offset_minutes``, ``store_timeout``,
+    ``persist_every``, ``fail_open``, ``time_zone`` (an IANA name such as ``"Europe/Paris"``
+    for calendar windows; default UTC), ``utc_offset_minutes``, ``store_timeout``,
     ``executor`` (for the ``a``-prefixed asyncio methods; default: the loop's executor).
 
     Every method may be called from any thread; the GIL is released while the store works.

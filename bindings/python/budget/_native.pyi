@@ -464,6 +464,7 @@ class BudgetManager:
         fail_open: bool = False,
         utc_offset_minutes: int = 0,
         store_timeout: Optional[_Seconds] = None,
+        time_zone: Optional[str] = None,
     ) -> None: ...
     def close(self) -> None: ...
     @property

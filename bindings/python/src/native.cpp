@@ -976,7 +976,8 @@ PYBIND11_MODULE(_native, mod) {
   py::class_<PyManager>(mod, "BudgetManager")
       .def(py::init([](py::handle store, py::handle currency, py::handle limits, py::handle pricing, py::handle clock,
                        py::handle default_ttl, py::handle buffer, py::handle growth_step, py::handle min_growth,
-                       py::handle persist_every, bool fail_open, int utc_offset_minutes, py::handle store_timeout) {
+                       py::handle persist_every, bool fail_open, int utc_offset_minutes, py::handle store_timeout,
+                       py::handle time_zone) {
              Options o;
              o.store = to_text(store, "store");
              if (!currency.is_none()) o.currency = to_text(currency, "currency");
@@ -999,6 +1000,7 @@ PYBIND11_MODULE(_native, mod) {
              if (!persist_every.is_none()) o.persist_every = to_money(persist_every, "persist_every");
              o.fail_open = fail_open;
              o.utc_offset_minutes = utc_offset_minutes;
+             if (!time_zone.is_none()) o.time_zone = to_text(time_zone, "time_zone");
              if (!store_timeout.is_none()) o.store_options.timeout = to_duration(store_timeout, "store_timeout");
              auto pm = std::make_unique<PyManager>();
              pm->pricer = pricer;
@@ -1012,7 +1014,7 @@ PYBIND11_MODULE(_native, mod) {
            py::arg("limits") = py::none(), py::arg("pricing") = py::none(), py::arg("clock") = py::none(),
            py::arg("default_ttl") = py::none(), py::arg("buffer") = py::none(), py::arg("growth_step") = py::none(),
            py::arg("min_growth") = py::none(), py::arg("persist_every") = py::none(), py::arg("fail_open") = false,
-           py::arg("utc_offset_minutes") = 0, py::arg("store_timeout") = py::none())
+           py::arg("utc_offset_minutes") = 0, py::arg("store_timeout") = py::none(), py::arg("time_zone") = py::none())
       .def("close", [](PyManager& self) {
         std::shared_ptr<BudgetManager> old = std::atomic_exchange(&self.m, std::shared_ptr<BudgetManager>());
         py::gil_scoped_release r;  // the store closes without the GIL

@@ -338,6 +338,18 @@ def test_window_rollover(make: Make, clock: budget.ManualClock) -> None:
     assert m.check("user:w", "0.01").allowed
 
 
+def test_iana_time_zone(make: Make, clock: budget.ManualClock) -> None:
+    # 2026-03-29 lasts 23 hours in Paris: its day window ends at 2026-03-29T22:00Z.
+    m = make(limits={"user:*": {"day": "1"}}, time_zone="Europe/Paris")
+    clock.set(datetime(2026, 3, 29, 0, 0, tzinfo=timezone.utc))  # 01:00 in Paris
+    m.record("user:p", "1")
+    d = m.check("user:p", "0.01")
+    assert not d.allowed and d.denial is not None
+    assert d.denial.resets_at == datetime(2026, 3, 29, 22, 0, tzinfo=timezone.utc)
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.BudgetManager("memory", time_zone="Mars/Olympus")
+
+
 def test_token_and_request_limits(make: Make) -> None:
     m = make(limits={"key:*": {"tokens:minute": 100, "requests:minute": 2}})
     assert m.reserve("key:k", "0.01", tokens=60).allowed
