@@ -424,7 +424,8 @@ TEST_CASE("calendar windows in an IANA time zone follow daylight saving") {
     CHECK_FALSE(env->check(s, usd("0.01")).allowed);
     env.clock->set(from_millis(1'774'821'600'000));
     CHECK(env->check(s, usd("0.01")).allowed);
-    auto month = testutil::find_status(env->status(Scope::parse("user:paris")), "month");
+    const auto statuses = env->status(Scope::parse("user:paris"));
+    auto month = testutil::find_status(statuses, "month");
     REQUIRE(month != nullptr);
     CHECK(*month->resets_at == from_millis(1'774'994'400'000));  // 2026-04-01T00:00+02:00
   }
