@@ -3,7 +3,7 @@
 // A PricingEngine holds one price entry per model name (with its provider) and turns a Usage
 // into a cost. Prices are kept exactly: a price is an integer count of 1e-24 currency units
 // per unit (token, image, request, audio second), parsed from the decimal TEXT of the table,
-// never through a double. A cost is the exact product quantity x unit price, rounded UP to
+// never through floating point. A cost is the exact product quantity x unit price, rounded UP to
 // the nano once per line item; the line items are summed with checked Money arithmetic.
 //
 // Sources of prices (docs/pricing.md has the details):
