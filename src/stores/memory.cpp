@@ -65,13 +65,22 @@ class MemTxn final : public Txn {
  public:
   explicit MemTxn(MemoryStore& s) : s_(s) {}
   uint64_t limits_version() override;
-  Counters sum(const WindowRef& w) override;
-  void add(const WindowRef& w, const Counters& delta) override;
+  std::vector<Counters> sum_all(const Plan& p) override {
+    std::vector<Counters> out;
+    out.reserve(p.windows.size());
+    for (const auto& w : p.windows) out.push_back(sum(w));
+    return out;
+  }
+  void add_all(const Plan& p, const Counters& delta) override {
+    for (const auto& w : p.windows) add(w, delta);
+  }
   std::optional<RequestRecord> get_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
 
  private:
+  Counters sum(const WindowRef& w);
+  void add(const WindowRef& w, const Counters& delta);
   MemoryStore& s_;
 };
 

@@ -119,8 +119,6 @@ class SqlTxn final : public Txn {
  public:
   explicit SqlTxn(SqliteStore& s) : s_(s) {}
   uint64_t limits_version() override;
-  Counters sum(const WindowRef& w) override;
-  void add(const WindowRef& w, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
@@ -278,7 +276,7 @@ class SqliteStore final : public Store {
  private:
   friend class SqlTxn;
   enum StmtId {
-    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kSum, kAdd, kGetReq, kPutReq, kAppend,
+    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kAppend,
     kDue, kNextDeadline, kScan, kAllCounters, kLastChain, kBegin, kCommit, kSavepoint, kRelease, kCount
   };
 
@@ -322,17 +320,6 @@ class SqliteStore final : public Store {
         "SELECT key, scope, win, metric, amount, alerts FROM limits ORDER BY key",
         "INSERT OR REPLACE INTO limits(key, scope, win, metric, amount, alerts) VALUES (?,?,?,?,?,?)",
         "DELETE FROM limits WHERE key=?",
-        "SELECT coalesce(sum(spent_cost),0), coalesce(sum(spent_tokens),0), coalesce(sum(spent_requests),0),"
-        " coalesce(sum(held_cost),0), coalesce(sum(held_tokens),0), coalesce(sum(held_requests),0),"
-        " coalesce(sum(granted_cost),0), coalesce(sum(granted_tokens),0), coalesce(sum(granted_requests),0)"
-        " FROM counters WHERE series=? AND start>=?",
-        "INSERT INTO counters(series, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens,"
-        " held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-        " ON CONFLICT(series, start) DO UPDATE SET spent_cost=spent_cost+excluded.spent_cost,"
-        " spent_tokens=spent_tokens+excluded.spent_tokens, spent_requests=spent_requests+excluded.spent_requests,"
-        " held_cost=held_cost+excluded.held_cost, held_tokens=held_tokens+excluded.held_tokens,"
-        " held_requests=held_requests+excluded.held_requests, granted_cost=granted_cost+excluded.granted_cost,"
-        " granted_tokens=granted_tokens+excluded.granted_tokens, granted_requests=granted_requests+excluded.granted_requests",
         "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
         " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
         " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM requests WHERE id=?",
@@ -537,30 +524,6 @@ class SqliteStore final : public Store {
 uint64_t SqlTxn::limits_version() {
   auto& s = s_.st(SqliteStore::kLimitsVersion).reset();
   return s.step() ? static_cast<uint64_t>(s.i64(0)) : 0;
-}
-
-Counters SqlTxn::sum(const WindowRef& w) {
-  auto& s = s_.st(SqliteStore::kSum).reset();
-  if (w.series_key.empty()) s.bind(w.series());
-  else s.bind(w.series_key);
-  s.bind(w.read_from);
-  Counters c;
-  if (s.step()) {
-    c.spent = {s.i64(0), s.i64(1), s.i64(2)};
-    c.held = {s.i64(3), s.i64(4), s.i64(5)};
-    c.granted = {s.i64(6), s.i64(7), s.i64(8)};
-  }
-  return c;
-}
-
-void SqlTxn::add(const WindowRef& w, const Counters& d) {
-  auto& s = s_.st(SqliteStore::kAdd).reset();
-  if (w.series_key.empty()) s.bind(w.series());
-  else s.bind(w.series_key);
-  s.bind(w.start).bind(w.end)
-      .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-      .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-      .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests).exec();
 }
 
 std::vector<Counters> SqlTxn::sum_all(const Plan& p) {

@@ -12,23 +12,13 @@ class Txn {
  public:
   virtual ~Txn() = default;
   virtual uint64_t limits_version() = 0;
-  // Counters summed over every bucket of w's series that starts at or after w.read_from.
-  // Buckets after w.start are included on purpose: they exist when a hold from an earlier
-  // bucket grows later (rolling windows) or when another host's clock runs ahead; counting
-  // them is conservative, never an overspend.
-  virtual Counters sum(const WindowRef& w) = 0;
-  // Adds delta to the bucket w.start of w's series (creating it, ending at w.end).
-  virtual void add(const WindowRef& w, const Counters& delta) = 0;
-  // The same over every window of a plan; a store may do each in one statement.
-  virtual std::vector<Counters> sum_all(const Plan& p) {
-    std::vector<Counters> out;
-    out.reserve(p.windows.size());
-    for (const auto& w : p.windows) out.push_back(sum(w));
-    return out;
-  }
-  virtual void add_all(const Plan& p, const Counters& delta) {
-    for (const auto& w : p.windows) add(w, delta);
-  }
+  // Per window of the plan: counters summed over every bucket of the window's series that
+  // starts at or after read_from. Buckets after the window's start are included on purpose:
+  // they exist when a hold from an earlier bucket grows later (rolling windows) or when another
+  // host's clock runs ahead; counting them is conservative, never an overspend.
+  virtual std::vector<Counters> sum_all(const Plan& p) = 0;
+  // Adds delta to the current bucket (start, ending at end) of every window of the plan.
+  virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
   virtual void put_request(const RequestRecord& rec) = 0;  // insert or replace
   // Appends an event; the store assigns seq (and the hash chain) and fills e.windows with the

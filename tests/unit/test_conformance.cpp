@@ -261,6 +261,24 @@ TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit ad
   }
 }
 
+TEST_CASE("a commit that arrives after the TTL but before any sweep is an ordinary commit") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("1"), {.ttl = Duration(1'000)});
+    REQUIRE(d.allowed);
+    env.clock->advance(Duration(5'000));
+    auto rc = env->commit(d.reservation, usd("0.70"));
+    CHECK_FALSE(rc.after_expiry);
+    CHECK(rc.charged == usd("0.70"));
+    CHECK(env->events({.type = EventType::Expire}).empty());
+    auto u = env->status(Scope::parse("user:alice"))[0];
+    CHECK(u.spent == usd("0.70").nanos());
+    CHECK(u.held == 0);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("holds expire lazily: a later operation settles them without expire_holds()") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
