@@ -7,21 +7,7 @@
 
 namespace budget {
 
-int64_t checked_add(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) throw OverflowError("integer overflow in addition");
-  return r;
-}
-int64_t checked_sub(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_sub_overflow(a, b, &r)) throw OverflowError("integer overflow in subtraction");
-  return r;
-}
-int64_t checked_mul(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw OverflowError("integer overflow in multiplication");
-  return r;
-}
+void throw_overflow(const char* what) { throw OverflowError(what); }
 
 Money Money::from_units(int64_t units) { return Money(checked_mul(units, kNanosPerUnit)); }
 

@@ -15,12 +15,15 @@
 #include <budget/limits.hpp>
 #include <budget/manager.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "int128.hpp"
 
 namespace budget::detail {
 
@@ -61,21 +64,50 @@ struct Check {
   bool operator==(const Check&) const = default;
 };
 
+// What a store resolved for one plan (the memory store: pointers to the plan's counters), so
+// a plan cached by the engine is looked up by name once, not on every operation.
+struct PlanHandles {
+  virtual ~PlanHandles() = default;
+  const void* owner = nullptr;  // the store that attached them
+};
+
 struct Plan {
   std::vector<WindowRef> windows;
   std::vector<Check> checks;
   uint64_t limits_version = 0;
   std::string encoded;  // encode_plan(*this), filled once by the engine (stores that persist plans)
+  // Attached at most once by the store (compare-and-swap from null), freed with the plan,
+  // never copied: a copy is a different plan to the store.
+  mutable std::atomic<PlanHandles*> handles{nullptr};
+
+  Plan() = default;
+  Plan(const Plan& o) : windows(o.windows), checks(o.checks), limits_version(o.limits_version), encoded(o.encoded) {}
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() { delete handles.load(std::memory_order_acquire); }
 };
 
 struct Counters {
   Amounts spent, held, granted;
 };
-int64_t metric_of(const Amounts& a, Metric m) noexcept;
-Amounts& operator+=(Amounts& a, const Amounts& b);  // checked
-Amounts operator-(const Amounts& a);                 // checked
-Amounts operator+(Amounts a, const Amounts& b);
-Amounts operator-(Amounts a, const Amounts& b);
+inline int64_t metric_of(const Amounts& a, Metric m) noexcept {
+  switch (m) {
+    case Metric::Cost: return a.cost;
+    case Metric::Tokens: return a.tokens;
+    case Metric::Requests: return a.requests;
+  }
+  return 0;
+}
+inline Amounts& operator+=(Amounts& a, const Amounts& b) {  // checked
+  a.cost = checked_add(a.cost, b.cost);
+  a.tokens = checked_add(a.tokens, b.tokens);
+  a.requests = checked_add(a.requests, b.requests);
+  return a;
+}
+inline Amounts operator-(const Amounts& a) {  // checked
+  return {checked_sub(0, a.cost), checked_sub(0, a.tokens), checked_sub(0, a.requests)};
+}
+inline Amounts operator+(Amounts a, const Amounts& b) { return a += b; }
+inline Amounts operator-(Amounts a, const Amounts& b) { return a += -b; }
 
 // The state of one check: summed counters of its metric.
 struct CheckState {
@@ -83,7 +115,12 @@ struct CheckState {
 };
 // The allowance rule, shared by every store (and mirrored in the Redis script):
 // room iff spent + held + need <= limit (+ granted), and a need of 0 still needs some room.
-bool has_room(const Check& c, const CheckState& s, int64_t need) noexcept;
+inline bool has_room(const Check& c, const CheckState& s, int64_t need) noexcept {
+  int128 cap = static_cast<int128>(c.limit) + (c.grantable ? s.granted : 0);
+  int128 used = static_cast<int128>(s.spent) + s.held;
+  if (need == 0) return used < cap;
+  return used + need <= cap;
+}
 
 enum class ReqState : uint8_t { Held, Committed, Released, Expired, Denied, Recorded, Granted, Adjusted };
 const char* to_string(ReqState s) noexcept;

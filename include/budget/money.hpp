@@ -52,9 +52,23 @@ class BUDGET_API Money {
   int64_t nanos_ = 0;
 };
 
-// Checked int64 helpers shared by the engine and the stores (throw OverflowError).
-BUDGET_API int64_t checked_add(int64_t a, int64_t b);
-BUDGET_API int64_t checked_sub(int64_t a, int64_t b);
-BUDGET_API int64_t checked_mul(int64_t a, int64_t b);
+// Checked int64 helpers shared by the engine and the stores (throw OverflowError). Inline:
+// they sit on every hot path; only the throw is out of line.
+[[noreturn]] BUDGET_API void throw_overflow(const char* what);
+inline int64_t checked_add(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) [[unlikely]] throw_overflow("integer overflow in addition");
+  return r;
+}
+inline int64_t checked_sub(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) [[unlikely]] throw_overflow("integer overflow in subtraction");
+  return r;
+}
+inline int64_t checked_mul(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) [[unlikely]] throw_overflow("integer overflow in multiplication");
+  return r;
+}
 
 }  // namespace budget

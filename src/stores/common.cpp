@@ -31,33 +31,6 @@ bool parse_window_key(std::string_view key, std::string* scope, std::string* win
   return true;
 }
 
-int64_t metric_of(const Amounts& a, Metric m) noexcept {
-  switch (m) {
-    case Metric::Cost: return a.cost;
-    case Metric::Tokens: return a.tokens;
-    case Metric::Requests: return a.requests;
-  }
-  return 0;
-}
-
-Amounts& operator+=(Amounts& a, const Amounts& b) {
-  a.cost = checked_add(a.cost, b.cost);
-  a.tokens = checked_add(a.tokens, b.tokens);
-  a.requests = checked_add(a.requests, b.requests);
-  return a;
-}
-Amounts operator-(const Amounts& a) {
-  return {checked_sub(0, a.cost), checked_sub(0, a.tokens), checked_sub(0, a.requests)};
-}
-Amounts operator+(Amounts a, const Amounts& b) { return a += b; }
-Amounts operator-(Amounts a, const Amounts& b) { return a += -b; }
-
-bool has_room(const Check& c, const CheckState& s, int64_t need) noexcept {
-  int128 cap = static_cast<int128>(c.limit) + (c.grantable ? s.granted : 0);
-  int128 used = static_cast<int128>(s.spent) + s.held;
-  if (need == 0) return used < cap;
-  return used + need <= cap;
-}
 
 const char* to_string(ReqState s) noexcept {
   switch (s) {

@@ -8,6 +8,7 @@
 #include <budget/error.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -27,15 +28,19 @@ struct BucketRow {
   Counters c;
 };
 
+// The buckets of one series (scope|window), by start. Never erased, so a plan keeps pointers.
+using SeriesRow = std::map<int64_t, BucketRow>;
+
 struct alignas(64) Stripe {
   std::mutex m;
   struct SvHash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
-  std::unordered_map<std::string, std::map<int64_t, BucketRow>, SvHash, std::equal_to<>> series;
+  std::unordered_map<std::string, SeriesRow, SvHash, std::equal_to<>> series;
   std::unordered_map<std::string, RequestRecord> requests;
-  std::set<std::pair<int64_t, std::string>> deadlines;
+  // Deadlines of held requests; the string is the key of `requests` (nodes never move).
+  std::set<std::pair<int64_t, const std::string*>> deadlines;
   std::vector<std::pair<LedgerEvent, std::shared_ptr<const Plan>>> events;  // windows filled when sealed
 };
 
@@ -61,27 +66,69 @@ struct Series {
 
 class MemoryStore;
 
+// A plan resolved against one memory store: each window's series, and the stripes to lock.
+struct MemHandles final : PlanHandles {
+  std::vector<SeriesRow*> series;     // per window of the plan
+  std::vector<uint16_t> stripes;      // sorted, unique
+};
+
+// The stripes an operation locks, sorted and unique; no allocation for usual plans.
+class StripeSet {
+ public:
+  void assign(const std::vector<uint16_t>& sorted, std::optional<size_t> extra) {
+    n_ = 0;
+    big_.clear();
+    bool placed = !extra;
+    for (uint16_t s : sorted) {
+      if (!placed && *extra <= s) {
+        if (*extra != s) push(static_cast<uint16_t>(*extra));
+        placed = true;
+      }
+      push(s);
+    }
+    if (!placed) push(static_cast<uint16_t>(*extra));
+  }
+  const uint16_t* begin() const { return big_.empty() ? small_.data() : big_.data(); }
+  const uint16_t* end() const { return begin() + size(); }
+  size_t size() const { return big_.empty() ? n_ : big_.size(); }
+
+ private:
+  void push(uint16_t s) {
+    if (big_.empty() && n_ < small_.size()) {
+      small_[n_++] = s;
+      return;
+    }
+    if (big_.empty()) big_.assign(small_.begin(), small_.begin() + static_cast<std::ptrdiff_t>(n_));
+    big_.push_back(s);
+  }
+  std::array<uint16_t, 24> small_{};
+  size_t n_ = 0;
+  std::vector<uint16_t> big_;
+};
+
 class MemTxn final : public Txn {
  public:
-  explicit MemTxn(MemoryStore& s) : s_(s) {}
+  MemTxn(MemoryStore& s, const MemHandles* h) : s_(s), h_(h) {}
   uint64_t limits_version() override;
-  std::vector<Counters> sum_all(const Plan& p) override {
-    std::vector<Counters> out;
-    out.reserve(p.windows.size());
-    for (const auto& w : p.windows) out.push_back(sum(w));
-    return out;
-  }
-  void add_all(const Plan& p, const Counters& delta) override {
-    for (const auto& w : p.windows) add(w, delta);
-  }
+  std::vector<Counters> sum_all(const Plan& p) override;
+  void add_all(const Plan& p, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
+  const RequestRecord* find_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
+  void adopt_request(RequestRecord&& rec) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
 
  private:
-  Counters sum(const WindowRef& w);
-  void add(const WindowRef& w, const Counters& delta);
+  // The resolved handles when `p` is the plan the operation was locked for, else null
+  // (a shifted copy of it: looked up by name; its windows' stripes are locked all the same).
+  const MemHandles* handles_for(const Plan& p) const {
+    return h_ && p.handles.load(std::memory_order_acquire) == h_ ? h_ : nullptr;
+  }
+  SeriesRow* series(const WindowRef& w, const MemHandles* h, size_t i, bool create);
+  template <class Rec>
+  void store_request(Rec&& rec);
   MemoryStore& s_;
+  const MemHandles* h_;
 };
 
 class MemoryStore final : public Store {
@@ -109,20 +156,22 @@ class MemoryStore final : public Store {
   }
 
   ReserveOut reserve(const ReserveOp& op) override {
-    auto set = stripes_for(*op.plan, &op.request_id);
-    return locked(set, [&](Txn& t) { return txn_reserve(t, op); });
+    const auto& h = resolve(*op.plan);
+    StripeSet set;
+    set.assign(h.stripes, stripe_of(op.request_id));
+    return locked(set, &h, [&](Txn& t) { return txn_reserve(t, op); });
   }
   DirectOut direct(const DirectOp& op) override {
-    auto set = stripes_for(*op.plan, &op.request_id);
-    return locked(set, [&](Txn& t) { return txn_direct(t, op); });
+    const auto& h = resolve(*op.plan);
+    StripeSet set;
+    set.assign(h.stripes, stripe_of(op.request_id));
+    return locked(set, &h, [&](Txn& t) { return txn_direct(t, op); });
   }
   GrowOut grow(const GrowOp& op) override {
-    auto set = stripes_for_request(op.request_id);
-    return locked(set, [&](Txn& t) { return txn_grow(t, op); });
+    return for_request(op.request_id, [&](Txn& t) { return txn_grow(t, op); });
   }
   SettleOut settle(const SettleOp& op) override {
-    auto set = stripes_for_request(op.request_id);
-    return locked(set, [&](Txn& t) { return txn_settle(t, op); });
+    return for_request(op.request_id, [&](Txn& t) { return txn_settle(t, op); });
   }
 
   size_t expire(int64_t now, size_t max) override {
@@ -130,12 +179,11 @@ class MemoryStore final : public Store {
     for (auto& st : stripes_) {
       std::lock_guard lk(st.m);
       for (auto it = st.deadlines.begin(); it != st.deadlines.end() && it->first <= now && due.size() < max; ++it)
-        due.push_back(it->second);
+        due.push_back(*it->second);
     }
     size_t n = 0;
     for (const auto& id : due) {
-      auto set = stripes_for_request(id);
-      n += locked(set, [&](Txn& t) {
+      n += for_request(id, [&](Txn& t) {
         auto rec = t.get_request(id);
         if (!rec || rec->state != ReqState::Held || rec->expires_at > now) return 0;
         txn_expire(t, *rec, now);
@@ -156,8 +204,10 @@ class MemoryStore final : public Store {
   }
 
   std::vector<CheckState> read(const Plan& plan) override {
-    auto set = stripes_for(plan, nullptr);
-    return locked(set, [&](Txn& t) { return txn_read(t, plan); });
+    const auto& h = resolve(plan);
+    StripeSet set;
+    set.assign(h.stripes, std::nullopt);
+    return locked(set, &h, [&](Txn& t) { return txn_read(t, plan); });
   }
 
   void scan_events(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) override {
@@ -183,18 +233,37 @@ class MemoryStore final : public Store {
 
  private:
   friend class MemTxn;
-  using StripeSet = std::vector<size_t>;
 
-  StripeSet stripes_for(const Plan& plan, const std::string* request_id) {
-    StripeSet set;
-    set.reserve(plan.windows.size() + 1);
-    for (const auto& w : plan.windows) set.push_back(Series(w).stripe());
-    if (request_id) set.push_back(stripe_of(*request_id));
-    std::sort(set.begin(), set.end());
-    set.erase(std::unique(set.begin(), set.end()), set.end());
-    return set;
+  // The plan's handles, resolved once per plan: each window's series (created if new; a
+  // series is never erased, so the pointer stays valid), and its sorted stripes.
+  const MemHandles& resolve(const Plan& plan) {
+    auto* cur = plan.handles.load(std::memory_order_acquire);
+    if (cur && cur->owner == this) return *static_cast<const MemHandles*>(cur);
+    auto h = std::make_unique<MemHandles>();
+    h->owner = this;
+    for (const auto& w : plan.windows) {
+      Series sr(w);
+      auto& st = stripes_[sr.stripe()];
+      std::lock_guard lk(st.m);
+      auto it = st.series.find(sr.key);
+      if (it == st.series.end()) it = st.series.emplace(std::string(sr.key), SeriesRow{}).first;
+      h->series.push_back(&it->second);
+      h->stripes.push_back(static_cast<uint16_t>(sr.stripe()));
+    }
+    std::sort(h->stripes.begin(), h->stripes.end());
+    h->stripes.erase(std::unique(h->stripes.begin(), h->stripes.end()), h->stripes.end());
+    PlanHandles* expected = nullptr;
+    if (cur == nullptr && plan.handles.compare_exchange_strong(expected, h.get(), std::memory_order_acq_rel))
+      return *h.release();
+    // Another thread attached first (or the plan belongs to another store): use ours once.
+    if (expected && expected->owner == this) return *static_cast<const MemHandles*>(expected);
+    scratch_handles_ = std::move(h);  // thread-confined: see below
+    return *scratch_handles_;
   }
-  StripeSet stripes_for_request(const std::string& id) {
+
+  // Runs f on a request's record under the stripes of the request and of its plan's windows.
+  template <class F>
+  auto for_request(const std::string& id, F&& f) -> decltype(f(std::declval<Txn&>())) {
     std::shared_ptr<const Plan> plan;
     {
       auto& st = stripes_[stripe_of(id)];
@@ -202,21 +271,27 @@ class MemoryStore final : public Store {
       auto it = st.requests.find(id);
       if (it != st.requests.end()) plan = it->second.plan;
     }
-    if (!plan) return {stripe_of(id)};
-    return stripes_for(*plan, &id);  // a record's plan never changes, so this set stays right
+    StripeSet set;
+    if (!plan) {
+      set.assign({}, stripe_of(id));
+      return locked(set, nullptr, f);
+    }
+    const auto& h = resolve(*plan);  // a record's plan never changes, so this set stays right
+    set.assign(h.stripes, stripe_of(id));
+    return locked(set, &h, f);
   }
 
   template <class F>
-  auto locked(const StripeSet& set, F&& f) -> decltype(f(std::declval<Txn&>())) {
-    for (size_t i : set) stripes_[i].m.lock();
+  auto locked(const StripeSet& set, const MemHandles* h, F&& f) -> decltype(f(std::declval<Txn&>())) {
+    for (uint16_t i : set) stripes_[i].m.lock();
     struct Unlock {
       MemoryStore* s;
       const StripeSet* set;
       ~Unlock() {
-        for (auto it = set->rbegin(); it != set->rend(); ++it) s->stripes_[*it].m.unlock();
+        for (auto it = set->end(); it != set->begin();) s->stripes_[*--it].m.unlock();
       }
     } unlock{this, &set};
-    MemTxn t(*this);
+    MemTxn t(*this, h);
     return f(t);
   }
 
@@ -259,55 +334,85 @@ class MemoryStore final : public Store {
   std::atomic<uint64_t> limits_version_{1};
   std::mutex seal_m_;
   std::vector<LedgerEvent> sealed_, staging_;
+  // Handles that could not be attached to their plan (lost a race): kept for this call only.
+  static thread_local std::unique_ptr<MemHandles> scratch_handles_;
 };
+
+thread_local std::unique_ptr<MemHandles> MemoryStore::scratch_handles_;
 
 uint64_t MemTxn::limits_version() { return s_.limits_version_.load(std::memory_order_acquire); }
 
-Counters MemTxn::sum(const WindowRef& w) {
+SeriesRow* MemTxn::series(const WindowRef& w, const MemHandles* h, size_t i, bool create) {
+  if (h) return h->series[i];
   Series sr(w);
   auto& st = s_.stripes_[sr.stripe()];
-  Counters total;
   auto it = st.series.find(sr.key);
-  if (it == st.series.end()) return total;
-  auto& buckets = it->second;
-  for (auto b = buckets.lower_bound(w.read_from); b != buckets.end(); ++b) {
-    total.spent += b->second.c.spent;
-    total.held += b->second.c.held;
-    total.granted += b->second.c.granted;
+  if (it == st.series.end()) {
+    if (!create) return nullptr;
+    it = st.series.emplace(std::string(sr.key), SeriesRow{}).first;
   }
-  return total;
+  return &it->second;
 }
 
-void MemTxn::add(const WindowRef& w, const Counters& d) {
-  Series sr(w);
-  auto& st = s_.stripes_[sr.stripe()];
-  auto it = st.series.find(sr.key);
-  if (it == st.series.end()) it = st.series.emplace(std::string(sr.key), std::map<int64_t, BucketRow>{}).first;
-  auto& row = it->second[w.start];
-  row.end = w.end;
-  row.c.spent += d.spent;
-  row.c.held += d.held;
-  row.c.granted += d.granted;
+std::vector<Counters> MemTxn::sum_all(const Plan& p) {
+  const auto* h = handles_for(p);
+  std::vector<Counters> out(p.windows.size());
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& w = p.windows[i];
+    auto* buckets = series(w, h, i, false);
+    if (!buckets) continue;
+    auto& total = out[i];
+    for (auto b = buckets->lower_bound(w.read_from); b != buckets->end(); ++b) {
+      total.spent += b->second.c.spent;
+      total.held += b->second.c.held;
+      total.granted += b->second.c.granted;
+    }
+  }
+  return out;
+}
+
+void MemTxn::add_all(const Plan& p, const Counters& d) {
+  const auto* h = handles_for(p);
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& w = p.windows[i];
+    auto& row = (*series(w, h, i, true))[w.start];
+    row.end = w.end;
+    row.c.spent += d.spent;
+    row.c.held += d.held;
+    row.c.granted += d.granted;
+  }
 }
 
 std::optional<RequestRecord> MemTxn::get_request(const std::string& id) {
-  auto& st = s_.stripes_[stripe_of(id)];
-  auto it = st.requests.find(id);
-  if (it == st.requests.end()) return std::nullopt;
-  return it->second;
+  if (const auto* rec = find_request(id)) return *rec;
+  return std::nullopt;
 }
 
-void MemTxn::put_request(const RequestRecord& rec) {
+const RequestRecord* MemTxn::find_request(const std::string& id) {
+  auto& st = s_.stripes_[stripe_of(id)];
+  auto it = st.requests.find(id);
+  return it == st.requests.end() ? nullptr : &it->second;
+}
+
+void MemTxn::put_request(const RequestRecord& rec) { store_request(rec); }
+void MemTxn::adopt_request(RequestRecord&& rec) { store_request(std::move(rec)); }
+
+template <class Rec>
+void MemTxn::store_request(Rec&& rec) {
   auto& st = s_.stripes_[stripe_of(rec.request_id)];
-  auto [it, inserted] = st.requests.try_emplace(rec.request_id, rec);
-  if (!inserted) {
-    if (it->second.state == ReqState::Held) st.deadlines.erase({it->second.expires_at, rec.request_id});
-    it->second = rec;
+  auto it = st.requests.find(rec.request_id);
+  if (it == st.requests.end()) {
+    std::string key = rec.request_id;
+    it = st.requests.emplace(std::move(key), std::forward<Rec>(rec)).first;
+  } else {
+    if (it->second.state == ReqState::Held) st.deadlines.erase({it->second.expires_at, &it->first});
+    it->second = std::forward<Rec>(rec);
   }
-  if (rec.state == ReqState::Held) {
-    st.deadlines.emplace(rec.expires_at, rec.request_id);
+  const RequestRecord& r = it->second;
+  if (r.state == ReqState::Held) {
+    st.deadlines.emplace(r.expires_at, &it->first);
     int64_t cur = s_.next_deadline_.load(std::memory_order_relaxed);
-    while (rec.expires_at < cur && !s_.next_deadline_.compare_exchange_weak(cur, rec.expires_at)) {
+    while (r.expires_at < cur && !s_.next_deadline_.compare_exchange_weak(cur, r.expires_at)) {
     }
   }
 }

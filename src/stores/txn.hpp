@@ -21,9 +21,19 @@ class Txn {
   virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
   virtual void put_request(const RequestRecord& rec) = 0;  // insert or replace
+  // Read-only look-up without a copy where the store can (valid until the next call on t).
+  virtual const RequestRecord* find_request(const std::string& id) {
+    scratch_ = get_request(id);
+    return scratch_ ? &*scratch_ : nullptr;
+  }
+  // put_request of a record the caller gives away.
+  virtual void adopt_request(RequestRecord&& rec) { put_request(rec); }
   // Appends an event; the store assigns seq (and the hash chain) and fills e.windows with the
   // keys of `plan`'s windows (now or, for the memory store, when the event is first read).
   virtual void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) = 0;
+
+ private:
+  std::optional<RequestRecord> scratch_;
 };
 
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op);

@@ -105,7 +105,7 @@ LedgerEvent event_for(EventType type, const RequestRecord& rec, int64_t now) {
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   ReserveOut out;
   if (!op.dry_run) {
-    if (auto rec = t.get_request(op.request_id)) {
+    if (const auto* rec = t.find_request(op.request_id)) {
       bool was_reserve = rec->state == ReqState::Held || rec->state == ReqState::Committed ||
                          rec->state == ReqState::Released || rec->state == ReqState::Expired ||
                          rec->state == ReqState::Denied;
@@ -163,8 +163,8 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   auto e = event_for(EventType::Reserve, rec, op.now);
   e.held = op.amount;
   e.metadata = op.metadata;
-  t.put_request(rec);
-  t.append(std::move(e), rec.plan);
+  t.adopt_request(std::move(rec));
+  t.append(std::move(e), op.plan);
   out.held = op.amount;
   out.expires_at = op.expires_at;
   return out;
@@ -286,9 +286,9 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   if (commit) flag_over_limit(view, out.after, *rec);
   e.spent = delta.spent;
   e.held = delta.held;
-  t.put_request(*rec);
   t.append(std::move(e), rec->plan);
   out.record = *rec;
+  t.adopt_request(std::move(*rec));
   return out;
 }
 
@@ -313,7 +313,7 @@ DirectOut txn_direct(Txn& t, const DirectOp& op) {
                                           ReqState::Released, ReqState::Expired, ReqState::Recorded,
                                           ReqState::Granted, ReqState::Adjusted, ReqState::Denied};
   const ReqState target = kStateOf[static_cast<int>(op.type)];
-  if (auto rec = t.get_request(op.request_id)) {
+  if (const auto* rec = t.find_request(op.request_id)) {
     if (rec->state != target || rec->fingerprint != op.fingerprint)
       throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
     out.replayed = true;
