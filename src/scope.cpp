@@ -48,7 +48,9 @@ void validate_id(std::string_view id, std::string_view what) {
   if (id.empty()) throw InvalidArgumentError(std::string(what) + " is empty");
   if (id.size() > Scope::kMaxIdBytes)
     throw InvalidArgumentError(std::string(what) + " longer than 256 bytes: '" + shown(id) + "...'");
-  for (size_t i = 0; i < id.size();) {
+  size_t i = 0;
+  while (i < id.size() && static_cast<unsigned char>(id[i]) - 0x20u < 0x5Fu) ++i;  // printable ASCII
+  while (i < id.size()) {
     auto c = static_cast<unsigned char>(id[i]);
     if (c < 0x20 || c == 0x7F)
       throw InvalidArgumentError(std::string(what) + " contains a control character: '" + shown(id) + "'");

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -41,7 +42,7 @@ struct alignas(64) Stripe {
   std::unordered_map<std::string, RequestRecord> requests;
   // Deadlines of held requests; the string is the key of `requests` (nodes never move).
   std::set<std::pair<int64_t, const std::string*>> deadlines;
-  std::vector<std::pair<LedgerEvent, std::shared_ptr<const Plan>>> events;  // windows filled when sealed
+  std::deque<std::pair<LedgerEvent, std::shared_ptr<const Plan>>> events;  // windows filled when sealed
 };
 
 size_t stripe_of(std::string_view s) { return std::hash<std::string_view>{}(s) % kStripes; }
