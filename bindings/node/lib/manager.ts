@@ -1,6 +1,6 @@
 // BudgetManager: hold before a call, meter a stream, charge after it.
 import { BudgetExceededError } from './errors';
-import { native, type NativeClockHandle, type NativeManagerHandle } from './native';
+import { countAt, F64, I64, native, type NativeClockHandle, type NativeManagerHandle } from './native';
 import { PricingEngine } from './pricing';
 import type {
   AggregateRow,
@@ -15,6 +15,7 @@ import type {
   LedgerQuery,
   Limit,
   LimitSpec,
+  LineItem,
   LimitStatus,
   Metric,
   MoneyInput,
@@ -90,6 +91,83 @@ export interface BudgetManagerOptions {
 
 type ReservationRef = Reservation | string;
 
+// ---- inline execution -------------------------------------------------------------------
+// With `offload` false (the memory store by default) each call runs synchronously in the
+// addon and its outcome is wrapped here in an already-settled Promise (a thrown BudgetError
+// becomes a rejection: the API is the same as with the thread pool). The addon passes the
+// scalars through the scratch buffer and this layer builds the result objects (see
+// src/manager.cpp, "Inline execution", for the slot layout).
+
+/** True when the options carry nothing but (maybe) a request id. */
+function idOnly(o: RequestOptions): boolean {
+  return (
+    typeof o === 'object' &&
+    !Array.isArray(o) &&
+    o.buffer == null &&
+    o.ttlMs == null &&
+    o.provider == null &&
+    o.metadata == null &&
+    o.reason == null
+  );
+}
+
+function decisionOut(n: NativeManagerHandle, out: unknown, subject: SubjectInput, requestId: unknown): Decision {
+  const f = F64[0];
+  const estimate = I64[1];
+  if ((f & 8) !== 0) {
+    const held = I64[2];
+    const heldTokens = countAt(3);
+    const expiresAt = new Date(F64[5]);
+    let id = requestId as string;
+    let scopes: string[];
+    let model = '';
+    if ((f & 112) !== 0) {
+      const x = n.reservationExtras();
+      id = x[0];
+      scopes = x[1];
+      model = x[2];
+    } else {
+      scopes = typeof subject === 'string' ? ['global', subject] : ['global', ...subject];
+    }
+    const reservation: Reservation = { requestId: id, subject: scopes, held, heldTokens, expiresAt, model, handle: out };
+    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation, denial: null };
+  }
+  if ((f & 1) !== 0) {
+    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation: null, denial: null };
+  }
+  return { allowed: false, replayed: (f & 2) !== 0, failOpen: false, estimate, reservation: null, denial: out as Denial };
+}
+
+function receiptOut(n: NativeManagerHandle, requestId: string): Receipt {
+  const f = F64[0];
+  const charged = I64[1];
+  const released = I64[2];
+  const tokens = countAt(3);
+  let model = '';
+  let priceVersion = '';
+  let overLimitScopes: string[] = [];
+  let items: LineItem[] = [];
+  if ((f & 16) !== 0) [model, priceVersion, overLimitScopes, items] = n.receiptExtras();
+  return {
+    requestId,
+    charged,
+    released,
+    tokens,
+    overHold: (f & 1) !== 0,
+    overLimit: (f & 2) !== 0,
+    overLimitScopes,
+    afterExpiry: (f & 4) !== 0,
+    replayed: (f & 8) !== 0,
+    model,
+    priceVersion,
+    items,
+  };
+}
+
+function handleOf(r: unknown): unknown {
+  return r !== null && typeof r === 'object' ? (r as { handle?: unknown }).handle : undefined;
+}
+
 function nativeOptions(options: BudgetManagerOptions): { opts: Record<string, unknown>; pricing?: PricingEngine } {
   if (options === null || typeof options !== 'object') {
     return { opts: options as unknown as Record<string, unknown> };
@@ -124,12 +202,15 @@ export class BudgetManager {
   readonly native: NativeManagerHandle;
   /** The pricing engine given in the options (used by the stream guards). */
   readonly pricing: PricingEngine | undefined;
+  /** Store calls run inline (synchronously, answered through settled Promises). */
+  private readonly inline: boolean;
 
   /** Opens the store synchronously (see `BudgetManager.open` for the async form). */
   constructor(options: BudgetManagerOptions = {}) {
     const { opts, pricing } = nativeOptions(options);
     this.native = new native.NativeManager(opts);
     this.pricing = pricing;
+    this.inline = !this.native.info().offload;
     this.installCallbacks(options);
   }
 
@@ -137,9 +218,14 @@ export class BudgetManager {
   static async open(options: BudgetManagerOptions = {}): Promise<BudgetManager> {
     const { opts, pricing } = nativeOptions(options);
     const handle = await native.openManager(opts);
-    const m = Object.create(BudgetManager.prototype) as { native: NativeManagerHandle; pricing?: PricingEngine };
+    const m = Object.create(BudgetManager.prototype) as {
+      native: NativeManagerHandle;
+      pricing?: PricingEngine;
+      inline: boolean;
+    };
     m.native = handle;
     m.pricing = pricing;
+    m.inline = !handle.info().offload;
     (m as unknown as BudgetManager).installCallbacks(options);
     return m as unknown as BudgetManager;
   }
@@ -159,25 +245,57 @@ export class BudgetManager {
   // ---- the lifecycle ----------------------------------------------------------------------
   /** Atomically holds `estimate x buffer` on every scope of the subject, or nothing. */
   reserve(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Decision> {
-    return this.native.reserve(subject, estimate, options);
+    if (!this.inline) return this.native.reserve(subject, estimate, options);
+    try {
+      const n = this.native;
+      if (options === undefined || options === null) {
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined), subject, undefined));
+      }
+      if (idOnly(options)) {
+        const id = options.requestId;
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined), subject, id));
+      }
+      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options), subject, undefined));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   /** `reserve`, throwing BudgetExceededError on a denial. */
   async reserveOrThrow(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Reservation> {
-    const d = await this.native.reserve(subject, estimate, options);
+    const d = await this.reserve(subject, estimate, options);
     if (!d.allowed) throw new BudgetExceededError(d.denial, options?.requestId);
-    return d.reservation;
+    return d.reservation as Reservation;
   }
   /** Adds incremental spend to a stream's hold; `verdict: 'stop'` when no scope can grow it. */
   consume(reservation: ReservationRef, amount: MoneyInput, tokens?: CountInput): Promise<ConsumeResult> {
-    return this.native.consume(reservation, amount, tokens);
+    if (!this.inline) return this.native.consume(reservation, amount, tokens);
+    try {
+      const denial = this.native.consumeI(reservation, handleOf(reservation), amount, tokens) as Denial | null;
+      const ok = F64[0] !== 0;
+      return Promise.resolve({ verdict: ok ? 'continue' : 'stop', consumed: I64[1], held: I64[2], denial } as ConsumeResult);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   /** The final charge: replaces the hold with the actual cost (recorded even above a limit). */
   commit(reservation: ReservationRef, actual: ChargeInput): Promise<Receipt> {
-    return this.native.commit(reservation, actual);
+    if (!this.inline) return this.native.commit(reservation, actual);
+    try {
+      const n = this.native;
+      return Promise.resolve(receiptOut(n, n.commitI(reservation, handleOf(reservation), actual)));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   /** Voids a hold (the call failed or was cancelled). */
   release(reservation: ReservationRef): Promise<Receipt> {
-    return this.native.release(reservation);
+    if (!this.inline) return this.native.release(reservation);
+    try {
+      const n = this.native;
+      return Promise.resolve(receiptOut(n, n.releaseI(reservation, handleOf(reservation))));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   /** Settles holds whose TTL passed; resolves to how many. */
   expireHolds(): Promise<number> {
@@ -187,16 +305,30 @@ export class BudgetManager {
   // ---- check-then-charge ------------------------------------------------------------------
   /** Would `reserve` allow this now? Holds nothing. */
   check(subject: SubjectInput, estimate: EstimateInput): Promise<Decision> {
-    return this.native.check(subject, estimate);
+    if (!this.inline) return this.native.check(subject, estimate);
+    try {
+      const n = this.native;
+      return Promise.resolve(decisionOut(n, n.checkI(subject, estimate), subject, undefined));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
   /** `check`, throwing BudgetExceededError on a denial. */
   async checkOrThrow(subject: SubjectInput, estimate: EstimateInput): Promise<void> {
-    const d = await this.native.check(subject, estimate);
+    const d = await this.check(subject, estimate);
     if (!d.allowed) throw new BudgetExceededError(d.denial);
   }
   /** Direct spend after the fact, in one call. */
   record(subject: SubjectInput, actual: ChargeInput, options?: RequestOptions): Promise<Receipt> {
-    return this.native.record(subject, actual, options);
+    if (!this.inline) return this.native.record(subject, actual, options);
+    try {
+      const n = this.native;
+      const simple = options === undefined || options === null || idOnly(options);
+      const id = simple ? options?.requestId : undefined;
+      return Promise.resolve(receiptOut(n, n.recordI(subject, actual, id, simple ? undefined : options)));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   // ---- corrections ------------------------------------------------------------------------

@@ -14,6 +14,8 @@ export interface NativeAddon {
   version: string;
   napiVersion: number;
   withRedis: boolean;
+  /** The scratch buffer of the synchronous fast paths (see src/common.hpp, EnvData). */
+  scratch: ArrayBuffer;
   NativeManager: new (options: unknown) => NativeManagerHandle;
   openManager(options: unknown): Promise<NativeManagerHandle>;
   NativeClock: new (start?: unknown) => NativeClockHandle;
@@ -49,6 +51,15 @@ export interface NativeManagerHandle {
   onDenial(cb: ((d: any, subject: string[]) => void) | null): void;
   close(): void;
   benchLoop(subject: unknown, amount: unknown, n: number, prefix?: string): number;
+  // Inline execution (offload false): synchronous, scalars in the scratch buffer.
+  reserveI(subject: unknown, estimate: unknown, requestId: unknown, options: unknown): unknown;
+  checkI(subject: unknown, estimate: unknown): unknown;
+  consumeI(res: unknown, handle: unknown, amount: unknown, tokens: unknown): any;
+  commitI(res: unknown, handle: unknown, charge: unknown): string;
+  releaseI(res: unknown, handle: unknown): string;
+  recordI(subject: unknown, charge: unknown, requestId: unknown, options: unknown): string;
+  reservationExtras(): [string, string[], string];
+  receiptExtras(): [string, string, string[], any[]];
 }
 
 export interface NativeClockHandle {
@@ -111,3 +122,12 @@ function load(): NativeAddon {
 }
 
 export const native: NativeAddon = load();
+/** Views of the scratch buffer: 8-byte slots read as doubles (flags, counts, ms) or int64 nanos. */
+export const F64 = new Float64Array(native.scratch);
+export const I64 = new BigInt64Array(native.scratch);
+/** A count slot pair: the number when safe, else the exact bigint of the next slot. */
+export function countAt(i: number): number {
+  const x = F64[i];
+  // eslint-disable-next-line no-self-compare
+  return (x === x ? x : I64[i + 1]) as number;
+}

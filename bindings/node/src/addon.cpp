@@ -26,7 +26,19 @@ Napi::Value ParseWindow(const Napi::CallbackInfo& info) {
 }
 }  // namespace
 
+EnvData& env_data(Napi::Env env) {
+  auto* d = env.GetInstanceData<EnvData>();
+  if (!d) throw Napi::Error::New(env, "libbudget: addon not initialised");
+  return *d;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* d = new EnvData();
+  Napi::ArrayBuffer scratch = Napi::ArrayBuffer::New(env, EnvData::kSlots * 8);
+  d->scratch = static_cast<unsigned char*>(scratch.Data());
+  d->scratch_ref = Napi::Persistent(scratch);
+  env.SetInstanceData<EnvData>(d);  // deleted with the environment
+  exports.Set("scratch", scratch);
   exports.Set("setErrorFactory", Napi::Function::New(env, set_error_factory));
   exports.Set("parseMoney", Napi::Function::New(env, ParseMoney));
   exports.Set("formatMoney", Napi::Function::New(env, FormatMoney));

@@ -11,6 +11,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,32 @@
 #include <utility>
 
 namespace bn {
+
+// ---- per-environment data ----------------------------------------------------------------
+// The scratch buffer: an ArrayBuffer shared with the TypeScript layer, through which the
+// synchronous fast paths (the inline memory store, pricing.cost) exchange numbers without
+// building JS objects in C++ (each named property set from C++ costs ~100 ns; the JS layer
+// builds the result objects with literal shapes instead). Only the JS thread touches it,
+// one call at a time. Slots are 8 bytes: doubles (flags, counts, epoch ms) or int64 nanos.
+struct EnvData {
+  static constexpr size_t kSlots = 32;
+  Napi::Reference<Napi::ArrayBuffer> scratch_ref;
+  unsigned char* scratch = nullptr;
+  void f64(size_t i, double v) noexcept { std::memcpy(scratch + 8 * i, &v, 8); }
+  void i64(size_t i, int64_t v) noexcept { std::memcpy(scratch + 8 * i, &v, 8); }
+  double f64(size_t i) const noexcept {
+    double v;
+    std::memcpy(&v, scratch + 8 * i, 8);
+    return v;
+  }
+  // A count: slot i = the number when it is a safe integer, else NaN and slot i+1 = int64.
+  void count(size_t i, int64_t v) noexcept {
+    bool safe = v <= 9007199254740991LL && v >= -9007199254740991LL;
+    f64(i, safe ? static_cast<double>(v) : std::nan(""));
+    i64(i + 1, v);
+  }
+};
+EnvData& env_data(Napi::Env env);
 
 // ---- errors -------------------------------------------------------------------------------
 // Every failure reaches JS as an instance of the TypeScript layer's BudgetError subclass for

@@ -108,6 +108,20 @@ ResArg to_res_arg(const Napi::Value& v) {
   invalid("expected a Reservation or a request id string");
 }
 
+// Reads a JS string into `out` (reusing its buffer): one Node-API call for short strings.
+void read_utf8(napi_env env, napi_value v, std::string& out) {
+  char buf[256];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, sizeof buf, &len) != napi_ok) invalid("expected a string");
+  if (len < sizeof buf - 1) {
+    out.assign(buf, len);
+    return;
+  }
+  napi_get_value_string_utf8(env, v, nullptr, 0, &len);
+  out.resize(len);
+  napi_get_value_string_utf8(env, v, out.data(), len + 1, &len);
+}
+
 // ---- NativeClock --------------------------------------------------------------------------
 class NativeClock : public Napi::ObjectWrap<NativeClock> {
  public:
@@ -207,7 +221,13 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
          InstanceMethod("metricsText", &NativeManager::MetricsText), InstanceMethod("now", &NativeManager::Now),
          InstanceMethod("onAlert", &NativeManager::OnAlert), InstanceMethod("onDenial", &NativeManager::OnDenial),
          InstanceMethod("close", &NativeManager::Close), InstanceMethod("info", &NativeManager::Info),
-         InstanceMethod("benchLoop", &NativeManager::BenchLoop)});
+         InstanceMethod("benchLoop", &NativeManager::BenchLoop),
+         // the inline fast path (see "Inline execution" below)
+         InstanceMethod("reserveI", &NativeManager::ReserveI), InstanceMethod("checkI", &NativeManager::CheckI),
+         InstanceMethod("consumeI", &NativeManager::ConsumeI), InstanceMethod("commitI", &NativeManager::CommitI),
+         InstanceMethod("releaseI", &NativeManager::ReleaseI), InstanceMethod("recordI", &NativeManager::RecordI),
+         InstanceMethod("reservationExtras", &NativeManager::ReservationExtras),
+         InstanceMethod("receiptExtras", &NativeManager::ReceiptExtras)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
     exports.Set("NativeManager", f);
     exports.Set("openManager", Napi::Function::New(env, &NativeManager::Open));
@@ -217,6 +237,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   // openManager(options) opens it on a worker thread and resolves to a NativeManager.
   explicit NativeManager(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeManager>(info) {
     Napi::Env env = info.Env();
+    ed_ = &env_data(env);
     guard(env, [&] {
       if (info.Length() >= 2 && info[0].IsExternal()) {
         auto* pm = info[0].As<Napi::External<std::shared_ptr<budget::BudgetManager>>>().Data();
@@ -252,6 +273,15 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   bool offload_ = true;
   Napi::ThreadSafeFunction alert_tsfn_, denial_tsfn_;
   bool has_alert_ = false, has_denial_ = false;
+  EnvData* ed_ = nullptr;
+  // Subject cache: the scope strings last given and their parsed Subject (parsing and
+  // validating the scopes is skipped when a caller repeats the same subject).
+  std::vector<std::string> subj_in_;
+  std::shared_ptr<const budget::Subject> subj_;
+  std::string tmp_;
+  // Strings of the last inline result that the JS layer fetches only when it needs them.
+  ResPtr last_res_;
+  budget::Receipt last_receipt_;
 
   std::shared_ptr<budget::BudgetManager> mgr() const {
     if (!m_) throw budget::InvalidArgumentError("the BudgetManager is closed");
@@ -617,6 +647,254 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     release_callbacks();
     m_.reset();  // in-flight jobs keep their own reference; the store closes after them
     return info.Env().Undefined();
+  }
+
+  // ---- Inline execution ---------------------------------------------------------------------
+  // With `offload` false (the memory store by default) the TS layer calls these synchronous
+  // variants and wraps the outcome in an already-settled Promise: a typed error thrown here
+  // becomes a rejected Promise there. Scalars travel through the scratch buffer (EnvData);
+  // the JS layer builds the result objects. Rare strings (a generated request id, a priced
+  // model, line items...) are fetched by a second call (reservationExtras/receiptExtras).
+
+  // The subject argument, through the subject cache. Same validation and messages as to_subject.
+  const budget::Subject& subject_arg(const Napi::Value& v) {
+    napi_env env = v.Env();
+    napi_valuetype t;
+    napi_typeof(env, v, &t);
+    size_t n = 0;
+    bool same = subj_ != nullptr;
+    if (t == napi_string) {
+      read_utf8(env, v, tmp_);
+      n = 1;
+      same = same && subj_in_.size() == 1 && subj_in_[0] == tmp_;
+      if (!same) {
+        auto s = std::make_shared<const budget::Subject>(std::vector<std::string>{tmp_});
+        subj_in_.assign(1, tmp_);
+        subj_ = std::move(s);
+      }
+      return *subj_;
+    }
+    bool arr = false;
+    napi_is_array(env, v, &arr);
+    if (!arr) return subject_slow(v);
+    uint32_t len = 0;
+    napi_get_array_length(env, v, &len);
+    if (len > 64) invalid("subject has too many scopes");
+    n = len;
+    if (same && subj_in_.size() != n) same = false;
+    std::vector<std::string> fresh;
+    for (uint32_t i = 0; i < len; ++i) {
+      napi_value e;
+      napi_get_element(env, v, i, &e);
+      napi_valuetype et;
+      napi_typeof(env, e, &et);
+      if (et != napi_string) to_string(Napi::Value(env, e), "subject scope");  // throws
+      read_utf8(env, e, tmp_);
+      if (same && subj_in_[i] == tmp_) continue;
+      if (same) {  // first difference: copy the equal prefix
+        same = false;
+        fresh.assign(subj_in_.begin(), subj_in_.begin() + i);
+      }
+      fresh.push_back(tmp_);
+    }
+    if (same) return *subj_;
+    auto s = std::make_shared<const budget::Subject>(fresh);  // may throw: cache untouched
+    subj_in_ = std::move(fresh);
+    subj_ = std::move(s);
+    return *subj_;
+  }
+  const budget::Subject& subject_slow(const Napi::Value& v) {
+    auto s = std::make_shared<const budget::Subject>(to_subject(v));  // throws the typed error
+    subj_.reset();
+    subj_in_.clear();
+    subj_ = std::move(s);
+    return *subj_;
+  }
+  // true when the subject is `global` followed by the scopes given, in order (the JS layer
+  // then builds reservation.subject itself).
+  bool subject_simple(const budget::Subject& s) const {
+    const auto& sc = s.scopes();
+    if (sc.size() != subj_in_.size() + 1 || !sc[0].is_global()) return false;
+    for (size_t i = 0; i < subj_in_.size(); ++i)
+      if (sc[i + 1].str() != subj_in_[i]) return false;
+    return true;
+  }
+
+  // Options of reserve/record: (requestId, options); options undefined = only the id.
+  static budget::RequestOptions options_arg(const Napi::CallbackInfo& info, size_t i) {
+    if (info.Length() > i + 1 && !info[i + 1].IsUndefined()) return to_request_options(info[i + 1]);
+    budget::RequestOptions ro;
+    if (info.Length() > i && !info[i].IsUndefined() && !info[i].IsNull()) ro.request_id = to_string(info[i], "requestId");
+    return ro;
+  }
+
+  // A reservation argument (res, res.handle): the handle when it is one, else as to_res_arg.
+  static ResArg res_arg(const Napi::CallbackInfo& info) {
+    if (info.Length() > 1 && info[1].IsExternal()) return ResArg{*info[1].As<Napi::External<ResPtr>>().Data(), {}};
+    return to_res_arg(info[0]);
+  }
+
+  // scratch: [0] flags (1 allowed, 2 replayed, 4 failOpen, 8 reservation, 16 request id
+  // not the one given, 32 subject not simple, 64 model set), [1] estimate, [2] held,
+  // [3,4] heldTokens, [5] expiresAt ms. Returns the handle, the Denial object, or null.
+  Napi::Value decision_out(Napi::Env env, budget::Decision& d, const std::string* given_id) {
+    EnvData& e = *ed_;
+    int flags = (d.allowed ? 1 : 0) | (d.replayed ? 2 : 0) | (d.fail_open ? 4 : 0);
+    e.i64(1, d.estimate.nanos());
+    if (d.allowed && d.reservation) {
+      const budget::Reservation& r = d.reservation;
+      flags |= 8;
+      if (!given_id || *given_id != r.request_id()) flags |= 16;
+      if (!subject_simple(r.subject())) flags |= 32;
+      if (!r.model().empty()) flags |= 64;
+      e.i64(2, r.held().nanos());
+      e.count(3, r.held_tokens());
+      e.f64(5, static_cast<double>(budget::to_millis(r.expires_at())));
+      e.f64(0, flags);
+      auto h = std::make_shared<ResHandle>();
+      h->r = std::move(d.reservation);
+      if (flags & (16 | 32 | 64)) last_res_ = h;
+      auto* owned = new ResPtr(std::move(h));
+      return Napi::External<ResPtr>::New(env, owned, [](Napi::Env, ResPtr* p) { delete p; });
+    }
+    e.f64(0, flags);
+    if (!d.allowed) return from_denial(env, d.denial);
+    return env.Null();
+  }
+
+  // scratch: [0] flags (1 overHold, 2 overLimit, 4 afterExpiry, 8 replayed, 16 extras),
+  // [1] charged, [2] released, [3,4] tokens. Returns the request id.
+  Napi::Value receipt_out(Napi::Env env, budget::Receipt& r) {
+    EnvData& e = *ed_;
+    bool extras = !r.model.empty() || !r.price_version.empty() || !r.over_limit_scopes.empty() || !r.items.empty();
+    int flags = (r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0) | (r.replayed ? 8 : 0) |
+                (extras ? 16 : 0);
+    e.i64(1, r.charged.nanos());
+    e.i64(2, r.released.nanos());
+    e.count(3, r.tokens);
+    e.f64(0, flags);
+    Napi::String id = Napi::String::New(env, r.request_id);
+    if (extras) last_receipt_ = std::move(r);
+    return id;
+  }
+
+  Napi::Value ReserveI(const Napi::CallbackInfo& info) {  // (subject, estimate, requestId, options)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      const budget::Subject& subject = subject_arg(info[0]);
+      auto est = to_estimate(info[1]);
+      auto opts = options_arg(info, 2);
+      auto d = m->reserve(subject, est, opts);
+      return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id);
+    });
+  }
+  Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      const budget::Subject& subject = subject_arg(info[0]);
+      auto est = to_estimate(info[1]);
+      auto d = m->check(subject, est);
+      return decision_out(env, d, nullptr);
+    });
+  }
+  // scratch: [0] 1 = continue, [1] consumed, [2] held. Returns the Denial object or null.
+  Napi::Value ConsumeI(const Napi::CallbackInfo& info) {  // (res, res.handle, amount, tokens)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      ResArg a = res_arg(info);
+      budget::Money amount = to_money(info[2], "amount");
+      int64_t tokens = info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull() ? to_count(info[3], "tokens") : 0;
+      budget::ConsumeResult c;
+      if (a.handle) {
+        std::lock_guard<std::mutex> lock(a.handle->mu);
+        c = m->consume(a.handle->r, amount, tokens);
+      } else {
+        c = m->consume(a.id, amount, tokens);
+      }
+      EnvData& e = *ed_;
+      e.f64(0, c.ok() ? 1 : 0);
+      e.i64(1, c.consumed.nanos());
+      e.i64(2, c.held.nanos());
+      return c.ok() ? env.Null() : Napi::Value(from_denial(env, c.denial));
+    });
+  }
+  Napi::Value CommitI(const Napi::CallbackInfo& info) {  // (res, res.handle, charge)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      ResArg a = res_arg(info);
+      budget::Charge c = to_charge(info[2]);
+      budget::Receipt r;
+      if (a.handle) {
+        std::lock_guard<std::mutex> lock(a.handle->mu);
+        r = m->commit(a.handle->r, c);
+      } else {
+        r = m->commit(a.id, c);
+      }
+      return receipt_out(env, r);
+    });
+  }
+  Napi::Value ReleaseI(const Napi::CallbackInfo& info) {  // (res, res.handle)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      ResArg a = res_arg(info);
+      budget::Receipt r;
+      if (a.handle) {
+        std::lock_guard<std::mutex> lock(a.handle->mu);
+        r = m->release(a.handle->r);
+      } else {
+        r = m->release(a.id);
+      }
+      return receipt_out(env, r);
+    });
+  }
+  Napi::Value RecordI(const Napi::CallbackInfo& info) {  // (subject, charge, requestId, options)
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto* m = mgr_raw();
+      const budget::Subject& subject = subject_arg(info[0]);
+      auto c = to_charge(info[1]);
+      auto opts = options_arg(info, 2);
+      auto r = m->record(subject, c, opts);
+      return receipt_out(env, r);
+    });
+  }
+  // [requestId, subject, model] of the last reservation returned with flags 16|32|64.
+  Napi::Value ReservationExtras(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env, 3);
+    if (!last_res_) return a;
+    const budget::Reservation& r = last_res_->r;
+    a.Set(0u, Napi::String::New(env, r.request_id()));
+    std::vector<std::string> scopes;
+    for (const auto& s : r.subject().scopes()) scopes.push_back(s.str());
+    a.Set(1u, from_strings(env, scopes));
+    a.Set(2u, Napi::String::New(env, r.model()));
+    last_res_.reset();
+    return a;
+  }
+  // [model, priceVersion, overLimitScopes, items] of the last receipt returned with flag 16.
+  Napi::Value ReceiptExtras(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const budget::Receipt& r = last_receipt_;
+    Napi::Array a = Napi::Array::New(env, 4);
+    a.Set(0u, Napi::String::New(env, r.model));
+    a.Set(1u, Napi::String::New(env, r.price_version));
+    a.Set(2u, from_strings(env, r.over_limit_scopes));
+    Napi::Array items = Napi::Array::New(env, r.items.size());
+    for (size_t i = 0; i < r.items.size(); ++i) items.Set(static_cast<uint32_t>(i), from_line_item(env, r.items[i]));
+    a.Set(3u, items);
+    last_receipt_ = budget::Receipt();
+    return a;
+  }
+
+  budget::BudgetManager* mgr_raw() const {
+    if (!m_) throw budget::InvalidArgumentError("the BudgetManager is closed");
+    return m_.get();
   }
 
   // Benchmark baseline: n reserve+commit lifecycles in a tight C++ loop on this manager
