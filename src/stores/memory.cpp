@@ -32,6 +32,21 @@ struct BucketRow {
 // The buckets of one series (scope|window), by start. Never erased, so a plan keeps pointers.
 using SeriesRow = std::map<int64_t, BucketRow>;
 
+using RequestNode = std::pair<const std::string, RequestRecord>;
+
+// A ledger event as the memory store keeps it until it is first read: the request id and
+// subject are those of its request's record (which never changes them and is never erased),
+// so appending copies no strings in the usual case.
+struct MemEvent {
+  int64_t seq = 0, time = 0;
+  EventType type = EventType::Record;
+  Amounts spent, held, granted;
+  const RequestNode* req = nullptr;
+  std::string model, provider, price_version, metadata;
+  std::optional<Usage> usage;
+  std::shared_ptr<const Plan> plan;
+};
+
 struct alignas(64) Stripe {
   std::mutex m;
   struct SvHash {
@@ -39,10 +54,10 @@ struct alignas(64) Stripe {
     size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, SeriesRow, SvHash, std::equal_to<>> series;
-  std::unordered_map<std::string, RequestRecord> requests;
-  // Deadlines of held requests; the string is the key of `requests` (nodes never move).
+  std::unordered_map<std::string, RequestRecord> requests;  // never erased: nodes stay put
+  // Deadlines of held requests; the string is the key of `requests`.
   std::set<std::pair<int64_t, const std::string*>> deadlines;
-  std::deque<std::pair<LedgerEvent, std::shared_ptr<const Plan>>> events;  // windows filled when sealed
+  std::deque<MemEvent> events;  // not yet sealed
 };
 
 size_t stripe_of(std::string_view s) { return std::hash<std::string_view>{}(s) % kStripes; }
@@ -115,9 +130,12 @@ class MemTxn final : public Txn {
   void add_all(const Plan& p, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   const RequestRecord* find_request(const std::string& id) override;
+  RequestRecord* edit_request(const std::string& id) override;
   void put_request(const RequestRecord& rec) override;
-  void adopt_request(RequestRecord&& rec) override;
+  void save_request(const RequestRecord& rec) override;
+  const RequestRecord& adopt_request(RequestRecord&& rec) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
+  void record_event(const EventDraft& d) override;
 
  private:
   // The resolved handles when `p` is the plan the operation was locked for, else null
@@ -126,10 +144,16 @@ class MemTxn final : public Txn {
     return h_ && p.handles.load(std::memory_order_acquire) == h_ ? h_ : nullptr;
   }
   SeriesRow* series(const WindowRef& w, const MemHandles* h, size_t i, bool create);
-  template <class Rec>
-  void store_request(Rec&& rec);
+  RequestNode* node_of(const std::string& id);
+  // Keeps the stripe's deadline set in step with a record that was (held, deadline).
+  void track_deadline(RequestNode& n, bool was_held, int64_t old_deadline);
   MemoryStore& s_;
   const MemHandles* h_;
+  // The record last handed out by edit_request, with its deadline state at that time.
+  RequestNode* edited_ = nullptr;
+  bool edited_held_ = false;
+  int64_t edited_deadline_ = 0;
+  RequestNode* last_ = nullptr;  // the record last stored or edited (events refer to it)
 };
 
 class MemoryStore final : public Store {
@@ -308,9 +332,23 @@ class MemoryStore final : public Store {
   // Moves appended events into the sealed, hash-chained sequence (contiguous prefix only).
   void seal() {
     for (auto& st : stripes_) {
-      std::lock_guard lk(st.m);
-      for (auto& [e, plan] : st.events) {
-        if (plan) e.windows = window_keys(*plan);
+      std::lock_guard lk(st.m);  // also guards the records the events refer to
+      for (auto& m : st.events) {
+        LedgerEvent e;
+        e.seq = m.seq;
+        e.time = from_millis(m.time);
+        e.type = m.type;
+        e.request_id = m.req->first;
+        e.subject = m.req->second.subject;
+        e.model = std::move(m.model);
+        e.provider = std::move(m.provider);
+        e.price_version = std::move(m.price_version);
+        e.usage = m.usage;
+        e.spent = m.spent;
+        e.held = m.held;
+        e.granted = m.granted;
+        if (m.plan) e.windows = window_keys(*m.plan);
+        e.metadata = std::move(m.metadata);
         staging_.push_back(std::move(e));
       }
       st.events.clear();
@@ -389,38 +427,116 @@ std::optional<RequestRecord> MemTxn::get_request(const std::string& id) {
   return std::nullopt;
 }
 
-const RequestRecord* MemTxn::find_request(const std::string& id) {
+RequestNode* MemTxn::node_of(const std::string& id) {
   auto& st = s_.stripes_[stripe_of(id)];
   auto it = st.requests.find(id);
-  return it == st.requests.end() ? nullptr : &it->second;
+  return it == st.requests.end() ? nullptr : &*it;
 }
 
-void MemTxn::put_request(const RequestRecord& rec) { store_request(rec); }
-void MemTxn::adopt_request(RequestRecord&& rec) { store_request(std::move(rec)); }
+const RequestRecord* MemTxn::find_request(const std::string& id) {
+  auto* n = node_of(id);
+  return n ? &n->second : nullptr;
+}
 
-template <class Rec>
-void MemTxn::store_request(Rec&& rec) {
+RequestRecord* MemTxn::edit_request(const std::string& id) {
+  edited_ = node_of(id);
+  if (!edited_) return nullptr;
+  edited_held_ = edited_->second.state == ReqState::Held;
+  edited_deadline_ = edited_->second.expires_at;
+  last_ = edited_;
+  return &edited_->second;
+}
+
+void MemTxn::track_deadline(RequestNode& n, bool was_held, int64_t old_deadline) {
+  const RequestRecord& r = n.second;
+  bool held = r.state == ReqState::Held;
+  if (was_held == held && (!held || old_deadline == r.expires_at)) return;
+  auto& st = s_.stripes_[stripe_of(n.first)];
+  if (was_held) st.deadlines.erase({old_deadline, &n.first});
+  if (!held) return;
+  st.deadlines.emplace(r.expires_at, &n.first);
+  int64_t cur = s_.next_deadline_.load(std::memory_order_relaxed);
+  while (r.expires_at < cur && !s_.next_deadline_.compare_exchange_weak(cur, r.expires_at)) {
+  }
+}
+
+void MemTxn::save_request(const RequestRecord& rec) {
+  if (edited_ && &edited_->second == &rec) {  // changed in place
+    track_deadline(*edited_, edited_held_, edited_deadline_);
+    edited_held_ = rec.state == ReqState::Held;
+    edited_deadline_ = rec.expires_at;
+    return;
+  }
+  put_request(rec);
+}
+
+void MemTxn::put_request(const RequestRecord& rec) {
+  auto* n = node_of(rec.request_id);
+  if (!n) {
+    adopt_request(RequestRecord(rec));
+    return;
+  }
+  bool was_held = n->second.state == ReqState::Held;
+  int64_t old_deadline = n->second.expires_at;
+  n->second = rec;
+  if (edited_ == n) {
+    edited_held_ = rec.state == ReqState::Held;
+    edited_deadline_ = rec.expires_at;
+  }
+  last_ = n;
+  track_deadline(*n, was_held, old_deadline);
+}
+
+const RequestRecord& MemTxn::adopt_request(RequestRecord&& rec) {
   auto& st = s_.stripes_[stripe_of(rec.request_id)];
-  auto it = st.requests.find(rec.request_id);
-  if (it == st.requests.end()) {
-    std::string key = rec.request_id;
-    it = st.requests.emplace(std::move(key), std::forward<Rec>(rec)).first;
-  } else {
-    if (it->second.state == ReqState::Held) st.deadlines.erase({it->second.expires_at, &it->first});
-    it->second = std::forward<Rec>(rec);
-  }
-  const RequestRecord& r = it->second;
-  if (r.state == ReqState::Held) {
-    st.deadlines.emplace(r.expires_at, &it->first);
-    int64_t cur = s_.next_deadline_.load(std::memory_order_relaxed);
-    while (r.expires_at < cur && !s_.next_deadline_.compare_exchange_weak(cur, r.expires_at)) {
-    }
-  }
+  std::string key = rec.request_id;
+  auto [it, inserted] = st.requests.try_emplace(std::move(key), std::move(rec));
+  if (!inserted) throw InternalError("request record stored twice: " + it->first);
+  last_ = &*it;
+  track_deadline(*it, false, 0);
+  return it->second;
+}
+
+void MemTxn::record_event(const EventDraft& d) {
+  RequestNode* n = last_ && (&last_->second == &d.rec || last_->first == d.rec.request_id) ? last_
+                                                                                         : node_of(d.rec.request_id);
+  if (!n) throw InternalError("event of an unknown request: " + d.rec.request_id);
+  MemEvent m;
+  m.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  m.time = d.now;
+  m.type = d.type;
+  m.spent = d.spent;
+  m.held = d.held;
+  m.granted = d.granted;
+  m.req = n;
+  m.model = d.rec.model;
+  m.provider = d.rec.provider;
+  m.price_version = d.rec.price_version;
+  m.metadata = d.metadata;
+  if (d.usage) m.usage = *d.usage;
+  m.plan = d.rec.plan;
+  s_.stripes_[stripe_of(n->first)].events.push_back(std::move(m));
 }
 
 void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
-  e.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
-  s_.stripes_[stripe_of(e.request_id)].events.emplace_back(std::move(e), plan);
+  // Not used by the shared state machine (it calls record_event); kept for the interface.
+  auto* n = node_of(e.request_id);
+  if (!n) throw InternalError("event of an unknown request: " + e.request_id);
+  MemEvent m;
+  m.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  m.time = to_millis(e.time);
+  m.type = e.type;
+  m.spent = e.spent;
+  m.held = e.held;
+  m.granted = e.granted;
+  m.req = n;
+  m.model = std::move(e.model);
+  m.provider = std::move(e.provider);
+  m.price_version = std::move(e.price_version);
+  m.metadata = std::move(e.metadata);
+  m.usage = std::move(e.usage);
+  m.plan = plan;
+  s_.stripes_[stripe_of(n->first)].events.push_back(std::move(m));
 }
 
 }  // namespace

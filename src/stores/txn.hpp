@@ -21,16 +21,39 @@ class Txn {
   virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
   virtual void put_request(const RequestRecord& rec) = 0;  // insert or replace
-  // Read-only look-up without a copy where the store can (valid until the next call on t).
+  // Appends an event; the store assigns seq (and the hash chain) and fills e.windows with the
+  // keys of `plan`'s windows.
+  virtual void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) = 0;
+
+  // ---- overridable fast paths (defaults are built on the five calls above) -----------------
+  // Read-only look-up without a copy (valid until the next call on t).
   virtual const RequestRecord* find_request(const std::string& id) {
     scratch_ = get_request(id);
     return scratch_ ? &*scratch_ : nullptr;
   }
-  // put_request of a record the caller gives away.
-  virtual void adopt_request(RequestRecord&& rec) { put_request(rec); }
-  // Appends an event; the store assigns seq (and the hash chain) and fills e.windows with the
-  // keys of `plan`'s windows (now or, for the memory store, when the event is first read).
-  virtual void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) = 0;
+  // The record to change in place; save_request(*rec) makes the change durable. Valid until
+  // the next call on t.
+  virtual RequestRecord* edit_request(const std::string& id) {
+    scratch_ = get_request(id);
+    return scratch_ ? &*scratch_ : nullptr;
+  }
+  virtual void save_request(const RequestRecord& rec) { put_request(rec); }
+  // Inserts a new record the caller gives away; returns the stored record.
+  virtual const RequestRecord& adopt_request(RequestRecord&& rec) {
+    put_request(rec);
+    scratch_ = std::move(rec);
+    return *scratch_;
+  }
+  // Appends the event of an operation on `rec` (the record as stored after it).
+  struct EventDraft {
+    EventType type;
+    const RequestRecord& rec;
+    int64_t now;
+    Amounts spent{}, held{}, granted{};
+    std::string_view metadata{};
+    const std::optional<Usage>* usage = nullptr;
+  };
+  virtual void record_event(const EventDraft& d);
 
  private:
   std::optional<RequestRecord> scratch_;

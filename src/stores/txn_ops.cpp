@@ -83,18 +83,6 @@ void flag_over_limit(const Plan& p, const std::vector<CheckState>& after, Reques
     if (over_limit(p.checks[i], after[i])) rec.over_limit = true;
 }
 
-LedgerEvent event_for(EventType type, const RequestRecord& rec, int64_t now) {
-  LedgerEvent e;
-  e.time = from_millis(now);
-  e.type = type;
-  e.request_id = rec.request_id;
-  e.subject = rec.subject;
-  e.model = rec.model;
-  e.provider = rec.provider;
-  e.price_version = rec.price_version;
-  return e;
-}
-
 [[noreturn]] void conflict(const RequestRecord& rec, const char* asked) {
   throw ConflictError("request id '" + rec.request_id + "' is already " + to_string(rec.state) +
                       "; cannot " + asked);
@@ -130,6 +118,19 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   out.plan = op.plan;
   auto st = states(t, *op.plan);
   int failing = first_failing(*op.plan, st, op.amount);
+  if (failing >= 0) {
+    out.status = ReserveOut::Denied;
+    out.failing_check = failing;
+    out.failing_state = st[failing];
+  }
+  if (op.dry_run) return out;
+  if (failing < 0) {
+    Counters delta;
+    delta.held = op.amount;
+    add_all(t, *op.plan, delta);
+    out.held = op.amount;
+    out.expires_at = op.expires_at;
+  }
   RequestRecord rec;
   rec.request_id = op.request_id;
   rec.subject = op.subject;
@@ -140,44 +141,29 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   rec.provider = op.provider;
   rec.fingerprint = op.fingerprint;
   if (failing >= 0) {
-    out.status = ReserveOut::Denied;
-    out.failing_check = failing;
-    out.failing_state = st[failing];
-    if (!op.dry_run) {
-      rec.state = ReqState::Denied;
-      rec.failing_check = failing;
-      rec.failing_state = st[failing];
-      auto e = event_for(EventType::Deny, rec, op.now);
-      e.metadata = op.metadata;
-      t.put_request(rec);
-      t.append(std::move(e), rec.plan);
-    }
-    return out;
+    rec.state = ReqState::Denied;
+    rec.failing_check = failing;
+    rec.failing_state = st[failing];
+  } else {
+    rec.state = ReqState::Held;
+    rec.held = op.amount;
   }
-  if (op.dry_run) return out;
-  Counters delta;
-  delta.held = op.amount;
-  add_all(t, *op.plan, delta);
-  rec.state = ReqState::Held;
-  rec.held = op.amount;
-  auto e = event_for(EventType::Reserve, rec, op.now);
-  e.held = op.amount;
+  const auto& stored = t.adopt_request(std::move(rec));
+  Txn::EventDraft e{failing >= 0 ? EventType::Deny : EventType::Reserve, stored, op.now};
+  if (failing < 0) e.held = op.amount;
   e.metadata = op.metadata;
-  t.adopt_request(std::move(rec));
-  t.append(std::move(e), op.plan);
-  out.held = op.amount;
-  out.expires_at = op.expires_at;
+  t.record_event(e);
   return out;
 }
 
 GrowOut txn_grow(Txn& t, const GrowOp& op) {
   GrowOut out;
-  auto rec = t.get_request(op.request_id);
+  auto* rec = t.edit_request(op.request_id);
   if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
   out.plan = rec->plan;
   if (rec->state == ReqState::Held && rec->expires_at <= op.now) {
     txn_expire(t, *rec, op.now);
-    rec->state = ReqState::Expired;
+    rec = t.edit_request(op.request_id);  // now Expired
   }
   out.state = rec->state;
   out.held = rec->held;
@@ -185,6 +171,7 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
     out.status = GrowOut::NotHeld;
     return out;
   }
+  bool grown = false;
   if (!op.delta.is_zero()) {
     auto st = states(t, *rec->plan);
     int failing = first_failing(*rec->plan, st, op.delta);
@@ -194,26 +181,29 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
       out.failing_state = st[failing];
       if (rec->consumed == op.consumed) return out;
     } else {
+      Amounts held = rec->held + op.delta;  // checked before anything changes
       Counters delta;
       delta.held = op.delta;
       add_all(t, *rec->plan, delta);
-      rec->held += op.delta;
+      rec->held = held;
+      grown = true;
     }
   }
-  bool grown = out.status == GrowOut::Grown && !op.delta.is_zero();
   rec->consumed = op.consumed;
-  auto e = event_for(EventType::Consume, *rec, op.now);
+  t.save_request(*rec);
+  std::string meta =
+      nlohmann::json{{"consumed", op.consumed.cost}, {"consumed_tokens", op.consumed.tokens}}.dump();
+  Txn::EventDraft e{EventType::Consume, *rec, op.now};
   if (grown) e.held = op.delta;
-  e.metadata = nlohmann::json{{"consumed", op.consumed.cost}, {"consumed_tokens", op.consumed.tokens}}.dump();
-  t.put_request(*rec);
-  t.append(std::move(e), rec->plan);
+  e.metadata = meta;
+  t.record_event(e);
   out.held = rec->held;
   return out;
 }
 
 SettleOut txn_settle(Txn& t, const SettleOp& op) {
   SettleOut out;
-  auto rec = t.get_request(op.request_id);
+  auto* rec = t.edit_request(op.request_id);
   if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
   const bool commit = op.kind == SettleOp::Commit;
   switch (rec->state) {
@@ -244,13 +234,12 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   std::optional<Plan> shifted_plan;
   const Plan& view = current_view(plan, op.now, shifted_plan);
   auto before = states(t, view);
+  // Everything that can throw (checked arithmetic) comes before the first change.
   Counters delta;
-  auto e = event_for(commit ? EventType::Commit : EventType::Release, *rec, op.now);
-  e.metadata = op.metadata;
-  if (rec->state == ReqState::Expired) {
+  const bool late = rec->state == ReqState::Expired;
+  if (late) {
     // A late commit: expiry charged what was consumed; record the difference as an adjustment.
     delta.spent = op.charge - rec->charged;
-    rec->after_expiry = true;
   } else {
     delta.held = -rec->held;
     if (commit) delta.spent = op.charge;
@@ -261,34 +250,35 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
                       std::max<int64_t>(0, rec->held.tokens - op.charge.tokens),
                       std::max<int64_t>(0, rec->held.requests - op.charge.requests)};
   }
+  // The reservation's buckets inside today's view: after = before + delta, no re-read.
+  bool inside = true;
+  for (size_t i = 0; i < plan.windows.size(); ++i) inside = inside && plan.windows[i].start >= view.windows[i].read_from;
+  if (inside) out.after = shifted(view, before, delta.spent, delta.held);
+  add_all(t, plan, delta);
+  if (!inside) out.after = states(t, view);
+  out.before = std::move(before);
+  if (late) rec->after_expiry = true;
   if (commit) {
     rec->state = ReqState::Committed;
     rec->over_hold = op.charge.cost > rec->held.cost || op.charge.tokens > rec->held.tokens;
     rec->charged = op.charge;
     rec->fingerprint = op.fingerprint;
-    rec->model = op.model.empty() ? rec->model : op.model;
-    rec->provider = op.provider.empty() ? rec->provider : op.provider;
+    if (!op.model.empty()) rec->model = op.model;
+    if (!op.provider.empty()) rec->provider = op.provider;
     rec->price_version = op.price_version;
-    e.usage = op.usage;
-    e.model = rec->model;
-    e.provider = rec->provider;
-    e.price_version = rec->price_version;
   } else {
     rec->state = ReqState::Released;
   }
-  add_all(t, plan, delta);
-  out.before = before;
-  // The reservation's buckets inside today's view: after = before + delta, no re-read.
-  bool inside = true;
-  for (size_t i = 0; i < plan.windows.size(); ++i) inside = inside && plan.windows[i].start >= view.windows[i].read_from;
-  out.after = inside ? shifted(view, before, delta.spent, delta.held) : states(t, view);
   rec->over_limit = false;
   if (commit) flag_over_limit(view, out.after, *rec);
+  t.save_request(*rec);
+  Txn::EventDraft e{commit ? EventType::Commit : EventType::Release, *rec, op.now};
   e.spent = delta.spent;
   e.held = delta.held;
-  t.append(std::move(e), rec->plan);
+  e.metadata = op.metadata;
+  if (commit) e.usage = &op.usage;
+  t.record_event(e);
   out.record = *rec;
-  t.adopt_request(std::move(*rec));
   return out;
 }
 
@@ -300,11 +290,11 @@ void txn_expire(Txn& t, RequestRecord rec, int64_t now) {
   add_all(t, *rec.plan, delta);
   rec.state = ReqState::Expired;
   rec.charged = rec.consumed;
-  auto e = event_for(EventType::Expire, rec, now);
+  t.save_request(rec);
+  Txn::EventDraft e{EventType::Expire, rec, now};
   e.held = delta.held;
   e.spent = delta.spent;
-  t.put_request(rec);
-  t.append(std::move(e), rec.plan);
+  t.record_event(e);
 }
 
 DirectOut txn_direct(Txn& t, const DirectOp& op) {
@@ -336,24 +326,42 @@ DirectOut txn_direct(Txn& t, const DirectOp& op) {
   rec.price_version = op.price_version;
   rec.fingerprint = op.fingerprint;
   auto before = states(t, *op.plan);
+  out.after = shifted(*op.plan, before, op.spent, {});
+  for (size_t i = 0; i < op.plan->checks.size(); ++i)
+    if (op.plan->checks[i].grantable) out.after[i].granted = checked_add(out.after[i].granted, metric_of(op.granted, op.plan->checks[i].metric));
   Counters delta;
   delta.spent = op.spent;
   delta.granted = op.granted;
   add_all(t, *op.plan, delta);
-  out.before = before;
-  out.after = shifted(*op.plan, before, op.spent, {});
-  for (size_t i = 0; i < op.plan->checks.size(); ++i)
-    if (op.plan->checks[i].grantable) out.after[i].granted = checked_add(out.after[i].granted, metric_of(op.granted, op.plan->checks[i].metric));
+  out.before = std::move(before);
   if (op.type != EventType::Grant) flag_over_limit(*op.plan, out.after, rec);
-  auto e = event_for(op.type, rec, op.now);
+  const auto& stored = t.adopt_request(std::move(rec));
+  Txn::EventDraft e{op.type, stored, op.now};
   e.spent = op.spent;
   e.granted = op.granted;
-  e.usage = op.usage;
+  e.usage = &op.usage;
   e.metadata = op.metadata;
-  t.put_request(rec);
-  t.append(std::move(e), rec.plan);
-  out.record = std::move(rec);
+  t.record_event(e);
+  out.record = stored;
   return out;
+}
+
+// The default: a full LedgerEvent for Txn::append.
+void Txn::record_event(const EventDraft& d) {
+  LedgerEvent e;
+  e.time = from_millis(d.now);
+  e.type = d.type;
+  e.request_id = d.rec.request_id;
+  e.subject = d.rec.subject;
+  e.model = d.rec.model;
+  e.provider = d.rec.provider;
+  e.price_version = d.rec.price_version;
+  if (d.usage) e.usage = *d.usage;
+  e.spent = d.spent;
+  e.held = d.held;
+  e.granted = d.granted;
+  e.metadata = d.metadata;
+  append(std::move(e), d.rec.plan);
 }
 
 std::vector<CheckState> txn_read(Txn& t, const Plan& plan) { return states(t, plan); }
