@@ -82,6 +82,8 @@ export interface NativePricingHandle {
   resolve(model: unknown, at?: unknown): any;
   knows(model: unknown): boolean;
   cost(model: unknown, usage: unknown, options?: unknown): bigint;
+  /** cost() fast path: usage counts in scratch slots 0-9, the cost in slot 0. */
+  costF(model: string): void;
   quote(model: unknown, usage: unknown, options?: unknown): any;
   estimate(model: unknown, inputTokens: unknown, maxOutputTokens?: unknown, options?: unknown): bigint;
   priceVersion(at?: unknown): string;

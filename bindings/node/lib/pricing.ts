@@ -1,6 +1,38 @@
 // PricingEngine: exact costs from price tables (synchronous: pure computation).
-import { native, type NativePricingHandle } from './native';
+import { F64, I64, native, type NativePricingHandle } from './native';
 import type { CountInput, LineItem, MoneyInput, UsageInput } from './types';
+
+/** Puts a count of the cost() fast path in a scratch slot; false when the value needs the full path. */
+function slot(i: number, x: unknown): boolean {
+  if (x === undefined || x === null) {
+    F64[i] = NaN;
+    return true;
+  }
+  if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
+    F64[i] = x;
+    return true;
+  }
+  return false;
+}
+
+/** The common shape of cost(): plain counts, no options (see NativePricing::CostF). */
+function fastUsage(u: UsageInput): boolean {
+  const c = u.complete;
+  if (c === undefined || c === null) F64[9] = NaN;
+  else if (typeof c === 'boolean') F64[9] = c ? 1 : 0;
+  else return false;
+  return (
+    slot(0, u.inputTokens) &&
+    slot(1, u.cacheReadTokens) &&
+    slot(2, u.cacheWriteTokens) &&
+    slot(3, u.cacheWrite1hTokens) &&
+    slot(4, u.outputTokens) &&
+    slot(5, u.reasoningTokens) &&
+    slot(6, u.images) &&
+    slot(7, u.audioMs) &&
+    slot(8, u.requests)
+  );
+}
 
 export type ServiceTier = 'standard' | 'batch' | 'flex' | 'priority';
 
@@ -122,6 +154,17 @@ export class PricingEngine {
   }
   /** Exact cost in nanos (rounded up per line item). */
   cost(model: string, usage: UsageInput, options?: CostOptions): bigint {
+    if (
+      options === undefined &&
+      typeof model === 'string' &&
+      typeof usage === 'object' &&
+      usage !== null &&
+      !Array.isArray(usage) &&
+      fastUsage(usage)
+    ) {
+      this.native.costF(model);
+      return I64[0];
+    }
     return this.native.cost(model, usage, options);
   }
   quote(model: string, usage: UsageInput, options?: CostOptions): PriceQuote {

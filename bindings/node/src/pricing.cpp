@@ -82,7 +82,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
          InstanceMethod("setPrice", &NativePricing::SetPrice), InstanceMethod("addAlias", &NativePricing::AddAlias),
          InstanceMethod("addMarkup", &NativePricing::AddMarkup), InstanceMethod("setFallback", &NativePricing::SetFallback),
          InstanceMethod("resolve", &NativePricing::Resolve), InstanceMethod("knows", &NativePricing::Knows),
-         InstanceMethod("cost", &NativePricing::Cost), InstanceMethod("quote", &NativePricing::Quote),
+         InstanceMethod("cost", &NativePricing::Cost), InstanceMethod("costF", &NativePricing::CostF), InstanceMethod("quote", &NativePricing::Quote),
          InstanceMethod("estimate", &NativePricing::Estimate), InstanceMethod("priceVersion", &NativePricing::PriceVersion),
          InstanceMethod("size", &NativePricing::Size),
          StaticMethod("bundledTableInfo", &NativePricing::BundledInfo)});
@@ -92,6 +92,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
 
   // new NativePricing(bundled: boolean)
   explicit NativePricing(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativePricing>(info) {
+    ed_ = &env_data(info.Env());
     guard(info.Env(), [&] {
       bool bundled = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
       if (bundled) e_ = std::shared_ptr<budget::PricingEngine>(budget::PricingEngine::bundled().release());
@@ -101,6 +102,42 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
   std::shared_ptr<budget::PricingEngine> e_;
 
  private:
+  EnvData* ed_ = nullptr;
+  std::string model_;  // reused buffer of CostF
+
+  // The fast path of cost(model, usage) with no options, for usage objects whose fields are
+  // absent or safe non-negative integer numbers (the TS layer checks; anything else takes
+  // Cost). (model) with the counts in scratch slots 0-8 (NaN = absent: the Usage default)
+  // in the field order of budget::Usage, and `complete` in slot 9 (NaN = absent). The cost
+  // (nanos) is returned in slot 0.
+  Napi::Value CostF(const Napi::CallbackInfo& i) {
+    Napi::Env env = i.Env();
+    return guard(env, [&] {
+      if (!i[0].IsString()) to_string(i[0], "model");  // throws the typed error
+      size_t len = 0;
+      char buf[256];
+      napi_get_value_string_utf8(env, i[0], buf, sizeof buf, &len);
+      std::string_view model(buf, len);
+      if (len >= sizeof buf - 1) {
+        model_ = i[0].As<Napi::String>().Utf8Value();
+        model = model_;
+      }
+      EnvData& e = *ed_;
+      budget::Usage u;
+      int64_t* fields[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
+                           &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
+      for (size_t k = 0; k < 9; ++k) {
+        double d = e.f64(k);
+        if (d == d) *fields[k] = static_cast<int64_t>(d);
+      }
+      double c = e.f64(9);
+      if (c == c) u.complete = c != 0;
+      u.validate();
+      e.i64(0, e_->cost(model, u).nanos());
+      return env.Undefined();
+    });
+  }
+
   Napi::Value LoadLitellm(const Napi::CallbackInfo& i) {
     return guard(i.Env(), [&] { return Napi::Value(from_report(i.Env(), e_->load_litellm(to_string(i[0], "json")))); });
   }

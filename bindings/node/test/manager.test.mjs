@@ -274,3 +274,71 @@ test('money helpers are exact', () => {
   assert.equal(formatMoney(150n), '0.00000015');
   assert.equal(formatMoney('-3'), '-3.00');
 });
+
+test('memory store: inline execution (the default) and offload: true answer alike, errors included', async () => {
+  const pricing = new PricingEngine();
+  pricing.setPrice('m-1', { provider: 'acme', input: '0.000001', output: '0.000002' });
+  const usage = { inputTokens: 1000, outputTokens: 100 };
+  /** @param {boolean | undefined} offload */
+  async function scenario(offload) {
+    const clock = new ManualClock(T0);
+    const m = new BudgetManager({
+      store: 'memory', clock, pricing, ...(offload === undefined ? {} : { offload }),
+      limits: [{ scope: 'user:*', window: 'day', amount: '1.00' }, { scope: 'key:*', window: 'minute', amount: 100, metric: 'tokens' }],
+    });
+    /** @type {Record<string, unknown>} */
+    const out = {};
+    /** @param {Promise<unknown>} p */
+    const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ err: e.constructor.name, code: e.code, message: e.message }));
+    const a = await m.reserve(['tenant:a', 'user:a'], '0.30', { requestId: 'a1' });
+    out.a = a;
+    const b = await m.reserve('user:a', { model: 'm-1', usage });  // a generated id, a priced model
+    out.b = b;
+    out.bId = /** @type {any} */ (b.reservation).requestId.length > 0;
+    out.c = await m.reserve(['user:a', 'global', 'user:a', 'key:k'], { cost: '0.01', tokens: 5 },
+      { requestId: 'a3', metadata: { k: 'v' }, ttlMs: 1000 });  // subject normalised, full options
+    out.denied = await m.reserve('user:a', '5.00', { requestId: 'a4' });
+    out.check = await m.check(['user:a'], '0.01');
+    out.checkDenied = await m.check('user:a', '9');
+    out.consume = await m.consume(/** @type {any} */ (a.reservation), '0.05', 10);
+    out.consumeById = await m.consume('a1', '0.01');
+    out.stop = await m.consume(/** @type {any} */ (a.reservation), '3.00');
+    out.commit = await m.commit(/** @type {any} */ (a.reservation), { model: 'm-1', usage, provider: 'acme' });
+    out.replay = await m.commit('a1', { model: 'm-1', usage, provider: 'acme' });
+    out.release = await m.release(/** @type {any} */ (b.reservation));
+    out.releaseById = await m.release('a3');
+    out.record = await m.record(['user:b'], '2.00', { requestId: 'b1' });
+    out.recordPlain = await m.record('user:c', 1n);
+    out.errors = await Promise.all([
+      settle(m.commit('nope', '1')),
+      settle(m.commit(/** @type {any} */ ({ foo: 1 }), '1')),
+      settle(m.reserve(/** @type {any} */ (42), '1')),
+      settle(m.reserve('user:a', NaN)),
+      settle(m.reserve('user:a', '1', /** @type {any} */ ({ requestId: 7 }))),
+      settle(m.reserve('user:a', '1', /** @type {any} */ ([]))),
+      settle(m.reserve(['bad scope'], '1')),
+      settle(m.consume('a1', -1n)),
+      settle(m.record('user:a', '1', { requestId: 'a1' })),
+      settle(m.commit(/** @type {any} */ (a.reservation), '0.40')),
+    ]);
+    out.status = await m.status('user:a');
+    m.close();
+    out.closed = await settle(m.reserve('user:a', '1'));
+    // Handles are per manager and generated request ids are random: compare the rest.
+    return JSON.parse(JSON.stringify(out, (k, v) =>
+      k === 'handle' ? 'handle' : typeof v === 'bigint' ? `${v}n` : k === 'requestId' && v !== 'a1' && v !== 'a3' && v !== 'a4' && v !== 'b1' ? 'id' : v));
+  }
+  const inline = await scenario(undefined);
+  const offloaded = await scenario(true);
+  assert.deepEqual(inline, offloaded);
+  assert.equal(inline.a.reservation.handle, 'handle');
+  assert.deepEqual(inline.c.reservation.subject, ['global', 'user:a', 'key:k']);
+  assert.equal(inline.b.reservation.model, 'm-1');
+  assert.ok(inline.commit.items.length > 0);
+  assert.equal(inline.stop.verdict, 'stop');
+  assert.equal(inline.denied.allowed, false);
+  assert.equal(inline.record.overLimit, true);
+  assert.equal(inline.errors[0].err, 'NotFoundError');
+  assert.equal(inline.errors[2].err, 'InvalidArgumentError');
+  assert.equal(inline.closed.err, 'InvalidArgumentError');
+});

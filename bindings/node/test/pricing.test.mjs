@@ -122,3 +122,43 @@ test('usage extraction: every provider fixture, responses and streams (raw bytes
   assert.equal(estimateTokens('abcd'.repeat(10)), 10);
   assert.ok(estimateTokens('日本語') >= 3);
 });
+
+test('cost(): number, bigint and option shapes price alike; bad counts are typed errors', async () => {
+  const { InvalidArgumentError, OverflowError } = await import('libbudget');
+  const p = new PricingEngine();
+  p.setPrice('m-req', { input: '0.000001', output: '0.000002', cacheRead: '0.0000005', perRequest: '0.01' });
+  const base = p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 });
+  // 800 * 1e-6 + 200 * 0.5e-6 + 50 * 2e-6 + 1 request (the default) * 0.01
+  assert.equal(base, usd('0.011'));
+  assert.equal(p.cost('m-req', { inputTokens: 1000n, cacheReadTokens: 200, outputTokens: 50n }), base);
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 }, {}), base);
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: null }), base);
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: 0 }), usd('0.001'));
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: 3 }), usd('0.031'));
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, complete: false }), base);
+  assert.equal(p.cost('m-req', Object.assign(Object.create({ inputTokens: 7 }), { outputTokens: 50 })),
+    p.cost('m-req', { inputTokens: 7n, outputTokens: 50n }), 'inherited fields count, as in the full path');
+  assert.equal(p.cost('m-req', {}), usd('0.01'));
+  /** @type {[string, any, Function][]} */
+  const bad = [
+    ['negative', { inputTokens: -1 }, InvalidArgumentError],
+    ['fraction', { inputTokens: 1.5 }, InvalidArgumentError],
+    ['NaN', { outputTokens: NaN }, InvalidArgumentError],
+    ['Infinity', { outputTokens: Infinity }, InvalidArgumentError],
+    ['unsafe', { outputTokens: 2 ** 53 }, InvalidArgumentError],
+    ['string count', { inputTokens: '12' }, InvalidArgumentError],
+    ['bigint beyond int64', { inputTokens: 2n ** 64n }, OverflowError],
+    ['part above total', { inputTokens: 10, cacheReadTokens: 11 }, InvalidArgumentError],
+    ['complete not boolean', { inputTokens: 1, complete: 'yes' }, InvalidArgumentError],
+    ['usage array', [], InvalidArgumentError],
+    ['usage null', null, InvalidArgumentError],
+  ];
+  for (const [name, u, cls] of bad) {
+    assert.throws(() => p.cost('m-req', u), (e) => e instanceof cls, name);
+  }
+  assert.throws(() => p.cost(/** @type {any} */ (42), { inputTokens: 1 }), InvalidArgumentError);
+  assert.throws(() => p.cost('unknown-model', { inputTokens: 1 }), UnknownModelError);
+  const long = 'x'.repeat(300);
+  p.setPrice(long, { input: '0.000001' });
+  assert.equal(p.cost(long, { inputTokens: 3 }), 3000n, 'model names beyond the stack buffer');
+});
