@@ -132,7 +132,7 @@ test('cost(): number, bigint and option shapes price alike; bad counts are typed
   assert.equal(base, usd('0.011'));
   assert.equal(p.cost('m-req', { inputTokens: 1000n, cacheReadTokens: 200, outputTokens: 50n }), base);
   assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 }, {}), base);
-  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: null }), base);
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: /** @type {any} */ (null) }), base);
   assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: 0 }), usd('0.001'));
   assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, requests: 3 }), usd('0.031'));
   assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50, complete: false }), base);
