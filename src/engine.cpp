@@ -405,9 +405,11 @@ void Engine::maybe_expire(int64_t now) {
   if (!lk.owns_lock()) return;
   last_sweep_ = now;
   forget_expired_holds(now);
+  size_t total = 0;
   try {
     size_t n;
     while ((n = store_->expire(now, 1000)) > 0) {
+      total += n;
       m_.expired += static_cast<int64_t>(n);
       if (n < 1000) break;
     }
@@ -415,11 +417,13 @@ void Engine::maybe_expire(int64_t now) {
   } catch (const StoreUnavailableError&) {
     ++m_.store_errors;  // the next operation reports it
   }
+  lk.unlock();
+  if (total > 0) alert_expired(now);
 }
 
 size_t Engine::expire_holds() {
   int64_t now = now_ms();
-  std::lock_guard lk(sweep_m_);
+  std::unique_lock lk(sweep_m_);
   forget_expired_holds(now);
   size_t total = 0, n;
   while ((n = store_->expire(now, 1000)) > 0) {
@@ -429,7 +433,47 @@ size_t Engine::expire_holds() {
   m_.expired += static_cast<int64_t>(total);
   last_sweep_ = now;
   next_deadline_ = store_->next_deadline();
+  lk.unlock();
+  if (total > 0) alert_expired(now);
   return total;
+}
+
+// Threshold alerts for spend charged by expiry. A sweep does not report counter states, so
+// this reads them back: the sweep's Expire events (stamped `now`) name the windows they
+// charged and by how much; each affected plan is read after the sweep, and its `before` is
+// that state minus what the sweep added to each window. fire_alerts() keeps "once per window
+// per threshold". Best effort: a store error here loses alerts, never money.
+void Engine::alert_expired(int64_t now) {
+  try {
+    LedgerQuery q;
+    q.from = from_millis(now);
+    q.to = from_millis(now + 1);
+    q.type = EventType::Expire;
+    std::unordered_map<std::string, Amounts> added;  // window key -> spend added by the sweep
+    std::vector<std::string> ids;
+    store_->scan_events(q, [&](const LedgerEvent& e) {
+      for (const auto& w : e.windows) added[w] += e.spent;
+      ids.push_back(e.request_id);
+      return true;
+    });
+    std::unordered_set<std::string> seen;  // plans, by their encoding
+    for (const auto& id : ids) {
+      auto rec = store_->get_request(id);
+      if (!rec || !rec->plan) continue;
+      const Plan& plan = *rec->plan;
+      if (!seen.insert(plan.encoded.empty() ? encode_plan(plan) : plan.encoded).second) continue;
+      auto after = store_->read(plan);
+      auto before = after;
+      for (size_t i = 0; i < plan.checks.size() && i < before.size(); ++i) {
+        const auto& c = plan.checks[i];
+        auto it = added.find(plan.windows[c.window].key());
+        if (it != added.end()) before[i].spent -= metric_of(it->second, c.metric);
+      }
+      fire_alerts(plan, before, after, id);
+    }
+  } catch (const Error&) {  // the store failed while reading back: the sweep itself stands
+    ++m_.store_errors;
+  }
 }
 
 // ---- hold states (in-process streaming) ---------------------------------------------------------

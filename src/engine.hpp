@@ -79,6 +79,7 @@ class Engine {
                    const std::string& request_id);
   void notify_denial(const Denial& d, const Subject& s);
   void maybe_expire(int64_t now);
+  void alert_expired(int64_t now);
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
   void forget_expired_holds(int64_t now);

@@ -261,6 +261,36 @@ TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit ad
   }
 }
 
+TEST_CASE("spend charged by expiry fires threshold alerts, once") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.persist_every = usd("0.10");
+    Env env(kind, o);
+    env->set_limit(Limit::cost("user:exp", Window::day(), usd("10"), {50, 80}));
+    env->set_limit(Limit::cost("tenant:t", Window::day(), usd("100"), {5}));
+    std::vector<std::string> fired;
+    env->on_alert([&](const Alert& a) { fired.push_back(a.scope + "@" + std::to_string(a.threshold_pct)); });
+    auto s = Subject{"tenant:t", "user:exp"};
+    auto r1 = env->reserve(s, usd("3"), {.request_id = "ex-1", .ttl = Duration(1'000)}).reservation;
+    auto r2 = env->reserve(s, usd("3"), {.request_id = "ex-2", .ttl = Duration(1'000)}).reservation;
+    CHECK(env->consume(r1, usd("2.60")).ok());  // persisted: expiry will charge it
+    CHECK(env->consume(r2, usd("2.60")).ok());
+    CHECK(fired.empty());  // holds and consumption are not spend
+    env.clock->advance(Duration(2'000));
+    CHECK(env->expire_holds() == 2);
+    // Each expiry alone stays under 50% of the user's $10; together they cross it. The
+    // tenant's 5% of $100 is crossed too.
+    std::sort(fired.begin(), fired.end());
+    CHECK(fired == std::vector<std::string>{"tenant:t@5", "user:exp@50"});
+    CHECK(env->status(Scope::parse("user:exp"))[0].spent == usd("5.20").nanos());
+    env->record(s, usd("0.10"));  // no threshold crossed again in this window
+    CHECK(fired.size() == 2);
+    env->record(s, usd("3"));  // 83%: 80 fires
+    CHECK(fired.back() == "user:exp@80");
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("a commit that arrives after the TTL but before any sweep is an ordinary commit") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
