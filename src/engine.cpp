@@ -811,9 +811,9 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
 }
 
 std::string Engine::request_id_of(const RequestOptions& o) {
-  std::string id = o.request_id.empty() ? generate_request_id() : o.request_id;
-  validate_id(id, "request id");
-  return id;
+  if (o.request_id.empty()) return generate_request_id();  // valid by construction
+  validate_id(o.request_id, "request id");
+  return o.request_id;
 }
 
 DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {

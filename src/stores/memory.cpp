@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -57,7 +56,15 @@ struct alignas(64) Stripe {
   std::unordered_map<std::string, RequestRecord> requests;  // never erased: nodes stay put
   // Deadlines of held requests; the string is the key of `requests`.
   std::set<std::pair<int64_t, const std::string*>> deadlines;
-  std::deque<MemEvent> events;  // not yet sealed
+  // Not yet sealed; in chunks, so appending never moves earlier events.
+  std::vector<std::vector<MemEvent>> events;
+  void push_event(MemEvent&& ev) {
+    if (events.empty() || events.back().size() == events.back().capacity()) {
+      events.emplace_back();
+      events.back().reserve(64);
+    }
+    events.back().push_back(std::move(ev));
+  }
 };
 
 size_t stripe_of(std::string_view s) { return std::hash<std::string_view>{}(s) % kStripes; }
@@ -86,6 +93,9 @@ class MemoryStore;
 struct MemHandles final : PlanHandles {
   std::vector<SeriesRow*> series;     // per window of the plan
   std::vector<uint16_t> stripes;      // sorted, unique
+  // Per window: its bucket at the plan's start once it exists (buckets are never erased).
+  // Written and read only under the window's stripe lock.
+  mutable std::vector<BucketRow*> bucket;
 };
 
 // The stripes an operation locks, sorted and unique; no allocation for usual plans.
@@ -275,6 +285,7 @@ class MemoryStore final : public Store {
       h->series.push_back(&it->second);
       h->stripes.push_back(static_cast<uint16_t>(sr.stripe()));
     }
+    h->bucket.assign(plan.windows.size(), nullptr);
     std::sort(h->stripes.begin(), h->stripes.end());
     h->stripes.erase(std::unique(h->stripes.begin(), h->stripes.end()), h->stripes.end());
     PlanHandles* expected = nullptr;
@@ -333,7 +344,8 @@ class MemoryStore final : public Store {
   void seal() {
     for (auto& st : stripes_) {
       std::lock_guard lk(st.m);  // also guards the records the events refer to
-      for (auto& m : st.events) {
+      for (auto& chunk : st.events)
+      for (auto& m : chunk) {
         LedgerEvent e;
         e.seq = m.seq;
         e.time = from_millis(m.time);
@@ -399,8 +411,13 @@ std::vector<Counters> MemTxn::sum_all(const Plan& p) {
   for (size_t i = 0; i < p.windows.size(); ++i) {
     const auto& w = p.windows[i];
     auto* buckets = series(w, h, i, false);
-    if (!buckets) continue;
+    if (!buckets || buckets->empty()) continue;
     auto& total = out[i];
+    // Usual case: the plan's own bucket is the series' latest and the window starts there.
+    if (h && h->bucket[i] && w.read_from == w.start && &buckets->rbegin()->second == h->bucket[i]) {
+      total = h->bucket[i]->c;
+      continue;
+    }
     for (auto b = buckets->lower_bound(w.read_from); b != buckets->end(); ++b) {
       total.spent += b->second.c.spent;
       total.held += b->second.c.held;
@@ -412,13 +429,29 @@ std::vector<Counters> MemTxn::sum_all(const Plan& p) {
 
 void MemTxn::add_all(const Plan& p, const Counters& d) {
   const auto* h = handles_for(p);
-  for (size_t i = 0; i < p.windows.size(); ++i) {
+  auto row_of = [&](size_t i) {
     const auto& w = p.windows[i];
-    auto& row = (*series(w, h, i, true))[w.start];
-    row.end = w.end;
-    row.c.spent += d.spent;
-    row.c.held += d.held;
-    row.c.granted += d.granted;
+    BucketRow* row = h ? h->bucket[i] : nullptr;
+    if (!row) {
+      row = &(*series(w, h, i, true))[w.start];
+      row->end = w.end;
+      if (h) h->bucket[i] = row;
+    }
+    return row;
+  };
+  // All or nothing: every sum is checked before the first counter changes (a plan names each
+  // bucket once, so checking each alone is checking them all).
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    Counters c = row_of(i)->c;
+    c.spent += d.spent;
+    c.held += d.held;
+    c.granted += d.granted;
+  }
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    auto& c = row_of(i)->c;
+    c.spent += d.spent;
+    c.held += d.held;
+    c.granted += d.granted;
   }
 }
 
@@ -515,7 +548,7 @@ void MemTxn::record_event(const EventDraft& d) {
   m.metadata = d.metadata;
   if (d.usage) m.usage = *d.usage;
   m.plan = d.rec.plan;
-  s_.stripes_[stripe_of(n->first)].events.push_back(std::move(m));
+  s_.stripes_[stripe_of(n->first)].push_event(std::move(m));
 }
 
 void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
@@ -536,7 +569,7 @@ void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   m.metadata = std::move(e.metadata);
   m.usage = std::move(e.usage);
   m.plan = plan;
-  s_.stripes_[stripe_of(n->first)].events.push_back(std::move(m));
+  s_.stripes_[stripe_of(n->first)].push_event(std::move(m));
 }
 
 }  // namespace
