@@ -10,6 +10,8 @@ export interface NativeAddon {
   parseScope(v: unknown): string;
   parseWindow(v: unknown): string;
   estimateTokens(text: unknown): number;
+  /** Benchmark baseline: feeds `text` n times to a C++ StreamUsage; elapsed ns. */
+  benchFeedEvent(format: string, text: string, n: number): number;
   usageFromResponse(format: string, body: unknown): any;
   version: string;
   napiVersion: number;
@@ -88,6 +90,8 @@ export interface NativePricingHandle {
   estimate(model: unknown, inputTokens: unknown, maxOutputTokens?: unknown, options?: unknown): bigint;
   priceVersion(at?: unknown): string;
   size(): number;
+  /** Benchmark baseline: n cost(model, usage) calls in C++; elapsed ns. */
+  benchCost(model: string, usage: unknown, n: number): number;
 }
 
 export interface NativeStreamUsageHandle {

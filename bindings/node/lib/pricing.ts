@@ -2,21 +2,48 @@
 import { F64, I64, native, type NativePricingHandle } from './native';
 import type { CountInput, LineItem, MoneyInput, UsageInput } from './types';
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Puts a count of the cost() fast path in a scratch slot; false when the value needs the full path. */
 function slot(i: number, x: unknown): boolean {
   if (x === undefined || x === null) {
     F64[i] = NaN;
     return true;
   }
-  if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) {
+  if (typeof x === 'number') {
+    if (!Number.isSafeInteger(x) || x < 0) return false;
     F64[i] = x;
+    return true;
+  }
+  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) {
+    F64[i] = Number(x);
     return true;
   }
   return false;
 }
 
-/** The common shape of cost(): plain counts, no options (see NativePricing::CostF). */
-function fastUsage(u: UsageInput): boolean {
+const TIERS: Record<string, number> = { standard: 0, batch: 1, flex: 2, priority: 3 };
+
+/** The common shapes of cost(): plain counts and options (see NativePricing::CostF). */
+function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
+  if (o === undefined || o === null) {
+    F64[10] = NaN;
+    F64[11] = NaN;
+    F64[12] = NaN;
+  } else {
+    if (typeof o !== 'object' || Array.isArray(o)) return false;
+    const { tier, at, applyMarkup } = o;
+    if (tier === undefined || tier === null) F64[10] = NaN;
+    else if (typeof tier === 'string' && Object.prototype.hasOwnProperty.call(TIERS, tier)) F64[10] = TIERS[tier];
+    else return false;
+    if (at === undefined || at === null) F64[11] = NaN;
+    else if (typeof at === 'number' && Number.isSafeInteger(at)) F64[11] = at;
+    else if (at instanceof Date && Number.isFinite(at.getTime())) F64[11] = at.getTime();
+    else return false;
+    if (applyMarkup === undefined || applyMarkup === null) F64[12] = NaN;
+    else if (typeof applyMarkup === 'boolean') F64[12] = applyMarkup ? 1 : 0;
+    else return false;
+  }
   const c = u.complete;
   if (c === undefined || c === null) F64[9] = NaN;
   else if (typeof c === 'boolean') F64[9] = c ? 1 : 0;
@@ -155,12 +182,11 @@ export class PricingEngine {
   /** Exact cost in nanos (rounded up per line item). */
   cost(model: string, usage: UsageInput, options?: CostOptions): bigint {
     if (
-      options === undefined &&
       typeof model === 'string' &&
       typeof usage === 'object' &&
       usage !== null &&
       !Array.isArray(usage) &&
-      fastUsage(usage)
+      fastArgs(usage, options)
     ) {
       this.native.costF(model);
       return I64[0];

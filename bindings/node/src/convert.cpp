@@ -79,6 +79,22 @@ Napi::Object expect_object(const Napi::Value& v, const char* what) {
   return v.As<Napi::Object>();
 }
 
+// Reads a JS string into `out` (reusing its buffer): one Node-API call for short strings.
+void read_utf8(napi_env env, napi_value v, std::string& out) {
+  char buf[256];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, sizeof buf, &len) != napi_ok) invalid("expected a string");
+  // Not truncated: V8 writes no partial UTF-8 sequence, so a cut string leaves at most 3
+  // bytes of the buffer unused.
+  if (len + 4 < sizeof buf) {
+    out.assign(buf, len);
+    return;
+  }
+  napi_get_value_string_utf8(env, v, nullptr, 0, &len);
+  out.resize(len);
+  napi_get_value_string_utf8(env, v, out.data(), len + 1, &len);
+}
+
 bool has(const Napi::Object& o, const char* key, Napi::Value* out) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return false;
@@ -152,7 +168,9 @@ uint32_t to_basis_points(const Napi::Value& v, const char* what) {
 
 std::string to_string(const Napi::Value& v, const char* what) {
   if (!v.IsString()) invalid(std::string(what) + " must be a string, got " + type_name(v));
-  return v.As<Napi::String>().Utf8Value();
+  std::string s;
+  read_utf8(v.Env(), v, s);
+  return s;
 }
 
 bool to_bool(const Napi::Value& v, const char* what) {

@@ -108,20 +108,6 @@ ResArg to_res_arg(const Napi::Value& v) {
   invalid("expected a Reservation or a request id string");
 }
 
-// Reads a JS string into `out` (reusing its buffer): one Node-API call for short strings.
-void read_utf8(napi_env env, napi_value v, std::string& out) {
-  char buf[256];
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, buf, sizeof buf, &len) != napi_ok) invalid("expected a string");
-  if (len < sizeof buf - 1) {
-    out.assign(buf, len);
-    return;
-  }
-  napi_get_value_string_utf8(env, v, nullptr, 0, &len);
-  out.resize(len);
-  napi_get_value_string_utf8(env, v, out.data(), len + 1, &len);
-}
-
 // ---- NativeClock --------------------------------------------------------------------------
 class NativeClock : public Napi::ObjectWrap<NativeClock> {
  public:

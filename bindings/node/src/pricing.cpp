@@ -1,6 +1,8 @@
 // libbudget Node addon — NativePricing (a PricingEngine). Pure computations: synchronous.
 #include "common.hpp"
 
+#include <chrono>
+
 namespace bn {
 
 namespace {
@@ -84,7 +86,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
          InstanceMethod("resolve", &NativePricing::Resolve), InstanceMethod("knows", &NativePricing::Knows),
          InstanceMethod("cost", &NativePricing::Cost), InstanceMethod("costF", &NativePricing::CostF), InstanceMethod("quote", &NativePricing::Quote),
          InstanceMethod("estimate", &NativePricing::Estimate), InstanceMethod("priceVersion", &NativePricing::PriceVersion),
-         InstanceMethod("size", &NativePricing::Size),
+         InstanceMethod("size", &NativePricing::Size), InstanceMethod("benchCost", &NativePricing::BenchCost),
          StaticMethod("bundledTableInfo", &NativePricing::BundledInfo)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
     exports.Set("NativePricing", f);
@@ -105,11 +107,12 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
   EnvData* ed_ = nullptr;
   std::string model_;  // reused buffer of CostF
 
-  // The fast path of cost(model, usage) with no options, for usage objects whose fields are
-  // absent or safe non-negative integer numbers (the TS layer checks; anything else takes
-  // Cost). (model) with the counts in scratch slots 0-8 (NaN = absent: the Usage default)
-  // in the field order of budget::Usage, and `complete` in slot 9 (NaN = absent). The cost
-  // (nanos) is returned in slot 0.
+  // The fast path of cost(model, usage, options) for usage fields that are absent or
+  // non-negative safe integers (number or bigint) and plain options (the TS layer checks;
+  // anything else takes Cost, whose validation and errors are the reference). (model) with
+  // the counts in scratch slots 0-8 (NaN = absent: the Usage default) in the field order of
+  // budget::Usage, `complete` in slot 9, the options in slots 10-12 (tier code, `at` ms,
+  // applyMarkup; NaN = absent). The cost (nanos) is returned in slot 0.
   Napi::Value CostF(const Napi::CallbackInfo& i) {
     Napi::Env env = i.Env();
     return guard(env, [&] {
@@ -118,7 +121,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
       char buf[256];
       napi_get_value_string_utf8(env, i[0], buf, sizeof buf, &len);
       std::string_view model(buf, len);
-      if (len >= sizeof buf - 1) {
+      if (len + 4 >= sizeof buf) {  // maybe cut (see read_utf8)
         model_ = i[0].As<Napi::String>().Utf8Value();
         model = model_;
       }
@@ -133,7 +136,12 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
       double c = e.f64(9);
       if (c == c) u.complete = c != 0;
       u.validate();
-      e.i64(0, e_->cost(model, u).nanos());
+      budget::CostOptions o;
+      double tier = e.f64(10), at = e.f64(11), markup = e.f64(12);
+      if (tier == tier) o.tier = static_cast<budget::ServiceTier>(static_cast<int>(tier));
+      if (at == at) o.at = budget::from_millis(static_cast<int64_t>(at));
+      if (markup == markup) o.apply_markup = markup != 0;
+      e.i64(0, e_->cost(model, u, o).nanos());
       return env.Undefined();
     });
   }
@@ -243,6 +251,20 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
       budget::Timestamp at = i.Length() > 0 && !i[0].IsUndefined() ? to_time(i[0], "at")
                                                                    : budget::SystemClock().now();
       return Napi::Value(Napi::String::New(i.Env(), e_->price_version(at)));
+    });
+  }
+  // Benchmark baseline: n cost(model, usage) calls in a tight C++ loop, elapsed nanoseconds.
+  Napi::Value BenchCost(const Napi::CallbackInfo& i) {
+    return guard(i.Env(), [&] {
+      std::string model = to_string(i[0], "model");
+      budget::Usage u = to_usage(i[1]);
+      int64_t n = to_count(i[2], "n");
+      int64_t sink = 0;
+      auto t0 = std::chrono::steady_clock::now();
+      for (int64_t k = 0; k < n; ++k) sink += e_->cost(model, u).nanos();
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+      if (sink == 42) ns += 0;  // keep the loop
+      return Napi::Value(Napi::Number::New(i.Env(), double(ns)));
     });
   }
   Napi::Value Size(const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), double(e_->size())); }

@@ -1,12 +1,18 @@
 // libbudget Node addon — usage extraction from provider JSON (providers.hpp): synchronous.
 #include "common.hpp"
 
+#include <chrono>
+
 namespace bn {
 
 namespace {
 
 std::string bytes_of(const Napi::Value& v, const char* what) {
-  if (v.IsString()) return v.As<Napi::String>().Utf8Value();
+  if (v.IsString()) {
+    std::string s;
+    read_utf8(v.Env(), v, s);
+    return s;
+  }
   if (v.IsBuffer()) {
     auto b = v.As<Napi::Buffer<char>>();
     return std::string(b.Data(), b.Length());
@@ -75,11 +81,26 @@ class NativeStreamUsage : public Napi::ObjectWrap<NativeStreamUsage> {
   Napi::Value Events(const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), double(s_->events())); }
 };
 
+// Benchmark baseline: benchFeedEvent(format, text, n) feeds one event n times to a fresh C++
+// StreamUsage in a tight loop; elapsed nanoseconds.
+Napi::Value BenchFeedEvent(const Napi::CallbackInfo& i) {
+  return guard(i.Env(), [&] {
+    budget::StreamUsage s(budget::parse_api_format(to_string(i[0], "format")), budget::StreamOptions{});
+    std::string text = to_string(i[1], "event");
+    int64_t n = to_count(i[2], "n");
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t k = 0; k < n; ++k) s.feed_event(text);
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    return Napi::Value(Napi::Number::New(i.Env(), double(ns)));
+  });
+}
+
 }  // namespace
 
 void init_providers(Napi::Env env, Napi::Object exports) {
   exports.Set("estimateTokens", Napi::Function::New(env, EstimateTokens));
   exports.Set("usageFromResponse", Napi::Function::New(env, UsageFromResponse));
+  exports.Set("benchFeedEvent", Napi::Function::New(env, BenchFeedEvent));
   NativeStreamUsage::Init(env, exports);
 }
 

@@ -13,6 +13,39 @@ const any = undefined;
 
 for (const kind of storeKinds()) {
   describe(`store=${kind}`, () => {
+    test('long and non-ASCII scopes and request ids survive the trip (string buffers, subject reuse)', async () => {
+      const m = new BudgetManager({ store: freshUrl(kind), clock: new ManualClock(T0) });
+      // ids of 200-256 UTF-8 bytes with 2- and 4-byte characters across every byte offset
+      for (const [unit, bytes] of [['é', 2], ['😀', 4], ['a', 1]]) {
+        for (let len = 246; len <= 256; len++) {
+          const n = Math.floor(len / /** @type {number} */ (bytes));
+          const id = 'z'.repeat(len - n * /** @type {number} */ (bytes)) + String(unit).repeat(n);
+          const scope = `user:${id}`;
+          const rid = id;  // also len bytes
+          const d = await m.reserve(['tenant:t', scope], 5n, { requestId: rid });
+          assert.deepEqual(d.reservation?.subject, ['global', 'tenant:t', scope]);
+          assert.equal(d.reservation?.requestId, rid);
+          const again = await m.reserve(['tenant:t', scope], 5n);  // same subject again, a generated id
+          assert.deepEqual(again.reservation?.subject, ['global', 'tenant:t', scope]);
+          const rc = await m.commit(/** @type {any} */ (d.reservation), 3n);
+          assert.equal(rc.requestId, rid);
+          const ev = await m.events({ requestId: rid });
+          assert.deepEqual(ev[0].subject, ['global', 'tenant:t', scope]);
+        }
+      }
+      // A subject that changes in one scope only, and one with `global` and duplicates.
+      assert.deepEqual((await m.reserve(['tenant:t', 'user:a'], 1n)).reservation?.subject, ['global', 'tenant:t', 'user:a']);
+      assert.deepEqual((await m.reserve(['tenant:t', 'user:b'], 1n)).reservation?.subject, ['global', 'tenant:t', 'user:b']);
+      assert.deepEqual((await m.reserve(['user:b', 'global', 'user:b'], 1n)).reservation?.subject, ['global', 'user:b']);
+      assert.deepEqual((await m.reserve('user:c', 1n)).reservation?.subject, ['global', 'user:c']);
+      assert.deepEqual((await m.reserve('global', 1n)).reservation?.subject, ['global']);
+      assert.deepEqual((await m.reserve([], 1n)).reservation?.subject, ['global']);
+      await assert.rejects(m.reserve(['tenant:t', 'user:b', 'bad'], 1n), InvalidArgumentError);
+      assert.deepEqual((await m.reserve(['tenant:t', 'user:b'], 1n)).reservation?.subject, ['global', 'tenant:t', 'user:b'],
+        'a rejected subject leaves nothing behind');
+      m.close();
+    });
+
     test('bad arguments reject with typed errors and change nothing', async () => {
       const pricing = new PricingEngine();
       pricing.setPrice('m-1', { input: '0.000001', output: '0.000002' });

@@ -156,9 +156,33 @@ test('cost(): number, bigint and option shapes price alike; bad counts are typed
   for (const [name, u, cls] of bad) {
     assert.throws(() => p.cost('m-req', u), (e) => e instanceof cls, name);
   }
+  /** @type {[string, any][]} */
+  const badOptions = [
+    ['tier', { tier: 'gold' }], ['tier type', { tier: 1 }], ['at NaN', { at: NaN }], ['at fraction', { at: 1.5 }],
+    ['invalid Date', { at: new Date(NaN) }], ['at string', { at: '2026-01-01' }], ['applyMarkup', { applyMarkup: 'no' }],
+    ['options array', []], ['options string', 'batch'],
+  ];
+  for (const [name, o] of badOptions) {
+    assert.throws(() => p.cost('m-req', { inputTokens: 1 }, o), InvalidArgumentError, name);
+  }
+  const at = Date.UTC(2026, 0, 1);
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 }, { at, tier: 'standard', applyMarkup: true }), base);
+  assert.equal(p.cost('m-req', { inputTokens: 1000n, cacheReadTokens: 200n, outputTokens: 50n }, { at: new Date(at), tier: /** @type {any} */ (null) }), base);
+  p.addMarkup({ scope: 'all', percent: '50' });
+  assert.equal(p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 }, { applyMarkup: false }), base);
+  const marked = p.cost('m-req', { inputTokens: 1000, cacheReadTokens: 200, outputTokens: 50 });
+  assert.ok(marked > base, 'the markup applies by default');
+  assert.equal(p.cost('m-req', { inputTokens: 1000n, cacheReadTokens: 200, outputTokens: 50 }, { applyMarkup: true }), marked);
+  assert.equal(p.cost('m-req', { inputTokens: 2n ** 53n, outputTokens: 0 }, { applyMarkup: false }),
+    p.cost('m-req', { inputTokens: 2n ** 53n }, { applyMarkup: false }), 'counts beyond 2^53 (bigint, general path)');
   assert.throws(() => p.cost(/** @type {any} */ (42), { inputTokens: 1 }), InvalidArgumentError);
   assert.throws(() => p.cost('unknown-model', { inputTokens: 1 }), UnknownModelError);
   const long = 'x'.repeat(300);
   p.setPrice(long, { input: '0.000001' });
-  assert.equal(p.cost(long, { inputTokens: 3 }), 3000n, 'model names beyond the stack buffer');
+  assert.equal(p.cost(long, { inputTokens: 3 }, { applyMarkup: false }), 3000n, 'model names beyond the stack buffer');
+  for (const cut of [250, 251, 252, 253, 254, 255, 256]) {  // a 2-byte character across the buffer's end
+    const name = 'y'.repeat(cut) + 'éé';
+    p.setPrice(name, { input: '0.000002' });
+    assert.equal(p.cost(name, { inputTokens: 3 }, { applyMarkup: false }), 6000n, name.length.toString());
+  }
 });
