@@ -285,14 +285,15 @@ auto Engine::with_fresh_limits(F&& f) {
 // ---- pricing -------------------------------------------------------------------------------------
 
 Engine::Priced Engine::price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens,
-                             int64_t now) {
+                             int64_t now, bool brief) {
   Priced p;
   if (tokens < 0) throw InvalidArgumentError("token count is negative");
   if (usage) {
     usage->validate();
     if (!model.empty()) {
       if (!opts_.pricer) throw UnknownModelError("no pricer configured to price model '" + model + "'");
-      p.quote = opts_.pricer->price(model, *usage, from_millis(now));
+      p.quote = brief ? opts_.pricer->price_brief(model, *usage, from_millis(now))
+                      : opts_.pricer->price(model, *usage, from_millis(now));
       p.priced = true;
       cost = p.quote.cost;
     }
@@ -526,7 +527,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
-  auto p = price(est.model, est.usage, est.cost, est.tokens, now);
+  auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
   Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
   std::string fp = Fingerprint().add("reserve").add(subject).add(est.model).add(p.amounts.cost)
                        .add(p.amounts.tokens).add(int64_t{bp}).str();

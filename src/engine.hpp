@@ -66,7 +66,9 @@ class Engine {
     PriceQuote quote;
     bool priced = false;
   };
-  Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now);
+  // brief: cost, model and provider only (a reserve); else the full quote with line items.
+  Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now,
+               bool brief = false);
   std::shared_ptr<const LimitTable> table();
   void reload_limits();
   // The plan of a subject at `now`; valid for every instant in [*valid_from, *valid_to).

@@ -160,6 +160,8 @@ class BUDGET_API PricingEngine final : public Pricer {
   PriceQuote quote(std::string_view model, const Usage& usage, const CostOptions& options = {}) const;
   // Pricer: quote() at `at` with standard tier.
   PriceQuote price(std::string_view model, const Usage& usage, Timestamp at) const override;
+  // Pricer: cost, model and provider only (no line items, no price version).
+  PriceQuote price_brief(std::string_view model, const Usage& usage, Timestamp at) const override;
   // Pre-flight cost of input_tokens in and max_output_tokens out (default: the model's
   // max_output_tokens from the table, else 4096), one request.
   Money estimate(std::string_view model, int64_t input_tokens,

@@ -58,6 +58,11 @@ class BUDGET_API Pricer {
   virtual ~Pricer();
   // Throws UnknownModelError when the model cannot be priced.
   virtual PriceQuote price(std::string_view model, const Usage& usage, Timestamp at) const = 0;
+  // What a reserve needs: cost, model and provider; line items and price_version may be left
+  // empty. Override when that is cheaper than price() (PricingEngine does).
+  virtual PriceQuote price_brief(std::string_view model, const Usage& usage, Timestamp at) const {
+    return price(model, usage, at);
+  }
 };
 
 }  // namespace budget

@@ -573,6 +573,19 @@ PriceQuote PricingEngine::price(std::string_view model, const Usage& usage, Time
   return quote(model, usage, o);
 }
 
+PriceQuote PricingEngine::price_brief(std::string_view model, const Usage& usage, Timestamp at) const {
+  CostOptions o;
+  o.at = at;
+  std::shared_lock lock(impl_->mu);
+  Impl::Computed c;
+  impl_->compute(model, usage, o, c);
+  PriceQuote q;
+  q.cost = Money::from_nanos(c.total_nanos);
+  q.model = c.entry == impl_->fallback.get() ? std::string("fallback") : c.entry->name;
+  q.provider = c.entry->provider;
+  return q;
+}
+
 Money PricingEngine::estimate(std::string_view model, int64_t input_tokens,
                               std::optional<int64_t> max_output_tokens,
                               const CostOptions& options) const {

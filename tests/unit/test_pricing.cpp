@@ -405,6 +405,33 @@ TEST_CASE("pricing: concurrent readers while rules change") {
   CHECK(errors.load() == 0);
 }
 
+TEST_CASE("pricing: price_brief is price() without line items, markups and fallback included") {
+  auto e = PricingEngine::bundled();
+  MarkupRule rule;
+  rule.scope = MarkupRule::Scope::Provider;
+  rule.match = "anthropic";
+  rule.percent = "10";
+  e->add_markup(rule);
+  ModelPrice fb;
+  fb.provider = "local";
+  fb.input = "0.000001";
+  fb.output = "0.000002";
+  e->set_fallback(fb);
+  Usage u = tokens(12'345, 678);
+  u.cache_read_tokens = 2'000;
+  for (const char* m : {"gpt-4o", "anthropic/claude-sonnet-4-5-20250929", "no-such-model-anywhere"}) {
+    auto full = e->price(m, u, day(1));
+    auto brief = e->price_brief(m, u, day(1));
+    CHECK(brief.cost == full.cost);
+    CHECK(brief.model == full.model);
+    CHECK(brief.provider == full.provider);
+    CHECK(brief.items.empty());
+    CHECK_FALSE(full.items.empty());
+  }
+  e->set_fallback(std::nullopt);
+  CHECK_THROWS_AS(e->price_brief("no-such-model-anywhere", u, day(1)), UnknownModelError);
+}
+
 TEST_CASE("pricing: the bundled table") {
   auto info = PricingEngine::bundled_table_info();
   MESSAGE("bundled table: " << info.entries << " entries, last_updated " << std::string(info.date));
