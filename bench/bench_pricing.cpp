@@ -187,6 +187,14 @@ int main(int argc, char** argv) {
         sink = sink + q.cost.nanos();
       },
       iters / 4);
+  double ns_brief = ns_per_op(
+      [&](int64_t i) {
+        Usage u = cached;
+        u.output_tokens += i & 7;
+        auto q = engine->price_brief("claude-sonnet-4-5", u, from_millis(0));
+        sink = sink + q.cost.nanos();
+      },
+      iters / 4);
   // Markup rules in force (3 rules; the engine scans them).
   auto marked = PricingEngine::bundled();
   MarkupRule r1;
@@ -224,6 +232,7 @@ int main(int argc, char** argv) {
   std::printf("  with 3 markup rules in force         %7.1f ns/op\n", ns_cost_markup);
   std::printf("  openai/gpt-4o-2024-11-20 (prefix+date resolution) %7.1f ns/op\n", ns_cost_prefix);
   std::printf("  price() -> PriceQuote with line items%7.1f ns/op\n", ns_quote);
+  std::printf("  price_brief() (what reserve uses)    %7.1f ns/op\n", ns_brief);
   std::printf("  baseline: two double multiplies      %7.1f ns/op   (cost() = %.0fx)\n\n", ns_double,
               ns_cost / ns_double);
 
