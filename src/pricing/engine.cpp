@@ -531,6 +531,11 @@ Money PricingEngine::cost(std::string_view model, const Usage& usage, const Cost
   return Money::from_nanos(c.total_nanos);
 }
 
+namespace {
+// The part of a quote price_brief() gives: cost, model and provider.
+PriceQuote quote_head(const PricingEngine::Impl& impl, const PricingEngine::Impl::Computed& c);
+}  // namespace
+
 PriceQuote PricingEngine::quote(std::string_view model, const Usage& usage,
                                 const CostOptions& options) const {
   CostOptions o = options;
@@ -538,10 +543,7 @@ PriceQuote PricingEngine::quote(std::string_view model, const Usage& usage,
   std::shared_lock lock(impl_->mu);
   Impl::Computed c;
   impl_->compute(model, usage, o, c);
-  PriceQuote q;
-  q.cost = Money::from_nanos(c.total_nanos);
-  q.model = c.entry == impl_->fallback.get() ? std::string("fallback") : c.entry->name;
-  q.provider = c.entry->provider;
+  PriceQuote q = quote_head(*impl_, c);
   q.price_version = impl_->version_at(*o.at);
   static constexpr Comp kOrder[] = {kIn, kCacheRead, kCacheWrite, kCacheWrite1h, kOut,
                                     kReasoning, kRequest, kImage, kAudioSec};
@@ -579,12 +581,18 @@ PriceQuote PricingEngine::price_brief(std::string_view model, const Usage& usage
   std::shared_lock lock(impl_->mu);
   Impl::Computed c;
   impl_->compute(model, usage, o, c);
+  return quote_head(*impl_, c);
+}
+
+namespace {
+PriceQuote quote_head(const PricingEngine::Impl& impl, const PricingEngine::Impl::Computed& c) {
   PriceQuote q;
   q.cost = Money::from_nanos(c.total_nanos);
-  q.model = c.entry == impl_->fallback.get() ? std::string("fallback") : c.entry->name;
+  q.model = c.entry == impl.fallback.get() ? std::string("fallback") : c.entry->name;
   q.provider = c.entry->provider;
   return q;
 }
+}  // namespace
 
 Money PricingEngine::estimate(std::string_view model, int64_t input_tokens,
                               std::optional<int64_t> max_output_tokens,
