@@ -53,12 +53,15 @@ async function paired(cpp, js) {
   return { cpp: median(c), js: median(j), over: c.map((x, i) => j[i] - x) };
 }
 
-/** @param {BudgetManager} m @param {number} n @param {string} tag */
-async function lifecycles(m, n, tag) {
+/**
+ * @param {BudgetManager} m @param {number} n @param {string} tag
+ * @param {import('libbudget').EstimateInput} [estimate] @param {import('libbudget').ChargeInput} [charge]
+ */
+async function lifecycles(m, n, tag, estimate = 1000n, charge = 900n) {
   const t0 = ns();
   for (let i = 0; i < n; i++) {
-    const d = await m.reserve(subject, 1000n, { requestId: `${tag}${i}` });
-    if (d.reservation) await m.commit(d.reservation, 900n);
+    const d = await m.reserve(subject, estimate, { requestId: `${tag}${i}` });
+    if (d.reservation) await m.commit(d.reservation, charge);
   }
   return per(t0, n);
 }
@@ -81,8 +84,8 @@ console.log(`libbudget Node binding benchmark (node ${process.version}, ${os.cpu
   const m = new BudgetManager({ store: 'memory', limits });
   const n = N(10_000);  // lifecycles per round and side
   await lifecycles(m, N(5000), 'warm');  // warm-up (JIT, store)
-  m.native.benchLoop(subject, 1000n, N(5000), 'cwarm');
-  const r = await paired((k) => m.native.benchLoop(subject, 1000n, n, `cpp${k}_`) / n, (k) => lifecycles(m, n, `js${k}_`));
+  m.native.benchLoop(subject, 1000n, N(5000), 'cwarm', 900n);
+  const r = await paired((k) => m.native.benchLoop(subject, 1000n, n, `cpp${k}_`, 900n) / n, (k) => lifecycles(m, n, `js${k}_`));
   row('memory: C++ reserve+commit (same manager, tight loop)', `${fmt(r.cpp)} / lifecycle  (${rate(r.cpp)})`);
   row('memory: Node await reserve + await commit', `${fmt(r.js)} / lifecycle  (${rate(r.js)})`);
   const perCall = r.over.map((x) => x / 2);
@@ -90,6 +93,21 @@ console.log(`libbudget Node binding benchmark (node ${process.version}, ${os.cpu
   const conc = await concurrent(m, N(50_000), 64, 'cc');
   row('memory: Node, 64 lifecycles in flight', `${fmt(conc)} / lifecycle  (${rate(conc)})`);
   m.close();
+  // Priced: reserve({ model, usage }) + commit({ model, usage }), as the stream guards do.
+  const pricing = new PricingEngine();
+  pricing.setPrice('gpt-4o-mini', { provider: 'openai', input: '0.00000015', output: '0.0000006', cacheRead: '0.000000075' });
+  const pm = new BudgetManager({ store: 'memory', limits, pricing });
+  const est = { model: 'gpt-4o-mini', usage: { inputTokens: 1200, outputTokens: 1000 } };
+  const chg = { model: 'gpt-4o-mini', usage: { inputTokens: 1200, cacheReadTokens: 1024, outputTokens: 312 } };
+  const pn = N(5000);
+  await lifecycles(pm, pn, 'pw', est, chg);
+  const pr = await paired((k) => pm.native.benchLoop(subject, est, pn, `pcpp${k}_`, chg) / pn,
+    (k) => lifecycles(pm, pn, `pjs${k}_`, est, chg));
+  row('memory, priced: C++ reserve+commit of { model, usage }', `${fmt(pr.cpp)} / lifecycle  (${rate(pr.cpp)})`);
+  row('memory, priced: Node reserve+commit of { model, usage }', `${fmt(pr.js)} / lifecycle  (${rate(pr.js)})`);
+  const pcall = pr.over.map((x) => x / 2);
+  row('memory, priced: binding overhead per async call', `${fmt(median(pcall))}  ${range(pcall)}`);
+  pm.close();
   const off = new BudgetManager({ store: 'memory', limits, offload: true });
   await lifecycles(off, N(1000), 'offw');
   const offSeq = await lifecycles(off, N(10_000), 'off');
@@ -144,7 +162,7 @@ console.log(`libbudget Node binding benchmark (node ${process.version}, ${os.cpu
   const conc = await concurrent(m, N(4000), 16, 'sc');
   row('sqlite: Node, 16 lifecycles in flight (thread pool)', `${fmt(conc)} / lifecycle  (${rate(conc)})`);
   const n = N(2000);
-  const cpp = m.native.benchLoop(subject, 1000n, n, 'sqcpp') / n;
+  const cpp = m.native.benchLoop(subject, 1000n, n, 'sqcpp', 900n) / n;
   row('sqlite: C++ reserve+commit (tight loop, same manager)', `${fmt(cpp)} / lifecycle  (${rate(cpp)})`);
   m.close();
 }

@@ -1,6 +1,6 @@
 // BudgetManager: hold before a call, meter a stream, charge after it.
 import { BudgetExceededError } from './errors';
-import { countAt, F64, I64, native, type NativeClockHandle, type NativeManagerHandle } from './native';
+import { countAt, F64, I64, native, putUsage, type NativeClockHandle, type NativeManagerHandle } from './native';
 import { PricingEngine } from './pricing';
 import type {
   AggregateRow,
@@ -164,6 +164,25 @@ function receiptOut(n: NativeManagerHandle, requestId: string): Receipt {
   };
 }
 
+/**
+ * The model of a `{ model, usage }` estimate or charge whose usage this call put in the
+ * scratch buffer (slots 0-9); undefined for any other shape (the addon then converts the
+ * value itself, with its checks and errors). Call it last before the native call.
+ */
+function pricedModel(x: unknown): string | undefined {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return undefined;
+  const v = x as { cost?: unknown; tokens?: unknown; model?: unknown; usage?: unknown; provider?: unknown };
+  const model = v.model;
+  if (typeof model !== 'string' || model === '' || v.cost != null || v.tokens != null || v.usage == null) return undefined;
+  const provider = v.provider;
+  if (provider != null && typeof provider !== 'string') return undefined;
+  return putUsage(v.usage) ? model : undefined;
+}
+
+function providerOf(x: unknown): unknown {
+  return (x as { provider?: unknown }).provider;
+}
+
 function handleOf(r: unknown): unknown {
   return r !== null && typeof r === 'object' ? (r as { handle?: unknown }).handle : undefined;
 }
@@ -249,13 +268,16 @@ export class BudgetManager {
     try {
       const n = this.native;
       if (options === undefined || options === null) {
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined), subject, undefined));
+        const pm = pricedModel(estimate);
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined, pm), subject, undefined));
       }
       if (idOnly(options)) {
         const id = options.requestId;
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined), subject, id));
+        const pm = pricedModel(estimate);
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined, pm), subject, id));
       }
-      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options), subject, undefined));
+      const pm = pricedModel(estimate);
+      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options, pm), subject, undefined));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -282,7 +304,10 @@ export class BudgetManager {
     if (!this.inline) return this.native.commit(reservation, actual);
     try {
       const n = this.native;
-      return Promise.resolve(receiptOut(n, n.commitI(reservation, handleOf(reservation), actual)));
+      const h = handleOf(reservation);
+      const pm = pricedModel(actual);
+      const out = pm === undefined ? n.commitI(reservation, h, actual) : n.commitI(reservation, h, actual, pm, providerOf(actual));
+      return Promise.resolve(receiptOut(n, out));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -308,7 +333,8 @@ export class BudgetManager {
     if (!this.inline) return this.native.check(subject, estimate);
     try {
       const n = this.native;
-      return Promise.resolve(decisionOut(n, n.checkI(subject, estimate), subject, undefined));
+      const pm = pricedModel(estimate);
+      return Promise.resolve(decisionOut(n, n.checkI(subject, estimate, pm), subject, undefined));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -325,7 +351,12 @@ export class BudgetManager {
       const n = this.native;
       const simple = options === undefined || options === null || idOnly(options);
       const id = simple ? options?.requestId : undefined;
-      return Promise.resolve(receiptOut(n, n.recordI(subject, actual, id, simple ? undefined : options)));
+      const pm = pricedModel(actual);
+      const out =
+        pm === undefined
+          ? n.recordI(subject, actual, id, simple ? undefined : options)
+          : n.recordI(subject, actual, id, simple ? undefined : options, pm, providerOf(actual));
+      return Promise.resolve(receiptOut(n, out));
     } catch (e) {
       return Promise.reject(e);
     }

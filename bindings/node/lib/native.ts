@@ -52,14 +52,15 @@ export interface NativeManagerHandle {
   onAlert(cb: ((a: any) => void) | null): void;
   onDenial(cb: ((d: any, subject: string[]) => void) | null): void;
   close(): void;
-  benchLoop(subject: unknown, amount: unknown, n: number, prefix?: string): number;
+  benchLoop(subject: unknown, estimate: unknown, n: number, prefix?: string, charge?: unknown): number;
   // Inline execution (offload false): synchronous, scalars in the scratch buffer.
-  reserveI(subject: unknown, estimate: unknown, requestId: unknown, options: unknown): unknown;
-  checkI(subject: unknown, estimate: unknown): unknown;
+  // `model` set: the estimate / charge is { model, usage (in scratch slots 0-9), provider }.
+  reserveI(subject: unknown, estimate: unknown, requestId: unknown, options: unknown, model?: string): unknown;
+  checkI(subject: unknown, estimate: unknown, model?: string): unknown;
   consumeI(res: unknown, handle: unknown, amount: unknown, tokens: unknown): any;
-  commitI(res: unknown, handle: unknown, charge: unknown): string;
+  commitI(res: unknown, handle: unknown, charge: unknown, model?: string, provider?: unknown): string;
   releaseI(res: unknown, handle: unknown): string;
-  recordI(subject: unknown, charge: unknown, requestId: unknown, options: unknown): string;
+  recordI(subject: unknown, charge: unknown, requestId: unknown, options: unknown, model?: string, provider?: unknown): string;
   reservationExtras(): [string, string[], string];
   receiptExtras(): [string, string, string[], any[]];
 }
@@ -131,6 +132,52 @@ export const native: NativeAddon = load();
 /** Views of the scratch buffer: 8-byte slots read as doubles (flags, counts, ms) or int64 nanos. */
 export const F64 = new Float64Array(native.scratch);
 export const I64 = new BigInt64Array(native.scratch);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Puts a usage count in a scratch slot (NaN = absent); false when it needs the general path. */
+function slot(i: number, x: unknown): boolean {
+  if (x === undefined || x === null) {
+    F64[i] = NaN;
+    return true;
+  }
+  if (typeof x === 'number') {
+    if (!Number.isSafeInteger(x) || x < 0) return false;
+    F64[i] = x;
+    return true;
+  }
+  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) {
+    F64[i] = Number(x);
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Puts a usage object in scratch slots 0-9 (the counts in the field order of budget::Usage,
+ * then `complete`; NaN = absent) when every field is absent or a non-negative safe integer
+ * (number or bigint) and `complete` absent or boolean; false otherwise (the general path then
+ * validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
+ */
+export function putUsage(u: unknown): boolean {
+  if (typeof u !== 'object' || u === null || Array.isArray(u)) return false;
+  const v = u as Record<string, unknown>;
+  const c = v.complete;
+  if (c === undefined || c === null) F64[9] = NaN;
+  else if (typeof c === 'boolean') F64[9] = c ? 1 : 0;
+  else return false;
+  return (
+    slot(0, v.inputTokens) &&
+    slot(1, v.cacheReadTokens) &&
+    slot(2, v.cacheWriteTokens) &&
+    slot(3, v.cacheWrite1hTokens) &&
+    slot(4, v.outputTokens) &&
+    slot(5, v.reasoningTokens) &&
+    slot(6, v.images) &&
+    slot(7, v.audioMs) &&
+    slot(8, v.requests)
+  );
+}
+
 /** A count slot pair: the number when safe, else the exact bigint of the next slot. */
 export function countAt(i: number): number {
   const x = F64[i];

@@ -1,26 +1,6 @@
 // PricingEngine: exact costs from price tables (synchronous: pure computation).
-import { F64, I64, native, type NativePricingHandle } from './native';
+import { F64, I64, native, putUsage, type NativePricingHandle } from './native';
 import type { CountInput, LineItem, MoneyInput, UsageInput } from './types';
-
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-
-/** Puts a count of the cost() fast path in a scratch slot; false when the value needs the full path. */
-function slot(i: number, x: unknown): boolean {
-  if (x === undefined || x === null) {
-    F64[i] = NaN;
-    return true;
-  }
-  if (typeof x === 'number') {
-    if (!Number.isSafeInteger(x) || x < 0) return false;
-    F64[i] = x;
-    return true;
-  }
-  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) {
-    F64[i] = Number(x);
-    return true;
-  }
-  return false;
-}
 
 const TIERS: Record<string, number> = { standard: 0, batch: 1, flex: 2, priority: 3 };
 
@@ -44,21 +24,7 @@ function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
     else if (typeof applyMarkup === 'boolean') F64[12] = applyMarkup ? 1 : 0;
     else return false;
   }
-  const c = u.complete;
-  if (c === undefined || c === null) F64[9] = NaN;
-  else if (typeof c === 'boolean') F64[9] = c ? 1 : 0;
-  else return false;
-  return (
-    slot(0, u.inputTokens) &&
-    slot(1, u.cacheReadTokens) &&
-    slot(2, u.cacheWriteTokens) &&
-    slot(3, u.cacheWrite1hTokens) &&
-    slot(4, u.outputTokens) &&
-    slot(5, u.reasoningTokens) &&
-    slot(6, u.images) &&
-    slot(7, u.audioMs) &&
-    slot(8, u.requests)
-  );
+  return putUsage(u);
 }
 
 export type ServiceTier = 'standard' | 'batch' | 'flex' | 'priority';
@@ -181,13 +147,7 @@ export class PricingEngine {
   }
   /** Exact cost in nanos (rounded up per line item). */
   cost(model: string, usage: UsageInput, options?: CostOptions): bigint {
-    if (
-      typeof model === 'string' &&
-      typeof usage === 'object' &&
-      usage !== null &&
-      !Array.isArray(usage) &&
-      fastArgs(usage, options)
-    ) {
+    if (typeof model === 'string' && fastArgs(usage, options)) {
       this.native.costF(model);
       return I64[0];
     }

@@ -714,6 +714,24 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return ro;
   }
 
+  // A priced estimate or charge whose usage the TS layer put in the scratch buffer:
+  // info[i] is the model (a non-empty string), info[i + 1] the provider (charges).
+  bool priced_arg(const Napi::CallbackInfo& info, size_t i) const { return info.Length() > i && info[i].IsString(); }
+  template <class T>
+  T priced(const Napi::CallbackInfo& info, size_t i) const {
+    T t;
+    t.model = to_string(info[i], "model");
+    t.usage = usage_from_scratch(*ed_);
+    return t;
+  }
+  budget::Charge charge_arg(const Napi::CallbackInfo& info, size_t charge, size_t model) const {
+    if (!priced_arg(info, model)) return to_charge(info[charge]);
+    auto c = priced<budget::Charge>(info, model);
+    if (info.Length() > model + 1 && !info[model + 1].IsUndefined() && !info[model + 1].IsNull())
+      c.provider = to_string(info[model + 1], "provider");
+    return c;
+  }
+
   // A reservation argument (res, res.handle): the handle when it is one, else as to_res_arg.
   static ResArg res_arg(const Napi::CallbackInfo& info) {
     if (info.Length() > 1 && info[1].IsExternal()) return ResArg{*info[1].As<Napi::External<ResPtr>>().Data(), {}};
@@ -764,23 +782,23 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return id;
   }
 
-  Napi::Value ReserveI(const Napi::CallbackInfo& info) {  // (subject, estimate, requestId, options)
+  Napi::Value ReserveI(const Napi::CallbackInfo& info) {  // (subject, estimate, requestId, options, model)
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
       const budget::Subject& subject = subject_arg(info[0]);
-      auto est = to_estimate(info[1]);
+      auto est = priced_arg(info, 4) ? priced<budget::Estimate>(info, 4) : to_estimate(info[1]);
       auto opts = options_arg(info, 2);
       auto d = m->reserve(subject, est, opts);
       return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id);
     });
   }
-  Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate)
+  Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate, model)
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
       const budget::Subject& subject = subject_arg(info[0]);
-      auto est = to_estimate(info[1]);
+      auto est = priced_arg(info, 2) ? priced<budget::Estimate>(info, 2) : to_estimate(info[1]);
       auto d = m->check(subject, est);
       return decision_out(env, d, nullptr);
     });
@@ -807,12 +825,12 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       return c.ok() ? env.Null() : Napi::Value(from_denial(env, c.denial));
     });
   }
-  Napi::Value CommitI(const Napi::CallbackInfo& info) {  // (res, res.handle, charge)
+  Napi::Value CommitI(const Napi::CallbackInfo& info) {  // (res, res.handle, charge, model, provider)
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
       ResArg a = res_arg(info);
-      budget::Charge c = to_charge(info[2]);
+      budget::Charge c = charge_arg(info, 2, 3);
       budget::Receipt r;
       if (a.handle) {
         std::lock_guard<std::mutex> lock(a.handle->mu);
@@ -838,12 +856,12 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       return receipt_out(env, r);
     });
   }
-  Napi::Value RecordI(const Napi::CallbackInfo& info) {  // (subject, charge, requestId, options)
+  Napi::Value RecordI(const Napi::CallbackInfo& info) {  // (subject, charge, requestId, options, model, provider)
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
       const budget::Subject& subject = subject_arg(info[0]);
-      auto c = to_charge(info[1]);
+      auto c = charge_arg(info, 1, 4);
       auto opts = options_arg(info, 2);
       auto r = m->record(subject, c, opts);
       return receipt_out(env, r);
@@ -883,23 +901,25 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return m_.get();
   }
 
-  // Benchmark baseline: n reserve+commit lifecycles in a tight C++ loop on this manager
-  // (same store, same subject), returning the elapsed nanoseconds. Used by bench.mjs to
-  // measure the binding's per-call overhead against C++ in the same run.
+  // Benchmark baseline: benchLoop(subject, estimate, n, prefix, charge = estimate): n
+  // reserve+commit lifecycles in a tight C++ loop on this manager (same store, same subject),
+  // returning the elapsed nanoseconds. Used by bench.mjs to measure the binding's per-call
+  // overhead against C++ in the same run.
   Napi::Value BenchLoop(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto m = mgr();
       auto subject = to_subject(info[0]);
-      budget::Money amount = to_money(info[1], "amount");
+      budget::Estimate est = to_estimate(info[1]);
       int64_t n = to_count(info[2], "n");
       std::string prefix = info.Length() > 3 ? to_string(info[3], "prefix") : "bench";
+      budget::Charge charge = info.Length() > 4 && !info[4].IsUndefined() ? to_charge(info[4]) : to_charge(info[1]);
       auto t0 = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < n; ++i) {
         budget::RequestOptions ro;
         ro.request_id = prefix + std::to_string(i);
-        auto d = m->reserve(subject, budget::Estimate(amount), ro);
-        if (d.allowed) m->commit(d.reservation, budget::Charge(amount));
+        auto d = m->reserve(subject, est, ro);
+        if (d.allowed) m->commit(d.reservation, charge);
       }
       auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
       return Napi::Value(Napi::Number::New(env, double(ns)));

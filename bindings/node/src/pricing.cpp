@@ -126,16 +126,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
         model = model_;
       }
       EnvData& e = *ed_;
-      budget::Usage u;
-      int64_t* fields[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
-                           &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
-      for (size_t k = 0; k < 9; ++k) {
-        double d = e.f64(k);
-        if (d == d) *fields[k] = static_cast<int64_t>(d);
-      }
-      double c = e.f64(9);
-      if (c == c) u.complete = c != 0;
-      u.validate();
+      budget::Usage u = usage_from_scratch(e);
       budget::CostOptions o;
       double tier = e.f64(10), at = e.f64(11), markup = e.f64(12);
       if (tier == tier) o.tier = static_cast<budget::ServiceTier>(static_cast<int>(tier));

@@ -309,6 +309,11 @@ test('memory store: inline execution (the default) and offload: true answer alik
     out.releaseById = await m.release('a3');
     out.record = await m.record(['user:b'], '2.00', { requestId: 'b1' });
     out.recordPlain = await m.record('user:c', 1n);
+    out.recordPriced = await m.record('user:d', { model: 'm-1', usage: { inputTokens: 10n, outputTokens: 3, complete: false }, provider: 'p' });
+    out.checkPriced = await m.check('user:d', { model: 'm-1', usage: { inputTokens: 10, outputTokens: 3 } });
+    out.pricedCost = await m.reserve('user:e', { model: 'm-1', usage, cost: '0.5' }, { requestId: 'e1' });
+    out.pricedTokens = await m.reserve('key:k2', { model: 'm-1', usage, tokens: 7 }, { requestId: 'e2' });
+    out.pricedAlias = await m.commit('e1', { model: 'm-1', usage: { ...usage, reasoningTokens: 10, outputTokens: 20 } });
     out.errors = await Promise.all([
       settle(m.commit('nope', '1')),
       settle(m.commit(/** @type {any} */ ({ foo: 1 }), '1')),
@@ -320,6 +325,14 @@ test('memory store: inline execution (the default) and offload: true answer alik
       settle(m.consume('a1', -1n)),
       settle(m.record('user:a', '1', { requestId: 'a1' })),
       settle(m.commit(/** @type {any} */ (a.reservation), '0.40')),
+      settle(m.reserve('user:a', { model: 'm-1', usage: { inputTokens: -1 } })),
+      settle(m.reserve('user:a', { model: 'm-1', usage: { inputTokens: 5, cacheReadTokens: 6 } })),
+      settle(m.reserve('user:a', { model: '', usage })),
+      settle(m.reserve('user:a', { model: 'nope', usage })),
+      settle(m.reserve('user:a', /** @type {any} */ ({ model: 'm-1', usage: { inputTokens: '5' } }))),
+      settle(m.commit('e2', /** @type {any} */ ({ model: 'm-1', usage, provider: 5 }))),
+      settle(m.record('user:a', /** @type {any} */ ({ model: 'm-1', usage: [] }))),
+      settle(m.check('user:a', /** @type {any} */ ({ model: 7, usage }))),
     ]);
     out.status = await m.status('user:a');
     m.close();
