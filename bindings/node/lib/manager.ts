@@ -111,7 +111,21 @@ function idOnly(o: RequestOptions): boolean {
   );
 }
 
-function decisionOut(n: NativeManagerHandle, out: unknown, subject: SubjectInput, requestId: unknown): Decision {
+/** Per-manager copies of addon state used by the inline results (see receipt_out in manager.cpp). */
+interface InlineState {
+  /** The price version last fetched. */
+  pv: string;
+  /** The interned line-item strings. */
+  strs: string[];
+}
+
+function decisionOut(
+  n: NativeManagerHandle,
+  out: unknown,
+  subject: SubjectInput,
+  requestId: unknown,
+  model?: string,
+): Decision {
   const f = F64[0];
   const estimate = I64[1];
   if ((f & 8) !== 0) {
@@ -120,16 +134,16 @@ function decisionOut(n: NativeManagerHandle, out: unknown, subject: SubjectInput
     const expiresAt = new Date(F64[5]);
     let id = requestId as string;
     let scopes: string[];
-    let model = '';
+    let m = (f & 128) !== 0 ? (model as string) : '';
     if ((f & 112) !== 0) {
       const x = n.reservationExtras();
       id = x[0];
       scopes = x[1];
-      model = x[2];
+      m = x[2];
     } else {
       scopes = typeof subject === 'string' ? ['global', subject] : ['global', ...subject];
     }
-    const reservation: Reservation = { requestId: id, subject: scopes, held, heldTokens, expiresAt, model, handle: out };
+    const reservation: Reservation = { requestId: id, subject: scopes, held, heldTokens, expiresAt, model: m, handle: out };
     return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation, denial: null };
   }
   if ((f & 1) !== 0) {
@@ -138,7 +152,7 @@ function decisionOut(n: NativeManagerHandle, out: unknown, subject: SubjectInput
   return { allowed: false, replayed: (f & 2) !== 0, failOpen: false, estimate, reservation: null, denial: out as Denial };
 }
 
-function receiptOut(n: NativeManagerHandle, requestId: string): Receipt {
+function receiptOut(n: NativeManagerHandle, st: InlineState, requestId: string, givenModel?: string): Receipt {
   const f = F64[0];
   const charged = I64[1];
   const released = I64[2];
@@ -147,7 +161,22 @@ function receiptOut(n: NativeManagerHandle, requestId: string): Receipt {
   let priceVersion = '';
   let overLimitScopes: string[] = [];
   let items: LineItem[] = [];
-  if ((f & 16) !== 0) [model, priceVersion, overLimitScopes, items] = n.receiptExtras();
+  if ((f & 16) !== 0) {
+    [model, priceVersion, overLimitScopes, items] = n.receiptExtras();
+    st.pv = priceVersion;
+  } else {
+    if ((f & 32) !== 0) model = givenModel as string;
+    if ((f & 64) !== 0) priceVersion = st.pv;
+    const k = F64[5];
+    if (k > 0) {
+      if ((f & 128) !== 0) for (const x of n.internedFrom(st.strs.length)) st.strs.push(x);
+      const strs = st.strs;
+      items = new Array<LineItem>(k);
+      for (let i = 0, b = 6; i < k; i++, b += 4) {
+        items[i] = { name: strs[F64[b + 2]], quantity: F64[b], unitPrice: strs[F64[b + 3]], amount: I64[b + 1] };
+      }
+    }
+  }
   return {
     requestId,
     charged,
@@ -223,6 +252,7 @@ export class BudgetManager {
   readonly pricing: PricingEngine | undefined;
   /** Store calls run inline (synchronously, answered through settled Promises). */
   private readonly inline: boolean;
+  private readonly st: InlineState = { pv: '', strs: [] };
 
   /** Opens the store synchronously (see `BudgetManager.open` for the async form). */
   constructor(options: BudgetManagerOptions = {}) {
@@ -241,10 +271,12 @@ export class BudgetManager {
       native: NativeManagerHandle;
       pricing?: PricingEngine;
       inline: boolean;
+      st: InlineState;
     };
     m.native = handle;
     m.pricing = pricing;
     m.inline = !handle.info().offload;
+    m.st = { pv: '', strs: [] };
     (m as unknown as BudgetManager).installCallbacks(options);
     return m as unknown as BudgetManager;
   }
@@ -269,15 +301,15 @@ export class BudgetManager {
       const n = this.native;
       if (options === undefined || options === null) {
         const pm = pricedModel(estimate);
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined, pm), subject, undefined));
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined, pm), subject, undefined, pm));
       }
       if (idOnly(options)) {
         const id = options.requestId;
         const pm = pricedModel(estimate);
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined, pm), subject, id));
+        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined, pm), subject, id, pm));
       }
       const pm = pricedModel(estimate);
-      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options, pm), subject, undefined));
+      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options, pm), subject, undefined, pm));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -307,7 +339,7 @@ export class BudgetManager {
       const h = handleOf(reservation);
       const pm = pricedModel(actual);
       const out = pm === undefined ? n.commitI(reservation, h, actual) : n.commitI(reservation, h, actual, pm, providerOf(actual));
-      return Promise.resolve(receiptOut(n, out));
+      return Promise.resolve(receiptOut(n, this.st, out, pm));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -317,7 +349,7 @@ export class BudgetManager {
     if (!this.inline) return this.native.release(reservation);
     try {
       const n = this.native;
-      return Promise.resolve(receiptOut(n, n.releaseI(reservation, handleOf(reservation))));
+      return Promise.resolve(receiptOut(n, this.st, n.releaseI(reservation, handleOf(reservation))));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -356,7 +388,7 @@ export class BudgetManager {
         pm === undefined
           ? n.recordI(subject, actual, id, simple ? undefined : options)
           : n.recordI(subject, actual, id, simple ? undefined : options, pm, providerOf(actual));
-      return Promise.resolve(receiptOut(n, out));
+      return Promise.resolve(receiptOut(n, this.st, out, pm));
     } catch (e) {
       return Promise.reject(e);
     }

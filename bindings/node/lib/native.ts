@@ -63,6 +63,7 @@ export interface NativeManagerHandle {
   recordI(subject: unknown, charge: unknown, requestId: unknown, options: unknown, model?: string, provider?: unknown): string;
   reservationExtras(): [string, string[], string];
   receiptExtras(): [string, string, string[], any[]];
+  internedFrom(from: number): string[];
 }
 
 export interface NativeClockHandle {

@@ -27,7 +27,7 @@ namespace bn {
 // builds the result objects with literal shapes instead). Only the JS thread touches it,
 // one call at a time. Slots are 8 bytes: doubles (flags, counts, epoch ms) or int64 nanos.
 struct EnvData {
-  static constexpr size_t kSlots = 32;
+  static constexpr size_t kSlots = 64;
   Napi::Reference<Napi::ArrayBuffer> scratch_ref;
   unsigned char* scratch = nullptr;
   void f64(size_t i, double v) noexcept { std::memcpy(scratch + 8 * i, &v, 8); }

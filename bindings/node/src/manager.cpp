@@ -1,7 +1,9 @@
 // libbudget Node addon — NativeManager (a BudgetManager) and NativeClock (a ManualClock).
 #include "common.hpp"
 
+#include <algorithm>
 #include <sstream>
+#include <unordered_map>
 
 namespace bn {
 
@@ -213,7 +215,8 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
          InstanceMethod("consumeI", &NativeManager::ConsumeI), InstanceMethod("commitI", &NativeManager::CommitI),
          InstanceMethod("releaseI", &NativeManager::ReleaseI), InstanceMethod("recordI", &NativeManager::RecordI),
          InstanceMethod("reservationExtras", &NativeManager::ReservationExtras),
-         InstanceMethod("receiptExtras", &NativeManager::ReceiptExtras)});
+         InstanceMethod("receiptExtras", &NativeManager::ReceiptExtras),
+         InstanceMethod("internedFrom", &NativeManager::InternedFrom)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
     exports.Set("NativeManager", f);
     exports.Set("openManager", Napi::Function::New(env, &NativeManager::Open));
@@ -739,9 +742,11 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   }
 
   // scratch: [0] flags (1 allowed, 2 replayed, 4 failOpen, 8 reservation, 16 request id
-  // not the one given, 32 subject not simple, 64 model set), [1] estimate, [2] held,
-  // [3,4] heldTokens, [5] expiresAt ms. Returns the handle, the Denial object, or null.
-  Napi::Value decision_out(Napi::Env env, budget::Decision& d, const std::string* given_id) {
+  // not the one given, 32 subject not simple, 64 model set and not the one given, 128 model
+  // = the one given), [1] estimate, [2] held, [3,4] heldTokens, [5] expiresAt ms.
+  // Returns the handle, the Denial object, or null.
+  Napi::Value decision_out(Napi::Env env, budget::Decision& d, const std::string* given_id,
+                           const std::string* given_model) {
     EnvData& e = *ed_;
     int flags = (d.allowed ? 1 : 0) | (d.replayed ? 2 : 0) | (d.fail_open ? 4 : 0);
     e.i64(1, d.estimate.nanos());
@@ -750,7 +755,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       flags |= 8;
       if (!given_id || *given_id != r.request_id()) flags |= 16;
       if (!subject_simple(r.subject())) flags |= 32;
-      if (!r.model().empty()) flags |= 64;
+      if (!r.model().empty()) flags |= given_model && *given_model == r.model() ? 128 : 64;
       e.i64(2, r.held().nanos());
       e.count(3, r.held_tokens());
       e.f64(5, static_cast<double>(budget::to_millis(r.expires_at())));
@@ -766,20 +771,83 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return env.Null();
   }
 
-  // scratch: [0] flags (1 overHold, 2 overLimit, 4 afterExpiry, 8 replayed, 16 extras),
-  // [1] charged, [2] released, [3,4] tokens. Returns the request id.
-  Napi::Value receipt_out(Napi::Env env, budget::Receipt& r) {
+  // Strings of line items (names, unit prices) interned per manager: the JS layer keeps a copy
+  // of the table (internedFrom) and receipts carry indices. Bounded; beyond, receipts take the
+  // extras path.
+  static constexpr size_t kMaxInterned = 4096;
+  static constexpr size_t kItemBase = 6, kItemSlots = 4, kMaxItems = (EnvData::kSlots - kItemBase) / kItemSlots;
+  std::vector<std::string> strs_;
+  std::unordered_map<std::string, uint32_t> str_idx_;
+  std::string last_pv_;  // the price version the JS layer has (see receipt_out)
+  bool intern(const std::string& s, uint32_t& idx, bool& added) {
+    auto it = str_idx_.find(s);
+    if (it != str_idx_.end()) {
+      idx = it->second;
+      return true;
+    }
+    if (strs_.size() >= kMaxInterned) return false;
+    idx = static_cast<uint32_t>(strs_.size());
+    strs_.push_back(s);
+    str_idx_.emplace(s, idx);
+    added = true;
+    return true;
+  }
+
+  // scratch: [0] flags (1 overHold, 2 overLimit, 4 afterExpiry, 8 replayed, 16 extras: fetch
+  // model, priceVersion, overLimitScopes and items with receiptExtras; else 32 model = the one
+  // given (else ''), 64 priceVersion = the last one fetched (else ''), 128 new interned
+  // strings), [1] charged, [2] released, [3,4] tokens, [5] item count, then per item 4 slots
+  // from [6]: quantity, amount (int64), name and unit price (interned string indices).
+  // Returns the request id.
+  Napi::Value receipt_out(Napi::Env env, budget::Receipt& r, const std::string* given_model = nullptr) {
     EnvData& e = *ed_;
-    bool extras = !r.model.empty() || !r.price_version.empty() || !r.over_limit_scopes.empty() || !r.items.empty();
-    int flags = (r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0) | (r.replayed ? 8 : 0) |
-                (extras ? 16 : 0);
+    bool extras = !r.over_limit_scopes.empty() || r.items.size() > kMaxItems;
+    int flags = (r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0) | (r.replayed ? 8 : 0);
+    if (!r.model.empty()) {
+      if (given_model && *given_model == r.model) flags |= 32;
+      else extras = true;
+    }
+    if (!r.price_version.empty()) {
+      if (r.price_version == last_pv_) flags |= 64;
+      else extras = true;
+    }
+    bool added = false;
+    for (size_t i = 0; !extras && i < r.items.size(); ++i) {
+      const auto& li = r.items[i];
+      uint32_t name = 0, unit = 0;
+      size_t base = kItemBase + kItemSlots * i;
+      if (li.quantity > 9007199254740991LL || li.quantity < -9007199254740991LL || !intern(li.name, name, added) ||
+          !intern(li.unit_price, unit, added)) {
+        extras = true;
+        break;
+      }
+      e.f64(base, static_cast<double>(li.quantity));
+      e.i64(base + 1, li.amount.nanos());
+      e.f64(base + 2, name);
+      e.f64(base + 3, unit);
+    }
+    if (extras) flags = (flags & 15) | 16;
+    else if (added) flags |= 128;
     e.i64(1, r.charged.nanos());
     e.i64(2, r.released.nanos());
     e.count(3, r.tokens);
+    e.f64(5, extras ? 0 : static_cast<double>(r.items.size()));
     e.f64(0, flags);
     Napi::String id = Napi::String::New(env, r.request_id);
-    if (extras) last_receipt_ = std::move(r);
+    if (extras) {
+      last_pv_ = r.price_version;  // the JS layer takes it from receiptExtras
+      last_receipt_ = std::move(r);
+    }
     return id;
+  }
+  // The interned strings from index `from` on (for the JS copy of the table).
+  Napi::Value InternedFrom(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&] {
+      auto from = static_cast<size_t>(to_count(info[0], "from"));
+      std::vector<std::string> v(strs_.begin() + static_cast<std::ptrdiff_t>(std::min(from, strs_.size())), strs_.end());
+      return Napi::Value(from_strings(env, v));
+    });
   }
 
   Napi::Value ReserveI(const Napi::CallbackInfo& info) {  // (subject, estimate, requestId, options, model)
@@ -790,7 +858,8 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       auto est = priced_arg(info, 4) ? priced<budget::Estimate>(info, 4) : to_estimate(info[1]);
       auto opts = options_arg(info, 2);
       auto d = m->reserve(subject, est, opts);
-      return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id);
+      return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id,
+                          priced_arg(info, 4) ? &est.model : nullptr);
     });
   }
   Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate, model)
@@ -800,7 +869,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       const budget::Subject& subject = subject_arg(info[0]);
       auto est = priced_arg(info, 2) ? priced<budget::Estimate>(info, 2) : to_estimate(info[1]);
       auto d = m->check(subject, est);
-      return decision_out(env, d, nullptr);
+      return decision_out(env, d, nullptr, nullptr);
     });
   }
   // scratch: [0] 1 = continue, [1] consumed, [2] held. Returns the Denial object or null.
@@ -838,7 +907,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       } else {
         r = m->commit(a.id, c);
       }
-      return receipt_out(env, r);
+      return receipt_out(env, r, priced_arg(info, 3) ? &c.model : nullptr);
     });
   }
   Napi::Value ReleaseI(const Napi::CallbackInfo& info) {  // (res, res.handle)
@@ -864,10 +933,11 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       auto c = charge_arg(info, 1, 4);
       auto opts = options_arg(info, 2);
       auto r = m->record(subject, c, opts);
-      return receipt_out(env, r);
+      return receipt_out(env, r, priced_arg(info, 4) ? &c.model : nullptr);
     });
   }
-  // [requestId, subject, model] of the last reservation returned with flags 16|32|64.
+  // [requestId, subject, model] of the last reservation returned with flags 16|32|64 (a
+  // subject that is not simple, a model not given).
   Napi::Value ReservationExtras(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Array a = Napi::Array::New(env, 3);

@@ -276,11 +276,12 @@ test('money helpers are exact', () => {
 });
 
 test('memory store: inline execution (the default) and offload: true answer alike, errors included', async () => {
-  const pricing = new PricingEngine();
-  pricing.setPrice('m-1', { provider: 'acme', input: '0.000001', output: '0.000002' });
   const usage = { inputTokens: 1000, outputTokens: 100 };
   /** @param {boolean | undefined} offload */
   async function scenario(offload) {
+    const pricing = new PricingEngine();
+    pricing.setPrice('m-1', { provider: 'acme', input: '0.000001', output: '0.000002' });
+    pricing.addAlias('m-alias', 'm-1');
     const clock = new ManualClock(T0);
     const m = new BudgetManager({
       store: 'memory', clock, pricing, ...(offload === undefined ? {} : { offload }),
@@ -313,7 +314,16 @@ test('memory store: inline execution (the default) and offload: true answer alik
     out.checkPriced = await m.check('user:d', { model: 'm-1', usage: { inputTokens: 10, outputTokens: 3 } });
     out.pricedCost = await m.reserve('user:e', { model: 'm-1', usage, cost: '0.5' }, { requestId: 'e1' });
     out.pricedTokens = await m.reserve('key:k2', { model: 'm-1', usage, tokens: 7 }, { requestId: 'e2' });
-    out.pricedAlias = await m.commit('e1', { model: 'm-1', usage: { ...usage, reasoningTokens: 10, outputTokens: 20 } });
+    out.pricedAlias = await m.commit('e1', { model: 'm-alias', usage: { ...usage, reasoningTokens: 10, outputTokens: 20 } });
+    out.reserveAlias = await m.reserve('user:f', { model: 'm-alias', usage });
+    const receipts = [];
+    for (let i = 0; i < 3; i++) {
+      receipts.push(await m.record('user:f', { model: 'm-1', usage: { inputTokens: 100 + i, outputTokens: 10, images: i } }));
+      pricing.setPrice('m-1', { provider: 'acme', input: `0.00000${i + 2}`, output: '0.000002', perImage: '0.01' });
+      clock.advance(1000);
+      receipts.push(await m.record('user:f', { model: 'm-1', usage: { inputTokens: 100 + i, outputTokens: 10, images: i } }));
+    }
+    out.receipts = receipts;
     out.errors = await Promise.all([
       settle(m.commit('nope', '1')),
       settle(m.commit(/** @type {any} */ ({ foo: 1 }), '1')),
@@ -347,6 +357,10 @@ test('memory store: inline execution (the default) and offload: true answer alik
   assert.equal(inline.a.reservation.handle, 'handle');
   assert.deepEqual(inline.c.reservation.subject, ['global', 'user:a', 'key:k']);
   assert.equal(inline.b.reservation.model, 'm-1');
+  assert.equal(inline.pricedAlias.model, 'm-1');
+  assert.equal(inline.reserveAlias.reservation.model, 'm-1');
+  assert.equal(new Set(inline.receipts.map((/** @type {any} */ r) => r.priceVersion)).size, 4, 'the price version follows the table');
+  assert.ok(inline.receipts.every((/** @type {any} */ r) => r.items.length >= 2 && r.model === 'm-1'));
   assert.ok(inline.commit.items.length > 0);
   assert.equal(inline.stop.verdict, 'stop');
   assert.equal(inline.denied.allowed, false);
