@@ -12,8 +12,9 @@ import budget
 from budget import BudgetManager, Usage
 
 Make = Callable[..., BudgetManager]
-LITELLM = Path("/work/shared/data/model_prices_and_context_window.json")
 HERE = Path(__file__).parent
+# The shared LiteLLM snapshot next to the repository (../shared/data); absent in a user's clone.
+LITELLM = HERE.resolve().parents[2].parent / "shared" / "data" / "model_prices_and_context_window.json"
 
 
 def test_pricing_engine_exact(pricing: budget.PricingEngine) -> None:
