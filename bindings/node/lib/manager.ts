@@ -193,23 +193,24 @@ function receiptOut(n: NativeManagerHandle, st: InlineState, requestId: string, 
   };
 }
 
+/** The provider of the charge last accepted by pricedModel (read once, with the other fields). */
+let pricedProvider: string | undefined;
+
 /**
  * The model of a `{ model, usage }` estimate or charge whose usage this call put in the
  * scratch buffer (slots 0-9); undefined for any other shape (the addon then converts the
- * value itself, with its checks and errors). Call it last before the native call.
+ * value itself, with its checks and errors). Every field is read before the slots are
+ * written; call it last before the native call (no user code may run in between).
  */
 function pricedModel(x: unknown): string | undefined {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) return undefined;
   const v = x as { cost?: unknown; tokens?: unknown; model?: unknown; usage?: unknown; provider?: unknown };
-  const model = v.model;
-  if (typeof model !== 'string' || model === '' || v.cost != null || v.tokens != null || v.usage == null) return undefined;
-  const provider = v.provider;
+  const { model, cost, tokens, usage, provider } = v;
+  if (typeof model !== 'string' || model === '' || cost != null || tokens != null || usage == null) return undefined;
   if (provider != null && typeof provider !== 'string') return undefined;
-  return putUsage(v.usage) ? model : undefined;
-}
-
-function providerOf(x: unknown): unknown {
-  return (x as { provider?: unknown }).provider;
+  if (!putUsage(usage)) return undefined;
+  pricedProvider = provider ?? undefined;
+  return model;
 }
 
 function handleOf(r: unknown): unknown {
@@ -338,7 +339,7 @@ export class BudgetManager {
       const n = this.native;
       const h = handleOf(reservation);
       const pm = pricedModel(actual);
-      const out = pm === undefined ? n.commitI(reservation, h, actual) : n.commitI(reservation, h, actual, pm, providerOf(actual));
+      const out = pm === undefined ? n.commitI(reservation, h, actual) : n.commitI(reservation, h, actual, pm, pricedProvider);
       return Promise.resolve(receiptOut(n, this.st, out, pm));
     } catch (e) {
       return Promise.reject(e);
@@ -387,7 +388,7 @@ export class BudgetManager {
       const out =
         pm === undefined
           ? n.recordI(subject, actual, id, simple ? undefined : options)
-          : n.recordI(subject, actual, id, simple ? undefined : options, pm, providerOf(actual));
+          : n.recordI(subject, actual, id, simple ? undefined : options, pm, pricedProvider);
       return Promise.resolve(receiptOut(n, this.st, out, pm));
     } catch (e) {
       return Promise.reject(e);

@@ -135,22 +135,12 @@ export const F64 = new Float64Array(native.scratch);
 export const I64 = new BigInt64Array(native.scratch);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-/** Puts a usage count in a scratch slot (NaN = absent); false when it needs the general path. */
-function slot(i: number, x: unknown): boolean {
-  if (x === undefined || x === null) {
-    F64[i] = NaN;
-    return true;
-  }
-  if (typeof x === 'number') {
-    if (!Number.isSafeInteger(x) || x < 0) return false;
-    F64[i] = x;
-    return true;
-  }
-  if (typeof x === 'bigint' && x >= 0n && x <= MAX_SAFE) {
-    F64[i] = Number(x);
-    return true;
-  }
-  return false;
+/** A usage count for the scratch buffer: NaN = absent, -1 = needs the general path. */
+function num(x: unknown): number {
+  if (x === undefined || x === null) return NaN;
+  if (typeof x === 'number') return Number.isSafeInteger(x) && x >= 0 ? x : -1;
+  if (typeof x === 'bigint') return x >= 0n && x <= MAX_SAFE ? Number(x) : -1;
+  return -1;
 }
 
 /**
@@ -158,25 +148,38 @@ function slot(i: number, x: unknown): boolean {
  * then `complete`; NaN = absent) when every field is absent or a non-negative safe integer
  * (number or bigint) and `complete` absent or boolean; false otherwise (the general path then
  * validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
+ * All fields are read before the first slot is written: a getter that calls back into
+ * libbudget cannot clobber a slot already written.
  */
 export function putUsage(u: unknown): boolean {
   if (typeof u !== 'object' || u === null || Array.isArray(u)) return false;
   const v = u as Record<string, unknown>;
   const c = v.complete;
-  if (c === undefined || c === null) F64[9] = NaN;
-  else if (typeof c === 'boolean') F64[9] = c ? 1 : 0;
+  const a0 = num(v.inputTokens);
+  const a1 = num(v.cacheReadTokens);
+  const a2 = num(v.cacheWriteTokens);
+  const a3 = num(v.cacheWrite1hTokens);
+  const a4 = num(v.outputTokens);
+  const a5 = num(v.reasoningTokens);
+  const a6 = num(v.images);
+  const a7 = num(v.audioMs);
+  const a8 = num(v.requests);
+  if (a0 < 0 || a1 < 0 || a2 < 0 || a3 < 0 || a4 < 0 || a5 < 0 || a6 < 0 || a7 < 0 || a8 < 0) return false;
+  let a9: number;
+  if (c === undefined || c === null) a9 = NaN;
+  else if (typeof c === 'boolean') a9 = c ? 1 : 0;
   else return false;
-  return (
-    slot(0, v.inputTokens) &&
-    slot(1, v.cacheReadTokens) &&
-    slot(2, v.cacheWriteTokens) &&
-    slot(3, v.cacheWrite1hTokens) &&
-    slot(4, v.outputTokens) &&
-    slot(5, v.reasoningTokens) &&
-    slot(6, v.images) &&
-    slot(7, v.audioMs) &&
-    slot(8, v.requests)
-  );
+  F64[0] = a0;
+  F64[1] = a1;
+  F64[2] = a2;
+  F64[3] = a3;
+  F64[4] = a4;
+  F64[5] = a5;
+  F64[6] = a6;
+  F64[7] = a7;
+  F64[8] = a8;
+  F64[9] = a9;
+  return true;
 }
 
 /** A count slot pair: the number when safe, else the exact bigint of the next slot. */

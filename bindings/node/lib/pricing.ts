@@ -6,25 +6,32 @@ const TIERS: Record<string, number> = { standard: 0, batch: 1, flex: 2, priority
 
 /** The common shapes of cost(): plain counts and options (see NativePricing::CostF). */
 function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
-  if (o === undefined || o === null) {
-    F64[10] = NaN;
-    F64[11] = NaN;
-    F64[12] = NaN;
-  } else {
+  // Every user value is read before the first slot is written (see putUsage).
+  let t = NaN;
+  let a = NaN;
+  let k = NaN;
+  if (o !== undefined && o !== null) {
     if (typeof o !== 'object' || Array.isArray(o)) return false;
     const { tier, at, applyMarkup } = o;
-    if (tier === undefined || tier === null) F64[10] = NaN;
-    else if (typeof tier === 'string' && Object.prototype.hasOwnProperty.call(TIERS, tier)) F64[10] = TIERS[tier];
-    else return false;
-    if (at === undefined || at === null) F64[11] = NaN;
-    else if (typeof at === 'number' && Number.isSafeInteger(at)) F64[11] = at;
-    else if (at instanceof Date && Number.isFinite(at.getTime())) F64[11] = at.getTime();
-    else return false;
-    if (applyMarkup === undefined || applyMarkup === null) F64[12] = NaN;
-    else if (typeof applyMarkup === 'boolean') F64[12] = applyMarkup ? 1 : 0;
-    else return false;
+    if (tier !== undefined && tier !== null) {
+      if (typeof tier !== 'string' || !Object.prototype.hasOwnProperty.call(TIERS, tier)) return false;
+      t = TIERS[tier];
+    }
+    if (at !== undefined && at !== null) {
+      if (typeof at === 'number' && Number.isSafeInteger(at)) a = at;
+      else if (at instanceof Date && Number.isFinite(at.getTime())) a = at.getTime();
+      else return false;
+    }
+    if (applyMarkup !== undefined && applyMarkup !== null) {
+      if (typeof applyMarkup !== 'boolean') return false;
+      k = applyMarkup ? 1 : 0;
+    }
   }
-  return putUsage(u);
+  if (!putUsage(u)) return false;
+  F64[10] = t;
+  F64[11] = a;
+  F64[12] = k;
+  return true;
 }
 
 export type ServiceTier = 'standard' | 'batch' | 'flex' | 'priority';

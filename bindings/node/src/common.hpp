@@ -86,8 +86,15 @@ bool to_bool(const Napi::Value& v, const char* what);
 budget::Timestamp to_time(const Napi::Value& v, const char* what);  // Date or ms number
 budget::Subject to_subject(const Napi::Value& v);
 budget::Usage to_usage(const Napi::Value& v);
-// The usage put in scratch slots 0-9 by the TS layer (putUsage in lib/native.ts), validated.
-budget::Usage usage_from_scratch(const EnvData& e);
+// The usage put in scratch slots 0-9 by the TS layer (putUsage in lib/native.ts): copied
+// at the entry of a call (before converting other arguments can run user code), validated
+// when its turn comes.
+struct UsageSlots {
+  double v[10];
+};
+UsageSlots usage_slots(const EnvData& e);
+budget::Usage usage_from_slots(const UsageSlots& s);
+inline budget::Usage usage_from_scratch(const EnvData& e) { return usage_from_slots(usage_slots(e)); }
 budget::Estimate to_estimate(const Napi::Value& v);
 budget::Charge to_charge(const Napi::Value& v);
 budget::RequestOptions to_request_options(const Napi::Value& v);

@@ -221,15 +221,21 @@ budget::Usage to_usage(const Napi::Value& v) {
   return u;
 }
 
-budget::Usage usage_from_scratch(const EnvData& e) {
+UsageSlots usage_slots(const EnvData& e) {
+  UsageSlots s;
+  for (size_t k = 0; k < 10; ++k) s.v[k] = e.f64(k);
+  return s;
+}
+
+budget::Usage usage_from_slots(const UsageSlots& s) {
   budget::Usage u;
   int64_t* fields[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
                        &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
   for (size_t k = 0; k < 9; ++k) {
-    double d = e.f64(k);
+    double d = s.v[k];
     if (d == d) *fields[k] = static_cast<int64_t>(d);  // NaN = absent: the default
   }
-  double c = e.f64(9);
+  double c = s.v[9];
   if (c == c) u.complete = c != 0;
   u.validate();
   return u;

@@ -2,6 +2,7 @@
 #include "common.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 
@@ -720,16 +721,21 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   // A priced estimate or charge whose usage the TS layer put in the scratch buffer:
   // info[i] is the model (a non-empty string), info[i + 1] the provider (charges).
   bool priced_arg(const Napi::CallbackInfo& info, size_t i) const { return info.Length() > i && info[i].IsString(); }
+  std::optional<UsageSlots> slots_if_priced(const Napi::CallbackInfo& info, size_t i) const {
+    if (!priced_arg(info, i)) return std::nullopt;
+    return usage_slots(*ed_);
+  }
   template <class T>
-  T priced(const Napi::CallbackInfo& info, size_t i) const {
+  T priced(const Napi::CallbackInfo& info, size_t i, const UsageSlots& s) const {
     T t;
     t.model = to_string(info[i], "model");
-    t.usage = usage_from_scratch(*ed_);
+    t.usage = usage_from_slots(s);
     return t;
   }
-  budget::Charge charge_arg(const Napi::CallbackInfo& info, size_t charge, size_t model) const {
-    if (!priced_arg(info, model)) return to_charge(info[charge]);
-    auto c = priced<budget::Charge>(info, model);
+  budget::Charge charge_arg(const Napi::CallbackInfo& info, size_t charge, size_t model,
+                            const std::optional<UsageSlots>& s) const {
+    if (!s) return to_charge(info[charge]);
+    auto c = priced<budget::Charge>(info, model, *s);
     if (info.Length() > model + 1 && !info[model + 1].IsUndefined() && !info[model + 1].IsNull())
       c.provider = to_string(info[model + 1], "provider");
     return c;
@@ -854,20 +860,22 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
+      auto slots = slots_if_priced(info, 4);
       const budget::Subject& subject = subject_arg(info[0]);
-      auto est = priced_arg(info, 4) ? priced<budget::Estimate>(info, 4) : to_estimate(info[1]);
+      auto est = slots ? priced<budget::Estimate>(info, 4, *slots) : to_estimate(info[1]);
       auto opts = options_arg(info, 2);
       auto d = m->reserve(subject, est, opts);
       return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id,
-                          priced_arg(info, 4) ? &est.model : nullptr);
+                          slots ? &est.model : nullptr);
     });
   }
   Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate, model)
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
+      auto slots = slots_if_priced(info, 2);
       const budget::Subject& subject = subject_arg(info[0]);
-      auto est = priced_arg(info, 2) ? priced<budget::Estimate>(info, 2) : to_estimate(info[1]);
+      auto est = slots ? priced<budget::Estimate>(info, 2, *slots) : to_estimate(info[1]);
       auto d = m->check(subject, est);
       return decision_out(env, d, nullptr, nullptr);
     });
@@ -898,8 +906,9 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
+      auto slots = slots_if_priced(info, 3);
       ResArg a = res_arg(info);
-      budget::Charge c = charge_arg(info, 2, 3);
+      budget::Charge c = charge_arg(info, 2, 3, slots);
       budget::Receipt r;
       if (a.handle) {
         std::lock_guard<std::mutex> lock(a.handle->mu);
@@ -907,7 +916,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       } else {
         r = m->commit(a.id, c);
       }
-      return receipt_out(env, r, priced_arg(info, 3) ? &c.model : nullptr);
+      return receipt_out(env, r, slots ? &c.model : nullptr);
     });
   }
   Napi::Value ReleaseI(const Napi::CallbackInfo& info) {  // (res, res.handle)
@@ -929,11 +938,12 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     Napi::Env env = info.Env();
     return guard(env, [&] {
       auto* m = mgr_raw();
+      auto slots = slots_if_priced(info, 4);
       const budget::Subject& subject = subject_arg(info[0]);
-      auto c = charge_arg(info, 1, 4);
+      auto c = charge_arg(info, 1, 4, slots);
       auto opts = options_arg(info, 2);
       auto r = m->record(subject, c, opts);
-      return receipt_out(env, r, priced_arg(info, 4) ? &c.model : nullptr);
+      return receipt_out(env, r, slots ? &c.model : nullptr);
     });
   }
   // [requestId, subject, model] of the last reservation returned with flags 16|32|64 (a

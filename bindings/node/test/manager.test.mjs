@@ -369,3 +369,43 @@ test('memory store: inline execution (the default) and offload: true answer alik
   assert.equal(inline.errors[2].err, 'InvalidArgumentError');
   assert.equal(inline.closed.err, 'InvalidArgumentError');
 });
+
+test('memory store inline: getters that call back into libbudget do not disturb a call', async () => {
+  const pricing = new PricingEngine();
+  pricing.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+  const m = new BudgetManager({ store: 'memory', pricing });
+  const plain = { inputTokens: 1000, outputTokens: 100 };
+  const price = pricing.cost('m-1', plain);
+  let calls = 0;
+  const noisy = () => {  // writes every scratch slot the calls under test use
+    calls++;
+    pricing.cost('m-1', { inputTokens: 999_999, cacheReadTokens: 7, outputTokens: 999_999, requests: 9 }, { at: 0, tier: 'batch' });
+    void m.check('user:zz', { model: 'm-1', usage: { inputTokens: 123_456, outputTokens: 1 } });
+  };
+  const usage = {
+    get inputTokens() { noisy(); return 1000; },
+    get outputTokens() { noisy(); return 100; },
+    get complete() { noisy(); return true; },
+  };
+  const subject = ['tenant:a'];
+  Object.defineProperty(subject, 1, { get() { noisy(); return 'user:a'; }, enumerable: true });
+  const d = await m.reserve(subject, { model: 'm-1', usage }, { requestId: 'g1' });
+  assert.equal(d.estimate, price);
+  assert.deepEqual(d.reservation?.subject, ['global', 'tenant:a', 'user:a']);
+  assert.equal(d.reservation?.model, 'm-1');
+  const charge = { model: 'm-1', get usage() { noisy(); return usage; }, get provider() { noisy(); return 'p'; } };
+  const rc = await m.commit(/** @type {any} */ (d.reservation), charge);
+  assert.equal(rc.charged, price);
+  assert.equal(rc.model, 'm-1');
+  await m.reserve('user:b', 5n, { requestId: 'g2' });
+  const byId = { get handle() { noisy(); return undefined; }, get requestId() { noisy(); return 'g2'; } };
+  const rc2 = await m.commit(/** @type {any} */ (byId), { model: 'm-1', usage });
+  assert.equal(rc2.charged, price);
+  assert.equal(rc2.requestId, 'g2');
+  const rc3 = await m.record(subject, { model: 'm-1', usage, provider: 'p' }, { requestId: 'g3' });
+  assert.equal(rc3.charged, price);
+  const opts = { get at() { noisy(); return undefined; }, get tier() { noisy(); return 'standard'; } };
+  assert.equal(pricing.cost('m-1', usage, /** @type {any} */ (opts)), price);
+  assert.ok(calls > 10);
+  m.close();
+});
