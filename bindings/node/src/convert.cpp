@@ -6,7 +6,6 @@
 namespace bn {
 
 namespace {
-Napi::FunctionReference* g_error_factory = nullptr;  // set once by the TS layer
 
 const char* type_name(const Napi::Value& v) {
   switch (v.Type()) {
@@ -54,15 +53,15 @@ std::string expand_exponent(const std::string& s) {
 
 Napi::Value set_error_factory(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "factory must be a function");
-  if (!g_error_factory) g_error_factory = new Napi::FunctionReference();
-  *g_error_factory = Napi::Persistent(info[0].As<Napi::Function>());
+  env_data(info.Env()).error_factory = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
 }
 
 Napi::Value make_error(Napi::Env env, budget::ErrorCode code, const std::string& message) {
   const char* name = budget::to_string(code);
-  if (g_error_factory && !g_error_factory->IsEmpty()) {
-    return g_error_factory->Call({Napi::String::New(env, name), Napi::String::New(env, message)});
+  auto* d = env.GetInstanceData<EnvData>();
+  if (d && !d->error_factory.IsEmpty()) {
+    return d->error_factory.Call({Napi::String::New(env, name), Napi::String::New(env, message)});
   }
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, name));

@@ -114,12 +114,11 @@ ResArg to_res_arg(const Napi::Value& v) {
 // ---- NativeClock --------------------------------------------------------------------------
 class NativeClock : public Napi::ObjectWrap<NativeClock> {
  public:
-  static Napi::FunctionReference* ctor;
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "NativeClock",
                                    {InstanceMethod("now", &NativeClock::Now), InstanceMethod("set", &NativeClock::Set),
                                     InstanceMethod("advance", &NativeClock::Advance)});
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    env_data(env).clock_ctor = Napi::Persistent(f);
     exports.Set("NativeClock", f);
   }
   explicit NativeClock(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeClock>(info) {
@@ -141,7 +140,6 @@ class NativeClock : public Napi::ObjectWrap<NativeClock> {
     return date(info.Env(), clock_->now());
   }
 };
-Napi::FunctionReference* NativeClock::ctor = nullptr;
 
 // ---- NativeManager ------------------------------------------------------------------------
 struct ParsedOptions {
@@ -193,7 +191,6 @@ ParsedOptions parse_options(const Napi::Value& v) {
 
 class NativeManager : public Napi::ObjectWrap<NativeManager> {
  public:
-  static Napi::FunctionReference* ctor;
 
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(
@@ -218,7 +215,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
          InstanceMethod("reservationExtras", &NativeManager::ReservationExtras),
          InstanceMethod("receiptExtras", &NativeManager::ReceiptExtras),
          InstanceMethod("internedFrom", &NativeManager::InternedFrom)});
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    env_data(env).manager_ctor = Napi::Persistent(f);
     exports.Set("NativeManager", f);
     exports.Set("openManager", Napi::Function::New(env, &NativeManager::Open));
   }
@@ -253,7 +250,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
           [offload](Napi::Env env, M& m) -> Napi::Value {
             auto* holder = new M(m);
             auto ext = Napi::External<M>::New(env, holder, [](Napi::Env, M* x) { delete x; });
-            return ctor->New({ext, Napi::Boolean::New(env, offload)});
+            return env_data(env).manager_ctor.New({ext, Napi::Boolean::New(env, offload)});
           });
     });
   }
@@ -1006,7 +1003,6 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     });
   }
 };
-Napi::FunctionReference* NativeManager::ctor = nullptr;
 
 }  // namespace
 
@@ -1015,7 +1011,7 @@ std::shared_ptr<budget::ManualClock> unwrap_clock(const Napi::Value& v) {
   Napi::Object o = v.As<Napi::Object>();
   Napi::Value inner = o.Get("native");  // the TS ManualClock keeps its NativeClock here
   Napi::Object target = inner.IsObject() ? inner.As<Napi::Object>() : o;
-  if (!target.InstanceOf(NativeClock::ctor->Value())) invalid("clock must be a ManualClock");
+  if (!target.InstanceOf(env_data(v.Env()).clock_ctor.Value())) invalid("clock must be a ManualClock");
   return NativeClock::Unwrap(target)->clock_;
 }
 

@@ -72,7 +72,6 @@ Napi::Object from_report(Napi::Env env, const budget::LoadReport& r) {
 
 class NativePricing : public Napi::ObjectWrap<NativePricing> {
  public:
-  static Napi::FunctionReference* ctor;
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(
         env, "NativePricing",
@@ -88,7 +87,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
          InstanceMethod("estimate", &NativePricing::Estimate), InstanceMethod("priceVersion", &NativePricing::PriceVersion),
          InstanceMethod("size", &NativePricing::Size), InstanceMethod("benchCost", &NativePricing::BenchCost),
          StaticMethod("bundledTableInfo", &NativePricing::BundledInfo)});
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    env_data(env).pricing_ctor = Napi::Persistent(f);
     exports.Set("NativePricing", f);
   }
 
@@ -268,7 +267,6 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
     return o;
   }
 };
-Napi::FunctionReference* NativePricing::ctor = nullptr;
 
 }  // namespace
 
@@ -277,7 +275,7 @@ std::shared_ptr<budget::PricingEngine> unwrap_pricing(const Napi::Value& v) {
   Napi::Object o = v.As<Napi::Object>();
   Napi::Value inner = o.Get("native");  // the TS PricingEngine keeps its NativePricing here
   Napi::Object target = inner.IsObject() ? inner.As<Napi::Object>() : o;
-  if (!target.InstanceOf(NativePricing::ctor->Value())) invalid("pricing must be a PricingEngine");
+  if (!target.InstanceOf(env_data(v.Env()).pricing_ctor.Value())) invalid("pricing must be a PricingEngine");
   return NativePricing::Unwrap(target)->e_;
 }
 

@@ -2,7 +2,7 @@
 // Many concurrent Promises on one manager: no overspend, exactly-once by request id.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { BudgetManager, ManualClock } from 'libbudget';
+import { BudgetManager, ManualClock, PricingEngine } from 'libbudget';
 import { storeKinds, freshUrl, T0, usd, findStatus } from './helpers.mjs';
 
 for (const kind of storeKinds()) {
@@ -46,3 +46,47 @@ for (const kind of storeKinds()) {
     });
   });
 }
+
+test('worker threads: each thread has its own fast-path buffers; a shared SQLite store stays exact', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const url = freshUrl('sqlite');
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const { BudgetManager, PricingEngine } = require(${JSON.stringify(new URL('..', import.meta.url).pathname)});
+    (async () => {
+      const p = new PricingEngine();
+      p.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+      const mem = new BudgetManager({ store: 'memory', pricing: p });
+      const sq = new BudgetManager({ store: workerData.url, pricing: p });
+      let costs = 0n;
+      for (let i = 0; i < 300; i++) {
+        costs += p.cost('m-1', { inputTokens: 10 + workerData.id, outputTokens: i });
+        const d = await mem.reserve(['tenant:w', 'user:' + workerData.id], { model: 'm-1', usage: { inputTokens: 10, outputTokens: i } });
+        const rc = await mem.commit(d.reservation, { model: 'm-1', usage: { inputTokens: 10 + workerData.id, outputTokens: i } });
+        if (rc.charged !== p.cost('m-1', { inputTokens: 10 + workerData.id, outputTokens: i })) throw new Error('wrong charge');
+        if (i % 10 === 0) await sq.record('user:shared', 1000n, { requestId: 'w' + workerData.id + '-' + i });
+      }
+      mem.close(); sq.close();
+      parentPort.postMessage(String(costs));
+    })().catch((e) => { parentPort.postMessage('error: ' + e.stack); });
+  `;
+  const run = (/** @type {number} */ id) => new Promise((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { id, url } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  const [a, b, c] = await Promise.all([run(1), run(2), run(3)]);
+  const p = new PricingEngine();
+  p.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+  for (const [id, got] of [[1, a], [2, b], [3, c]]) {
+    let want = 0n;
+    for (let i = 0; i < 300; i++) want += p.cost('m-1', { inputTokens: 10 + /** @type {number} */ (id), outputTokens: i });
+    assert.equal(got, String(want), `worker ${id}`);
+  }
+  const m = new BudgetManager({ store: url });
+  const ev = await m.events({ scope: 'user:shared', type: 'record' });
+  assert.equal(ev.length, 90);
+  assert.equal(new Set(ev.map((e) => e.requestId)).size, 90);
+  assert.equal((await m.verify()).ok, true);
+  m.close();
+});
