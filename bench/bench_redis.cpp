@@ -1,25 +1,37 @@
 // Redis store benchmark: prints figures and ratios measured in the same run, against the same
 // server. Run under tools/with-redis.sh (or set BUDGET_TEST_REDIS_URL):
-//   tools/with-redis.sh build/bench/bench_redis [iterations]
-// Figures:
-//   - raw round trip: EVALSHA of a no-op Lua script over hiredis (the floor of any store op);
-//   - single-thread reserve latency p50/p99 and its ratio to the raw EVALSHA p50;
-//   - round trips per operation, counted by the server (INFO commandstats, top-level
-//     EVALSHA/EVAL calls before/after);
-//   - 16-thread reserve throughput over a 4-connection pool (auto-pipelining) and over
-//     16 connections (one per thread, no pipelining), and redis-benchmark's EVALSHA no-op
-//     throughput at 16 clients (when redis-benchmark is installed) for comparison.
+//   tools/with-redis.sh build/bench/bench_redis [iterations] [seconds]
+//
+// Each figure is measured twice on the same server, switched with CONFIG SET:
+//   fsync    appendonly yes + appendfsync always (what tools/with-redis.sh starts; every
+//            writing command waits for an fsync before its reply)
+//   no-AOF   appendonly no (Redis's default persistence; RDB snapshots stay as configured)
+// Figures, per mode:
+//   - latency, 1 thread, interleaved in one loop so background load hits all alike:
+//       raw EVALSHA of a no-op script (the floor of any call), raw EVALSHA of a one-write
+//       script (INCR: the floor of any *writing* call, which pays the fsync in fsync mode),
+//       and BudgetManager::reserve (3 scopes x 1 day limit); p50/p99 and the ratios;
+//   - round trips per reserve counted by the server (INFO commandstats, EVALSHA + EVAL);
+//   - server time per script (INFO commandstats usec per EVALSHA, reserve-only loop vs no-op);
+//   - 16 threads: reserve over a 4-connection pool (auto-pipelining) and over 16 connections
+//     (one per thread), against redis-benchmark -c 16 running EVALSHA of the *same reserve
+//     script with the same arguments* (captured with MONITOR from a real reserve; the request
+//     id is "rb-__rand_int__" so each call is a new hold) and of the no-op script.
 #include <budget/budget.hpp>
 
 #include <hiredis/hiredis.h>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,19 +54,42 @@ redisReply* cmd(redisContext* c, const std::vector<std::string>& args) {
   for (const auto& a : args) argv.push_back(a.c_str()), lens.push_back(a.size());
   return static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data()));
 }
-
-int64_t script_calls(redisContext* c) {
-  auto* r = cmd(c, {"INFO", "commandstats"});
-  std::string info(r->str, r->len);
+std::string cmd_str(redisContext* c, const std::vector<std::string>& args) {
+  auto* r = cmd(c, args);
+  if (!r) {
+    std::cerr << "bench_redis: connection lost\n";
+    std::exit(1);
+  }
+  std::string s;
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+    s.assign(r->str, r->len);
+  else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->str)
+    s.assign(r->element[1]->str, r->element[1]->len);  // CONFIG GET
   freeReplyObject(r);
-  int64_t total = 0;
-  for (const char* name : {"cmdstat_evalsha:", "cmdstat_eval:"}) {
+  return s;
+}
+
+std::string info_field(redisContext* c, const char* section, const std::string& field) {
+  std::string info = cmd_str(c, {"INFO", section});
+  auto p = info.find(field + ":");
+  if (p == std::string::npos) return {};
+  p += field.size() + 1;
+  return info.substr(p, info.find_first_of("\r\n", p) - p);
+}
+
+// calls and usec of the top-level script commands (FCALL + EVALSHA + EVAL).
+std::pair<int64_t, int64_t> script_stats(redisContext* c) {
+  std::string info = cmd_str(c, {"INFO", "commandstats"});
+  int64_t calls = 0, usec = 0;
+  for (const char* name : {"cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"}) {
     auto p = info.find(name);
     if (p == std::string::npos) continue;
-    p = info.find("calls=", p) + 6;
-    total += std::stoll(info.substr(p, info.find(',', p) - p));
+    auto q = info.find("calls=", p) + 6;
+    calls += std::stoll(info.substr(q, info.find(',', q) - q));
+    q = info.find("usec=", p) + 5;
+    usec += std::stoll(info.substr(q, info.find(',', q) - q));
   }
-  return total;
+  return {calls, usec};
 }
 
 double pct(std::vector<double> v, double q) {
@@ -72,8 +107,22 @@ Options manager_options(const std::string& url) {
   return o;
 }
 
-double throughput(const std::string& url, int threads, double seconds) {
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+double server_cpu_seconds(redisContext* c) {
+  return std::atof(info_field(c, "cpu", "used_cpu_user").c_str()) + std::atof(info_field(c, "cpu", "used_cpu_sys").c_str());
+}
+
+struct Throughput {
+  double ops_s = 0, client_us = 0, server_us = 0;  // ops/s; CPU per op of this process and of redis-server
+};
+Throughput throughput(redisContext* raw, const std::string& url, int threads, double seconds) {
   BudgetManager m(manager_options(url));
+  for (int i = 0; i < 100; ++i) m.reserve(Subject{"tenant:t0", "user:u0"}, Money::from_nanos(1000));
   std::atomic<bool> stop{false};
   std::atomic<int64_t> ops{0};
   std::vector<std::thread> ts;
@@ -87,11 +136,118 @@ double throughput(const std::string& url, int threads, double seconds) {
       }
       ops += n;
     });
+  double cpu0 = cpu_seconds(), srv0 = server_cpu_seconds(raw);
   auto t0 = Steady::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& t : ts) t.join();
-  return static_cast<double>(ops.load()) / std::chrono::duration<double>(Steady::now() - t0).count();
+  Throughput out;
+  double n = static_cast<double>(ops.load());
+  out.ops_s = n / std::chrono::duration<double>(Steady::now() - t0).count();
+  out.client_us = (cpu_seconds() - cpu0) * 1e6 / n;
+  out.server_us = (server_cpu_seconds(raw) - srv0) * 1e6 / n;
+  return out;
+}
+
+// MONITOR line -> the command's arguments ("..." quoted, with sdscatrepr escapes).
+std::vector<std::string> parse_monitor(const std::string& line) {
+  std::vector<std::string> out;
+  size_t i = line.find(']');
+  if (i == std::string::npos) return out;
+  while (true) {
+    i = line.find('"', i + 1);
+    if (i == std::string::npos) break;
+    std::string a;
+    for (++i; i < line.size() && line[i] != '"'; ++i) {
+      char ch = line[i];
+      if (ch != '\\') {
+        a += ch;
+        continue;
+      }
+      char e = line[++i];
+      switch (e) {
+        case 'n': a += '\n'; break;
+        case 'r': a += '\r'; break;
+        case 't': a += '\t'; break;
+        case 'a': a += '\a'; break;
+        case 'b': a += '\b'; break;
+        case 'x': a += static_cast<char>(std::stoi(line.substr(i + 1, 2), nullptr, 16)); i += 2; break;
+        default: a += e;
+      }
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+// The EVALSHA a reserve sends, captured with MONITOR.
+std::vector<std::string> capture_reserve(const std::string& host, int port, BudgetManager& m, const Subject& s) {
+  m.reserve(s, Money::from_nanos(1000));  // a fresh plan (limits may have changed since)
+  redisContext* mon = redisConnect(host.c_str(), port);
+  freeReplyObject(cmd(mon, {"MONITOR"}));
+  std::string id = "bench-capture-" + std::to_string(::getpid());
+  RequestOptions ro;
+  ro.request_id = id;
+  m.release(m.reserve(s, Money::from_nanos(1000), ro).reservation);
+  std::vector<std::string> args;
+  for (int i = 0; i < 100 && args.empty(); ++i) {
+    void* r = nullptr;
+    if (redisGetReply(mon, &r) != REDIS_OK) break;
+    auto* rep = static_cast<redisReply*>(r);
+    std::string line(rep->str ? rep->str : "", rep->str ? rep->len : 0);
+    freeReplyObject(rep);
+    auto a = parse_monitor(line);
+    if (a.size() > 7 && (a[0] == "FCALL" || a[0] == "EVALSHA") && a[7] == id) args = std::move(a);
+  }
+  redisFree(mon);
+  return args;
+}
+
+// redis-benchmark -c 16 running one command (argv, no shell): requests per second.
+double redis_benchmark(const std::string& host, int port, int clients, int requests, std::vector<std::string> command) {
+  std::vector<std::string> a = {"redis-benchmark", "-h", host, "-p", std::to_string(port), "-c", std::to_string(clients),
+                                "-n", std::to_string(requests), "-r", "100000000000", "-q"};
+  a.insert(a.end(), command.begin(), command.end());
+  int fd[2];
+  if (::pipe(fd) != 0) return 0;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fd[1], 1);
+    ::close(fd[0]);
+    ::close(fd[1]);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fd[1]);
+  std::string outp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd[0], buf, sizeof buf)) > 0) outp.append(buf, static_cast<size_t>(n));
+  ::close(fd[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  auto pos = outp.rfind("requests per second");
+  if (pos == std::string::npos) return 0;
+  auto colon = outp.rfind(':', pos);
+  return std::atof(outp.c_str() + outp.find_first_of("0123456789", colon));
+}
+
+struct ModeFigures {
+  double noop_p50, write_p50, res_p50, res_p99, rt, srv_res, srv_noop, rb_res, rb_noop;
+  Throughput piped, unpiped;
+};
+
+bool wait_aof_idle(redisContext* c) {
+  for (int i = 0; i < 600; ++i) {
+    if (info_field(c, "persistence", "aof_rewrite_in_progress") == "0" &&
+        info_field(c, "persistence", "aof_rewrite_scheduled") == "0")
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
 }
 
 }  // namespace
@@ -104,79 +260,115 @@ int main(int argc, char** argv) {
   }
   const std::string base = env;
   const int iters = argc > 1 ? std::atoi(argv[1]) : 20000;
+  const double secs = argc > 2 ? std::atof(argv[2]) : 3.0;
   auto [host, port] = host_port(base);
   redisContext* raw = redisConnect(host.c_str(), port);
   if (!raw || raw->err) {
     std::cerr << "bench_redis: cannot connect to " << base << "\n";
     return 1;
   }
+  const std::string noop_sha = cmd_str(raw, {"SCRIPT", "LOAD", "return 1"});
+  const std::string write_sha = cmd_str(raw, {"SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"});
+  const std::string write_key = "{bench" + std::to_string(::getpid()) + "}:w";
+  const std::string orig_aof = cmd_str(raw, {"CONFIG", "GET", "appendonly"});
+  const std::string orig_fsync = cmd_str(raw, {"CONFIG", "GET", "appendfsync"});
 
-  // 1. The floor: EVALSHA of a no-op script.
-  auto* r = cmd(raw, {"SCRIPT", "LOAD", "return 1"});
-  std::string noop_sha(r->str, r->len);
-  freeReplyObject(r);
-  std::vector<double> raw_us;
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Steady::now();
-    freeReplyObject(cmd(raw, {"EVALSHA", noop_sha, "0"}));
-    raw_us.push_back(std::chrono::duration<double, std::micro>(Steady::now() - t0).count());
-  }
-
-  // 2. Single-thread reserve latency (3 scopes x day limits), counting round trips.
   std::string url = base + "?prefix=bench" + std::to_string(::getpid());
-  std::vector<double> res_us;
-  int64_t calls_before = 0, calls_after = 0;
+  BudgetManager m(manager_options(url));
+  Subject s{"tenant:acme", "user:alice"};
+  for (int i = 0; i < 200; ++i) m.reserve(s, Money::from_nanos(1000));  // warm-up, scripts loaded
+  // The reserve call as sent, for redis-benchmark (captured right before each use: opening a
+  // manager re-puts its limits, which may bump the limits version and make older plans stale).
+  auto capture = [&] {
+    auto c = capture_reserve(host, port, m, s);
+    if (c.empty()) std::cerr << "bench_redis: could not capture the reserve command (MONITOR)\n";
+    else c[7] = "rb-__rand_int__";
+    return c;
+  };
   {
-    BudgetManager m(manager_options(url));
-    Subject s{"tenant:acme", "user:alice"};
-    for (int i = 0; i < 200; ++i) m.reserve(s, Money::from_nanos(1000));  // warm-up, scripts loaded
-    calls_before = script_calls(raw);
-    for (int i = 0; i < iters; ++i) {
+    auto c = capture();
+    size_t bytes = 0;
+    for (auto& a : c) bytes += a.size();
+    std::printf("reserve call: %s with %zu arguments, %zu bytes\n", c.empty() ? "?" : c[0].c_str(), c.size(), bytes);
+  }
+
+  auto measure = [&](const char* name) {
+    ModeFigures f{};
+    std::vector<double> noop_us, write_us, res_us;
+    auto lap = [](auto&& fn) {
       auto t0 = Steady::now();
-      auto d = m.reserve(s, Money::from_nanos(1000));
-      res_us.push_back(std::chrono::duration<double, std::micro>(Steady::now() - t0).count());
-      if (!d.allowed) {
-        std::cerr << "unexpected denial\n";
-        return 1;
-      }
+      fn();
+      return std::chrono::duration<double, std::micro>(Steady::now() - t0).count();
+    };
+    for (int i = 0; i < iters; ++i) {
+      noop_us.push_back(lap([&] { freeReplyObject(cmd(raw, {"EVALSHA", noop_sha, "0"})); }));
+      write_us.push_back(lap([&] { freeReplyObject(cmd(raw, {"EVALSHA", write_sha, "1", write_key})); }));
+      res_us.push_back(lap([&] {
+        if (!m.reserve(s, Money::from_nanos(1000)).allowed) {
+          std::cerr << "unexpected denial\n";
+          std::exit(1);
+        }
+      }));
     }
-    calls_after = script_calls(raw);
-  }
-  double raw_p50 = pct(raw_us, 0.5), res_p50 = pct(res_us, 0.5);
-  std::printf("raw EVALSHA no-op round trip:  p50 %7.1f us  p99 %7.1f us\n", raw_p50, pct(raw_us, 0.99));
-  std::printf("reserve (3 scopes), 1 thread:  p50 %7.1f us  p99 %7.1f us   ratio p50 %.2fx raw\n", res_p50,
-              pct(res_us, 0.99), res_p50 / raw_p50);
-  std::printf("round trips per reserve (INFO commandstats): %.3f\n",
-              static_cast<double>(calls_after - calls_before) / iters);
+    f.noop_p50 = pct(noop_us, 0.5);
+    f.write_p50 = pct(write_us, 0.5);
+    f.res_p50 = pct(res_us, 0.5);
+    f.res_p99 = pct(res_us, 0.99);
+    // Round trips and server time: reserve-only, then no-op-only loops.
+    const int n = std::min(iters, 5000);
+    auto [c0, u0] = script_stats(raw);
+    for (int i = 0; i < n; ++i) m.reserve(s, Money::from_nanos(1000));
+    auto [c1, u1] = script_stats(raw);
+    for (int i = 0; i < n; ++i) freeReplyObject(cmd(raw, {"EVALSHA", noop_sha, "0"}));
+    auto [c2, u2] = script_stats(raw);
+    f.rt = static_cast<double>(c1 - c0) / n;
+    f.srv_res = static_cast<double>(u1 - u0) / static_cast<double>(c1 - c0);
+    f.srv_noop = static_cast<double>(u2 - u1) / static_cast<double>(c2 - c1);
+    f.piped = throughput(raw, url + "&pool=4", 16, secs);
+    f.unpiped = throughput(raw, url + "&pool=16", 16, secs);
+    const int rbn = static_cast<int>(std::max(20000.0, 20000.0 * secs));
+    if (auto reserve_cmd = capture(); !reserve_cmd.empty()) f.rb_res = redis_benchmark(host, port, 16, rbn, reserve_cmd);
+    f.rb_noop = redis_benchmark(host, port, 16, rbn * 4, {"EVALSHA", noop_sha, "0"});
 
-  // 3. Throughput with 16 threads.
-  const double secs = 3.0;
-  double piped = throughput(url + "&pool=4", 16, secs);
-  double unpiped = throughput(url + "&pool=16", 16, secs);
-  std::printf("reserve, 16 threads, pool 4 (auto-pipelining): %9.0f ops/s\n", piped);
-  std::printf("reserve, 16 threads, pool 16 (no pipelining):  %9.0f ops/s\n", unpiped);
+    std::printf("\n== %s ==\n", name);
+    std::printf("1 thread, interleaved, p50: no-op EVALSHA %.1f us | one-write EVALSHA %.1f us | reserve %.1f us "
+                "(p99 %.1f)\n",
+                f.noop_p50, f.write_p50, f.res_p50, f.res_p99);
+    std::printf("  reserve / no-op EVALSHA   = %.2fx   (goal <= 1.2x)\n", f.res_p50 / f.noop_p50);
+    std::printf("  reserve / one-write EVALSHA = %.2fx\n", f.res_p50 / f.write_p50);
+    std::printf("  round trips per reserve (INFO commandstats): %.3f\n", f.rt);
+    std::printf("  server time per script (commandstats): reserve %.1f us, no-op %.1f us -> at most %.0f reserves/s "
+                "on one server core\n",
+                f.srv_res, f.srv_noop, 1e6 / f.srv_res);
+    std::printf("16 threads: reserve pool 4 (auto-pipelining) %.0f ops/s (goal >= 70000), pool 16 %.0f ops/s\n",
+                f.piped.ops_s, f.unpiped.ops_s);
+    std::printf("  CPU per reserve, pool 4: client %.1f us + redis-server %.1f us; pool 16: client %.1f us + "
+                "redis-server %.1f us\n",
+                f.piped.client_us, f.piped.server_us, f.unpiped.client_us, f.unpiped.server_us);
+    std::printf("  -> bounds on this machine (%u cores): redis-server alone %.0f ops/s; client + server %.0f ops/s\n",
+                std::thread::hardware_concurrency(), 1e6 / f.piped.server_us,
+                std::thread::hardware_concurrency() * 1e6 / (f.piped.client_us + f.piped.server_us));
+    if (f.rb_res > 0)
+      std::printf("  redis-benchmark -c 16 EVALSHA same reserve script: %.0f ops/s -> ratios: pipelined %.2f, "
+                  "pool 16 %.2f (goal >= 0.80)\n",
+                  f.rb_res, f.piped.ops_s / f.rb_res, f.unpiped.ops_s / f.rb_res);
+    if (f.rb_noop > 0) std::printf("  redis-benchmark -c 16 EVALSHA no-op: %.0f ops/s\n", f.rb_noop);
+    std::fflush(stdout);
+    return f;
+  };
 
-  // 4. redis-benchmark, same server, same number of clients, no-op EVALSHA.
-  std::string rb = "redis-benchmark -h " + host + " -p " + std::to_string(port) + " -c 16 -n 200000 -q EVALSHA " +
-                   noop_sha + " 0 2>/dev/null";
-  if (FILE* p = ::popen(rb.c_str(), "r")) {
-    char line[512];
-    double rps = 0;
-    while (std::fgets(line, sizeof line, p)) {
-      std::string l(line);
-      auto pos = l.find("requests per second");
-      if (pos == std::string::npos) continue;
-      auto colon = l.rfind(':', pos);
-      auto q = l.find_first_of("0123456789", colon);
-      rps = std::atof(l.c_str() + q);
-    }
-    ::pclose(p);
-    if (rps > 0) {
-      std::printf("redis-benchmark EVALSHA no-op, 16 clients:     %9.0f ops/s\n", rps);
-      std::printf("ratios vs redis-benchmark: pipelined reserve %.2f, unpipelined reserve %.2f\n", piped / rps,
-                  unpiped / rps);
-    }
-  }
+  // Mode 1: fsync on every write.
+  cmd_str(raw, {"CONFIG", "SET", "appendonly", "yes"});
+  cmd_str(raw, {"CONFIG", "SET", "appendfsync", "always"});
+  wait_aof_idle(raw);
+  measure("fsync: appendonly yes, appendfsync always");
+  // Mode 2: Redis's default persistence, no AOF.
+  cmd_str(raw, {"CONFIG", "SET", "appendonly", "no"});
+  measure("no-AOF: appendonly no (Redis default)");
+  // Restore the server's configuration.
+  cmd_str(raw, {"CONFIG", "SET", "appendfsync", orig_fsync});
+  cmd_str(raw, {"CONFIG", "SET", "appendonly", orig_aof});
+  wait_aof_idle(raw);
   redisFree(raw);
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -88,7 +89,7 @@ std::string str(const redisReply* r) {
 int64_t num(const redisReply* r) {
   if (!r) throw InternalError("redis store: missing reply element");
   if (r->type == REDIS_REPLY_INTEGER) return r->integer;
-  if (r->type == REDIS_REPLY_STRING) return to_i64(std::string_view(r->str, r->len));
+  if (r->type == REDIS_REPLY_STRING) return r->len == 0 ? 0 : to_i64(std::string_view(r->str, r->len));
   if (r->type == REDIS_REPLY_NIL) return 0;
   throw InternalError("redis store: expected a number in the reply");
 }
@@ -259,16 +260,19 @@ class RedisStore final : public Store {
         pool_(url_, url_.pool_size > 0 ? url_.pool_size : opts.pool_size, std::chrono::milliseconds(timeout_ms_)),
         base_("{" + url_.prefix + "}:"),
         lv_key_(base_ + "lv"),
-        reserve_(lua(redis_lua::kReserve)),
-        grow_(lua(redis_lua::kGrow)),
-        settle_(lua(redis_lua::kSettle)),
-        direct_(lua(redis_lua::kDirect)),
-        expire_(lua(redis_lua::kExpire)),
-        read_(lua(redis_lua::kRead)),
-        load_limits_(lua(redis_lua::kLoadLimits)),
-        put_limit_(lua(redis_lua::kPutLimit)),
-        remove_limit_(lua(redis_lua::kRemoveLimit)),
-        drained_(lua(redis_lua::kDrained)) {
+        reserve_(script("reserve")),
+        grow_(script("grow")),
+        settle_(script("settle")),
+        direct_(script("direct")),
+        expire_(script("expire")),
+        read_(script("read")),
+        buckets_(script("buckets")),
+        load_limits_(script("load_limits")),
+        put_limit_(script("put_limit")),
+        remove_limit_(script("remove_limit")),
+        drained_(script("drained")),
+        maxlen_s_(std::to_string(maxlen_)),
+        rttl_s_(std::to_string(url_.request_ttl_ms)) {
     if (timeout_ms_ <= 0) throw InvalidArgumentError("redis store: the timeout must be positive");
     display_ = "redis://" + url_.host + ":" + std::to_string(url_.port) + "/" + std::to_string(url_.db) +
                "?prefix=" + url_.prefix;
@@ -317,11 +321,11 @@ class RedisStore final : public Store {
   // ---- operations -------------------------------------------------------------------------
   ReserveOut reserve(const ReserveOp& op) override {
     check_exact(op.amount, "an amount");
-    check_plan(*op.plan);
-    auto r = eval(reserve_, {op.request_id, join(op.subject), encode_plan(*op.plan), std::to_string(op.plan->limits_version),
-                             i2s(op.amount.cost), i2s(op.amount.tokens), i2s(op.amount.requests), i2s(op.expires_at),
-                             op.model, op.provider, op.metadata, op.fingerprint, op.dry_run ? "1" : "0"},
-                  op.now);
+    auto fp = flat_plan(*op.plan);
+    auto r = eval(reserve_, {op.request_id, join(op.subject), fp->encoded, fp->id, fp->version, i2s(op.amount.cost),
+                             i2s(op.amount.tokens), i2s(op.amount.requests), i2s(op.expires_at), op.model, op.provider,
+                             op.metadata, op.fingerprint, op.dry_run ? "1" : "0"},
+                  op.now, &fp->args);
     ReserveOut out;
     std::string tag = str(elem(r.get(), 0));
     if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
@@ -405,14 +409,14 @@ class RedisStore final : public Store {
   DirectOut direct(const DirectOp& op) override {
     check_exact(op.spent, "an amount");
     check_exact(op.granted, "a grant");
-    check_plan(*op.plan);
+    auto fp = flat_plan(*op.plan);
     static constexpr char kStateOf[] = {'0', '0', '1', '2', '3', '5', '6', '7', '4'};
     auto r = eval(direct_, {op.request_id, to_string(op.type), std::string(1, kStateOf[static_cast<int>(op.type)]),
-                            join(op.subject), encode_plan(*op.plan), std::to_string(op.plan->limits_version),
-                            i2s(op.spent.cost), i2s(op.spent.tokens), i2s(op.spent.requests), i2s(op.granted.cost),
-                            i2s(op.granted.tokens), i2s(op.granted.requests), encode_usage(op.usage), op.model,
-                            op.provider, op.price_version, op.metadata, op.fingerprint},
-                  op.now);
+                            join(op.subject), fp->encoded, fp->version, i2s(op.spent.cost), i2s(op.spent.tokens),
+                            i2s(op.spent.requests), i2s(op.granted.cost), i2s(op.granted.tokens),
+                            i2s(op.granted.requests), encode_usage(op.usage), op.model, op.provider, op.price_version,
+                            op.metadata, op.fingerprint},
+                  op.now, &fp->args);
     std::string tag = str(elem(r.get(), 0));
     if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
     DirectOut out;
@@ -455,8 +459,8 @@ class RedisStore final : public Store {
   }
 
   std::vector<CheckState> read(const Plan& plan) override {
-    check_plan(plan);
-    auto r = eval(read_, {encode_plan(plan)});
+    auto fp = flat_plan(plan);
+    auto r = eval(read_, {}, 0, &fp->args);
     return states_from(r.get());
   }
 
@@ -490,29 +494,40 @@ class RedisStore final : public Store {
   void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
     std::string cursor = "0";
     std::unordered_set<std::string> seen;
-    const std::string match = glob_escape(base_) + "c:*";
+    const std::string match = glob_escape(base_) + "b:*";
     do {
       auto r = call({"SCAN", cursor, "MATCH", match, "COUNT", "1000"});
       cursor = str(elem(r.get(), 0));
       const redisReply* keys = elem(r.get(), 1);
-      std::vector<std::string> batch{"MGET"};
+      std::vector<std::string> batch;
       for (size_t i = 0; i < keys->elements; ++i) {
         std::string k = str(keys->element[i]);
         if (seen.insert(k).second) batch.push_back(std::move(k));
       }
-      if (batch.size() == 1) continue;
-      auto vals = call(batch);
-      for (size_t i = 1; i < batch.size(); ++i) {
-        const redisReply* v = elem(vals.get(), i - 1);
-        if (v->type != REDIS_REPLY_STRING) continue;  // expired in between
-        auto parts = split(std::string_view(v->str, v->len), ' ');
-        if (parts.size() != 10) throw InternalError("redis store: corrupted counter " + batch[i]);
+      if (batch.empty()) continue;
+      auto vals = eval(buckets_, {}, 0, &batch);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const redisReply* h = elem(vals.get(), i);
+        if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) continue;  // expired in between
         StoredCounter c;
         c.key = batch[i].substr(base_.size() + 2);
-        c.end = to_i64(parts[0]);
-        c.counters.spent = {to_i64(parts[1]), to_i64(parts[2]), to_i64(parts[3])};
-        c.counters.held = {to_i64(parts[4]), to_i64(parts[5]), to_i64(parts[6])};
-        c.counters.granted = {to_i64(parts[7]), to_i64(parts[8]), to_i64(parts[9])};
+        bool has_end = false;
+        int64_t v[9] = {};
+        for (size_t j = 0; j + 1 < h->elements; j += 2) {
+          std::string field = str(h->element[j]);
+          if (field == "e") {
+            c.end = num(h->element[j + 1]);
+            has_end = true;
+          } else if (field.size() == 1 && field[0] >= '1' && field[0] <= '9') {
+            v[field[0] - '1'] = num(h->element[j + 1]);
+          } else if (field != "n") {  // n: a later bucket of the series exists
+            throw InternalError("redis store: corrupted counter " + batch[i]);
+          }
+        }
+        if (!has_end) throw InternalError("redis store: counter without an end " + batch[i]);
+        c.counters.spent = {v[0], v[1], v[2]};
+        c.counters.held = {v[3], v[4], v[5]};
+        c.counters.granted = {v[6], v[7], v[8]};
         f(c);
       }
     } while (cursor != "0");
@@ -521,7 +536,52 @@ class RedisStore final : public Store {
   int64_t round_trips() const { return pool_.round_trips(); }
 
  private:
-  static std::string lua(const char* body) { return std::string(redis_lua::kPrelude) + body; }
+  // The scripts: one Redis function library "budget_<sha1 of the code>" with a function per
+  // operation, and the same code as plain scripts for servers without functions.
+  struct Op {
+    const char* name;
+    const char* body;
+    const char* body2;
+  };
+  static constexpr Op kOps[] = {{"reserve", redis_lua::kReserve, ""},
+                                {"grow", redis_lua::kGrow, ""},
+                                {"settle", redis_lua::kSettle, ""},
+                                {"direct", redis_lua::kDirect, ""},
+                                {"expire", redis_lua::kExpire, ""},
+                                {"read", redis_lua::kRead, ""},
+                                {"buckets", redis_lua::kBuckets, ""},
+                                {"load_limits", redis_lua::kLayout, redis_lua::kLoadLimits},
+                                {"put_limit", redis_lua::kLayout, redis_lua::kPutLimit},
+                                {"remove_limit", redis_lua::kLayout, redis_lua::kRemoveLimit},
+                                {"drained", redis_lua::kDrained, ""}};
+  struct Library {
+    std::string name;
+    std::shared_ptr<const std::string> text;
+  };
+  static const Library& library() {
+    static const Library lib = [] {
+      std::string code = redis_lua::kPrelude;
+      for (const auto& op : kOps) code += std::string(op.body) + op.body2;
+      Library l;
+      l.name = "budget_" + redis::sha1_hex(code).substr(0, 16);
+      std::string text = "#!lua name=" + l.name + "\n" + redis_lua::kPrelude;
+      for (const auto& op : kOps)
+        text += "redis.register_function('" + l.name + "_" + op.name + "', function(keys, args)\ninit(keys, args)\n" +
+                op.body + op.body2 + "\nend)\n";
+      l.text = std::make_shared<const std::string>(std::move(text));
+      return l;
+    }();
+    return lib;
+  }
+  static Script script(std::string_view name) {
+    for (const auto& op : kOps) {
+      if (name != op.name) continue;
+      const auto& lib = library();
+      std::string body = std::string("local K0, A0 = KEYS, ARGV\n") + redis_lua::kPrelude + "init(K0, A0)\n" + op.body + op.body2;
+      return Script(std::move(body), lib.name + "_" + op.name, lib.text);
+    }
+    throw InternalError("redis store: no script " + std::string(name));
+  }
 
   Reply call(const std::vector<std::string>& args) {
     auto r = pool_.call(args);
@@ -530,12 +590,17 @@ class RedisStore final : public Store {
     return r;
   }
 
-  Reply eval(const Script& s, std::vector<std::string> args, int64_t now = 0) {
-    std::vector<std::string> full;
-    full.reserve(args.size() + 7);
-    full.insert(full.end(), {"EVALSHA", s.sha, "1", lv_key_, std::to_string(now), std::to_string(maxlen_),
-                             std::to_string(url_.request_ttl_ms)});
-    for (auto& a : args) full.push_back(std::move(a));
+  // FCALL s 1 {ns}:lv now maxlen request_ttl args... tail... (views: nothing is copied).
+  Reply eval(const Script& s, std::initializer_list<std::string_view> args, int64_t now = 0,
+             const std::vector<std::string>* tail = nullptr) {
+    char nowbuf[24];
+    auto nowend = std::to_chars(nowbuf, nowbuf + sizeof nowbuf, now).ptr;
+    std::vector<std::string_view> full;
+    full.reserve(args.size() + 7 + (tail ? tail->size() : 0));
+    full.insert(full.end(), {"FCALL", s.name, "1", lv_key_, std::string_view(nowbuf, static_cast<size_t>(nowend - nowbuf)),
+                             maxlen_s_, rttl_s_});
+    full.insert(full.end(), args.begin(), args.end());
+    if (tail) full.insert(full.end(), tail->begin(), tail->end());
     auto r = pool_.call(full, &s);
     if (!r) throw StoreUnavailableError("redis: no reply");
     if (r->type == REDIS_REPLY_ERROR) fail(r.get());
@@ -546,12 +611,57 @@ class RedisStore final : public Store {
     std::string msg(r->str, r->len);
     auto has = [&](const char* s) { return msg.find(s) != std::string::npos; };
     if (has("BUDGET_OVERFLOW")) throw OverflowError("redis store: " + msg);
+    if (has("BUDGET_LAYOUT")) throw InvalidArgumentError("redis store: " + msg);
     if (msg.rfind("LOADING", 0) == 0 || msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
         msg.rfind("READONLY", 0) == 0 || msg.rfind("OOM", 0) == 0 || msg.rfind("TRYAGAIN", 0) == 0 ||
         msg.rfind("CLUSTERDOWN", 0) == 0 || msg.rfind("NOREPLICAS", 0) == 0 || msg.rfind("MISCONF", 0) == 0 ||
         msg.rfind("NOAUTH", 0) == 0)
       throw StoreUnavailableError("redis: " + msg);
     throw InternalError("redis: " + msg);
+  }
+
+  // A plan as the scripts take it (see redis_scripts.hpp): built once per plan.
+  struct FlatPlan {
+    std::string encoded;            // the plan's JSON (request records keep it)
+    std::string id;                 // SHA-1 of encoded: the plan's key {ns}:p:<id>
+    std::string version;            // limits version
+    std::vector<std::string> args;  // the flat form
+  };
+  std::shared_ptr<const FlatPlan> flat_plan(const Plan& p) {
+    std::string own;
+    const std::string& enc = p.encoded.empty() ? (own = encode_plan(p)) : p.encoded;
+    {
+      std::shared_lock lk(flat_m_);
+      auto it = flat_.find(&p);
+      if (it != flat_.end() && it->second->encoded == enc) return it->second;
+    }
+    check_plan(p);
+    auto f = std::make_shared<FlatPlan>();
+    f->encoded = enc;
+    f->id = redis::sha1_hex(enc);
+    f->version = std::to_string(p.limits_version);
+    auto& a = f->args;
+    a.reserve(3 + p.windows.size() * 6 + p.checks.size() * 2);
+    a.push_back(std::to_string(p.windows.size()));
+    a.push_back(std::to_string(p.checks.size()));
+    a.push_back(join(window_keys(p)));
+    for (const auto& w : p.windows) {
+      const bool single = w.end == kForever || w.window.rfind("custom:", 0) == 0;
+      a.push_back(base_ + "b:" + w.key());
+      a.push_back(single ? std::string() : base_ + "x:" + w.series());
+      a.push_back(std::to_string(w.start));
+      a.push_back(std::to_string(w.end));
+      a.push_back(std::to_string(w.read_from));
+      a.push_back(w.window.rfind("rolling:", 0) == 0 ? "1" : "0");
+    }
+    for (const auto& c : p.checks) {
+      a.push_back(std::to_string(int64_t{c.window} * 8 + static_cast<int64_t>(c.metric) * 2 + (c.grantable ? 1 : 0)));
+      a.push_back(std::to_string(c.limit));
+    }
+    std::unique_lock lk(flat_m_);
+    if (flat_.size() > 4096) flat_.clear();
+    flat_[&p] = f;
+    return f;
   }
 
   std::shared_ptr<const Plan> plan_from(const std::string& text) {
@@ -686,10 +796,13 @@ class RedisStore final : public Store {
   int64_t maxlen_;
   redis::Pool pool_;
   std::string base_, lv_key_, display_;
-  Script reserve_, grow_, settle_, direct_, expire_, read_, load_limits_, put_limit_, remove_limit_, drained_;
+  Script reserve_, grow_, settle_, direct_, expire_, read_, buckets_, load_limits_, put_limit_, remove_limit_, drained_;
+  std::string maxlen_s_, rttl_s_;
   std::unique_ptr<LedgerSink> sink_;
   std::mutex drain_m_;
   std::mutex plans_m_;
+  std::shared_mutex flat_m_;
+  std::unordered_map<const Plan*, std::shared_ptr<const FlatPlan>> flat_;
   std::unordered_map<std::string, std::shared_ptr<const Plan>> plans_;
 };
 

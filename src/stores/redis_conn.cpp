@@ -185,7 +185,7 @@ Pool::Conn& Pool::pick() {
   return *conns_[slot % conns_.size()];
 }
 
-redisReply* Pool::command(redisContext* ctx, const std::vector<std::string>& args) {
+redisReply* Pool::command(redisContext* ctx, const std::vector<std::string_view>& args) {
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   argv.reserve(args.size());
@@ -227,7 +227,7 @@ bool Pool::ensure_connected(Conn& c, std::string* err) {
   if (ctx->err) return fail(ctx->errstr);
   redisSetTimeout(ctx, tv);
   redisEnableKeepAlive(ctx);
-  auto setup = [&](const std::vector<std::string>& args) -> bool {
+  auto setup = [&](const std::vector<std::string_view>& args) -> bool {
     Reply r(command(ctx, args));
     if (!r) return fail(ctx->errstr);
     if (r->type == REDIS_REPLY_ERROR) return fail(std::string(args[0]) + ": " + std::string(r->str, r->len));
@@ -254,12 +254,19 @@ void Pool::run(Conn& c, std::vector<Call*>& batch) {
   }
   std::vector<const char*> argv;
   std::vector<size_t> lens;
+  const bool functions = functions_.load(std::memory_order_relaxed);
   for (auto* x : batch) {
     argv.clear();
     lens.clear();
     for (const auto& a : *x->args) {
       argv.push_back(a.data());
       lens.push_back(a.size());
+    }
+    if (x->script && !functions) {
+      argv[0] = "EVALSHA";
+      lens[0] = 7;
+      argv[1] = x->script->sha.data();
+      lens[1] = x->script->sha.size();
     }
     redisAppendCommandArgv(c.ctx, static_cast<int>(argv.size()), argv.data(), lens.data());
   }
@@ -277,15 +284,42 @@ void Pool::run(Conn& c, std::vector<Call*>& batch) {
     }
     batch[i]->reply = static_cast<redisReply*>(r);
   }
-  // Scripts the server does not know (restart, SCRIPT FLUSH): send the body once with EVAL.
+  // Scripts the server does not know: load the library (or send the body with EVAL) and retry.
+  auto is_error = [](const redisReply* r, const char* prefix) {
+    return r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, prefix, std::strlen(prefix)) == 0;
+  };
   for (auto* x : batch) {
-    auto* r = x->reply;
-    if (!x->script || !r || r->type != REDIS_REPLY_ERROR || std::strncmp(r->str, "NOSCRIPT", 8) != 0) continue;
-    freeReplyObject(r);
+    if (!x->script) continue;
+    const bool no_function = is_error(x->reply, "ERR Function not found");
+    const bool no_fcall = is_error(x->reply, "ERR unknown command 'FCALL'") || is_error(x->reply, "ERR unknown command `FCALL`");
+    const bool no_script = is_error(x->reply, "NOSCRIPT");
+    if (!no_function && !no_fcall && !no_script) continue;
+    freeReplyObject(x->reply);
     x->reply = nullptr;
-    std::vector<std::string> args = *x->args;
-    args[0] = "EVAL";
-    args[1] = x->script->body;
+    std::vector<std::string_view> args = *x->args;
+    bool use_eval = no_fcall || no_script;
+    if (no_fcall) functions_.store(false, std::memory_order_relaxed);
+    if (no_function) {
+      Reply loaded(command(c.ctx, {"FUNCTION", "LOAD", "REPLACE", *x->script->library}));
+      if (!loaded) {
+        std::string why = std::string("redis at ") + endpoint() + " did not answer: " + c.ctx->errstr;
+        drop(c, why);
+        x->error = why;
+        return;  // later calls of the batch already have their replies
+      }
+      if (loaded->type == REDIS_REPLY_ERROR) {
+        if (!is_error(loaded.get(), "ERR unknown")) {  // LOADING, READONLY, OOM...: the call's answer
+          x->reply = loaded.release();
+          continue;
+        }
+        functions_.store(false, std::memory_order_relaxed);  // no functions here: plain scripts
+        use_eval = true;
+      }
+    }
+    if (use_eval) {
+      args[0] = "EVAL";
+      args[1] = x->script->body;
+    }
     x->reply = command(c.ctx, args);
     if (!x->reply) {
       std::string why = std::string("redis at ") + endpoint() + " did not answer: " + c.ctx->errstr;
@@ -297,6 +331,11 @@ void Pool::run(Conn& c, std::vector<Call*>& batch) {
 }
 
 Reply Pool::call(const std::vector<std::string>& args, const Script* script) {
+  std::vector<std::string_view> views(args.begin(), args.end());
+  return call(views, script);
+}
+
+Reply Pool::call(const std::vector<std::string_view>& args, const Script* script) {
   Conn& c = pick();
   Call call;
   call.args = &args;

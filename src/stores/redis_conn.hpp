@@ -41,11 +41,16 @@ struct ReplyDeleter {
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
-// A script: its body and SHA-1. Calls go out as EVALSHA; a NOSCRIPT answer (server restart,
-// SCRIPT FLUSH) is retried transparently as EVAL, which also caches the script again.
+// A script: a function of a Redis function library (FCALL <name>), and the same code as a plain
+// script (body, SHA-1) for servers without functions. Callers send {"FCALL", name, numkeys, ...}.
+// "Function not found" (a new server, FUNCTION FLUSH) loads the library (FUNCTION LOAD REPLACE)
+// and retries; a server without FCALL (Redis < 7) switches the pool to EVALSHA, where NOSCRIPT
+// (restart, SCRIPT FLUSH) is retried as EVAL, which also caches the script again.
 struct Script {
-  std::string body, sha;
-  explicit Script(std::string b) : body(std::move(b)), sha(sha1_hex(body)) {}
+  std::string body, sha, name;
+  std::shared_ptr<const std::string> library;
+  Script(std::string b, std::string fname, std::shared_ptr<const std::string> lib)
+      : body(std::move(b)), sha(sha1_hex(body)), name(std::move(fname)), library(std::move(lib)) {}
 };
 
 class Pool {
@@ -56,8 +61,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   // Runs one command (args[0] is the command). With `script`, args are
-  // {"EVALSHA", sha, numkeys, ...}. Throws StoreUnavailableError when Redis cannot answer
+  // {"FCALL", name, numkeys, ...}. Throws StoreUnavailableError when Redis cannot answer
   // within the timeout; returns error replies as they are.
+  Reply call(const std::vector<std::string_view>& args, const Script* script = nullptr);
   Reply call(const std::vector<std::string>& args, const Script* script = nullptr);
 
   std::string endpoint() const { return url_.host + ":" + std::to_string(url_.port); }
@@ -65,7 +71,7 @@ class Pool {
 
  private:
   struct Call {
-    const std::vector<std::string>* args = nullptr;
+    const std::vector<std::string_view>* args = nullptr;
     const Script* script = nullptr;
     redisReply* reply = nullptr;
     std::string error;
@@ -85,13 +91,14 @@ class Pool {
   void run(Conn& c, std::vector<Call*>& batch);
   bool ensure_connected(Conn& c, std::string* err);
   void drop(Conn& c, const std::string& why);
-  redisReply* command(redisContext* ctx, const std::vector<std::string>& args);
+  redisReply* command(redisContext* ctx, const std::vector<std::string_view>& args);
 
   Url url_;
   std::chrono::milliseconds timeout_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::atomic<unsigned> next_{0};
   std::atomic<int64_t> round_trips_{0};
+  std::atomic<bool> functions_{true};  // false: the server has no FCALL, scripts go as EVALSHA
 };
 
 }  // namespace budget::detail::redis

@@ -240,9 +240,11 @@ TEST_CASE("every operation is one round trip (INFO commandstats)") {
     m.release(m.reserve(s, usd("0.1")).reservation);
   }
   Raw raw(server.port);
-  // Top-level commands: scripts (EVALSHA/EVAL) and the plain reads the store issues outside them.
+  // Top-level commands: scripts (FCALL, or EVALSHA/EVAL) and the plain reads the store issues
+  // outside them.
   auto round_trips = [&] {
-    return raw.calls("evalsha") + raw.calls("eval") + raw.calls("zrange") + raw.calls("xrange") + raw.calls("scan");
+    return raw.calls("fcall") + raw.calls("evalsha") + raw.calls("eval") + raw.calls("zrange") + raw.calls("xrange") +
+           raw.calls("scan");
   };
   int64_t before = round_trips();
   auto d = m.reserve(s, usd("1"));
@@ -258,16 +260,37 @@ TEST_CASE("every operation is one round trip (INFO commandstats)") {
   CHECK(round_trips() - before == 5);
   m.release(m.reserve(s, usd("1")).reservation);
   CHECK(round_trips() - before == 7);
-  CHECK(raw.calls("evalsha") > 0);
+  CHECK(raw.calls("fcall") > 0);  // scripts run as functions of the loaded library
 }
 
-TEST_CASE("SCRIPT FLUSH mid-run: scripts are reloaded transparently") {
-  auto url = base_url() + "?prefix=sf" + unique();
+TEST_CASE("FUNCTION FLUSH and SCRIPT FLUSH mid-run: scripts are reloaded transparently") {
+  OwnRedis server;  // its own server: commandstats are server-wide
+  auto url = server.url();
   BudgetManager m(url);
   m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
-  auto [host, port] = host_port(base_url());
-  Raw raw(port, host);
+  Raw raw(server.port);
   Subject s{"user:flush"};
+  int64_t spent = 0;
+  for (int i = 0; i < 20; ++i) {
+    if (i % 5 == 2) raw.cmd({"FUNCTION", "FLUSH"});
+    if (i % 5 == 3) raw.cmd({"SCRIPT", "FLUSH"});
+    auto d = m.reserve(s, usd("0.1"));
+    REQUIRE(d.allowed);
+    m.commit(d.reservation, usd("0.05"));
+    spent += usd("0.05").nanos();
+  }
+  CHECK(m.status(Scope::parse("user:flush"))[0].spent == spent);
+  CHECK(raw.calls("function|load") >= 5);  // the first call, then once after each flush
+  require_verified(m);
+}
+
+TEST_CASE("a server without functions (no FCALL): plain scripts, EVALSHA, NOSCRIPT retried as EVAL") {
+  OwnRedis server({"--rename-command", "FCALL", ""});
+  auto url = server.url();
+  BudgetManager m(url);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
+  Raw raw(server.port);
+  Subject s{"user:nofcall"};
   int64_t spent = 0;
   for (int i = 0; i < 20; ++i) {
     if (i % 5 == 2) raw.cmd({"SCRIPT", "FLUSH"});
@@ -276,7 +299,8 @@ TEST_CASE("SCRIPT FLUSH mid-run: scripts are reloaded transparently") {
     m.commit(d.reservation, usd("0.05"));
     spent += usd("0.05").nanos();
   }
-  CHECK(m.status(Scope::parse("user:flush"))[0].spent == spent);
+  CHECK(m.status(Scope::parse("user:nofcall"))[0].spent == spent);
+  CHECK(raw.calls("evalsha") > 40);
   CHECK(raw.calls("eval") >= 4);
   require_verified(m);
 }
@@ -388,6 +412,40 @@ TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   for (const auto& id : ids) CHECK(m.commit(id, Money::from_nanos(1000 + std::stoll(id.substr(4)))).replayed);
   CHECK(m.events(of_type(EventType::Commit)).size() == 100);
   require_verified(m);
+}
+
+TEST_CASE("calendar windows count a later bucket (a clock running ahead) in either order of creation") {
+  // Layout 2 reads a calendar bucket alone unless it is marked as having a later bucket: the
+  // marks are set when the later bucket is created, or on the bucket itself when it is created
+  // after a later one.
+  auto url = base_url() + "?prefix=cal" + unique();
+  const auto t = from_millis(1'773'144'000'000);
+  auto today = std::make_shared<ManualClock>(t);
+  auto ahead = std::make_shared<ManualClock>(t + Duration(86'400'000));
+  BudgetManager a(opts(url, today));
+  a.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
+  BudgetManager b(opts(url, ahead));
+  for (bool today_first : {true, false}) {
+    const char* user = today_first ? "user:x" : "user:y";
+    Subject s{user};
+    if (today_first) {
+      a.record(s, usd("1"));
+      b.record(s, usd("3"));
+    } else {
+      b.record(s, usd("3"));
+      a.record(s, usd("1"));
+    }
+    CHECK(a.status(Scope::parse(user))[0].spent == usd("4").nanos());
+    CHECK_FALSE(a.check(s, usd("1.5")).allowed);
+    CHECK(a.check(s, usd("1")).allowed);
+    CHECK_FALSE(a.reserve(s, usd("1.5")).allowed);
+    auto d = a.reserve(s, usd("1"));
+    REQUIRE(d.allowed);
+    a.commit(d.reservation, usd("0.5"));
+    CHECK(a.status(Scope::parse(user))[0].spent == usd("4.5").nanos());
+    CHECK(b.status(Scope::parse(user))[0].spent == usd("3").nanos());  // tomorrow's own bucket
+  }
+  require_verified(a);
 }
 
 TEST_CASE("keys and ids with Redis-special characters are handled safely") {
