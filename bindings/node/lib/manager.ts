@@ -119,6 +119,16 @@ interface InlineState {
   strs: string[];
 }
 
+/** `global` followed by the scopes given (the subject when the addon found it simple). */
+function withGlobal(subject: SubjectInput): string[] {
+  if (typeof subject === 'string') return ['global', subject];
+  const n = subject.length;
+  const a = new Array<string>(n + 1);
+  a[0] = 'global';
+  for (let i = 0; i < n; i++) a[i + 1] = subject[i];
+  return a;
+}
+
 function decisionOut(
   n: NativeManagerHandle,
   out: unknown,
@@ -141,7 +151,7 @@ function decisionOut(
       scopes = x[1];
       m = x[2];
     } else {
-      scopes = typeof subject === 'string' ? ['global', subject] : ['global', ...subject];
+      scopes = withGlobal(subject);
     }
     const reservation: Reservation = { requestId: id, subject: scopes, held, heldTokens, expiresAt, model: m, handle: out };
     return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation, denial: null };
