@@ -40,7 +40,7 @@
 namespace budget::detail {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 constexpr int kPageSize = 1024;
 constexpr int kGatherMicros = 100;  // longest wait of a batch leader for the previous batch's callers  // for new files only (an existing file keeps its page size)
 
@@ -70,32 +70,37 @@ CREATE TABLE IF NOT EXISTS ledger (
 INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);
 )SQL";
 
-// Version 2. A table is created here only when absent; migrate_v1() builds the new layouts
-// of counters, requests and ledger from version-1 tables first.
-const char* kSchemaV2 = R"SQL(
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limits (
-  key TEXT PRIMARY KEY, scope TEXT NOT NULL, win TEXT NOT NULL, metric TEXT NOT NULL,
-  amount INTEGER NOT NULL, alerts TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS counters (
-  sid INTEGER NOT NULL, start INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-  spent_cost INTEGER NOT NULL DEFAULT 0, spent_tokens INTEGER NOT NULL DEFAULT 0, spent_requests INTEGER NOT NULL DEFAULT 0,
-  held_cost INTEGER NOT NULL DEFAULT 0, held_tokens INTEGER NOT NULL DEFAULT 0, held_requests INTEGER NOT NULL DEFAULT 0,
-  granted_cost INTEGER NOT NULL DEFAULT 0, granted_tokens INTEGER NOT NULL DEFAULT 0, granted_requests INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (sid, start)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS plans (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE, windows TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
-  id TEXT PRIMARY KEY, state INTEGER NOT NULL, subject TEXT NOT NULL, plan INTEGER,
-  held_cost INTEGER, held_tokens INTEGER, held_requests INTEGER,
-  consumed_cost INTEGER, consumed_tokens INTEGER, consumed_requests INTEGER,
-  charged_cost INTEGER, charged_tokens INTEGER, charged_requests INTEGER,
-  created_at INTEGER, expires_at INTEGER, flags INTEGER, model TEXT, provider TEXT, price_version TEXT,
-  fingerprint TEXT, failing_check INTEGER, fail_spent INTEGER, fail_held INTEGER, fail_granted INTEGER) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS requests_deadline ON requests(expires_at) WHERE state = 0;
-CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);
-)SQL";
+#define BUDGET_REQUEST_COLUMNS                                                                 \
+  "id TEXT PRIMARY KEY, state INTEGER NOT NULL, subject TEXT NOT NULL, plan INTEGER,"          \
+  " held_cost INTEGER, held_tokens INTEGER, held_requests INTEGER,"                            \
+  " consumed_cost INTEGER, consumed_tokens INTEGER, consumed_requests INTEGER,"                \
+  " charged_cost INTEGER, charged_tokens INTEGER, charged_requests INTEGER,"                   \
+  " created_at INTEGER, expires_at INTEGER, flags INTEGER, model TEXT, provider TEXT,"         \
+  " price_version TEXT, fingerprint TEXT, failing_check INTEGER, fail_spent INTEGER,"          \
+  " fail_held INTEGER, fail_granted INTEGER"
+
+// The current version. A table is created here only when absent; the migrations build the
+// new layouts from older tables first.
+const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS limits ("
+    "  key TEXT PRIMARY KEY, scope TEXT NOT NULL, win TEXT NOT NULL, metric TEXT NOT NULL,"
+    "  amount INTEGER NOT NULL, alerts TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE IF NOT EXISTS counters ("
+    "  sid INTEGER NOT NULL, start INTEGER NOT NULL, end_ms INTEGER NOT NULL,"
+    "  spent_cost INTEGER NOT NULL DEFAULT 0, spent_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  spent_requests INTEGER NOT NULL DEFAULT 0, held_cost INTEGER NOT NULL DEFAULT 0,"
+    "  held_tokens INTEGER NOT NULL DEFAULT 0, held_requests INTEGER NOT NULL DEFAULT 0,"
+    "  granted_cost INTEGER NOT NULL DEFAULT 0, granted_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  granted_requests INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sid, start)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS plans (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE, windows TEXT NOT NULL);"
+    // Settled records (every state but held), and live holds: a hold moves from `holds` to
+    // `requests` when it is settled, so `holds` stays small and needs no deadline index.
+    "CREATE TABLE IF NOT EXISTS requests (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS holds (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);";
 
 // Version 1 -> 2, in the migration transaction. Plans are moved by migrate_v1() in C++ between
 // kMigrateV1a and kMigrateV1b (their window keys are computed from the decoded plan).
@@ -115,27 +120,28 @@ DROP TABLE counters;
 ALTER TABLE counters_v2 RENAME TO counters;
 CREATE TABLE plans (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE, windows TEXT NOT NULL);
 )SQL";
-const char* kMigrateV1b = R"SQL(
-CREATE TABLE requests_v2 (
-  id TEXT PRIMARY KEY, state INTEGER NOT NULL, subject TEXT NOT NULL, plan INTEGER,
-  held_cost INTEGER, held_tokens INTEGER, held_requests INTEGER,
-  consumed_cost INTEGER, consumed_tokens INTEGER, consumed_requests INTEGER,
-  charged_cost INTEGER, charged_tokens INTEGER, charged_requests INTEGER,
-  created_at INTEGER, expires_at INTEGER, flags INTEGER, model TEXT, provider TEXT, price_version TEXT,
-  fingerprint TEXT, failing_check INTEGER, fail_spent INTEGER, fail_held INTEGER, fail_granted INTEGER) WITHOUT ROWID;
-INSERT INTO requests_v2 SELECT r.id, r.state, r.subject, (SELECT p.id FROM plans p WHERE p.text = r.plan),
-  r.held_cost, r.held_tokens, r.held_requests, r.consumed_cost, r.consumed_tokens, r.consumed_requests,
-  r.charged_cost, r.charged_tokens, r.charged_requests, r.created_at, r.expires_at, r.flags, r.model, r.provider,
-  r.price_version, r.fingerprint, r.failing_check, r.fail_spent, r.fail_held, r.fail_granted FROM requests r;
-DROP INDEX IF EXISTS requests_deadline;
-DROP TABLE requests;
-ALTER TABLE requests_v2 RENAME TO requests;
-CREATE INDEX requests_deadline ON requests(expires_at) WHERE state = 0;
-CREATE TABLE ledger_v2 (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);
-INSERT INTO ledger_v2(seq, body, hash) SELECT seq, body, hash FROM ledger ORDER BY seq;
-DROP TABLE ledger;
-ALTER TABLE ledger_v2 RENAME TO ledger;
-)SQL";
+const char* kMigrateV1b =
+    "CREATE TABLE requests_v2 (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
+    "INSERT INTO requests_v2 SELECT r.id, r.state, r.subject, (SELECT p.id FROM plans p WHERE p.text = r.plan),"
+    "  r.held_cost, r.held_tokens, r.held_requests, r.consumed_cost, r.consumed_tokens, r.consumed_requests,"
+    "  r.charged_cost, r.charged_tokens, r.charged_requests, r.created_at, r.expires_at, r.flags, r.model,"
+    "  r.provider, r.price_version, r.fingerprint, r.failing_check, r.fail_spent, r.fail_held, r.fail_granted"
+    "  FROM requests r;"
+    "DROP INDEX IF EXISTS requests_deadline;"
+    "DROP TABLE requests;"
+    "ALTER TABLE requests_v2 RENAME TO requests;"
+    "CREATE INDEX requests_deadline ON requests(expires_at) WHERE state = 0;"
+    "CREATE TABLE ledger_v2 (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);"
+    "INSERT INTO ledger_v2(seq, body, hash) SELECT seq, body, hash FROM ledger ORDER BY seq;"
+    "DROP TABLE ledger;"
+    "ALTER TABLE ledger_v2 RENAME TO ledger;";
+
+// Version 2 -> 3: live holds move to their own table; the deadline index goes.
+const char* kMigrateV2 =
+    "CREATE TABLE holds (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
+    "INSERT INTO holds SELECT * FROM requests WHERE state = 0;"
+    "DELETE FROM requests WHERE state = 0;"
+    "DROP INDEX IF EXISTS requests_deadline;";
 
 const char* kEmptyPlanText = "{\"v\":0,\"w\":[],\"c\":[]}";
 
@@ -256,7 +262,8 @@ class SqlTxn final : public Txn {
 
  private:
   RequestRecord* lookup(const std::string& id);
-  void write_request(const RequestRecord& rec);
+  enum Where { kNew, kInHolds, kInRequests, kUnknown };
+  void write_request(const RequestRecord& rec, Where where);
   SqliteStore& s_;
   std::optional<RequestRecord> other_;  // a looked-up record that is not a live hold
 };
@@ -436,9 +443,9 @@ class SqliteStore final : public Store {
  private:
   friend class SqlTxn;
   enum StmtId {
-    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kAppend,
+    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kPutHold, kAppend,
     kDue, kNextDeadline, kScan, kHashAt, kAllCounters, kLastChain, kBegin, kCommit, kDataVersion,
-    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kCount
+    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kAddCounter, kDelHold, kUpdReq, kCount
   };
 
   void exec(const char* sql) {
@@ -470,7 +477,8 @@ class SqliteStore final : public Store {
         throw InternalError("sqlite store '" + path_ + "' has schema version " + std::to_string(version) +
                             ", newer than this libbudget (" + std::to_string(kSchemaVersion) + ")");
       if (version == 1) migrate_v1();
-      if (version < kSchemaVersion) exec(kSchemaV2);
+      if (version == 1 || version == 2) exec(kMigrateV2);
+      if (version < kSchemaVersion) exec(kSchema);
       exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       exec("COMMIT");
     } catch (...) {
@@ -506,7 +514,11 @@ class SqliteStore final : public Store {
         "DELETE FROM limits WHERE key=?",
         "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
         " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
-        " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM requests WHERE id=?",
+        " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM holds WHERE id=?1"
+        " UNION ALL "
+        "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
+        " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
+        " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM requests WHERE id=?1",
         "INSERT INTO requests(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
         " consumed_tokens, consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at,"
         " flags, model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted)"
@@ -519,9 +531,21 @@ class SqliteStore final : public Store {
         " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"
         " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held,"
         " fail_granted=excluded.fail_granted",
+        "INSERT INTO holds(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
+        " consumed_tokens, consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at,"
+        " flags, model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+        " held_cost=excluded.held_cost, held_tokens=excluded.held_tokens, held_requests=excluded.held_requests,"
+        " consumed_cost=excluded.consumed_cost, consumed_tokens=excluded.consumed_tokens,"
+        " consumed_requests=excluded.consumed_requests, charged_cost=excluded.charged_cost,"
+        " charged_tokens=excluded.charged_tokens, charged_requests=excluded.charged_requests,"
+        " expires_at=excluded.expires_at, flags=excluded.flags, model=excluded.model, provider=excluded.provider,"
+        " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"
+        " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held,"
+        " fail_granted=excluded.fail_granted",
         "INSERT INTO ledger(seq, body, hash, plan, wpos) VALUES (?,?,?,?,?)",
-        "SELECT id FROM requests WHERE state=0 AND expires_at<=? ORDER BY expires_at LIMIT ?",
-        "SELECT min(expires_at) FROM requests WHERE state=0",
+        "SELECT id FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
+        "SELECT min(expires_at) FROM holds",
         "SELECT seq, body, hash, plan, wpos FROM ledger WHERE seq>? ORDER BY seq LIMIT ?",
         "SELECT hash FROM ledger WHERE seq<=? ORDER BY seq DESC LIMIT 1",
         "SELECT s.name, c.start, c.end_ms, c.spent_cost, c.spent_tokens, c.spent_requests, c.held_cost, c.held_tokens,"
@@ -537,6 +561,14 @@ class SqliteStore final : public Store {
         "SELECT id, windows FROM plans WHERE text=?",
         "INSERT INTO plans(text, windows) VALUES (?,?)",
         "SELECT text, windows FROM plans WHERE id=?",
+        "UPDATE counters SET spent_cost=spent_cost+?, spent_tokens=spent_tokens+?, spent_requests=spent_requests+?,"
+        " held_cost=held_cost+?, held_tokens=held_tokens+?, held_requests=held_requests+?, granted_cost=granted_cost+?,"
+        " granted_tokens=granted_tokens+?, granted_requests=granted_requests+? WHERE sid=? AND start=?",
+        "DELETE FROM holds WHERE id=?",
+        "UPDATE requests SET state=?2, subject=?3, plan=?4, held_cost=?5, held_tokens=?6, held_requests=?7,"
+        " consumed_cost=?8, consumed_tokens=?9, consumed_requests=?10, charged_cost=?11, charged_tokens=?12,"
+        " charged_requests=?13, created_at=?14, expires_at=?15, flags=?16, model=?17, provider=?18, price_version=?19,"
+        " fingerprint=?20, failing_check=?21, fail_spent=?22, fail_held=?23, fail_granted=?24 WHERE id=?1",
     };
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
@@ -641,7 +673,7 @@ class SqliteStore final : public Store {
   }
   void purge_settled() {
     for (const auto& id : settled_)
-      if (auto it = held_.find(id); it != held_.end() && it->second.state != ReqState::Held) held_.erase(it);
+      if (auto it = held_.find(id); it != held_.end() && it->second.rec.state != ReqState::Held) held_.erase(it);
     settled_.clear();
   }
 
@@ -859,7 +891,11 @@ class SqliteStore final : public Store {
   int64_t last_seq_ = 0;
   std::string last_hash_;
   std::unordered_map<std::string, Series> series_;        // by series key
-  std::unordered_map<std::string, RequestRecord> held_;   // live holds, by request id
+  struct Held {
+    RequestRecord rec;
+    bool in_holds = true;  // where its row is: `holds`, or `requests` once settled
+  };
+  std::unordered_map<std::string, Held> held_;            // live holds, by request id
   std::vector<std::string> settled_;                      // to drop from held_ after the transaction
   std::unordered_map<std::string, int64_t> plan_ids_;     // plan text -> id
   std::unordered_map<int64_t, PlanRow> plans_by_id_;
@@ -894,19 +930,42 @@ std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
 
 void SqlTxn::add_all(const Plan& p, const Counters& d) {
   if (p.windows.empty()) return;
-  auto& s = s_.multi_add(p.windows.size()).reset();
-  std::vector<SqliteStore::Series*> series;
-  series.reserve(p.windows.size());
-  for (const auto& w : p.windows) {
-    auto& ser = s_.series_of(w);
-    series.push_back(&ser);
-    s.bind(s_.ensure_sid(ser, w)).bind(w.start).bind(w.end)
-        .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-        .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-        .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests);
+  const size_t n = p.windows.size();
+  SqliteStore::Series* small[16];
+  std::vector<SqliteStore::Series*> large;
+  SqliteStore::Series** series = small;
+  if (n > 16) {
+    large.resize(n);
+    series = large.data();
   }
-  s.exec();
-  for (size_t i = 0; i < p.windows.size(); ++i) {
+  // Every bucket known to exist (the usual case): one UPDATE by key each; else one upsert.
+  bool all_known = true;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& w = p.windows[i];
+    series[i] = &s_.series_of(w);
+    const auto& ser = *series[i];
+    all_known = all_known && ser.sid != 0 && ser.loaded && w.start >= ser.lo && ser.buckets.count(w.start) > 0;
+  }
+  if (all_known) {
+    auto& s = s_.st(SqliteStore::kAddCounter);
+    for (size_t i = 0; i < n; ++i) {
+      s.reset().bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
+          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
+          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests)
+          .bind(series[i]->sid).bind(p.windows[i].start).exec();
+    }
+  } else {
+    auto& s = s_.multi_add(n).reset();
+    for (size_t i = 0; i < n; ++i) {
+      const auto& w = p.windows[i];
+      s.bind(s_.ensure_sid(*series[i], w)).bind(w.start).bind(w.end)
+          .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
+          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
+          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests);
+    }
+    s.exec();
+  }
+  for (size_t i = 0; i < n; ++i) {
     auto& ser = *series[i];
     if (ser.loaded && p.windows[i].start >= ser.lo) add_to(ser.buckets[p.windows[i].start], d);
   }
@@ -915,7 +974,7 @@ void SqlTxn::add_all(const Plan& p, const Counters& d) {
 // The record of `id`: a live hold from the cache (loaded into it on a miss), another record in
 // `other_`, or null.
 RequestRecord* SqlTxn::lookup(const std::string& id) {
-  if (auto it = s_.held_.find(id); it != s_.held_.end()) return &it->second;
+  if (auto it = s_.held_.find(id); it != s_.held_.end()) return &it->second.rec;
   auto& s = s_.st(SqliteStore::kGetReq).reset().bind(id);
   if (!s.step()) {
     s.finish();
@@ -945,8 +1004,9 @@ RequestRecord* SqlTxn::lookup(const std::string& id) {
   r.plan = plan_id ? s_.plan_by_id(plan_id).plan : SqliteStore::empty_plan();
   if (r.state == ReqState::Held) {
     auto& slot = s_.held_[id];
-    slot = std::move(r);
-    return &slot;
+    slot.rec = std::move(r);
+    slot.in_holds = true;
+    return &slot.rec;
   }
   other_ = std::move(r);
   return &*other_;
@@ -973,9 +1033,13 @@ std::string json_strings(const std::vector<std::string>& v) {
   return out + "]";
 }
 
-void SqlTxn::write_request(const RequestRecord& r) {
+// Writes the record where its state belongs: a live hold in `holds`, any other in `requests`
+// (and out of `holds`). `where` is where its row is now.
+void SqlTxn::write_request(const RequestRecord& r, Where where) {
   int64_t plan_id = s_.plan_row(r.plan ? r.plan : SqliteStore::empty_plan()).id;
-  auto& s = s_.st(SqliteStore::kPutReq).reset();
+  const bool held = r.state == ReqState::Held;
+  auto id = held ? SqliteStore::kPutHold : where == kInRequests ? SqliteStore::kUpdReq : SqliteStore::kPutReq;
+  auto& s = s_.st(id).reset();
   s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
   s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
       .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
@@ -985,28 +1049,34 @@ void SqlTxn::write_request(const RequestRecord& r) {
       .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
       .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
       .exec();
+  if (!held && (where == kInHolds || where == kUnknown)) s_.st(SqliteStore::kDelHold).reset().bind(r.request_id).exec();
 }
 
 void SqlTxn::save_request(const RequestRecord& r) {
-  write_request(r);
   auto it = s_.held_.find(r.request_id);
   if (it == s_.held_.end()) {
-    if (r.state == ReqState::Held) s_.held_.emplace(r.request_id, r);
+    // Not a cached hold: other_ was read from `requests` in this transaction.
+    write_request(r, other_ && &*other_ == &r ? kInRequests : kUnknown);
+    if (r.state == ReqState::Held) s_.held_.emplace(r.request_id, SqliteStore::Held{r, true});
     return;
   }
-  if (&it->second != &r) it->second = r;
+  auto& entry = it->second;
+  write_request(r, entry.in_holds ? kInHolds : kInRequests);
+  if (&entry.rec != &r) entry.rec = r;
+  entry.in_holds = r.state == ReqState::Held;
   // A record that is no longer held leaves the cache after the transaction (`r` may be it).
-  if (r.state != ReqState::Held) s_.settled_.push_back(r.request_id);
+  if (!entry.in_holds) s_.settled_.push_back(r.request_id);
 }
 
 void SqlTxn::put_request(const RequestRecord& r) { save_request(r); }
 
 const RequestRecord& SqlTxn::adopt_request(RequestRecord&& r) {
-  write_request(r);
+  write_request(r, kNew);  // a new request id (find_request found none)
   if (r.state == ReqState::Held) {
     auto& slot = s_.held_[r.request_id];
-    slot = std::move(r);
-    return slot;
+    slot.rec = std::move(r);
+    slot.in_holds = true;
+    return slot.rec;
   }
   s_.held_.erase(r.request_id);
   other_ = std::move(r);

@@ -1,4 +1,5 @@
-// The SQLite store's schema: a file written by schema version 1 is migrated at open (counters,
+// The SQLite store's schema: a file written by schema version 1 is migrated at open to the
+// current version (through version 2, so both migrations run; counters,
 // holds, ledger and limits carry over; the hash chain still verifies); a new file gets the
 // current version and small pages.
 #include "store_fixture.hpp"
@@ -100,6 +101,11 @@ TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and 
     CHECK(events[0].request_id == "r-held");
     CHECK(events[0].metadata.find("chat") != std::string::npos);
     CHECK(events[0].windows.size() == 3);
+    {  // the live hold moved to `holds`, the settled records stayed in `requests`
+      Db db(path);
+      CHECK(db.column("SELECT id FROM holds") == std::vector<std::string>{"r-held"});
+      CHECK(db.column("SELECT count(*) FROM requests") == std::vector<std::string>{"4"});
+    }
 
     // Counters: alice spent 0.50 and holds 1.00 of her 2.00 a day; the grant raised the tenant.
     auto alice_day = status_of(m.status(Scope("user", "alice")), "day");
@@ -128,10 +134,12 @@ TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and 
     for (const auto& p : rep.problems) MESSAGE(p);
     CHECK(rep.ok);
     CHECK(m.events().size() > 7);
+    Db db(path);
+    CHECK(db.column("SELECT count(*) FROM holds") == std::vector<std::string>{"0"});
   }
   {
     Db db(path);
-    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"2"});
+    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
   }
   {  // opened again: nothing left to migrate
     BudgetManager m(options_for(path, clock));
@@ -151,7 +159,7 @@ TEST_CASE("sqlite: a new file has the current schema version and 1 KiB pages") {
     CHECK(m.verify().ok);
   }
   Db db(path);
-  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"2"});
+  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
   CHECK(db.column("PRAGMA page_size") == std::vector<std::string>{"1024"});
   // A plan is stored once; events refer to it.
   CHECK(db.column("SELECT count(*) FROM plans") == std::vector<std::string>{"1"});
