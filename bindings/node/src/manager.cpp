@@ -265,7 +265,9 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   // validating the scopes is skipped when a caller repeats the same subject).
   std::vector<std::string> subj_in_;
   std::shared_ptr<const budget::Subject> subj_;
-  std::string tmp_;
+  bool subj_simple_ = false;
+  std::vector<std::string> subj_read_;  // the strings being read (reused buffers)
+  bool reading_subject_ = false;        // an element getter may call back into this manager
   // Strings of the last inline result that the JS layer fetches only when it needs them.
   ResPtr last_res_;
   budget::Receipt last_receipt_;
@@ -643,68 +645,66 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   // the JS layer builds the result objects. Rare strings (a generated request id, a priced
   // model, line items...) are fetched by a second call (reservationExtras/receiptExtras).
 
-  // The subject argument, through the subject cache. Same validation and messages as to_subject.
-  const budget::Subject& subject_arg(const Napi::Value& v) {
+  // The subject argument, through the subject cache. Same validation and messages as
+  // to_subject. `simple`: the Subject is `global` followed by the scopes given, in order (the
+  // JS layer then builds reservation.subject itself).
+  struct SubjectArg {
+    std::shared_ptr<const budget::Subject> subject;
+    bool simple = false;
+  };
+  static bool is_simple(const budget::Subject& s, const std::vector<std::string>& in, size_t n) {
+    const auto& sc = s.scopes();
+    if (sc.size() != n + 1 || !sc[0].is_global()) return false;
+    for (size_t i = 0; i < n; ++i)
+      if (sc[i + 1].str() != in[i]) return false;
+    return true;
+  }
+  SubjectArg subject_arg(const Napi::Value& v) {
     napi_env env = v.Env();
     napi_valuetype t;
     napi_typeof(env, v, &t);
     size_t n = 0;
-    bool same = subj_ != nullptr;
     if (t == napi_string) {
-      read_utf8(env, v, tmp_);
+      if (subj_read_.empty()) subj_read_.emplace_back();
+      read_utf8(env, v, subj_read_[0]);  // a primitive: no user code runs
       n = 1;
-      same = same && subj_in_.size() == 1 && subj_in_[0] == tmp_;
-      if (!same) {
-        auto s = std::make_shared<const budget::Subject>(std::vector<std::string>{tmp_});
-        subj_in_.assign(1, tmp_);
-        subj_ = std::move(s);
+    } else {
+      bool arr = false;
+      napi_is_array(env, v, &arr);
+      // Not an array (to_subject throws the typed error), or re-entered from an element
+      // getter of a subject being read: no cache; not "simple", so the JS layer takes the
+      // reservation's subject from the addon.
+      if (!arr || reading_subject_) return {std::make_shared<const budget::Subject>(to_subject(v)), false};
+      uint32_t len = 0;
+      napi_get_array_length(env, v, &len);
+      if (len > 64) invalid("subject has too many scopes");
+      n = len;
+      if (subj_read_.size() < n) subj_read_.resize(n);
+      reading_subject_ = true;
+      try {
+        for (uint32_t i = 0; i < len; ++i) {
+          napi_value e;
+          napi_get_element(env, v, i, &e);  // may run a getter
+          napi_valuetype et;
+          napi_typeof(env, e, &et);
+          if (et != napi_string) to_string(Napi::Value(env, e), "subject scope");  // throws
+          read_utf8(env, e, subj_read_[i]);
+        }
+      } catch (...) {
+        reading_subject_ = false;
+        throw;
       }
-      return *subj_;
+      reading_subject_ = false;
     }
-    bool arr = false;
-    napi_is_array(env, v, &arr);
-    if (!arr) return subject_slow(v);
-    uint32_t len = 0;
-    napi_get_array_length(env, v, &len);
-    if (len > 64) invalid("subject has too many scopes");
-    n = len;
-    if (same && subj_in_.size() != n) same = false;
-    std::vector<std::string> fresh;
-    for (uint32_t i = 0; i < len; ++i) {
-      napi_value e;
-      napi_get_element(env, v, i, &e);
-      napi_valuetype et;
-      napi_typeof(env, e, &et);
-      if (et != napi_string) to_string(Napi::Value(env, e), "subject scope");  // throws
-      read_utf8(env, e, tmp_);
-      if (same && subj_in_[i] == tmp_) continue;
-      if (same) {  // first difference: copy the equal prefix
-        same = false;
-        fresh.assign(subj_in_.begin(), subj_in_.begin() + i);
-      }
-      fresh.push_back(tmp_);
-    }
-    if (same) return *subj_;
-    auto s = std::make_shared<const budget::Subject>(fresh);  // may throw: cache untouched
-    subj_in_ = std::move(fresh);
+    bool same = subj_ != nullptr && subj_in_.size() == n;
+    for (size_t i = 0; same && i < n; ++i) same = subj_in_[i] == subj_read_[i];
+    if (same) return {subj_, subj_simple_};
+    std::vector<std::string> in(subj_read_.begin(), subj_read_.begin() + static_cast<std::ptrdiff_t>(n));
+    auto s = std::make_shared<const budget::Subject>(in);  // may throw: cache untouched
+    subj_simple_ = is_simple(*s, in, n);
+    subj_in_ = std::move(in);
     subj_ = std::move(s);
-    return *subj_;
-  }
-  const budget::Subject& subject_slow(const Napi::Value& v) {
-    auto s = std::make_shared<const budget::Subject>(to_subject(v));  // throws the typed error
-    subj_.reset();
-    subj_in_.clear();
-    subj_ = std::move(s);
-    return *subj_;
-  }
-  // true when the subject is `global` followed by the scopes given, in order (the JS layer
-  // then builds reservation.subject itself).
-  bool subject_simple(const budget::Subject& s) const {
-    const auto& sc = s.scopes();
-    if (sc.size() != subj_in_.size() + 1 || !sc[0].is_global()) return false;
-    for (size_t i = 0; i < subj_in_.size(); ++i)
-      if (sc[i + 1].str() != subj_in_[i]) return false;
-    return true;
+    return {subj_, subj_simple_};
   }
 
   // Options of reserve/record: (requestId, options); options undefined = only the id.
@@ -748,7 +748,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   // not the one given, 32 subject not simple, 64 model set and not the one given, 128 model
   // = the one given), [1] estimate, [2] held, [3,4] heldTokens, [5] expiresAt ms.
   // Returns the handle, the Denial object, or null.
-  Napi::Value decision_out(Napi::Env env, budget::Decision& d, const std::string* given_id,
+  Napi::Value decision_out(Napi::Env env, budget::Decision& d, bool subject_simple, const std::string* given_id,
                            const std::string* given_model) {
     EnvData& e = *ed_;
     int flags = (d.allowed ? 1 : 0) | (d.replayed ? 2 : 0) | (d.fail_open ? 4 : 0);
@@ -757,7 +757,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       const budget::Reservation& r = d.reservation;
       flags |= 8;
       if (!given_id || *given_id != r.request_id()) flags |= 16;
-      if (!subject_simple(r.subject())) flags |= 32;
+      if (!subject_simple) flags |= 32;  // the reservation's subject is the one given
       if (!r.model().empty()) flags |= given_model && *given_model == r.model() ? 128 : 64;
       e.i64(2, r.held().nanos());
       e.count(3, r.held_tokens());
@@ -858,11 +858,11 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return guard(env, [&] {
       auto* m = mgr_raw();
       auto slots = slots_if_priced(info, 4);
-      const budget::Subject& subject = subject_arg(info[0]);
+      SubjectArg subject = subject_arg(info[0]);
       auto est = slots ? priced<budget::Estimate>(info, 4, *slots) : to_estimate(info[1]);
       auto opts = options_arg(info, 2);
-      auto d = m->reserve(subject, est, opts);
-      return decision_out(env, d, opts.request_id.empty() ? nullptr : &opts.request_id,
+      auto d = m->reserve(*subject.subject, est, opts);
+      return decision_out(env, d, subject.simple, opts.request_id.empty() ? nullptr : &opts.request_id,
                           slots ? &est.model : nullptr);
     });
   }
@@ -871,10 +871,10 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return guard(env, [&] {
       auto* m = mgr_raw();
       auto slots = slots_if_priced(info, 2);
-      const budget::Subject& subject = subject_arg(info[0]);
+      SubjectArg subject = subject_arg(info[0]);
       auto est = slots ? priced<budget::Estimate>(info, 2, *slots) : to_estimate(info[1]);
-      auto d = m->check(subject, est);
-      return decision_out(env, d, nullptr, nullptr);
+      auto d = m->check(*subject.subject, est);
+      return decision_out(env, d, subject.simple, nullptr, nullptr);
     });
   }
   // scratch: [0] 1 = continue, [1] consumed, [2] held. Returns the Denial object or null.
@@ -936,10 +936,10 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return guard(env, [&] {
       auto* m = mgr_raw();
       auto slots = slots_if_priced(info, 4);
-      const budget::Subject& subject = subject_arg(info[0]);
+      SubjectArg subject = subject_arg(info[0]);
       auto c = charge_arg(info, 1, 4, slots);
       auto opts = options_arg(info, 2);
-      auto r = m->record(subject, c, opts);
+      auto r = m->record(*subject.subject, c, opts);
       return receipt_out(env, r, slots ? &c.model : nullptr);
     });
   }

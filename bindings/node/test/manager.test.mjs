@@ -409,3 +409,33 @@ test('memory store inline: getters that call back into libbudget do not disturb 
   assert.ok(calls > 10);
   m.close();
 });
+
+test('memory store inline: a getter may call the same manager while its arguments are read', async () => {
+  const m = new BudgetManager({ store: 'memory' });
+  // Getters may run more than once (the TS layer reads some values before the addon does);
+  // every call, nested or not, must still get its own right answer.
+  /** @type {[string[], Promise<import('libbudget').Decision>][]} */
+  const nested = [];
+  const call = (/** @type {string[]} */ s, /** @type {string[]} */ want) => nested.push([want, m.reserve(s, 1n)]);
+  const subject = ['tenant:n'];
+  Object.defineProperty(subject, 1, {
+    enumerable: true,
+    get() {
+      call(['user:x', 'user:x', 'global'], ['global', 'user:x']);  // a subject that is not "simple"
+      call(['tenant:n', 'user:y'], ['global', 'tenant:n', 'user:y']);  // same length as the outer one
+      return 'user:n';
+    },
+  });
+  const estimate = { get cost() { call(['user:z'], ['global', 'user:z']); return 3n; } };
+  const d = await m.reserve(subject, estimate, { requestId: 'outer' });
+  assert.deepEqual(d.reservation?.subject, ['global', 'tenant:n', 'user:n']);
+  assert.equal(d.reservation?.held, 3n);
+  assert.ok(nested.length >= 3);
+  for (const [want, p] of nested) assert.deepEqual((await p).reservation?.subject, want);
+  // The cache still answers right afterwards.
+  assert.deepEqual((await m.reserve(['tenant:n', 'user:y'], 1n)).reservation?.subject, ['global', 'tenant:n', 'user:y']);
+  assert.deepEqual((await m.reserve(['user:x', 'user:x'], 1n)).reservation?.subject, ['global', 'user:x']);
+  const rc = await m.commit(/** @type {any} */ (d.reservation), 3n);
+  assert.equal(rc.requestId, 'outer');
+  m.close();
+});
