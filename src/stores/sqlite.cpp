@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -42,7 +43,8 @@ namespace {
 
 constexpr int kSchemaVersion = 3;
 constexpr int kPageSize = 1024;
-constexpr int kGatherMicros = 100;  // longest wait of a batch leader for the previous batch's callers  // for new files only (an existing file keeps its page size)
+constexpr int kGatherMicros = 100;  // longest wait of a new batch leader for the previous batch's callers
+constexpr int kLeadRounds = 4;       // batches a leader runs after its own before handing over  // for new files only (an existing file keeps its page size)
 
 // Version 1, kept to document what migrate_v1() starts from.
 [[maybe_unused]] const char* kSchemaV1 = R"SQL(
@@ -729,10 +731,16 @@ class SqliteStore final : public Store {
   }
 
   // ---- group commit -------------------------------------------------------------------
+  // Callers queue their operation; the first finds no leader and leads: it runs every queued
+  // operation in one transaction, answers their callers (each is woken alone), and while more
+  // have queued meanwhile runs those too (a few rounds at most, then hands over to the oldest
+  // waiting caller), so the transaction after this one is ready when this one commits.
   struct Job {
     std::function<void(SqlTxn&)> fn;
     std::exception_ptr error;
-    bool done = false;
+    bool done = false;  // guarded by qm_
+    bool lead = false;  // guarded by qm_: this caller leads next
+    std::condition_variable cv;
   };
 
   template <class F>
@@ -743,33 +751,64 @@ class SqliteStore final : public Store {
     job.fn = [&](SqlTxn& t) { result.emplace(f(t)); };
     std::unique_lock lk(qm_);
     queue_.push_back(&job);
-    if (gathering_ && queue_.size() >= expected_) arrive_cv_.notify_one();
-    while (!job.done) {
-      if (leader_) {
-        qcv_.wait(lk);
-        continue;
-      }
+    if (leader_) {
+      if (gathering_ && queue_.size() >= gather_target_) arrive_cv_.notify_one();
+      job.cv.wait(lk, [&] { return job.done || job.lead; });
+      if (job.done) wake_next(&job);
+    } else {
       leader_ = true;
-      // The callers of the last batch are probably about to come back: wait a moment for them
-      // (never when one thread works alone), so a batch carries every concurrent operation.
-      if (queue_.size() < expected_) {
-        gathering_ = true;
-        arrive_cv_.wait_for(lk, std::chrono::microseconds(kGatherMicros), [&] { return queue_.size() >= expected_; });
-        gathering_ = false;
+      job.lead = true;
+    }
+    if (!job.done) lead(lk, job);
+    lk.unlock();
+    if (job.error) std::rethrow_exception(job.error);
+    return std::move(*result);
+  }
+
+  // Answered callers are woken one after the other: the leader wakes the first and gets on
+  // with the next batch, each woken caller wakes the next. Under qm_: a caller leaves only
+  // after taking itself off the list (under qm_), so a job is never notified after it is gone.
+  void wake_next(Job* self) {
+    if (self) {
+      auto it = std::find(to_wake_.begin(), to_wake_.end(), self);
+      if (it != to_wake_.end()) to_wake_.erase(it);
+    }
+    if (to_wake_.empty()) return;
+    Job* next = to_wake_.front();
+    to_wake_.pop_front();
+    next->cv.notify_one();
+  }
+
+  // Called with lk held and leader_ set; returns with lk held, `self` done.
+  void lead(std::unique_lock<std::mutex>& lk, Job& self) {
+    // The callers of the last batch are probably about to come back: wait a moment for them
+    // (never when one thread works alone), so a batch carries every concurrent operation.
+    if (queue_.size() < expected_) {
+      gathering_ = true;
+      gather_target_ = expected_;
+      arrive_cv_.wait_for(lk, std::chrono::microseconds(kGatherMicros), [&] { return queue_.size() >= gather_target_; });
+      gathering_ = false;
+    }
+    for (int round = 0; !queue_.empty(); ++round) {
+      if (self.done && round >= kLeadRounds) {  // hand over to the oldest waiting caller
+        Job* next = queue_.front();
+        next->lead = true;
+        next->cv.notify_one();
+        return;
       }
-      expected_ = queue_.size();
       std::vector<Job*> batch(queue_.begin(), queue_.end());
       queue_.clear();
       lk.unlock();
       execute(batch);
       lk.lock();
-      for (auto* j : batch) j->done = true;
-      leader_ = false;
-      qcv_.notify_all();
+      for (auto* j : batch) {
+        j->done = true;
+        if (j != &self) to_wake_.push_back(j);
+      }
+      wake_next(nullptr);
+      expected_ = batch.size();
     }
-    lk.unlock();
-    if (job.error) std::rethrow_exception(job.error);
-    return std::move(*result);
+    leader_ = false;
   }
 
   // Starts the batch's transaction and validates the cache. False (errors set) on failure.
@@ -877,11 +916,12 @@ class SqliteStore final : public Store {
   sqlite3* db_ = nullptr;
   std::vector<std::unique_ptr<Stmt>> stmts_;
   std::mutex qm_;
-  std::condition_variable qcv_;
   std::deque<Job*> queue_;
+  std::deque<Job*> to_wake_;  // answered callers not woken yet
   bool leader_ = false;
   std::condition_variable arrive_cv_;
   bool gathering_ = false;
+  size_t gather_target_ = 0;
   size_t expected_ = 1;  // operations in the last batch
 
   // Cache (leader only).
