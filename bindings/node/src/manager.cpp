@@ -856,7 +856,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value ReserveI(const Napi::CallbackInfo& info) {  // (subject, estimate, requestId, options, model)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       auto slots = slots_if_priced(info, 4);
       SubjectArg subject = subject_arg(info[0]);
       auto est = slots ? priced<budget::Estimate>(info, 4, *slots) : to_estimate(info[1]);
@@ -869,7 +869,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value CheckI(const Napi::CallbackInfo& info) {  // (subject, estimate, model)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       auto slots = slots_if_priced(info, 2);
       SubjectArg subject = subject_arg(info[0]);
       auto est = slots ? priced<budget::Estimate>(info, 2, *slots) : to_estimate(info[1]);
@@ -881,7 +881,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value ConsumeI(const Napi::CallbackInfo& info) {  // (res, res.handle, amount, tokens)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       ResArg a = res_arg(info);
       budget::Money amount = to_money(info[2], "amount");
       int64_t tokens = info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull() ? to_count(info[3], "tokens") : 0;
@@ -902,7 +902,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value CommitI(const Napi::CallbackInfo& info) {  // (res, res.handle, charge, model, provider)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       auto slots = slots_if_priced(info, 3);
       ResArg a = res_arg(info);
       budget::Charge c = charge_arg(info, 2, 3, slots);
@@ -919,7 +919,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value ReleaseI(const Napi::CallbackInfo& info) {  // (res, res.handle)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       ResArg a = res_arg(info);
       budget::Receipt r;
       if (a.handle) {
@@ -934,7 +934,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value RecordI(const Napi::CallbackInfo& info) {  // (subject, charge, requestId, options, model, provider)
     Napi::Env env = info.Env();
     return guard(env, [&] {
-      auto* m = mgr_raw();
+      auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       auto slots = slots_if_priced(info, 4);
       SubjectArg subject = subject_arg(info[0]);
       auto c = charge_arg(info, 1, 4, slots);
@@ -971,11 +971,6 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     a.Set(3u, items);
     last_receipt_ = budget::Receipt();
     return a;
-  }
-
-  budget::BudgetManager* mgr_raw() const {
-    if (!m_) throw budget::InvalidArgumentError("the BudgetManager is closed");
-    return m_.get();
   }
 
   // Benchmark baseline: benchLoop(subject, estimate, n, prefix, charge = estimate): n

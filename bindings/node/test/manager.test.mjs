@@ -439,3 +439,14 @@ test('memory store inline: a getter may call the same manager while its argument
   assert.equal(rc.requestId, 'outer');
   m.close();
 });
+
+test('memory store inline: close() from a getter of an argument; the call completes, later calls reject', async () => {
+  const m = new BudgetManager({ store: 'memory' });
+  const subject = ['tenant:c'];
+  Object.defineProperty(subject, 1, { enumerable: true, get() { m.close(); return 'user:c'; } });
+  const d = await m.reserve(subject, 1n, { requestId: 'c1' });  // the addon reads the subject
+  assert.equal(d.allowed, true);
+  assert.deepEqual(d.reservation?.subject, ['global', 'tenant:c', 'user:c']);
+  await assert.rejects(m.reserve('user:c', 1n), InvalidArgumentError);
+  await assert.rejects(m.commit(/** @type {any} */ (d.reservation), 1n), InvalidArgumentError);
+});
