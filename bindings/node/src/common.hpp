@@ -21,18 +21,19 @@
 namespace bn {
 
 // ---- per-environment data ----------------------------------------------------------------
-// Constructors and the error factory, and the scratch buffer: an ArrayBuffer shared with the TypeScript layer, through which the
-// synchronous fast paths (the inline memory store, pricing.cost) exchange numbers without
-// building JS objects in C++ (each named property set from C++ costs ~100 ns; the JS layer
-// builds the result objects with literal shapes instead). Only the JS thread touches it,
-// one call at a time. Slots are 8 bytes: doubles (flags, counts, epoch ms) or int64 nanos.
+// The class constructors, the error factory and the scratch buffer of one environment (the
+// main thread or a worker). The scratch buffer is an ArrayBuffer shared with the TypeScript
+// layer, through which the synchronous fast paths (the inline memory store, pricing.cost)
+// exchange numbers without building JS objects in C++ (each named property set from C++
+// costs ~100 ns; the JS layer builds the result objects with literal shapes instead). Only
+// the JS thread touches it, one call at a time. Slots are 8 bytes: doubles (flags, counts,
+// epoch ms) or int64 nanos.
 struct EnvData {
   static constexpr size_t kSlots = 64;
-  Napi::Reference<Napi::ArrayBuffer> scratch_ref;
-  // Per environment (worker threads each load the addon into their own environment; a
-  // reference is only usable in the environment that created it).
+  // A reference is only usable in the environment that created it.
   Napi::FunctionReference error_factory;  // set by the TS layer (setErrorFactory)
   Napi::FunctionReference clock_ctor, manager_ctor, pricing_ctor;
+  Napi::Reference<Napi::ArrayBuffer> scratch_ref;
   unsigned char* scratch = nullptr;
   void f64(size_t i, double v) noexcept { std::memcpy(scratch + 8 * i, &v, 8); }
   void i64(size_t i, int64_t v) noexcept { std::memcpy(scratch + 8 * i, &v, 8); }

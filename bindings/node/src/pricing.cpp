@@ -83,7 +83,8 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
          InstanceMethod("setPrice", &NativePricing::SetPrice), InstanceMethod("addAlias", &NativePricing::AddAlias),
          InstanceMethod("addMarkup", &NativePricing::AddMarkup), InstanceMethod("setFallback", &NativePricing::SetFallback),
          InstanceMethod("resolve", &NativePricing::Resolve), InstanceMethod("knows", &NativePricing::Knows),
-         InstanceMethod("cost", &NativePricing::Cost), InstanceMethod("costF", &NativePricing::CostF), InstanceMethod("quote", &NativePricing::Quote),
+         InstanceMethod("cost", &NativePricing::Cost), InstanceMethod("costF", &NativePricing::CostF),
+         InstanceMethod("quote", &NativePricing::Quote),
          InstanceMethod("estimate", &NativePricing::Estimate), InstanceMethod("priceVersion", &NativePricing::PriceVersion),
          InstanceMethod("size", &NativePricing::Size), InstanceMethod("benchCost", &NativePricing::BenchCost),
          StaticMethod("bundledTableInfo", &NativePricing::BundledInfo)});
@@ -249,11 +250,10 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
       std::string model = to_string(i[0], "model");
       budget::Usage u = to_usage(i[1]);
       int64_t n = to_count(i[2], "n");
-      int64_t sink = 0;
+      volatile int64_t sink = 0;  // the results are used: the loop stays
       auto t0 = std::chrono::steady_clock::now();
-      for (int64_t k = 0; k < n; ++k) sink += e_->cost(model, u).nanos();
+      for (int64_t k = 0; k < n; ++k) sink = sink + e_->cost(model, u).nanos();
       auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-      if (sink == 42) ns += 0;  // keep the loop
       return Napi::Value(Napi::Number::New(i.Env(), double(ns)));
     });
   }
