@@ -11,12 +11,14 @@
 //       raw EVALSHA of a no-op script (the floor of any call), raw EVALSHA of a one-write
 //       script (INCR: the floor of any *writing* call, which pays the fsync in fsync mode),
 //       and BudgetManager::reserve (3 scopes x 1 day limit); p50/p99 and the ratios;
-//   - round trips per reserve counted by the server (INFO commandstats, EVALSHA + EVAL);
-//   - server time per script (INFO commandstats usec per EVALSHA, reserve-only loop vs no-op);
+//   - round trips per reserve counted by the server (INFO commandstats: FCALL + EVALSHA + EVAL);
+//   - server time per reserve script (INFO commandstats, reserve-only loop), split into the
+//     commands it calls and the rest (Lua and call glue), and of the no-op script;
 //   - 16 threads: reserve over a 4-connection pool (auto-pipelining) and over 16 connections
-//     (one per thread), against redis-benchmark -c 16 running EVALSHA of the *same reserve
-//     script with the same arguments* (captured with MONITOR from a real reserve; the request
-//     id is "rb-__rand_int__" so each call is a new hold) and of the no-op script.
+//     (one per thread), with the CPU per reserve of this process and of redis-server (INFO
+//     cpu), against redis-benchmark -c 16 running the *same reserve call* (FCALL of the same
+//     function with the same arguments, captured with MONITOR from a real reserve; the request
+//     id is "rb-__rand_int__" so each call is a new hold) and EVALSHA of the no-op script.
 #include <budget/budget.hpp>
 
 #include <hiredis/hiredis.h>
@@ -77,19 +79,32 @@ std::string info_field(redisContext* c, const char* section, const std::string& 
   return info.substr(p, info.find_first_of("\r\n", p) - p);
 }
 
-// calls and usec of the top-level script commands (FCALL + EVALSHA + EVAL).
-std::pair<int64_t, int64_t> script_stats(redisContext* c) {
+// INFO commandstats: calls and usec of the top-level script commands (FCALL + EVALSHA + EVAL),
+// and of every other command but INFO/CONFIG (those a script calls, during a script-only loop).
+struct Stats {
+  int64_t calls = 0, usec = 0, inner_calls = 0, inner_usec = 0;
+};
+Stats script_stats(redisContext* c) {
   std::string info = cmd_str(c, {"INFO", "commandstats"});
-  int64_t calls = 0, usec = 0;
-  for (const char* name : {"cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"}) {
-    auto p = info.find(name);
-    if (p == std::string::npos) continue;
-    auto q = info.find("calls=", p) + 6;
-    calls += std::stoll(info.substr(q, info.find(',', q) - q));
-    q = info.find("usec=", p) + 5;
-    usec += std::stoll(info.substr(q, info.find(',', q) - q));
+  Stats st;
+  size_t pos = 0;
+  while ((pos = info.find("cmdstat_", pos)) != std::string::npos) {
+    auto colon = info.find(':', pos);
+    std::string name = info.substr(pos + 8, colon - pos - 8);
+    auto q = info.find("calls=", colon) + 6;
+    int64_t calls = std::stoll(info.substr(q, info.find(',', q) - q));
+    q = info.find("usec=", colon) + 5;
+    int64_t usec = std::stoll(info.substr(q, info.find(',', q) - q));
+    if (name == "fcall" || name == "evalsha" || name == "eval") {
+      st.calls += calls;
+      st.usec += usec;
+    } else if (name != "info" && name.rfind("config", 0) != 0) {
+      st.inner_calls += calls;
+      st.inner_usec += usec;
+    }
+    pos = colon;
   }
-  return {calls, usec};
+  return st;
 }
 
 double pct(std::vector<double> v, double q) {
@@ -236,7 +251,7 @@ double redis_benchmark(const std::string& host, int port, int clients, int reque
 }
 
 struct ModeFigures {
-  double noop_p50, write_p50, res_p50, res_p99, rt, srv_res, srv_noop, rb_res, rb_noop;
+  double noop_p50, write_p50, res_p50, res_p99, rt, srv_res, srv_noop, inner_calls, inner_us, rb_res, rb_noop;
   Throughput piped, unpiped;
 };
 
@@ -316,14 +331,16 @@ int main(int argc, char** argv) {
     f.res_p99 = pct(res_us, 0.99);
     // Round trips and server time: reserve-only, then no-op-only loops.
     const int n = std::min(iters, 5000);
-    auto [c0, u0] = script_stats(raw);
+    auto s0 = script_stats(raw);
     for (int i = 0; i < n; ++i) m.reserve(s, Money::from_nanos(1000));
-    auto [c1, u1] = script_stats(raw);
+    auto s1 = script_stats(raw);
     for (int i = 0; i < n; ++i) freeReplyObject(cmd(raw, {"EVALSHA", noop_sha, "0"}));
-    auto [c2, u2] = script_stats(raw);
-    f.rt = static_cast<double>(c1 - c0) / n;
-    f.srv_res = static_cast<double>(u1 - u0) / static_cast<double>(c1 - c0);
-    f.srv_noop = static_cast<double>(u2 - u1) / static_cast<double>(c2 - c1);
+    auto s2 = script_stats(raw);
+    f.rt = static_cast<double>(s1.calls - s0.calls) / n;
+    f.srv_res = static_cast<double>(s1.usec - s0.usec) / static_cast<double>(s1.calls - s0.calls);
+    f.srv_noop = static_cast<double>(s2.usec - s1.usec) / static_cast<double>(s2.calls - s1.calls);
+    f.inner_calls = static_cast<double>(s1.inner_calls - s0.inner_calls) / n;
+    f.inner_us = static_cast<double>(s1.inner_usec - s0.inner_usec) / n;
     f.piped = throughput(raw, url + "&pool=4", 16, secs);
     f.unpiped = throughput(raw, url + "&pool=16", 16, secs);
     const int rbn = static_cast<int>(std::max(20000.0, 20000.0 * secs));
@@ -337,9 +354,9 @@ int main(int argc, char** argv) {
     std::printf("  reserve / no-op EVALSHA   = %.2fx   (goal <= 1.2x)\n", f.res_p50 / f.noop_p50);
     std::printf("  reserve / one-write EVALSHA = %.2fx\n", f.res_p50 / f.write_p50);
     std::printf("  round trips per reserve (INFO commandstats): %.3f\n", f.rt);
-    std::printf("  server time per script (commandstats): reserve %.1f us, no-op %.1f us -> at most %.0f reserves/s "
-                "on one server core\n",
-                f.srv_res, f.srv_noop, 1e6 / f.srv_res);
+    std::printf("  server time per script (commandstats): reserve %.1f us (of which %.1f redis.calls: %.1f us; Lua and "
+                "call glue: %.1f us), no-op %.1f us\n",
+                f.srv_res, f.inner_calls, f.inner_us, f.srv_res - f.inner_us, f.srv_noop);
     std::printf("16 threads: reserve pool 4 (auto-pipelining) %.0f ops/s (goal >= 70000), pool 16 %.0f ops/s\n",
                 f.piped.ops_s, f.unpiped.ops_s);
     std::printf("  CPU per reserve, pool 4: client %.1f us + redis-server %.1f us; pool 16: client %.1f us + "
@@ -349,7 +366,7 @@ int main(int argc, char** argv) {
                 std::thread::hardware_concurrency(), 1e6 / f.piped.server_us,
                 std::thread::hardware_concurrency() * 1e6 / (f.piped.client_us + f.piped.server_us));
     if (f.rb_res > 0)
-      std::printf("  redis-benchmark -c 16 EVALSHA same reserve script: %.0f ops/s -> ratios: pipelined %.2f, "
+      std::printf("  redis-benchmark -c 16, same reserve call: %.0f ops/s -> ratios: pipelined %.2f, "
                   "pool 16 %.2f (goal >= 0.80)\n",
                   f.rb_res, f.piped.ops_s / f.rb_res, f.unpiped.ops_s / f.rb_res);
     if (f.rb_noop > 0) std::printf("  redis-benchmark -c 16 EVALSHA no-op: %.0f ops/s\n", f.rb_noop);

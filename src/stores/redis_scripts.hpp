@@ -80,7 +80,6 @@ local function sgn(...)
   if h > 0 then return 1 elseif h < 0 then return -1 elseif l > 0 then return 1 end
   return 0
 end
-local function small(x) return x < L50 and x > -L50 end
 
 -- Plans. The flat form (built once per plan by the client, stored under {ns}:p:<id>):
 --   nw, nc, window keys joined by '\n', then per window: bucket key, series index key ('' for a
@@ -101,6 +100,20 @@ local function plan_at(a, o)
     k = k + 2
   end
   return p
+end
+-- Parsed plans by namespace and plan id (the SHA-1 of the plan's JSON: a plan never changes
+-- under its id). Kept across calls while the function library stays loaded (not with plain
+-- EVAL scripts, where the prelude runs on every call); read-only; bounded.
+local PLANS, NPLANS = {}, 0
+local function remember(k, p)
+  if NPLANS >= 4096 then PLANS, NPLANS = {}, 0 end
+  PLANS[k] = p
+  NPLANS = NPLANS + 1
+  return p
+end
+local function plan_arg(id, o)
+  local k = B .. id
+  return PLANS[k] or remember(k, plan_at(ARGV, o))
 end
 -- The same from the JSON copy kept in a request record (a plan key that expired): slow path.
 local function plan_json(text)
@@ -149,14 +162,19 @@ end
 -- x cost, tokens, requests (absent = 0), n = '1' once a later bucket of the series exists.
 -- "{ns}:x:<scope>|<window>" indexes the bucket starts of a series (zset) for calendar and
 -- rolling windows.
+-- Numbers passed to redis.call are formatted with %.14g (slow, and inexact past 1e14): the
+-- scripts pass strings.
+local FNAME = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
+local FIELD = {['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4, ['5'] = 5, ['6'] = 6, ['7'] = 7, ['8'] = 8, ['9'] = 9}
 local function getb(k)
   local b = BK[k]
   if b then return b end
-  local v = call('HMGET', k, 'e', 'n', '1', '2', '3', '4', '5', '6', '7', '8', '9')
-  b = {0, 0, 0, 0, 0, 0, 0, 0, 0, ex = v[1] and true or false, nx = v[2] and true or false}
-  for m = 1, 9 do
-    local x = v[m + 2]
-    if x then b[m] = num(x) end
+  local v = call('HGETALL', k)  -- a bucket holds few fields: cheaper than HMGET of all eleven
+  b = {0, 0, 0, 0, 0, 0, 0, 0, 0, ex = false, nx = false}
+  for i = 1, #v, 2 do
+    local f = v[i]
+    local m = FIELD[f]
+    if m then b[m] = num(v[i + 1]) elseif f == 'e' then b.ex = true elseif f == 'n' then b.nx = true end
   end
   BK[k] = b
   return b
@@ -205,7 +223,8 @@ end
 local function room(c, s, need)
   local a, h, l = s[1], s[2], c.lim
   local g = c.g and s[3] or 0
-  if small(a) and small(h) and small(g) and small(l) and small(need) then
+  if a < L50 and a > -L50 and h < L50 and h > -L50 and g < L50 and g > -L50 and l < L50 and l > -L50 and
+     need < L50 and need > -L50 then
     local u = a + h - l - g
     if need == 0 then return u < 0 end
     return u + need <= 0
@@ -216,7 +235,9 @@ end
 local function over(c, s)
   local a, h, l = s[1], s[2], c.lim
   local g = c.g and s[3] or 0
-  if small(a) and small(h) and small(g) and small(l) then return a + h - l - g > 0 end
+  if a < L50 and a > -L50 and h < L50 and h > -L50 and g < L50 and g > -L50 and l < L50 and l > -L50 then
+    return a + h - l - g > 0
+  end
   return sgn(a, h, -l, -g) > 0
 end
 local function first_failing(p, st, need)
@@ -232,7 +253,7 @@ end
 local function create_bucket(w, nz, vals)
   local ck = w.ck
   local args = {ck, 'e', w.es}
-  for _, m in ipairs(nz) do args[#args + 1] = m; args[#args + 1] = vals[m] end
+  for _, m in ipairs(nz) do args[#args + 1] = FNAME[m]; args[#args + 1] = vals[m] end
   if w.e >= LIM then
     call('HSET', unpack(args))
     return false
@@ -250,7 +271,7 @@ local function create_bucket(w, nz, vals)
         if BK[k] then BK[k].nx = true end
         if call('EXISTS', k) == 1 then call('HSET', k, 'n', '1') end
       end
-      if #call('ZRANGEBYSCORE', w.xk, '(' .. w.ss, '+inf', 'LIMIT', 0, 1) > 0 then
+      if #call('ZRANGEBYSCORE', w.xk, '(' .. w.ss, '+inf', 'LIMIT', '0', '1') > 0 then
         args[#args + 1] = 'n'
         args[#args + 1] = '1'
         later = true
@@ -289,10 +310,10 @@ local function add_all(p, d)
     if created then
       n.nx = create_bucket(w, nz, ds)
     elseif #nz == 1 then
-      call('HINCRBY', ck, nz[1], ds[nz[1]])
+      call('HINCRBY', ck, FNAME[nz[1]], ds[nz[1]])
     elseif #nz > 1 then
       local args = {ck}
-      for _, m in ipairs(nz) do args[#args + 1] = m; args[#args + 1] = fmt(n[m]) end
+      for _, m in ipairs(nz) do args[#args + 1] = FNAME[m]; args[#args + 1] = fmt(n[m]) end
       call('HSET', unpack(args))
     end
   end
@@ -331,8 +352,12 @@ local function plan_of(r)
   if q then return q end
   local p
   if r.pi ~= '' then
-    local a = call('LRANGE', B .. 'p:' .. r.pi, 0, -1)
-    if #a > 0 then p = plan_at(a, 1) end
+    local k = B .. r.pi
+    p = PLANS[k]
+    if not p then
+      local a = call('LRANGE', B .. 'p:' .. r.pi, '0', '-1')
+      if #a > 0 then p = remember(k, plan_at(a, 1)) end
+    end
   end
   if not p then p = plan_json(r.p) end
   rawset(r, '_plan', p)
@@ -380,7 +405,7 @@ local function expire_rec(r)
   emit('expire', r._id, r.sub, p.wk, d, '', '', r.m, r.pr, r.pv)
 end
 local function sweep(max)
-  local ids = call('ZRANGEBYSCORE', B .. 'dl', '-inf', NOWS, 'LIMIT', 0, max)
+  local ids = call('ZRANGEBYSCORE', B .. 'dl', '-inf', NOWS, 'LIMIT', '0', max)
   local n = 0
   for _, id in ipairs(ids) do
     local r = getrec(id)
@@ -403,7 +428,7 @@ local id = ARGV[4]
 local dry = ARGV[17] == '1'
 local rk
 if not dry then
-  sweep(4)
+  sweep('4')
   local r
   r, rk = getrec(id)
   if r then
@@ -414,7 +439,7 @@ if not dry then
   end
 end
 if lv() ~= ARGV[8] then finish(); return {'S'} end
-local p = plan_at(ARGV, 18)
+local p = plan_arg(ARGV[7], 18)
 local need = {num(ARGV[9]), num(ARGV[10]), num(ARGV[11])}
 local st = states(p, sums(p))
 local f = first_failing(p, st, need)
@@ -577,7 +602,7 @@ return {'OK', 0, {rel[1], rel[2], rel[3]}, flat_states(before), flat(r), flat_st
 // [20] metadata, [21] fingerprint, [22..] the flat plan.
 inline constexpr const char* kDirect = R"LUA(
 local id = ARGV[4]
-sweep(4)
+sweep('4')
 local r, rk = getrec(id)
 if r then
   finish()
@@ -613,7 +638,7 @@ return {'OK', 0, flat_states(before), flat(setmetatable(rec, EMPTY))}
 
 // ARGV[4] max.
 inline constexpr const char* kExpire = R"LUA(
-local n = sweep(tonumber(ARGV[4]))
+local n = sweep(ARGV[4])
 finish()
 return n
 )LUA";
