@@ -295,25 +295,38 @@ local function add_all(p, d)
   for m = 1, 9 do
     if d[m] ~= 0 then nz[#nz + 1] = m; ds[m] = fmt(d[m]) end
   end
-  local news = {}
+  local nn = #nz
+  local bs, news = {}, {}
   for i, w in ipairs(p.w) do
     local b = getb(w.ck)
-    local n = {b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], ex = true, nx = b.nx}
-    for _, m in ipairs(nz) do n[m] = add(b[m], d[m]) end
-    news[i] = n
+    bs[i] = b
+    for j = 1, nn do
+      local m = nz[j]
+      news[(i - 1) * 9 + m] = add(b[m], d[m])
+    end
   end
+  -- Checked: now write, and update the cached buckets in place (callers copied what they read).
   for i, w in ipairs(p.w) do
-    local ck = w.ck
-    local created = not BK[ck].ex
-    local n = news[i]
-    BK[ck] = n
+    local b = bs[i]
+    local o = (i - 1) * 9
+    local created = not b.ex
+    for j = 1, nn do
+      local m = nz[j]
+      b[m] = news[o + m]
+    end
+    b.ex = true
     if created then
-      n.nx = create_bucket(w, nz, ds)
-    elseif #nz == 1 then
-      call('HINCRBY', ck, FNAME[nz[1]], ds[nz[1]])
-    elseif #nz > 1 then
-      local args = {ck}
-      for _, m in ipairs(nz) do args[#args + 1] = FNAME[m]; args[#args + 1] = fmt(n[m]) end
+      b.nx = create_bucket(w, nz, ds)
+    elseif nn == 1 then
+      local m = nz[1]
+      call('HINCRBY', w.ck, FNAME[m], ds[m])
+    elseif nn > 1 then
+      local args = {w.ck}
+      for j = 1, nn do
+        local m = nz[j]
+        args[2 * j] = FNAME[m]
+        args[2 * j + 1] = fmt(b[m])
+      end
       call('HSET', unpack(args))
     end
   end
@@ -373,13 +386,15 @@ local function keep_plan(id, p, o)
 end
 
 -- The ledger: one stream entry per event, id "<seq>-0", in the same script as the change.
--- a = the 9 amounts {sc st sr hc ht hr gc gt gr}; empty optional fields are left out.
+-- a = the 9 amounts {sc st sr hc ht hr gc gt gr} (or their text); empty optional fields are
+-- left out.
 local function emit(ty, id, sub, wk, a, usage, md, model, prov, pv)
   local seq = call('INCR', B .. 'seq')
   LASTSEQ = seq
-  local args = {B .. 'ledger', fmt(seq) .. '-0', 't', NOWS, 'y', ty, 'i', id, 's', sub,
-                'a', sfmt('%d %d %d %d %d %d %d %d %d', a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]),
-                'w', wk}
+  if type(a) == 'table' then
+    a = sfmt('%d %d %d %d %d %d %d %d %d', a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9])
+  end
+  local args = {B .. 'ledger', fmt(seq) .. '-0', 't', NOWS, 'y', ty, 'i', id, 's', sub, 'a', a, 'w', wk}
   local n = 14
   if model ~= '' then args[n + 1] = 'm'; args[n + 2] = model; n = n + 2 end
   if prov ~= '' then args[n + 1] = 'p'; args[n + 2] = prov; n = n + 2 end
@@ -449,7 +464,7 @@ if f > 0 then
     call('HSET', rk, 'st', '4', 'sub', ARGV[5], 'p', ARGV[6], 'ca', NOWS, 'ea', ARGV[12], 'm', ARGV[13],
          'pr', ARGV[14], 'fp', ARGV[16], 'fc', fmt(f - 1), 'f1', fmt(s[1]), 'f2', fmt(s[2]), 'f3', fmt(s[3]))
     if RTTL > 0 then call('PEXPIRE', rk, ARGV[3]) end
-    emit('deny', id, ARGV[5], p.wk, {0, 0, 0, 0, 0, 0, 0, 0, 0}, '', ARGV[15], ARGV[13], ARGV[14], '')
+    emit('deny', id, ARGV[5], p.wk, '0 0 0 0 0 0 0 0 0', '', ARGV[15], ARGV[13], ARGV[14], '')
     finish()
   end
   return {'D', f - 1, s[1], s[2], s[3]}
@@ -461,7 +476,8 @@ keep_plan(ARGV[7], p, 18)
 call('HSET', rk, 'st', '0', 'sub', ARGV[5], 'p', ARGV[6], 'pi', ARGV[7], 'h1', ARGV[9], 'h2', ARGV[10],
      'h3', ARGV[11], 'ca', NOWS, 'ea', ARGV[12], 'm', ARGV[13], 'pr', ARGV[14], 'fp', ARGV[16])
 call('ZADD', B .. 'dl', ARGV[12], id)
-emit('reserve', id, ARGV[5], p.wk, d, '', ARGV[15], ARGV[13], ARGV[14], '')
+emit('reserve', id, ARGV[5], p.wk, '0 0 0 ' .. ARGV[9] .. ' ' .. ARGV[10] .. ' ' .. ARGV[11] .. ' 0 0 0', '', ARGV[15],
+     ARGV[13], ARGV[14], '')
 finish()
 return {'A'}
 )LUA";
