@@ -33,6 +33,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "ledger_codec.hpp"
@@ -752,7 +753,6 @@ class SqliteStore final : public Store {
     std::unique_lock lk(qm_);
     queue_.push_back(&job);
     if (leader_) {
-      if (gathering_ && queue_.size() >= gather_target_) arrive_cv_.notify_one();
       job.cv.wait(lk, [&] { return job.done || job.lead; });
       if (job.done) wake_next(&job);
     } else {
@@ -783,11 +783,15 @@ class SqliteStore final : public Store {
   void lead(std::unique_lock<std::mutex>& lk, Job& self) {
     // The callers of the last batch are probably about to come back: wait a moment for them
     // (never when one thread works alone), so a batch carries every concurrent operation.
+    // Yielding rather than sleeping: a woken leader would start late, and the callers need
+    // the CPU to come back.
     if (queue_.size() < expected_) {
-      gathering_ = true;
-      gather_target_ = expected_;
-      arrive_cv_.wait_for(lk, std::chrono::microseconds(kGatherMicros), [&] { return queue_.size() >= gather_target_; });
-      gathering_ = false;
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kGatherMicros);
+      while (queue_.size() < expected_ && std::chrono::steady_clock::now() < until) {
+        lk.unlock();
+        std::this_thread::yield();
+        lk.lock();
+      }
     }
     for (int round = 0; !queue_.empty(); ++round) {
       if (self.done && round >= kLeadRounds) {  // hand over to the oldest waiting caller
@@ -919,9 +923,6 @@ class SqliteStore final : public Store {
   std::deque<Job*> queue_;
   std::deque<Job*> to_wake_;  // answered callers not woken yet
   bool leader_ = false;
-  std::condition_variable arrive_cv_;
-  bool gathering_ = false;
-  size_t gather_target_ = 0;
   size_t expected_ = 1;  // operations in the last batch
 
   // Cache (leader only).
