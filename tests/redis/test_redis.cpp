@@ -448,6 +448,32 @@ TEST_CASE("calendar windows count a later bucket (a clock running ahead) in eith
   require_verified(a);
 }
 
+TEST_CASE("key layout: a namespace written by layout 1 is refused, one holding only limits is adopted") {
+  auto [host, port] = host_port(base_url());
+  Raw raw(port, host);
+  // Layout 1 left events ({p}:seq) and string counters, and no {p}:layout.
+  auto old = "lay1" + unique();
+  raw.cmd({"SET", "{" + old + "}:seq", "12"});
+  raw.cmd({"SET", "{" + old + "}:c:user:a|day|0", "86400000 1 0 1 0 0 0 0 0 0"});
+  CHECK_THROWS_AS(BudgetManager(base_url() + "?prefix=" + old), InvalidArgumentError);
+  CHECK(raw.cmd({"GET", "{" + old + "}:layout"}).empty());
+  // Limits only (their format did not change): adopted.
+  auto fresh = "lay0" + unique();
+  raw.cmd({"SET", "{" + fresh + "}:lv", "3"});
+  raw.cmd({"HSET", "{" + fresh + "}:limits", "user:a|day|cost",
+           R"({"s":"user:a","w":"day","m":"cost","a":1000000000,"t":[]})"});
+  BudgetManager m(base_url() + "?prefix=" + fresh);
+  CHECK(raw.cmd({"GET", "{" + fresh + "}:layout"}) == "2");
+  m.record(Subject{"user:a"}, usd("0.25"));
+  auto st = m.status(Scope::parse("user:a"));
+  REQUIRE(st.size() == 1);
+  CHECK(st[0].limit == usd("1").nanos());
+  CHECK(st[0].spent == usd("0.25").nanos());
+  // A second process on the same namespace (layout 2, events written) is fine.
+  BudgetManager again(base_url() + "?prefix=" + fresh);
+  CHECK(again.status(Scope::parse("user:a"))[0].spent == usd("0.25").nanos());
+}
+
 TEST_CASE("keys and ids with Redis-special characters are handled safely") {
   auto url = base_url() + "?prefix=sc" + unique();
   BudgetManager m(url);
