@@ -291,7 +291,10 @@ void Pool::run(Conn& c, std::vector<Call*>& batch) {
   for (auto* x : batch) {
     if (!x->script) continue;
     const bool no_function = is_error(x->reply, "ERR Function not found");
-    const bool no_fcall = is_error(x->reply, "ERR unknown command 'FCALL'") || is_error(x->reply, "ERR unknown command `FCALL`");
+    // No FCALL here: an older server, a renamed command, or an ACL user without it.
+    const bool no_fcall = is_error(x->reply, "ERR unknown command 'FCALL'") ||
+                          is_error(x->reply, "ERR unknown command `FCALL`") ||
+                          (is_error(x->reply, "NOPERM") && std::strstr(x->reply->str, "fcall") != nullptr);
     const bool no_script = is_error(x->reply, "NOSCRIPT");
     if (!no_function && !no_fcall && !no_script) continue;
     freeReplyObject(x->reply);
@@ -308,7 +311,8 @@ void Pool::run(Conn& c, std::vector<Call*>& batch) {
         return;  // later calls of the batch already have their replies
       }
       if (loaded->type == REDIS_REPLY_ERROR) {
-        if (!is_error(loaded.get(), "ERR unknown")) {  // LOADING, READONLY, OOM...: the call's answer
+        if (!is_error(loaded.get(), "ERR unknown") && !is_error(loaded.get(), "NOPERM")) {
+          // LOADING, READONLY, OOM...: the call's answer
           x->reply = loaded.release();
           continue;
         }

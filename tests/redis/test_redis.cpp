@@ -414,6 +414,24 @@ TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   require_verified(m);
 }
 
+TEST_CASE("an ACL user without FCALL and FUNCTION: plain scripts") {
+  OwnRedis server;
+  Raw admin(server.port);
+  admin.cmd({"ACL", "SETUSER", "nofn", "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function"});
+  auto url = "redis://nofn:pw@127.0.0.1:" + std::to_string(server.port) + "/0?prefix=acl" + unique();
+  BudgetManager m(url);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
+  Subject s{"user:acl"};
+  for (int i = 0; i < 5; ++i) {
+    auto d = m.reserve(s, usd("0.1"));
+    REQUIRE(d.allowed);
+    m.commit(d.reservation, usd("0.05"));
+  }
+  CHECK(m.status(Scope::parse("user:acl"))[0].spent == usd("0.25").nanos());
+  CHECK(admin.calls("evalsha") > 10);
+  require_verified(m);
+}
+
 TEST_CASE("calendar windows count a later bucket (a clock running ahead) in either order of creation") {
   // Layout 2 reads a calendar bucket alone unless it is marked as having a later bucket: the
   // marks are set when the later bucket is created, or on the bucket itself when it is created
