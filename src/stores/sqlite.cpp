@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -43,9 +44,10 @@ namespace budget::detail {
 namespace {
 
 constexpr int kSchemaVersion = 3;
-constexpr int kPageSize = 1024;
+constexpr int kPageSize = 1024;     // for new files only (an existing file keeps its page size)
 constexpr int kGatherMicros = 100;  // longest wait of a new batch leader for the previous batch's callers
-constexpr int kLeadRounds = 4;       // batches a leader runs after its own before handing over  // for new files only (an existing file keeps its page size)
+constexpr int kSpinMicros = 200;    // longest a waiting caller yields before it sleeps
+constexpr int kLeadRounds = 4;      // batches a leader runs after its own before handing over
 
 // Version 1, kept to document what migrate_v1() starts from.
 [[maybe_unused]] const char* kSchemaV1 = R"SQL(
@@ -741,6 +743,7 @@ class SqliteStore final : public Store {
     std::exception_ptr error;
     bool done = false;  // guarded by qm_
     bool lead = false;  // guarded by qm_: this caller leads next
+    std::atomic<bool> ready{false};  // done or lead (a hint read without qm_)
     std::condition_variable cv;
   };
 
@@ -753,6 +756,13 @@ class SqliteStore final : public Store {
     std::unique_lock lk(qm_);
     queue_.push_back(&job);
     if (leader_) {
+      // Yield for a while before sleeping (like RocksDB's adaptive yield): a batch takes
+      // 50-200 µs, and a caller that slept would be woken late and come back late.
+      lk.unlock();
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+      while (!job.ready.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
+      lk.lock();
       job.cv.wait(lk, [&] { return job.done || job.lead; });
       if (job.done) wake_next(&job);
     } else {
@@ -797,6 +807,7 @@ class SqliteStore final : public Store {
       if (self.done && round >= kLeadRounds) {  // hand over to the oldest waiting caller
         Job* next = queue_.front();
         next->lead = true;
+        next->ready.store(true, std::memory_order_release);
         next->cv.notify_one();
         return;
       }
@@ -807,6 +818,7 @@ class SqliteStore final : public Store {
       lk.lock();
       for (auto* j : batch) {
         j->done = true;
+        j->ready.store(true, std::memory_order_release);
         if (j != &self) to_wake_.push_back(j);
       }
       wake_next(nullptr);
