@@ -1137,25 +1137,39 @@ const RequestRecord& SqlTxn::adopt_request(RequestRecord&& r) {
 }
 
 void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
-  if (plan) e.windows = window_keys(*plan);
   e.seq = s_.last_seq_ + 1;
   e.prev_hash = s_.last_hash_;
-  std::string body = event_body(e);
-  e.hash = chain_hash(e.prev_hash, e.seq, body);
-  // Store the body without its windows array (the plan's window keys, kept once in `plans`);
-  // scan_events puts the same bytes back at the same place.
+  // The body is stored without its windows array (the plan's window keys, kept once in
+  // `plans`); scan_events puts the same bytes back at the same place. It is serialised with
+  // an empty array and the plan's stored array is spliced in for the hash: the same bytes as
+  // event_body() with the keys, without building them for every event.
+  std::string body, stored;
   int64_t plan_id = 0, wpos = 0;
   if (plan && !plan->windows.empty()) {
+    static constexpr std::string_view kNoWindows = ",\"windows\":[]";
     const auto& row = s_.plan_row(plan);
-    auto pos = body.find(",\"windows\":");
-    if (pos != std::string::npos && body.compare(pos, row.windows_field.size(), row.windows_field) == 0) {
-      body.erase(pos, row.windows_field.size());
+    e.windows.clear();
+    stored = event_body(e);
+    // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
+    // fields before `windows` hold no objects that could have such a key.
+    auto pos = stored.find(kNoWindows);
+    if (pos != std::string::npos) {
+      stored.erase(pos, kNoWindows.size());
+      body.reserve(stored.size() + row.windows_field.size());
+      body.append(stored, 0, pos).append(row.windows_field).append(stored, pos, std::string::npos);
       plan_id = row.id;
       wpos = static_cast<int64_t>(pos);
+    } else {  // not expected; store the whole body
+      e.windows = window_keys(*plan);
+      body = stored = event_body(e);
     }
+  } else {
+    if (plan) e.windows = window_keys(*plan);
+    body = stored = event_body(e);
   }
+  e.hash = chain_hash(e.prev_hash, e.seq, body);
   auto& s = s_.st(SqliteStore::kAppend).reset();
-  s.bind(e.seq).bind(body);
+  s.bind(e.seq).bind(stored);
   unsigned char raw[32];
   if (unhex(e.hash, raw)) s.bind_blob(raw, sizeof raw);
   else s.bind(e.hash);
