@@ -510,6 +510,23 @@ class SqliteStore final : public Store {
     exec(kMigrateV1b);
   }
 
+  // A request record's columns, in the order read_record() reads them, and its upsert into
+  // `requests` (settled) or `holds` (live): one text for both tables.
+#define BUDGET_RECORD_COLUMNS                                                                           \
+  "id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"   \
+  " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags," \
+  " model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted"
+#define BUDGET_RECORD_UPSERT(table)                                                                      \
+  "INSERT INTO " table "(" BUDGET_RECORD_COLUMNS ")"                                                     \
+  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state," \
+  " held_cost=excluded.held_cost, held_tokens=excluded.held_tokens, held_requests=excluded.held_requests," \
+  " consumed_cost=excluded.consumed_cost, consumed_tokens=excluded.consumed_tokens,"                    \
+  " consumed_requests=excluded.consumed_requests, charged_cost=excluded.charged_cost,"                  \
+  " charged_tokens=excluded.charged_tokens, charged_requests=excluded.charged_requests,"                \
+  " expires_at=excluded.expires_at, flags=excluded.flags, model=excluded.model, provider=excluded.provider," \
+  " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"                            \
+  " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held," \
+  " fail_granted=excluded.fail_granted"
   void prepare() {
     const char* sql[kCount] = {
         "SELECT value FROM meta WHERE key='limits_version'",
@@ -517,37 +534,10 @@ class SqliteStore final : public Store {
         "SELECT key, scope, win, metric, amount, alerts FROM limits ORDER BY key",
         "INSERT OR REPLACE INTO limits(key, scope, win, metric, amount, alerts) VALUES (?,?,?,?,?,?)",
         "DELETE FROM limits WHERE key=?",
-        "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
-        " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
-        " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM holds WHERE id=?1"
-        " UNION ALL "
-        "SELECT id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"
-        " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags, model,"
-        " provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted FROM requests WHERE id=?1",
-        "INSERT INTO requests(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
-        " consumed_tokens, consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at,"
-        " flags, model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
-        " held_cost=excluded.held_cost, held_tokens=excluded.held_tokens, held_requests=excluded.held_requests,"
-        " consumed_cost=excluded.consumed_cost, consumed_tokens=excluded.consumed_tokens,"
-        " consumed_requests=excluded.consumed_requests, charged_cost=excluded.charged_cost,"
-        " charged_tokens=excluded.charged_tokens, charged_requests=excluded.charged_requests,"
-        " expires_at=excluded.expires_at, flags=excluded.flags, model=excluded.model, provider=excluded.provider,"
-        " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"
-        " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held,"
-        " fail_granted=excluded.fail_granted",
-        "INSERT INTO holds(id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost,"
-        " consumed_tokens, consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at,"
-        " flags, model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
-        " held_cost=excluded.held_cost, held_tokens=excluded.held_tokens, held_requests=excluded.held_requests,"
-        " consumed_cost=excluded.consumed_cost, consumed_tokens=excluded.consumed_tokens,"
-        " consumed_requests=excluded.consumed_requests, charged_cost=excluded.charged_cost,"
-        " charged_tokens=excluded.charged_tokens, charged_requests=excluded.charged_requests,"
-        " expires_at=excluded.expires_at, flags=excluded.flags, model=excluded.model, provider=excluded.provider,"
-        " price_version=excluded.price_version, fingerprint=excluded.fingerprint,"
-        " failing_check=excluded.failing_check, fail_spent=excluded.fail_spent, fail_held=excluded.fail_held,"
-        " fail_granted=excluded.fail_granted",
+        "SELECT " BUDGET_RECORD_COLUMNS " FROM holds WHERE id=?1 UNION ALL "
+        "SELECT " BUDGET_RECORD_COLUMNS " FROM requests WHERE id=?1",
+        BUDGET_RECORD_UPSERT("requests"),
+        BUDGET_RECORD_UPSERT("holds"),
         "INSERT INTO ledger(seq, body, hash, plan, wpos) VALUES (?,?,?,?,?)",
         "SELECT id FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
         "SELECT min(expires_at) FROM holds",
@@ -575,6 +565,8 @@ class SqliteStore final : public Store {
         " charged_requests=?13, created_at=?14, expires_at=?15, flags=?16, model=?17, provider=?18, price_version=?19,"
         " fingerprint=?20, failing_check=?21, fail_spent=?22, fail_held=?23, fail_granted=?24 WHERE id=?1",
     };
+#undef BUDGET_RECORD_UPSERT
+#undef BUDGET_RECORD_COLUMNS
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
   Stmt& st(StmtId id) { return *stmts_[id]; }
