@@ -767,6 +767,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   op.kind = actual ? SettleOp::Commit : SettleOp::Release;
   op.request_id = request_id;
   op.now = now;
+  if (hs) op.plan_hint = hs->plan;
   Priced p;
   if (actual) {
     p = price(actual->model, actual->usage, actual->cost, actual->tokens, now);

@@ -182,6 +182,9 @@ struct SettleOp {
   std::optional<Usage> usage;
   std::string model, provider, price_version, metadata, fingerprint;
   int64_t now = 0;
+  // The record's plan as this process knows it (from the reservation), or null. A hint only:
+  // a store may use it to lock before looking the record up, and must check it.
+  std::shared_ptr<const Plan> plan_hint;
 };
 struct SettleOut {
   RequestRecord record;  // after the operation
