@@ -158,42 +158,26 @@ int main(int argc, char** argv) {
   volatile int64_t sink = 0;
   CostOptions opts;
   opts.at = from_millis(0);
-  double ns_cost = ns_per_op(
-      [&](int64_t i) {
-        Usage u = typical;
-        u.output_tokens += i & 7;
-        sink = sink + engine->cost("gpt-4o", u, opts).nanos();
-      },
-      iters);
-  double ns_cost_cache = ns_per_op(
-      [&](int64_t i) {
-        Usage u = cached;
-        u.output_tokens += i & 7;
-        sink = sink + engine->cost("claude-sonnet-4-5", u, opts).nanos();
-      },
-      iters);
-  double ns_cost_prefix = ns_per_op(
-      [&](int64_t i) {
-        Usage u = typical;
-        u.output_tokens += i & 7;
-        sink = sink + engine->cost("openai/gpt-4o-2024-11-20", u, opts).nanos();
-      },
+  // ns per call of price_of(u), u = base with a varying output count (no constant folding).
+  auto per_call = [&](const Usage& base, auto price_of, int64_t n) {
+    return ns_per_op(
+        [&](int64_t i) {
+          Usage u = base;
+          u.output_tokens += i & 7;
+          sink = sink + price_of(u);
+        },
+        n);
+  };
+  double ns_cost = per_call(typical, [&](const Usage& u) { return engine->cost("gpt-4o", u, opts).nanos(); }, iters);
+  double ns_cost_cache =
+      per_call(cached, [&](const Usage& u) { return engine->cost("claude-sonnet-4-5", u, opts).nanos(); }, iters);
+  double ns_cost_prefix = per_call(
+      typical, [&](const Usage& u) { return engine->cost("openai/gpt-4o-2024-11-20", u, opts).nanos(); }, iters / 4);
+  double ns_quote = per_call(
+      cached, [&](const Usage& u) { return engine->price("claude-sonnet-4-5", u, from_millis(0)).cost.nanos(); },
       iters / 4);
-  double ns_quote = ns_per_op(
-      [&](int64_t i) {
-        Usage u = cached;
-        u.output_tokens += i & 7;
-        auto q = engine->price("claude-sonnet-4-5", u, from_millis(0));
-        sink = sink + q.cost.nanos();
-      },
-      iters / 4);
-  double ns_brief = ns_per_op(
-      [&](int64_t i) {
-        Usage u = cached;
-        u.output_tokens += i & 7;
-        auto q = engine->price_brief("claude-sonnet-4-5", u, from_millis(0));
-        sink = sink + q.cost.nanos();
-      },
+  double ns_brief = per_call(
+      cached, [&](const Usage& u) { return engine->price_brief("claude-sonnet-4-5", u, from_millis(0)).cost.nanos(); },
       iters / 4);
   // Markup rules in force (3 rules; the engine scans them).
   auto marked = PricingEngine::bundled();
@@ -210,13 +194,8 @@ int main(int argc, char** argv) {
   r3.match = "gpt-4*";
   r3.percent = "5";
   marked->add_markup(r3);
-  double ns_cost_markup = ns_per_op(
-      [&](int64_t i) {
-        Usage u = typical;
-        u.output_tokens += i & 7;
-        sink = sink + marked->cost("gpt-4o", u, opts).nanos();
-      },
-      iters);
+  double ns_cost_markup =
+      per_call(typical, [&](const Usage& u) { return marked->cost("gpt-4o", u, opts).nanos(); }, iters);
   // Baseline: the float arithmetic a naive implementation would do (no lookup, no rounding).
   volatile double pin = 2.5e-6, pout = 1e-5;
   volatile double fsink = 0;
