@@ -450,13 +450,21 @@ void Engine::alert_expired(int64_t now) {
     q.from = from_millis(now);
     q.to = from_millis(now + 1);
     q.type = EventType::Expire;
+    // Only events after the last sweep's: a store that filters by scanning (memory) reads
+    // what came since, not the whole ledger, once per expiring sweep.
+    q.after_seq = expire_scan_seq_.load(std::memory_order_relaxed);
     std::unordered_map<std::string, Amounts> added;  // window key -> spend added by the sweep
     std::vector<std::string> ids;
+    int64_t last_seq = q.after_seq;
     store_->scan_events(q, [&](const LedgerEvent& e) {
       for (const auto& w : e.windows) added[w] += e.spent;
       ids.push_back(e.request_id);
+      last_seq = std::max(last_seq, e.seq);
       return true;
     });
+    int64_t known = expire_scan_seq_.load(std::memory_order_relaxed);
+    while (last_seq > known && !expire_scan_seq_.compare_exchange_weak(known, last_seq)) {
+    }
     std::unordered_set<std::string> seen;  // plans, by their encoding
     for (const auto& id : ids) {
       auto rec = store_->get_request(id);

@@ -135,6 +135,7 @@ class Engine {
   std::mutex sweep_m_;
   std::atomic<int64_t> next_deadline_{0};
   std::atomic<int64_t> last_sweep_{0};
+  std::atomic<int64_t> expire_scan_seq_{0};  // the last expire event read back for alerts
 
   // A counter written by many threads: one cache line per shard, summed when read, so hot
   // paths of unrelated requests never write the same line.

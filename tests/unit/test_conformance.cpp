@@ -287,6 +287,16 @@ TEST_CASE("spend charged by expiry fires threshold alerts, once") {
     CHECK(fired.size() == 2);
     env->record(s, usd("3"));  // 83%: 80 fires
     CHECK(fired.back() == "user:exp@80");
+    // The next day, a later sweep: its expiries are read back too, not those of the first.
+    env.clock->advance(Duration(86'400'000));
+    auto r3 = env->reserve(s, usd("6"), {.request_id = "ex-3", .ttl = Duration(1'000)}).reservation;
+    CHECK(env->consume(r3, usd("5.50")).ok());
+    env.clock->advance(Duration(2'000));
+    CHECK(env->expire_holds() == 1);
+    REQUIRE(fired.size() == 5);  // a new day: both thresholds are crossed again
+    std::sort(fired.begin() + 3, fired.end());
+    CHECK(std::vector<std::string>(fired.begin() + 3, fired.end()) ==
+          std::vector<std::string>{"tenant:t@5", "user:exp@50"});
     require_verified(*env.m);
   }
 }
