@@ -2,6 +2,11 @@
 
 #include <cstring>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BUDGET_SHA_NI 1
+#endif
+
 namespace budget::detail {
 namespace {
 constexpr uint32_t K[64] = {
@@ -16,7 +21,7 @@ constexpr uint32_t K[64] = {
 
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
-void block(uint32_t h[8], const uint8_t* p) {
+void block_portable(uint32_t h[8], const uint8_t* p) {
   uint32_t w[64];
   for (int i = 0; i < 16; ++i)
     w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 | p[4 * i + 3];
@@ -33,9 +38,56 @@ void block(uint32_t h[8], const uint8_t* p) {
   }
   h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
-}  // namespace
 
-std::array<uint8_t, 32> sha256(std::string_view data) {
+#ifdef BUDGET_SHA_NI
+// The same compression function with the x86 SHA extensions (SHA-NI: Intel since Ice Lake /
+// Goldmont, AMD since Zen), ~5-8x faster. The state is kept as the two halves the
+// instructions want: ABEF and CDGH. Each group of 4 rounds adds K to 4 message words and runs
+// sha256rnds2 twice (2 rounds each); words 16..63 come from sha256msg1/msg2 over the previous 16.
+__attribute__((target("sha,sse4.1,ssse3"))) void block_shani(uint32_t h[8], const uint8_t* p) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+  __m128i abcd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+  __m128i efgh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4));
+  abcd = _mm_shuffle_epi32(abcd, 0xB1);                 // b a d c
+  efgh = _mm_shuffle_epi32(efgh, 0x1B);                 // h g f e
+  __m128i abef = _mm_alignr_epi8(abcd, efgh, 8);        // f e b a
+  __m128i cdgh = _mm_blend_epi16(efgh, abcd, 0xF0);     // h g d c
+  const __m128i abef0 = abef, cdgh0 = cdgh;
+  __m128i w[4];
+  for (int g = 0; g < 16; ++g) {
+    __m128i& x = w[g & 3];
+    if (g < 4) {
+      x = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * g)), bswap);
+    } else {
+      const __m128i& x1 = w[(g + 1) & 3];
+      const __m128i& x2 = w[(g + 2) & 3];
+      const __m128i& x3 = w[(g + 3) & 3];
+      x = _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(x, x1), _mm_alignr_epi8(x3, x2, 4)), x3);
+    }
+    __m128i m = _mm_add_epi32(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(K + 4 * g)));
+    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
+    abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(m, 0x0E));
+  }
+  abef = _mm_add_epi32(abef, abef0);
+  cdgh = _mm_add_epi32(cdgh, cdgh0);
+  __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+  __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm_blend_epi16(feba, dchg, 0xF0));   // a b c d
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), _mm_alignr_epi8(dchg, feba, 8));  // e f g h
+}
+#endif
+
+using BlockFn = void (*)(uint32_t*, const uint8_t*);
+
+BlockFn best_block() {
+#ifdef BUDGET_SHA_NI
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")) return block_shani;
+#endif
+  return block_portable;
+}
+
+std::array<uint8_t, 32> digest(std::string_view data, BlockFn block) {
   uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   const auto* p = reinterpret_cast<const uint8_t*>(data.data());
   size_t n = data.size(), i = 0;
@@ -54,6 +106,16 @@ std::array<uint8_t, 32> sha256(std::string_view data) {
     for (int b = 0; b < 4; ++b) out[4 * k + b] = static_cast<uint8_t>(h[k] >> (24 - 8 * b));
   return out;
 }
+}  // namespace
+
+std::array<uint8_t, 32> sha256(std::string_view data) {
+  static const BlockFn block = best_block();
+  return digest(data, block);
+}
+
+std::array<uint8_t, 32> sha256_portable(std::string_view data) { return digest(data, block_portable); }
+
+bool sha256_accelerated() { return best_block() != block_portable; }
 
 std::string sha256_hex(std::string_view data) {
   static const char* hex = "0123456789abcdef";

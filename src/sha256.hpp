@@ -9,4 +9,7 @@
 namespace budget::detail {
 std::array<uint8_t, 32> sha256(std::string_view data);
 std::string sha256_hex(std::string_view data);
+// The portable implementation, whatever the CPU (sha256() uses SHA-NI where the CPU has it).
+std::array<uint8_t, 32> sha256_portable(std::string_view data);
+bool sha256_accelerated();
 }  // namespace budget::detail
