@@ -246,7 +246,8 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
   return plan;
 }
 
-std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t now, const LimitTable& t) {
+std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
+                                               std::shared_ptr<const Subject>* shared) {
   thread_local std::string key;
   key.clear();
   for (const auto& s : subject.scopes()) {
@@ -258,12 +259,16 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
     std::lock_guard lk(stripe.m);
     auto it = stripe.map.find(std::string_view(key));
     if (it != stripe.map.end() && it->second.version == t.version && it->second.valid_from <= now &&
-        now < it->second.valid_to)
+        now < it->second.valid_to) {
+      if (shared) *shared = it->second.subject;
       return it->second.plan;
+    }
   }
   CachedPlan c;
   c.version = t.version;
   c.plan = plan_for(subject.scopes(), now, t, &c.valid_from, &c.valid_to);
+  c.subject = std::make_shared<const Subject>(subject);
+  if (shared) *shared = c.subject;
   std::lock_guard lk(stripe.m);
   if (stripe.map.size() >= kPlansPerStripe) stripe.map.clear();  // bounded: many distinct subjects
   auto plan = c.plan;
@@ -491,7 +496,7 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
   {
     std::lock_guard lk(st.m);
-    auto it = st.map.find(std::string(request_id));
+    auto it = st.map.find(request_id);
     if (it != st.map.end()) return it->second;
   }
   if (!create) return nullptr;
@@ -508,7 +513,7 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
   std::lock_guard lk(st.m);
-  return st.map.try_emplace(hs->request_id, hs).first->second;
+  return st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
 }
 
 // In-process stream states of holds past their TTL are dead weight: a consume would answer
@@ -523,7 +528,7 @@ void Engine::forget_expired_holds(int64_t now) {
 void Engine::forget_hold(const std::string& request_id) {
   auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
   std::lock_guard lk(st.m);
-  st.map.erase(request_id);
+  st.map.erase(std::string_view(request_id));
 }
 
 // ---- lifecycle -------------------------------------------------------------------------------------
@@ -545,12 +550,13 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   Decision d;
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
+  std::shared_ptr<const Subject> shared_subject;
   try {
     out = with_fresh_limits([&](const LimitTable& t) {
       ReserveOp op;
       op.request_id = request_id;
       op.subject = scope_strings(subject);
-      op.plan = cached_plan(subject, now, t);
+      op.plan = cached_plan(subject, now, t, &shared_subject);
       op.amount = need;
       op.now = now;
       op.expires_at = now + ttl.count();
@@ -570,7 +576,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       d.fail_open = true;
       if (!dry_run) {
         d.reservation.request_id_ = request_id;
-        d.reservation.subject_ = subject;
+        d.reservation.subject_ = std::make_shared<const Subject>(subject);
         d.reservation.held_ = need;
         d.reservation.expires_at_ = from_millis(now + ttl.count());
         d.reservation.model_ = est.model;
@@ -600,7 +606,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   ++m_.reserve_allowed;
   auto& r = d.reservation;
   r.request_id_ = request_id;
-  r.subject_ = subject;
+  r.subject_ = shared_subject ? std::move(shared_subject) : std::make_shared<const Subject>(subject);
   r.held_ = out.held;
   r.expires_at_ = from_millis(out.expires_at);
   r.model_ = p.priced ? p.quote.model : est.model;
@@ -614,7 +620,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     hs->expires_at = out.expires_at;
     auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
     std::lock_guard lk(st.m);
-    r.state_ = st.map.try_emplace(request_id, hs).first->second;
+    r.state_ = st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
   }
   return d;
 }
@@ -797,7 +803,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     RequestOptions o;
     o.request_id = request_id;
     o.metadata["fail_open"] = "true";
-    return record(r ? r->subject_ : Subject(), *actual, o);
+    return record(r ? r->subject() : Subject(), *actual, o);
   }
   SettleOut out;
   try {

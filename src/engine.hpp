@@ -75,7 +75,8 @@ class Engine {
   std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t,
                                        int64_t* valid_from = nullptr, int64_t* valid_to = nullptr) const;
   // plan_for through a cache keyed by subject and limits version (no allocation on a hit).
-  std::shared_ptr<const Plan> cached_plan(const Subject& subject, int64_t now, const LimitTable& t);
+  std::shared_ptr<const Plan> cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
+                                          std::shared_ptr<const Subject>* shared = nullptr);
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);
@@ -117,6 +118,7 @@ class Engine {
     uint64_t version = 0;
     int64_t valid_from = 0, valid_to = 0;
     std::shared_ptr<const Plan> plan;
+    std::shared_ptr<const Subject> subject;  // handed to reservations (no copy per reserve)
   };
   static constexpr size_t kPlanStripes = 64, kPlansPerStripe = 1024;
   struct alignas(64) PlanStripe {
@@ -128,7 +130,7 @@ class Engine {
   static constexpr size_t kHoldStripes = 256;
   struct alignas(64) HoldStripe {
     std::mutex m;
-    std::unordered_map<std::string, std::shared_ptr<HoldState>> map;
+    std::unordered_map<std::string_view, std::shared_ptr<HoldState>> map;  // key: the value's request_id
   };
   std::array<HoldStripe, kHoldStripes> holds_;
 

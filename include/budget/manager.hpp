@@ -125,7 +125,7 @@ class BUDGET_API Reservation {
  public:
   Reservation() = default;
   const std::string& request_id() const noexcept { return request_id_; }
-  const Subject& subject() const noexcept { return subject_; }
+  const Subject& subject() const noexcept { return subject_ ? *subject_ : default_subject(); }
   Money held() const noexcept { return Money::from_nanos(held_.cost); }
   int64_t held_tokens() const noexcept { return held_.tokens; }
   Timestamp expires_at() const noexcept { return expires_at_; }
@@ -134,8 +134,12 @@ class BUDGET_API Reservation {
 
  private:
   friend class detail::Engine;
+  static const Subject& default_subject() noexcept {
+    static const Subject s;
+    return s;
+  }
   std::string request_id_;
-  Subject subject_;
+  std::shared_ptr<const Subject> subject_;  // shared with the engine's plan cache
   Amounts held_;
   Timestamp expires_at_{};
   std::string model_;
