@@ -10,11 +10,24 @@
 //   ledger events; a ledger event's `windows` array (the plan's window keys) is cut out of the
 //   stored body and restored from the plan on read, byte for byte; counters are keyed by an
 //   integer series id (table `series`), so a subject's windows sit together.
-// - In-process cache of counters, live holds, the limits version and the ledger head. It is
-//   valid while no other connection wrote: every transaction starts with PRAGMA data_version
-//   (under the write lock) and drops the cache when another connection committed since. Any
-//   rollback drops it too. So one process alone reads nothing it wrote; many processes on one
-//   file stay exact.
+// - The ledger is the redo log, the state tables are its checkpoint (schema version 4). An
+//   ordinary transaction writes ONE kind of row: its ledger event(s). The last event row of an
+//   operation carries, in column `redo`, a compact binary after-image of every state entry the
+//   operation changed (counter buckets as absolute values, request records as stored, which
+//   also says whether a request is a live hold). The counters / requests / holds tables are
+//   brought up to date only every kCheckpointEvery events (meta `checkpoint` = the seq they
+//   reflect), on close, and before anything reads them with SQL (verify's scan_counters).
+//   Between checkpoints the state is: tables + after-images of the ledger rows after the
+//   checkpoint. Each process keeps that tail applied in memory (the "dirty overlay": counter
+//   buckets and request records changed since the checkpoint), reads a table only for what the
+//   overlay does not hold, and catches up when PRAGMA data_version says another connection
+//   committed: it reads the ledger rows after the last seq it applied and applies their
+//   after-images (no cache drop). The after-image is not part of the hashed event body and is
+//   never shown by ledger reads.
+// - In-process cache: counters (per series, every bucket from a known start on), live holds,
+//   the limits version and the ledger head. A failed operation's changes to the cache are
+//   undone from a per-operation undo log; a failed COMMIT drops everything and rebuilds it
+//   from the tables and the ledger tail.
 // - Group commit: concurrent operations of one process are batched into one transaction by
 //   whichever caller gets there first (leader/follower, no extra thread). If an operation
 //   fails, the transaction is rolled back and re-run without it, so one failing operation
@@ -36,6 +49,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
@@ -43,7 +57,10 @@
 namespace budget::detail {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
+// Events between checkpoints of the state tables (see the header comment). Bounds the tail a
+// process replays at open and the memory of the dirty overlay.
+constexpr int64_t kCheckpointEvery = 512;
 constexpr int kPageSize = 1024;     // for new files only (an existing file keeps its page size)
 constexpr int kGatherMicros = 100;  // longest wait of a new batch leader for the previous batch's callers
 constexpr int kSpinMicros = 200;    // longest a waiting caller yields before it sleeps
@@ -104,8 +121,16 @@ const char* kSchema =
     // `requests` when it is settled, so `holds` stays small and needs no deadline index.
     "CREATE TABLE IF NOT EXISTS requests (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS holds (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);";
+    "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER,"
+    "  redo BLOB);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);"
+    // The state tables reflect every event up to this seq; later events' after-images are the rest.
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('checkpoint', (SELECT coalesce(max(seq), 0) FROM ledger));"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', 0);";
+
+// Version 3 -> 4: ledger rows carry the after-images of the state they changed. Rows written
+// before have none: the tables are current up to the head (the checkpoint is set by kSchema).
+const char* kMigrateV3 = "ALTER TABLE ledger ADD COLUMN redo BLOB;";
 
 // Version 1 -> 2, in the migration transaction. Plans are moved by migrate_v1() in C++ between
 // kMigrateV1a and kMigrateV1b (their window keys are computed from the decoded plan).
@@ -216,6 +241,7 @@ class Stmt {
   bool null(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
   // Ends the statement's read (a stepped but unreset SELECT would pin an old snapshot).
   void finish() { sqlite3_reset(s_); }
+  sqlite3_stmt* raw() const { return s_; }
 
  private:
   void check(int rc) {
@@ -248,6 +274,130 @@ void add_to(Counters& a, const Counters& d) {
   a.granted += d.granted;
 }
 
+// ---- after-images (the `redo` column) -------------------------------------------------------
+// A sequence of entries, each a tag byte then LEB128 varints (signed values zigzag-encoded):
+//   'C' counter bucket: series id, start, end (0 = forever, else end - start), then spent,
+//       held, granted (cost, tokens, requests each) as absolute values;
+//   'E' the same with end written as a signed value (a bucket that does not end after it starts);
+//   'R' request record: id, state, subject (count, strings), plan id, held, consumed, charged,
+//       created_at, expires_at - created_at, flags, model, provider, price_version,
+//       fingerprint, failing_check, failing_state (spent, held, granted).
+// Absolute values: applying an entry twice, or an older entry before a newer one of the same
+// key, ends in the same state.
+struct Enc {
+  std::string& out;
+  void u(uint64_t v) {
+    while (v >= 0x80) {
+      out += static_cast<char>((v & 0x7F) | 0x80);
+      v >>= 7;
+    }
+    out += static_cast<char>(v);
+  }
+  void i(int64_t v) { u((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
+  void str(std::string_view v) {
+    u(v.size());
+    out.append(v);
+  }
+  void amounts(const Amounts& a) {
+    i(a.cost);
+    i(a.tokens);
+    i(a.requests);
+  }
+};
+struct Dec {
+  const unsigned char* p;
+  const unsigned char* e;
+  [[noreturn]] static void bad() { throw InternalError("sqlite: corrupted after-image in the ledger"); }
+  bool done() const { return p >= e; }
+  uint8_t byte() {
+    if (p >= e) bad();
+    return *p++;
+  }
+  uint64_t u() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b = byte();
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    bad();
+  }
+  int64_t i() {
+    uint64_t v = u();
+    return static_cast<int64_t>((v >> 1) ^ (~(v & 1) + 1));
+  }
+  std::string str() {
+    uint64_t n = u();
+    if (n > static_cast<uint64_t>(e - p)) bad();
+    std::string out(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+    p += n;
+    return out;
+  }
+  Amounts amounts() {
+    Amounts a;
+    a.cost = i();
+    a.tokens = i();
+    a.requests = i();
+    return a;
+  }
+};
+
+void encode_counter(std::string& out, int64_t sid, int64_t start, int64_t end, const Counters& c) {
+  Enc e{out};
+  if (end == kForever || end > start) {
+    out += 'C';
+    e.u(static_cast<uint64_t>(sid));
+    e.i(start);
+    e.u(end == kForever ? 0 : static_cast<uint64_t>(end) - static_cast<uint64_t>(start));
+  } else {
+    out += 'E';
+    e.u(static_cast<uint64_t>(sid));
+    e.i(start);
+    e.i(end);
+  }
+  e.amounts(c.spent);
+  e.amounts(c.held);
+  e.amounts(c.granted);
+}
+
+void encode_record(std::string& out, const RequestRecord& r, int64_t plan_id) {
+  Enc e{out};
+  out += 'R';
+  e.str(r.request_id);
+  e.u(static_cast<uint64_t>(r.state));
+  e.u(r.subject.size());
+  for (const auto& x : r.subject) e.str(x);
+  e.u(static_cast<uint64_t>(plan_id));
+  e.amounts(r.held);
+  e.amounts(r.consumed);
+  e.amounts(r.charged);
+  e.i(r.created_at);
+  e.i(static_cast<int64_t>(static_cast<uint64_t>(r.expires_at) - static_cast<uint64_t>(r.created_at)));
+  e.u((r.over_hold ? 1u : 0u) | (r.over_limit ? 2u : 0u) | (r.after_expiry ? 4u : 0u));
+  e.str(r.model);
+  e.str(r.provider);
+  e.str(r.price_version);
+  e.str(r.fingerprint);
+  e.i(r.failing_check);
+  e.i(r.failing_state.spent);
+  e.i(r.failing_state.held);
+  e.i(r.failing_state.granted);
+}
+
+// JSON array of strings, as nlohmann::json(v).dump() writes it.
+std::string json_strings(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (const auto& x : v) {
+    for (unsigned char c : x)
+      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) return nlohmann::json(v).dump();
+    if (out.size() > 1) out += ',';
+    out += '"';
+    out += x;
+    out += '"';
+  }
+  return out + "]";
+}
+
 class SqliteStore;
 
 class SqlTxn final : public Txn {
@@ -259,7 +409,8 @@ class SqlTxn final : public Txn {
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
   std::vector<Counters> sum_all(const Plan& p) override;
   void add_all(const Plan& p, const Counters& delta) override;
-  // Live holds are edited in the cache in place (no copies); the cache is dropped on rollback.
+  // Live holds are edited in the cache in place (no copies); the operation's undo log keeps
+  // what they were before, for a failed operation.
   const RequestRecord* find_request(const std::string& id) override;
   RequestRecord* edit_request(const std::string& id) override;
   void save_request(const RequestRecord& rec) override;
@@ -267,10 +418,8 @@ class SqlTxn final : public Txn {
 
  private:
   RequestRecord* lookup(const std::string& id);
-  enum Where { kNew, kInHolds, kInRequests, kUnknown };
-  void write_request(const RequestRecord& rec, Where where);
   SqliteStore& s_;
-  std::optional<RequestRecord> other_;  // a looked-up record that is not a live hold
+  std::optional<RequestRecord> other_;  // a looked-up record that is not cached
 };
 
 class SqliteStore final : public Store {
@@ -311,7 +460,14 @@ class SqliteStore final : public Store {
     }
   }
   ~SqliteStore() override {
-    multi_add_.clear();
+    // Best effort: bring the state tables up to date, so the next open replays nothing.
+    try {
+      run([&](SqlTxn&) {
+        if (last_seq_ > ckpt_seq_) checkpoint();
+        return 0;
+      });
+    } catch (...) {
+    }
     stmts_.clear();
     sqlite3_close(db_);
   }
@@ -337,6 +493,7 @@ class SqliteStore final : public Store {
   }
   uint64_t put_limit(const Limit& l) override {
     return run([&](SqlTxn& t) {
+      job_sql_writes_ = true;
       st(kPutLimit).reset().bind(l.key()).bind(l.scope).bind(l.window.to_string()).bind(to_string(l.metric))
           .bind(l.amount).bind(nlohmann::json(l.alert_thresholds_pct).dump()).exec();
       return bump_limits_version(t);
@@ -344,6 +501,7 @@ class SqliteStore final : public Store {
   }
   bool remove_limit(const std::string& key, uint64_t* version) override {
     return run([&](SqlTxn& t) {
+      job_sql_writes_ = true;
       st(kDelLimit).reset().bind(key).exec();
       bool erased = sqlite3_changes(db_) > 0;
       *version = erased ? bump_limits_version(t) : t.limits_version();
@@ -358,19 +516,36 @@ class SqliteStore final : public Store {
 
   size_t expire(int64_t now, size_t max) override {
     return run([&](SqlTxn& t) {
-      std::vector<std::string> due;
-      auto& s = st(kDue).reset().bind(now).bind(static_cast<int64_t>(max));
-      while (s.step()) due.push_back(s.text(0));
+      // Live holds: the `holds` table overlaid with the records changed since the checkpoint.
+      std::vector<std::pair<int64_t, std::string>> due;
+      auto& s = st(kDue).reset().bind(now).bind(static_cast<int64_t>(max + recs_.size()));
+      while (s.step()) {
+        std::string id = s.text(0);
+        if (!recs_.count(id)) due.emplace_back(s.i64(1), std::move(id));
+      }
       s.finish();
-      for (const auto& id : due)
-        if (auto rec = t.get_request(id)) txn_expire(t, *rec, now);
+      for (const auto& [id, e] : recs_)
+        if (e.rec.state == ReqState::Held && e.rec.expires_at <= now) due.emplace_back(e.rec.expires_at, id);
+      std::sort(due.begin(), due.end());
+      if (due.size() > max) due.resize(max);
+      for (const auto& d : due)
+        if (auto rec = t.get_request(d.second)) txn_expire(t, *rec, now);
       return due.size();
     });
   }
   int64_t next_deadline() override {
     return run([&](SqlTxn&) {
+      int64_t v = kForever;
+      for (const auto& [id, e] : recs_)
+        if (e.rec.state == ReqState::Held) v = std::min(v, e.rec.expires_at);
       auto& s = st(kNextDeadline).reset();
-      int64_t v = s.step() && !s.null(0) ? s.i64(0) : kForever;
+      while (s.step()) {
+        if (s.i64(1) >= v) break;
+        if (!recs_.count(s.text(0))) {  // else the cached record says
+          v = s.i64(1);
+          break;
+        }
+      }
       s.finish();
       return v;
     });
@@ -429,6 +604,7 @@ class SqliteStore final : public Store {
 
   void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
     auto rows = run([&](SqlTxn&) {
+      if (last_seq_ > ckpt_seq_ || !dirty_ctr_.empty()) checkpoint();  // the table is read below
       std::vector<StoredCounter> out;
       auto& s = st(kAllCounters).reset();
       while (s.step()) {
@@ -450,7 +626,8 @@ class SqliteStore final : public Store {
   enum StmtId {
     kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kPutHold, kAppend,
     kDue, kNextDeadline, kScan, kHashAt, kAllCounters, kLastChain, kBegin, kCommit, kDataVersion,
-    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kAddCounter, kDelHold, kUpdReq, kCount
+    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kPutCounter, kDelHold, kMetaState,
+    kTail, kCount
   };
 
   void exec(const char* sql) {
@@ -483,6 +660,7 @@ class SqliteStore final : public Store {
                             ", newer than this libbudget (" + std::to_string(kSchemaVersion) + ")");
       if (version == 1) migrate_v1();
       if (version == 1 || version == 2) exec(kMigrateV2);
+      if (version >= 1 && version <= 3) exec(kMigrateV3);
       if (version < kSchemaVersion) exec(kSchema);
       exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       exec("COMMIT");
@@ -538,9 +716,9 @@ class SqliteStore final : public Store {
         "SELECT " BUDGET_RECORD_COLUMNS " FROM requests WHERE id=?1",
         BUDGET_RECORD_UPSERT("requests"),
         BUDGET_RECORD_UPSERT("holds"),
-        "INSERT INTO ledger(seq, body, hash, plan, wpos) VALUES (?,?,?,?,?)",
-        "SELECT id FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
-        "SELECT min(expires_at) FROM holds",
+        "INSERT INTO ledger(seq, body, hash, plan, wpos, redo) VALUES (?,?,?,?,?,?)",
+        "SELECT id, expires_at FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
+        "SELECT id, expires_at FROM holds ORDER BY expires_at",
         "SELECT seq, body, hash, plan, wpos FROM ledger WHERE seq>? ORDER BY seq LIMIT ?",
         "SELECT hash FROM ledger WHERE seq<=? ORDER BY seq DESC LIMIT 1",
         "SELECT s.name, c.start, c.end_ms, c.spent_cost, c.spent_tokens, c.spent_requests, c.held_cost, c.held_tokens,"
@@ -556,14 +734,11 @@ class SqliteStore final : public Store {
         "SELECT id, windows FROM plans WHERE text=?",
         "INSERT INTO plans(text, windows) VALUES (?,?)",
         "SELECT text, windows FROM plans WHERE id=?",
-        "UPDATE counters SET spent_cost=spent_cost+?, spent_tokens=spent_tokens+?, spent_requests=spent_requests+?,"
-        " held_cost=held_cost+?, held_tokens=held_tokens+?, held_requests=held_requests+?, granted_cost=granted_cost+?,"
-        " granted_tokens=granted_tokens+?, granted_requests=granted_requests+? WHERE sid=? AND start=?",
+        "INSERT OR REPLACE INTO counters(sid, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost,"
+        " held_tokens, held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         "DELETE FROM holds WHERE id=?",
-        "UPDATE requests SET state=?2, subject=?3, plan=?4, held_cost=?5, held_tokens=?6, held_requests=?7,"
-        " consumed_cost=?8, consumed_tokens=?9, consumed_requests=?10, charged_cost=?11, charged_tokens=?12,"
-        " charged_requests=?13, created_at=?14, expires_at=?15, flags=?16, model=?17, provider=?18, price_version=?19,"
-        " fingerprint=?20, failing_check=?21, fail_spent=?22, fail_held=?23, fail_granted=?24 WHERE id=?1",
+        "SELECT (SELECT value FROM meta WHERE key='checkpoint'), (SELECT value FROM meta WHERE key='epoch')",
+        "SELECT seq, hash, redo FROM ledger WHERE seq>? ORDER BY seq",
     };
 #undef BUDGET_RECORD_UPSERT
 #undef BUDGET_RECORD_COLUMNS
@@ -580,10 +755,12 @@ class SqliteStore final : public Store {
 
   // ---- cache ----------------------------------------------------------------------------
   // Everything below is used by the leader only, inside a transaction that holds the write
-  // lock. What another connection may change (counters, requests, limits version, ledger head)
-  // is dropped when PRAGMA data_version says another connection committed; what only grows
-  // (series ids, plans) stays. Any rollback drops everything (ids written by the rolled-back
-  // transaction are gone).
+  // lock. The state is: tables (as of meta `checkpoint`) + the after-images of later ledger
+  // rows. This process keeps those after-images applied in memory: `dirty_ctr_` (counter
+  // buckets) and the dirty entries of `recs_` (request records), each with the seq of the row
+  // that last changed it; a lookup that misses them reads the table, which is then current.
+  // `series_` (bucket cache per series) and the clean entries of `recs_` (live holds read from
+  // the table) are a plain cache of the same state. Series ids and plans only grow.
   struct Series {
     int64_t sid = 0;      // 0: not in the file (as of the last look)
     bool loaded = false;  // `buckets` holds every bucket of the series with start >= lo
@@ -595,30 +772,218 @@ class SqliteStore final : public Store {
     std::string windows_field;  // ,"windows":[...] exactly as in an event body
     std::shared_ptr<const Plan> plan;
   };
+  static constexpr int64_t kClean = -1;               // Rec::dirty: the table has it
+  static constexpr int64_t kPending = INT64_MAX;      // changed by the running operation
+  struct DirtyBucket {
+    int64_t end = 0;
+    Counters c;
+    int64_t seq = kPending;
+  };
+  struct Rec {
+    RequestRecord rec;
+    int64_t dirty = kClean;  // seq of the ledger row that carries its after-image, or kClean
+  };
+  // The undo log of the running operation: what it touched, as it was before.
+  struct CtrTouch {
+    Series* s;
+    int64_t sid, start, end;
+    std::optional<Counters> cached;     // the cache's bucket (absent: no such bucket)
+    std::optional<DirtyBucket> dirty;   // the overlay's entry
+  };
+  struct RecTouch {
+    std::string id;
+    std::optional<Rec> prev;
+  };
+  struct PendingRow {
+    int64_t seq = 0, plan_id = 0, wpos = 0;
+    std::string stored, hash;
+  };
 
-  void drop_shared_state() {
-    for (auto it = series_.begin(); it != series_.end();) {
-      if (it->second.sid == 0) {  // another connection may have added it since
-        it = series_.erase(it);
-        continue;
-      }
-      it->second.loaded = false;
-      it->second.buckets.clear();
-      ++it;
-    }
-    held_.clear();
-    settled_.clear();
-    limits_valid_ = false;
-    head_valid_ = false;
-  }
+  // Everything cached goes; the next transaction reloads from the checkpoint and the tail.
   void drop_all_state() {
     series_.clear();
-    held_.clear();
-    settled_.clear();
+    by_sid_.clear();
+    recs_.clear();
+    dirty_ctr_.clear();
     plan_ids_.clear();
     plans_by_id_.clear();
     limits_valid_ = false;
-    head_valid_ = false;
+    reload_ = true;
+  }
+
+  // At the start of a transaction (write lock held) when another connection committed since
+  // the last one: apply the ledger rows it added. A full reload when asked (open, after a
+  // failed COMMIT) or when another process rewrote the tables outside the ledger (epoch).
+  void catch_up() {
+    limits_valid_ = false;
+    auto& m = st(kMetaState).reset();
+    int64_t ckpt = 0, epoch = 0;
+    if (m.step()) {
+      ckpt = m.null(0) ? 0 : m.i64(0);
+      epoch = m.null(1) ? 0 : m.i64(1);
+    }
+    m.finish();
+    if (epoch != epoch_) reload_ = true;
+    if (reload_) {
+      drop_all_state();
+      reload_ = false;
+      epoch_ = epoch;
+      ckpt_seq_ = ckpt;
+      last_seq_ = ckpt;
+      last_hash_.clear();
+    }
+    // Another connection may have added series this process looked for and did not find.
+    for (auto it = series_.begin(); it != series_.end();) {
+      if (it->second.sid == 0) it = series_.erase(it);
+      else ++it;
+    }
+    bool any = false;
+    {
+      auto& t = st(kTail).reset().bind(last_seq_);
+      while (t.step()) {
+        int64_t seq = t.i64(0);
+        if (sqlite3_column_type(stmt_of(t), 2) == SQLITE_BLOB) {
+          auto* p = static_cast<const unsigned char*>(sqlite3_column_blob(stmt_of(t), 2));
+          apply_image(p, p + sqlite3_column_bytes(stmt_of(t), 2), seq);
+        }
+        last_seq_ = seq;
+        last_hash_ = t.hash_hex(1);
+        any = true;
+      }
+      t.finish();
+    }
+    if (!any && last_hash_.empty()) {
+      auto& h = st(kLastChain).reset();
+      if (h.step()) {
+        last_seq_ = h.i64(0);
+        last_hash_ = h.hash_hex(1);
+      } else {
+        last_seq_ = 0;
+        last_hash_.assign(64, '0');
+      }
+      h.finish();
+    }
+    if (ckpt > ckpt_seq_) {  // another process wrote the tables up to ckpt: those entries are clean
+      ckpt_seq_ = ckpt;
+      for (auto it = dirty_ctr_.begin(); it != dirty_ctr_.end();) {
+        auto& bs = it->second;
+        for (auto b = bs.begin(); b != bs.end();) b = b->second.seq <= ckpt ? bs.erase(b) : std::next(b);
+        it = bs.empty() ? dirty_ctr_.erase(it) : std::next(it);
+      }
+      for (auto it = recs_.begin(); it != recs_.end();) {
+        if (it->second.dirty != kClean && it->second.dirty <= ckpt) it->second.dirty = kClean;
+        if (it->second.dirty == kClean && it->second.rec.state != ReqState::Held) it = recs_.erase(it);
+        else ++it;
+      }
+    }
+  }
+  static sqlite3_stmt* stmt_of(Stmt& s) { return s.raw(); }
+
+  // Applies one ledger row's after-images (written by another process, or before this open).
+  void apply_image(const unsigned char* p, const unsigned char* end, int64_t seq) {
+    Dec d{p, end};
+    while (!d.done()) {
+      uint8_t tag = d.byte();
+      if (tag == 'C' || tag == 'E') {
+        int64_t sid = static_cast<int64_t>(d.u());
+        int64_t start = d.i();
+        int64_t bend;
+        if (tag == 'C') {
+          uint64_t len = d.u();
+          bend = len == 0 ? kForever : static_cast<int64_t>(static_cast<uint64_t>(start) + len);
+        } else {
+          bend = d.i();
+        }
+        Counters c;
+        c.spent = d.amounts();
+        c.held = d.amounts();
+        c.granted = d.amounts();
+        dirty_ctr_[sid][start] = DirtyBucket{bend, c, seq};
+        if (auto it = by_sid_.find(sid); it != by_sid_.end()) {
+          Series& ser = *it->second;
+          if (ser.loaded && start >= ser.lo) ser.buckets[start] = c;
+        }
+      } else if (tag == 'R') {
+        RequestRecord r;
+        r.request_id = d.str();
+        uint64_t state = d.u();
+        if (state > static_cast<uint64_t>(ReqState::Adjusted)) Dec::bad();
+        r.state = static_cast<ReqState>(state);
+        uint64_t n = d.u();
+        if (n > static_cast<uint64_t>(end - p)) Dec::bad();
+        r.subject.reserve(static_cast<size_t>(n));
+        for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
+        int64_t plan_id = static_cast<int64_t>(d.u());
+        r.held = d.amounts();
+        r.consumed = d.amounts();
+        r.charged = d.amounts();
+        r.created_at = d.i();
+        r.expires_at = static_cast<int64_t>(static_cast<uint64_t>(r.created_at) + static_cast<uint64_t>(d.i()));
+        uint64_t flags = d.u();
+        r.over_hold = flags & 1;
+        r.over_limit = flags & 2;
+        r.after_expiry = flags & 4;
+        r.model = d.str();
+        r.provider = d.str();
+        r.price_version = d.str();
+        r.fingerprint = d.str();
+        r.failing_check = static_cast<int>(d.i());
+        r.failing_state.spent = d.i();
+        r.failing_state.held = d.i();
+        r.failing_state.granted = d.i();
+        r.plan = plan_id ? plan_by_id(plan_id).plan : empty_plan();
+        auto& e = recs_[r.request_id];
+        e.rec = std::move(r);
+        e.dirty = seq;
+      } else {
+        Dec::bad();
+      }
+    }
+  }
+
+  // Writes every entry changed since the checkpoint to the state tables and advances the
+  // checkpoint to the head. Inside the running transaction, after catch_up (so the overlay
+  // holds every change up to the head).
+  void checkpoint() {
+    job_sql_writes_ = true;
+    auto& pc = st(kPutCounter);
+    for (const auto& [sid, bs] : dirty_ctr_)
+      for (const auto& [start, b] : bs)
+        pc.reset().bind(sid).bind(start).bind(b.end)
+            .bind(b.c.spent.cost).bind(b.c.spent.tokens).bind(b.c.spent.requests)
+            .bind(b.c.held.cost).bind(b.c.held.tokens).bind(b.c.held.requests)
+            .bind(b.c.granted.cost).bind(b.c.granted.tokens).bind(b.c.granted.requests).exec();
+    for (auto it = recs_.begin(); it != recs_.end();) {
+      auto& e = it->second;
+      if (e.dirty != kClean) {
+        write_record(e.rec);
+        e.dirty = kClean;
+      }
+      // Settled records leave the cache once in the table (bounded memory).
+      if (e.rec.state != ReqState::Held) it = recs_.erase(it);
+      else ++it;
+    }
+    dirty_ctr_.clear();
+    st(kSetMeta).reset().bind("checkpoint").bind(last_seq_).exec();
+    ckpt_seq_ = last_seq_;
+  }
+
+  // Writes a record where its state belongs: a live hold in `holds`, any other in `requests`
+  // (and out of `holds`).
+  void write_record(const RequestRecord& r) {
+    int64_t plan_id = plan_row(r.plan ? r.plan : empty_plan()).id;
+    const bool held = r.state == ReqState::Held;
+    auto& s = st(held ? kPutHold : kPutReq).reset();
+    s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
+    s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
+        .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
+        .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
+        .bind(r.created_at).bind(r.expires_at)
+        .bind(int64_t{(r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0)})
+        .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
+        .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
+        .exec();
+    if (!held) st(kDelHold).reset().bind(r.request_id).exec();
   }
 
   Series& series_of(const WindowRef& w) {
@@ -627,7 +992,10 @@ class SqliteStore final : public Store {
     if (it != series_.end()) return it->second;
     Series& s = series_[key];
     auto& q = st(kSeriesId).reset().bind(key);
-    if (q.step()) s.sid = q.i64(0);
+    if (q.step()) {
+      s.sid = q.i64(0);
+      by_sid_[s.sid] = &s;
+    }
     q.finish();
     return s;
   }
@@ -641,8 +1009,10 @@ class SqliteStore final : public Store {
       st(kAddSeries).reset().bind(w.series_key.empty() ? w.series() : w.series_key).exec();
       s.sid = sqlite3_last_insert_rowid(db_);
     }
+    by_sid_[s.sid] = &s;
     return s.sid;
   }
+  // The buckets of s from read_from on: the table's, overlaid with the dirty ones.
   void load(Series& s, int64_t read_from) {
     s.buckets.clear();
     s.loaded = true;
@@ -657,6 +1027,105 @@ class SqliteStore final : public Store {
       s.buckets.emplace(q.i64(0), c);
     }
     q.finish();
+    if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
+      for (auto b = it->second.lower_bound(read_from); b != it->second.end(); ++b) s.buckets[b->first] = b->second.c;
+  }
+
+  // ---- the running operation's undo log and ledger rows ------------------------------------
+  void job_start() {
+    ctr_touch_.clear();
+    rec_touch_.clear();
+    rec_touch_index_.clear();
+    pending_.clear();
+    job_seq_ = last_seq_;
+    job_hash_ = last_hash_;
+    job_sql_writes_ = false;
+  }
+  CtrTouch& touch_counter(Series& s, const WindowRef& w) {
+    for (auto& t : ctr_touch_)
+      if (t.s == &s && t.start == w.start) return t;
+    CtrTouch t{&s, s.sid, w.start, w.end, std::nullopt, std::nullopt};
+    if (auto b = s.buckets.find(w.start); b != s.buckets.end()) t.cached = b->second;
+    if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
+      if (auto b = it->second.find(w.start); b != it->second.end()) t.dirty = b->second;
+    ctr_touch_.push_back(std::move(t));
+    return ctr_touch_.back();
+  }
+  void touch_record(const std::string& id) {
+    if (rec_touch_.size() < 16) {
+      for (const auto& t : rec_touch_)
+        if (t.id == id) return;
+    } else {
+      if (rec_touch_index_.empty())
+        for (const auto& t : rec_touch_) rec_touch_index_.insert(t.id);
+      if (!rec_touch_index_.insert(id).second) return;
+    }
+    RecTouch t{id, std::nullopt};
+    if (auto it = recs_.find(id); it != recs_.end()) t.prev = it->second;
+    rec_touch_.push_back(std::move(t));
+  }
+  // A failed operation: the cache as it was before it. (Rows of series and plans it inserted
+  // stay: they only name things.)
+  void job_undo() {
+    for (auto t = ctr_touch_.rbegin(); t != ctr_touch_.rend(); ++t) {
+      Series& s = *t->s;
+      if (t->cached) s.buckets[t->start] = *t->cached;
+      else s.buckets.erase(t->start);
+      if (t->dirty) dirty_ctr_[t->sid][t->start] = *t->dirty;
+      else if (auto it = dirty_ctr_.find(t->sid); it != dirty_ctr_.end()) {
+        it->second.erase(t->start);
+        if (it->second.empty()) dirty_ctr_.erase(it);
+      }
+    }
+    for (auto t = rec_touch_.rbegin(); t != rec_touch_.rend(); ++t) {
+      if (t->prev) recs_[t->id] = std::move(*t->prev);
+      else recs_.erase(t->id);
+    }
+    pending_.clear();
+    last_seq_ = job_seq_;
+    last_hash_ = job_hash_;
+    ctr_touch_.clear();
+    rec_touch_.clear();
+    rec_touch_index_.clear();
+  }
+  // A successful operation: its ledger rows, the last one with the after-images of what it
+  // changed.
+  void job_flush() {
+    if (pending_.empty()) {
+      if (!ctr_touch_.empty() || !rec_touch_.empty()) {
+        // State changed without an event (no operation does this today): write the tables
+        // directly and tell the other processes to reload (they cannot see it in the ledger).
+        checkpoint();
+        st(kSetMeta).reset().bind("epoch").bind(++epoch_).exec();
+      }
+      return;
+    }
+    const int64_t seq = pending_.back().seq;
+    redo_.clear();
+    for (const auto& t : ctr_touch_) {
+      auto& b = dirty_ctr_[t.sid][t.start];
+      b.seq = seq;
+      encode_counter(redo_, t.sid, t.start, b.end, b.c);
+    }
+    for (const auto& t : rec_touch_) {
+      auto it = recs_.find(t.id);
+      if (it == recs_.end()) continue;  // not expected: a touched record is stored
+      it->second.dirty = seq;
+      encode_record(redo_, it->second.rec, plan_row(it->second.rec.plan ? it->second.rec.plan : empty_plan()).id);
+    }
+    auto& s = st(kAppend);
+    for (const auto& row : pending_) {
+      s.reset().bind(row.seq).bind(row.stored);
+      unsigned char raw[32];
+      if (unhex(row.hash, raw)) s.bind_blob(raw, sizeof raw);
+      else s.bind(row.hash);
+      if (row.plan_id) s.bind(row.plan_id).bind(row.wpos);
+      else s.bind_null().bind_null();
+      if (&row == &pending_.back() && !redo_.empty()) s.bind_blob(redo_.data(), redo_.size());
+      else s.bind_null();
+      s.exec();
+    }
+    pending_.clear();
   }
 
   // What a record without a plan stores (as version 1 did).
@@ -668,12 +1137,6 @@ class SqliteStore final : public Store {
     }();
     return empty;
   }
-  void purge_settled() {
-    for (const auto& id : settled_)
-      if (auto it = held_.find(id); it != held_.end() && it->second.rec.state != ReqState::Held) held_.erase(it);
-    settled_.clear();
-  }
-
   // The stored row of a plan (inserted if new).
   const PlanRow& plan_row(const std::shared_ptr<const Plan>& p) {
     std::string encoded;
@@ -819,7 +1282,7 @@ class SqliteStore final : public Store {
     leader_ = false;
   }
 
-  // Starts the batch's transaction and validates the cache. False (errors set) on failure.
+  // Starts the batch's transaction and brings the cache up to date. False (errors set) on failure.
   bool begin(const std::vector<Job*>& jobs) {
     try {
       finish_all();
@@ -827,24 +1290,16 @@ class SqliteStore final : public Store {
       auto& v = st(kDataVersion).reset();
       int64_t dv = v.step() ? v.i64(0) : -1;
       v.finish();
-      if (dv != data_version_) {
-        drop_shared_state();
+      if (dv != data_version_ || reload_) {
+        catch_up();
         data_version_ = dv;
       }
-      if (series_.size() > 100'000) series_.clear();
-      if (held_.size() > 100'000) held_.clear();
-      if (!head_valid_) {
-        auto& s = st(kLastChain).reset();
-        if (s.step()) {
-          last_seq_ = s.i64(0);
-          last_hash_ = s.hash_hex(1);
-        } else {
-          last_seq_ = 0;
-          last_hash_.assign(64, '0');
-        }
-        s.finish();
-        head_valid_ = true;
+      if (series_.size() > 100'000) {
+        series_.clear();
+        by_sid_.clear();
       }
+      if (recs_.size() > 100'000)  // clean entries only: the dirty ones are the overlay
+        for (auto it = recs_.begin(); it != recs_.end();) it = it->second.dirty == kClean ? recs_.erase(it) : std::next(it);
       return true;
     } catch (...) {
       rollback();
@@ -854,16 +1309,30 @@ class SqliteStore final : public Store {
   }
 
   void execute(const std::vector<Job*>& batch) {
-    // All operations in one transaction. If one fails, the transaction is rolled back and run
-    // again without it: the others are not affected (and only committed work is answered).
+    // All operations in one transaction. A failing operation's changes to the cache are undone
+    // (it wrote no row but perhaps a series or plan name) and the others go on; if it wrote
+    // other rows, the transaction is rolled back and run again without it. Only committed work
+    // is answered.
     std::vector<Job*> jobs = batch;
     while (!jobs.empty()) {
       if (!begin(jobs)) return;
       SqlTxn t(*this);
       size_t failed = jobs.size();
       for (size_t i = 0; i < jobs.size(); ++i) {
+        job_start();
         try {
           jobs[i]->fn(t);
+        } catch (...) {
+          jobs[i]->error = std::current_exception();
+          if (!job_sql_writes_) {
+            job_undo();
+            continue;
+          }
+          failed = i;
+          break;
+        }
+        try {
+          job_flush();
         } catch (...) {
           jobs[i]->error = std::current_exception();
           failed = i;
@@ -872,26 +1341,26 @@ class SqliteStore final : public Store {
       }
       if (failed < jobs.size()) {
         rollback();
+        for (size_t i = 0; i < jobs.size(); ++i)
+          if (i != failed) jobs[i]->error = nullptr;  // run again
         jobs.erase(jobs.begin() + static_cast<std::ptrdiff_t>(failed));
         continue;
       }
-      finish_all();
       try {
+        if (last_seq_ - ckpt_seq_ >= kCheckpointEvery) checkpoint();
+        finish_all();
         st(kCommit).reset().exec();
       } catch (...) {
         auto err = std::make_exception_ptr(StoreUnavailableError(std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_)));
         rollback();
         for (auto* j : jobs) j->error = err;
       }
-      purge_settled();
       return;
     }
   }
 
   void finish_all() {
     for (auto& stmt : stmts_) stmt->finish();
-    for (auto& [n, stmt] : multi_add_)
-      if (stmt) stmt->finish();
   }
 
   void rollback() {
@@ -899,26 +1368,6 @@ class SqliteStore final : public Store {
     if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     drop_all_state();
   }
-
-  // Adds to n counters at once (one statement instead of n), by n.
-  Stmt& multi_add(size_t n) {
-    auto& slot = multi_add_[n];
-    if (!slot) {
-      std::string sql =
-          "INSERT INTO counters(sid, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens,"
-          " held_requests, granted_cost, granted_tokens, granted_requests) VALUES ";
-      for (size_t k = 0; k < n; ++k) sql += k ? ",(?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?)";
-      sql += " ON CONFLICT(sid, start) DO UPDATE SET spent_cost=spent_cost+excluded.spent_cost,"
-             " spent_tokens=spent_tokens+excluded.spent_tokens, spent_requests=spent_requests+excluded.spent_requests,"
-             " held_cost=held_cost+excluded.held_cost, held_tokens=held_tokens+excluded.held_tokens,"
-             " held_requests=held_requests+excluded.held_requests, granted_cost=granted_cost+excluded.granted_cost,"
-             " granted_tokens=granted_tokens+excluded.granted_tokens,"
-             " granted_requests=granted_requests+excluded.granted_requests";
-      slot = std::make_unique<Stmt>(db_, sql.c_str());
-    }
-    return *slot;
-  }
-  std::unordered_map<size_t, std::unique_ptr<Stmt>> multi_add_;
 
   std::string path_;
   sqlite3* db_ = nullptr;
@@ -931,17 +1380,26 @@ class SqliteStore final : public Store {
 
   // Cache (leader only).
   int64_t data_version_ = -1;
-  bool limits_valid_ = false, head_valid_ = false;
+  bool reload_ = true;  // rebuild the cache from the checkpoint and the tail
+  bool limits_valid_ = false;
   uint64_t limits_version_ = 0;
-  int64_t last_seq_ = 0;
+  int64_t last_seq_ = 0;  // the ledger head, every row up to which is applied
   std::string last_hash_;
+  int64_t ckpt_seq_ = 0;  // meta `checkpoint` as last seen or written
+  int64_t epoch_ = -1;    // meta `epoch` as last seen
   std::unordered_map<std::string, Series> series_;        // by series key
-  struct Held {
-    RequestRecord rec;
-    bool in_holds = true;  // where its row is: `holds`, or `requests` once settled
-  };
-  std::unordered_map<std::string, Held> held_;            // live holds, by request id
-  std::vector<std::string> settled_;                      // to drop from held_ after the transaction
+  std::unordered_map<int64_t, Series*> by_sid_;           // the same, by series id
+  std::unordered_map<int64_t, std::map<int64_t, DirtyBucket>> dirty_ctr_;  // by series id, start
+  std::unordered_map<std::string, Rec> recs_;             // live holds and dirty records, by id
+  // The running operation.
+  std::vector<CtrTouch> ctr_touch_;
+  std::vector<RecTouch> rec_touch_;
+  std::unordered_set<std::string> rec_touch_index_;
+  std::vector<PendingRow> pending_;
+  int64_t job_seq_ = 0;
+  std::string job_hash_;
+  bool job_sql_writes_ = false;  // wrote rows an undo cannot take back (limits, a checkpoint)
+  std::string redo_;
   std::unordered_map<std::string, int64_t> plan_ids_;     // plan text -> id
   std::unordered_map<int64_t, PlanRow> plans_by_id_;
   std::string scratch_key_;
@@ -973,53 +1431,29 @@ std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
   return out;
 }
 
+// Adds d to the current bucket of every window of the plan: in the cache and in the overlay
+// (absolute values; the ledger row of the operation carries them). Nothing is written here.
 void SqlTxn::add_all(const Plan& p, const Counters& d) {
-  if (p.windows.empty()) return;
-  const size_t n = p.windows.size();
-  SqliteStore::Series* small[16];
-  std::vector<SqliteStore::Series*> large;
-  SqliteStore::Series** series = small;
-  if (n > 16) {
-    large.resize(n);
-    series = large.data();
-  }
-  // Every bucket known to exist (the usual case): one UPDATE by key each; else one upsert.
-  bool all_known = true;
-  for (size_t i = 0; i < n; ++i) {
-    const auto& w = p.windows[i];
-    series[i] = &s_.series_of(w);
-    const auto& ser = *series[i];
-    all_known = all_known && ser.sid != 0 && ser.loaded && w.start >= ser.lo && ser.buckets.count(w.start) > 0;
-  }
-  if (all_known) {
-    auto& s = s_.st(SqliteStore::kAddCounter);
-    for (size_t i = 0; i < n; ++i) {
-      s.reset().bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests)
-          .bind(series[i]->sid).bind(p.windows[i].start).exec();
-    }
-  } else {
-    auto& s = s_.multi_add(n).reset();
-    for (size_t i = 0; i < n; ++i) {
-      const auto& w = p.windows[i];
-      s.bind(s_.ensure_sid(*series[i], w)).bind(w.start).bind(w.end)
-          .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests);
-    }
-    s.exec();
-  }
-  for (size_t i = 0; i < n; ++i) {
-    auto& ser = *series[i];
-    if (ser.loaded && p.windows[i].start >= ser.lo) add_to(ser.buckets[p.windows[i].start], d);
+  for (const auto& w : p.windows) {
+    auto& ser = s_.series_of(w);
+    s_.ensure_sid(ser, w);
+    if (!ser.loaded || w.start < ser.lo) s_.load(ser, ser.loaded ? std::min(ser.lo, w.start) : w.start);
+    auto b = ser.buckets.find(w.start);
+    Counters now = b == ser.buckets.end() ? Counters{} : b->second;
+    add_to(now, d);  // checked: throws before anything changed
+    auto& t = s_.touch_counter(ser, w);
+    ser.buckets[w.start] = now;
+    auto& db = s_.dirty_ctr_[t.sid][w.start];
+    db.end = w.end;
+    db.c = now;
+    db.seq = SqliteStore::kPending;
   }
 }
 
-// The record of `id`: a live hold from the cache (loaded into it on a miss), another record in
-// `other_`, or null.
+// The record of `id`: cached (a live hold, or changed since the checkpoint), else read from the
+// table (a live hold is cached then; another record is kept in `other_`), or null.
 RequestRecord* SqlTxn::lookup(const std::string& id) {
-  if (auto it = s_.held_.find(id); it != s_.held_.end()) return &it->second.rec;
+  if (auto it = s_.recs_.find(id); it != s_.recs_.end()) return &it->second.rec;
   auto& s = s_.st(SqliteStore::kGetReq).reset().bind(id);
   if (!s.step()) {
     s.finish();
@@ -1048,9 +1482,9 @@ RequestRecord* SqlTxn::lookup(const std::string& id) {
   s.finish();
   r.plan = plan_id ? s_.plan_by_id(plan_id).plan : SqliteStore::empty_plan();
   if (r.state == ReqState::Held) {
-    auto& slot = s_.held_[id];
+    auto& slot = s_.recs_[id];
     slot.rec = std::move(r);
-    slot.in_holds = true;
+    slot.dirty = SqliteStore::kClean;
     return &slot.rec;
   }
   other_ = std::move(r);
@@ -1062,70 +1496,27 @@ std::optional<RequestRecord> SqlTxn::get_request(const std::string& id) {
   return std::nullopt;
 }
 const RequestRecord* SqlTxn::find_request(const std::string& id) { return lookup(id); }
-RequestRecord* SqlTxn::edit_request(const std::string& id) { return lookup(id); }
-
-// JSON array of strings, as nlohmann::json(v).dump() writes it.
-std::string json_strings(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (const auto& x : v) {
-    for (unsigned char c : x)
-      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) return nlohmann::json(v).dump();
-    if (out.size() > 1) out += ',';
-    out += '"';
-    out += x;
-    out += '"';
-  }
-  return out + "]";
-}
-
-// Writes the record where its state belongs: a live hold in `holds`, any other in `requests`
-// (and out of `holds`). `where` is where its row is now.
-void SqlTxn::write_request(const RequestRecord& r, Where where) {
-  int64_t plan_id = s_.plan_row(r.plan ? r.plan : SqliteStore::empty_plan()).id;
-  const bool held = r.state == ReqState::Held;
-  auto id = held ? SqliteStore::kPutHold : where == kInRequests ? SqliteStore::kUpdReq : SqliteStore::kPutReq;
-  auto& s = s_.st(id).reset();
-  s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
-  s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
-      .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
-      .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
-      .bind(r.created_at).bind(r.expires_at)
-      .bind(int64_t{(r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0)})
-      .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
-      .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
-      .exec();
-  if (!held && (where == kInHolds || where == kUnknown)) s_.st(SqliteStore::kDelHold).reset().bind(r.request_id).exec();
+RequestRecord* SqlTxn::edit_request(const std::string& id) {
+  auto* r = lookup(id);
+  if (r && r != (other_ ? &*other_ : nullptr)) s_.touch_record(id);  // before the caller changes it in place
+  return r;
 }
 
 void SqlTxn::save_request(const RequestRecord& r) {
-  auto it = s_.held_.find(r.request_id);
-  if (it == s_.held_.end()) {
-    // Not a cached hold: other_ was read from `requests` in this transaction.
-    write_request(r, other_ && &*other_ == &r ? kInRequests : kUnknown);
-    if (r.state == ReqState::Held) s_.held_.emplace(r.request_id, SqliteStore::Held{r, true});
-    return;
-  }
-  auto& entry = it->second;
-  write_request(r, entry.in_holds ? kInHolds : kInRequests);
-  if (&entry.rec != &r) entry.rec = r;
-  entry.in_holds = r.state == ReqState::Held;
-  // A record that is no longer held leaves the cache after the transaction (`r` may be it).
-  if (!entry.in_holds) s_.settled_.push_back(r.request_id);
+  s_.touch_record(r.request_id);
+  auto& e = s_.recs_[r.request_id];
+  if (&e.rec != &r) e.rec = r;
+  e.dirty = SqliteStore::kPending;
 }
 
 void SqlTxn::put_request(const RequestRecord& r) { save_request(r); }
 
 const RequestRecord& SqlTxn::adopt_request(RequestRecord&& r) {
-  write_request(r, kNew);  // a new request id (find_request found none)
-  if (r.state == ReqState::Held) {
-    auto& slot = s_.held_[r.request_id];
-    slot.rec = std::move(r);
-    slot.in_holds = true;
-    return slot.rec;
-  }
-  s_.held_.erase(r.request_id);
-  other_ = std::move(r);
-  return *other_;
+  s_.touch_record(r.request_id);  // a new request id (find_request found none)
+  auto& e = s_.recs_[r.request_id];
+  e.rec = std::move(r);
+  e.dirty = SqliteStore::kPending;
+  return e.rec;
 }
 
 void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
@@ -1135,39 +1526,36 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   // `plans`); scan_events puts the same bytes back at the same place. It is serialised with
   // an empty array and the plan's stored array is spliced in for the hash: the same bytes as
   // event_body() with the keys, without building them for every event.
-  std::string body, stored;
-  int64_t plan_id = 0, wpos = 0;
+  SqliteStore::PendingRow row;
+  std::string body;
   if (plan && !plan->windows.empty()) {
     static constexpr std::string_view kNoWindows = ",\"windows\":[]";
-    const auto& row = s_.plan_row(plan);
+    const auto& prow = s_.plan_row(plan);
     e.windows.clear();
-    stored = event_body(e);
+    row.stored = event_body(e);
     // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
     // fields before `windows` hold no objects that could have such a key.
-    auto pos = stored.find(kNoWindows);
+    auto pos = row.stored.find(kNoWindows);
     if (pos != std::string::npos) {
-      stored.erase(pos, kNoWindows.size());
-      body.reserve(stored.size() + row.windows_field.size());
-      body.append(stored, 0, pos).append(row.windows_field).append(stored, pos, std::string::npos);
-      plan_id = row.id;
-      wpos = static_cast<int64_t>(pos);
+      row.stored.erase(pos, kNoWindows.size());
+      body.reserve(row.stored.size() + prow.windows_field.size());
+      body.append(row.stored, 0, pos).append(prow.windows_field).append(row.stored, pos, std::string::npos);
+      row.plan_id = prow.id;
+      row.wpos = static_cast<int64_t>(pos);
     } else {  // not expected; store the whole body
       e.windows = window_keys(*plan);
-      body = stored = event_body(e);
+      body = row.stored = event_body(e);
     }
   } else {
     if (plan) e.windows = window_keys(*plan);
-    body = stored = event_body(e);
+    body = row.stored = event_body(e);
   }
   e.hash = chain_hash(e.prev_hash, e.seq, body);
-  auto& s = s_.st(SqliteStore::kAppend).reset();
-  s.bind(e.seq).bind(stored);
-  unsigned char raw[32];
-  if (unhex(e.hash, raw)) s.bind_blob(raw, sizeof raw);
-  else s.bind(e.hash);
-  if (plan_id) s.bind(plan_id).bind(wpos);
-  else s.bind_null().bind_null();
-  s.exec();
+  row.seq = e.seq;
+  row.hash = e.hash;
+  // Written when the operation ends (SqliteStore::job_flush), the last row with the
+  // after-images of everything the operation changed.
+  s_.pending_.push_back(std::move(row));
   s_.last_seq_ = e.seq;
   s_.last_hash_ = e.hash;
 }

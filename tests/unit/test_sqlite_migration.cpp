@@ -139,7 +139,7 @@ TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and 
   }
   {
     Db db(path);
-    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
   }
   {  // opened again: nothing left to migrate
     BudgetManager m(options_for(path, clock));
@@ -159,7 +159,7 @@ TEST_CASE("sqlite: a new file has the current schema version and 1 KiB pages") {
     CHECK(m.verify().ok);
   }
   Db db(path);
-  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
   CHECK(db.column("PRAGMA page_size") == std::vector<std::string>{"1024"});
   // A plan is stored once; events refer to it.
   CHECK(db.column("SELECT count(*) FROM plans") == std::vector<std::string>{"1"});
