@@ -463,3 +463,30 @@ TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and 
     CHECK(m.commit("r-held", usd("0.75")).charged == usd("0.75"));
   }
 }
+
+TEST_CASE("sqlite: an operation that fails half-way leaves the cache as it was (undo log)") {
+  // A reserve whose second window overflows (int64 nanos) after its first was added to: the
+  // store must take the first back (nothing was written; the cache is what later reads see).
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  Options o;
+  o.store = "sqlite:" + path;
+  o.clock = clock;
+  o.limits = {Limit::cost("tenant:acme", Window::total(), usd("2000000000")),
+              Limit::cost("user:bob", Window::total(), usd("2000000000"))};
+  BudgetManager m(o);
+  m.grant(Scope("tenant", "acme"), usd("3000000000"));
+  m.grant(Scope("user", "bob"), usd("9000000000"));
+  REQUIRE(m.reserve(Subject{"user:bob"}, usd("5000000000")).allowed);
+  // acme: 0 + 4.5e9 fits; bob: 5e9 + 4.5e9 held has room (limit + grants) but overflows int64.
+  CHECK_THROWS_AS(m.reserve(Subject{"tenant:acme", "user:bob"}, usd("4500000000")), Error);
+  CHECK(status_of(m.status(Scope("tenant", "acme")), "total").held == 0);
+  CHECK(status_of(m.status(Scope("user", "bob")), "total").held == usd("5000000000").nanos());
+  auto small = m.reserve(Subject{"tenant:acme"}, usd("1"));
+  REQUIRE(small.allowed);
+  CHECK(status_of(m.status(Scope("tenant", "acme")), "total").held == usd("1").nanos());
+  m.release(small.reservation);
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) MESSAGE(p);
+  CHECK(rep.ok);
+}
