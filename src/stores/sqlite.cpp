@@ -276,12 +276,17 @@ void add_to(Counters& a, const Counters& d) {
 
 // ---- after-images (the `redo` column) -------------------------------------------------------
 // A sequence of entries, each a tag byte then LEB128 varints (signed values zigzag-encoded):
-//   'C' counter bucket: series id, start, end (0 = forever, else end - start), then spent,
-//       held, granted (cost, tokens, requests each) as absolute values;
+//   'P' the current bucket of every window of a stored plan: plan id, then per window its
+//       counter values (below) — the usual form: an operation changes its plan's windows;
+//   'C' one counter bucket: series id, start, end (0 = forever, else end - start), values;
 //   'E' the same with end written as a signed value (a bucket that does not end after it starts);
-//   'R' request record: id, state, subject (count, strings), plan id, held, consumed, charged,
-//       created_at, expires_at - created_at, flags, model, provider, price_version,
-//       fingerprint, failing_check, failing_state (spent, held, granted).
+//       counter values: a mask of the non-zero ones among spent, held, granted (cost, tokens,
+//       requests each), then those, absolute;
+//   'R' request record: id, subject (count, strings), model, provider, price_version, then
+//       state, plan id, held/consumed/charged (as counter values), created_at, expires_at -
+//       created_at, flags, fingerprint, failing_check (and failing_state when >= 0);
+//   'S' the same without the fields its row's event carries (request id, subject, model,
+//       provider, price version) and created_at relative to the event's time.
 // Absolute values: applying an entry twice, or an older entry before a newer one of the same
 // key, ends in the same state.
 struct Enc {
@@ -342,6 +347,31 @@ struct Dec {
   }
 };
 
+// Nine counter values (spent, held, granted x cost, tokens, requests): a mask of the non-zero
+// ones, then those.
+void encode_values(Enc& e, const Counters& c) {
+  const int64_t v[9] = {c.spent.cost, c.spent.tokens, c.spent.requests, c.held.cost, c.held.tokens,
+                        c.held.requests, c.granted.cost, c.granted.tokens, c.granted.requests};
+  uint64_t mask = 0;
+  for (int k = 0; k < 9; ++k)
+    if (v[k]) mask |= uint64_t{1} << k;
+  e.u(mask);
+  for (int k = 0; k < 9; ++k)
+    if (v[k]) e.i(v[k]);
+}
+Counters decode_values(Dec& d) {
+  uint64_t mask = d.u();
+  if (mask >> 9) Dec::bad();
+  int64_t v[9] = {};
+  for (int k = 0; k < 9; ++k)
+    if (mask & (uint64_t{1} << k)) v[k] = d.i();
+  Counters c;
+  c.spent = {v[0], v[1], v[2]};
+  c.held = {v[3], v[4], v[5]};
+  c.granted = {v[6], v[7], v[8]};
+  return c;
+}
+
 void encode_counter(std::string& out, int64_t sid, int64_t start, int64_t end, const Counters& c) {
   Enc e{out};
   if (end == kForever || end > start) {
@@ -355,33 +385,50 @@ void encode_counter(std::string& out, int64_t sid, int64_t start, int64_t end, c
     e.i(start);
     e.i(end);
   }
-  e.amounts(c.spent);
-  e.amounts(c.held);
-  e.amounts(c.granted);
+  encode_values(e, c);
 }
 
-void encode_record(std::string& out, const RequestRecord& r, int64_t plan_id) {
+// The fields of a record that its own event row also carries; a record whose values are those
+// of the row's event is written without them ('S').
+struct EventFields {
+  std::string request_id, model, provider, price_version;
+  std::vector<std::string> subject;
+  int64_t time = 0;  // ms
+};
+bool same_fields(const RequestRecord& r, const EventFields& f) {
+  return r.request_id == f.request_id && r.subject == f.subject && r.model == f.model && r.provider == f.provider &&
+         r.price_version == f.price_version;
+}
+
+void encode_record(std::string& out, const RequestRecord& r, int64_t plan_id, const EventFields* ev) {
   Enc e{out};
-  out += 'R';
-  e.str(r.request_id);
+  const bool short_form = ev && same_fields(r, *ev);
+  out += short_form ? 'S' : 'R';
+  if (!short_form) {
+    e.str(r.request_id);
+    e.u(r.subject.size());
+    for (const auto& x : r.subject) e.str(x);
+    e.str(r.model);
+    e.str(r.provider);
+    e.str(r.price_version);
+  }
   e.u(static_cast<uint64_t>(r.state));
-  e.u(r.subject.size());
-  for (const auto& x : r.subject) e.str(x);
   e.u(static_cast<uint64_t>(plan_id));
-  e.amounts(r.held);
-  e.amounts(r.consumed);
-  e.amounts(r.charged);
-  e.i(r.created_at);
+  Counters a;  // the record's amounts, in the counters' layout
+  a.spent = r.held;
+  a.held = r.consumed;
+  a.granted = r.charged;
+  encode_values(e, a);
+  e.i(static_cast<int64_t>(static_cast<uint64_t>(r.created_at) - static_cast<uint64_t>(short_form ? ev->time : 0)));
   e.i(static_cast<int64_t>(static_cast<uint64_t>(r.expires_at) - static_cast<uint64_t>(r.created_at)));
   e.u((r.over_hold ? 1u : 0u) | (r.over_limit ? 2u : 0u) | (r.after_expiry ? 4u : 0u));
-  e.str(r.model);
-  e.str(r.provider);
-  e.str(r.price_version);
   e.str(r.fingerprint);
   e.i(r.failing_check);
-  e.i(r.failing_state.spent);
-  e.i(r.failing_state.held);
-  e.i(r.failing_state.granted);
+  if (r.failing_check >= 0) {
+    e.i(r.failing_state.spent);
+    e.i(r.failing_state.held);
+    e.i(r.failing_state.granted);
+  }
 }
 
 // JSON array of strings, as nlohmann::json(v).dump() writes it.
@@ -738,7 +785,7 @@ class SqliteStore final : public Store {
         " held_tokens, held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         "DELETE FROM holds WHERE id=?",
         "SELECT (SELECT value FROM meta WHERE key='checkpoint'), (SELECT value FROM meta WHERE key='epoch')",
-        "SELECT seq, hash, redo FROM ledger WHERE seq>? ORDER BY seq",
+        "SELECT seq, hash, redo, body FROM ledger WHERE seq>? ORDER BY seq",
     };
 #undef BUDGET_RECORD_UPSERT
 #undef BUDGET_RECORD_COLUMNS
@@ -762,8 +809,9 @@ class SqliteStore final : public Store {
   // `series_` (bucket cache per series) and the clean entries of `recs_` (live holds read from
   // the table) are a plain cache of the same state. Series ids and plans only grow.
   struct Series {
-    int64_t sid = 0;      // 0: not in the file (as of the last look)
-    bool loaded = false;  // `buckets` holds every bucket of the series with start >= lo
+    int64_t sid = 0;       // 0: not in the file (as of the last look)
+    bool recheck = false;  // sid 0, and another connection committed since the look
+    bool loaded = false;   // `buckets` holds every bucket of the series with start >= lo
     int64_t lo = 0;
     std::map<int64_t, Counters> buckets;
   };
@@ -789,6 +837,8 @@ class SqliteStore final : public Store {
     int64_t sid, start, end;
     std::optional<Counters> cached;     // the cache's bucket (absent: no such bucket)
     std::optional<DirtyBucket> dirty;   // the overlay's entry
+    DirtyBucket* after = nullptr;       // its entry in the overlay now
+    bool grouped = false;               // written as part of a plan group ('P')
   };
   struct RecTouch {
     std::string id;
@@ -797,12 +847,73 @@ class SqliteStore final : public Store {
   struct PendingRow {
     int64_t seq = 0, plan_id = 0, wpos = 0;
     std::string stored, hash;
+    EventFields ev;
   };
+  // What this store resolved for a plan the engine caches (Plan::handles): its stored id and
+  // the series of its windows, valid while the generations match.
+  struct SqlHandles final : PlanHandles {
+    uint64_t store_id = 0;
+    uint64_t plan_gen = 0, series_gen = 0;
+    int64_t plan_id = 0;
+    std::vector<Series*> series;
+  };
+  SqlHandles* handles_of(const Plan& p) {
+    PlanHandles* h = p.handles.load(std::memory_order_acquire);
+    if (!h) {
+      auto* n = new SqlHandles;
+      n->owner = this;
+      n->store_id = store_id_;
+      if (p.handles.compare_exchange_strong(h, n, std::memory_order_acq_rel)) h = n;
+      else delete n;
+    }
+    auto* sh = dynamic_cast<SqlHandles*>(h);
+    return sh && sh->owner == this && sh->store_id == store_id_ ? sh : nullptr;
+  }
+  // The stored id of a plan.
+  int64_t plan_id_of(const Plan& p, const std::shared_ptr<const Plan>* sp) {
+    auto* h = handles_of(p);
+    if (h && h->plan_gen == plans_gen_ && h->plan_id) return h->plan_id;
+    int64_t id = plan_row(p, sp).id;
+    if (h) {
+      h->plan_id = id;
+      h->plan_gen = plans_gen_;
+    }
+    return id;
+  }
+  // The series of window i of p (its sid re-checked if another connection may have added it).
+  Series& series_at(const Plan& p, size_t i, SqlHandles* h) {
+    Series* s;
+    if (h && h->series_gen == series_gen_ && h->series.size() == p.windows.size()) {
+      s = h->series[i];
+    } else if (h) {
+      h->series.clear();
+      for (const auto& w : p.windows) h->series.push_back(&series_of(w));
+      h->series_gen = series_gen_;
+      s = h->series[i];
+    } else {
+      s = &series_of(p.windows[i]);
+    }
+    if (s->recheck) {
+      s->recheck = false;
+      s->loaded = false;
+      s->buckets.clear();
+      const auto& w = p.windows[i];
+      auto& q = st(kSeriesId).reset().bind(w.series_key.empty() ? w.series() : w.series_key);
+      if (q.step()) {
+        s->sid = q.i64(0);
+        by_sid_[s->sid] = s;
+      } else {
+        unknown_series_.push_back(s);
+      }
+      q.finish();
+    }
+    return *s;
+  }
 
   // Everything cached goes; the next transaction reloads from the checkpoint and the tail.
   void drop_all_state() {
-    series_.clear();
-    by_sid_.clear();
+    clear_series();
+    ++plans_gen_;
     recs_.clear();
     dirty_ctr_.clear();
     plan_ids_.clear();
@@ -833,10 +944,9 @@ class SqliteStore final : public Store {
       last_hash_.clear();
     }
     // Another connection may have added series this process looked for and did not find.
-    for (auto it = series_.begin(); it != series_.end();) {
-      if (it->second.sid == 0) it = series_.erase(it);
-      else ++it;
-    }
+    for (auto* ser : unknown_series_)
+      if (ser->sid == 0) ser->recheck = true;
+    unknown_series_.clear();
     bool any = false;
     {
       auto& t = st(kTail).reset().bind(last_seq_);
@@ -844,7 +954,7 @@ class SqliteStore final : public Store {
         int64_t seq = t.i64(0);
         if (sqlite3_column_type(stmt_of(t), 2) == SQLITE_BLOB) {
           auto* p = static_cast<const unsigned char*>(sqlite3_column_blob(stmt_of(t), 2));
-          apply_image(p, p + sqlite3_column_bytes(stmt_of(t), 2), seq);
+          apply_image(p, p + sqlite3_column_bytes(stmt_of(t), 2), seq, t);
         }
         last_seq_ = seq;
         last_hash_ = t.hash_hex(1);
@@ -880,11 +990,31 @@ class SqliteStore final : public Store {
   static sqlite3_stmt* stmt_of(Stmt& s) { return s.raw(); }
 
   // Applies one ledger row's after-images (written by another process, or before this open).
-  void apply_image(const unsigned char* p, const unsigned char* end, int64_t seq) {
+  // `row` is positioned on the row (its body gives the fields a short record leaves out).
+  void apply_image(const unsigned char* p, const unsigned char* end, int64_t seq, Stmt& row) {
     Dec d{p, end};
+    std::optional<EventFields> ev;
+    auto set_bucket = [&](Series* ser, int64_t sid, int64_t start, int64_t bend, const Counters& c) {
+      dirty_ctr_[sid][start] = DirtyBucket{bend, c, seq};
+      if (!ser) {
+        auto it = by_sid_.find(sid);
+        ser = it == by_sid_.end() ? nullptr : it->second;
+      }
+      if (ser && ser->loaded && start >= ser->lo) ser->buckets[start] = c;
+    };
     while (!d.done()) {
       uint8_t tag = d.byte();
-      if (tag == 'C' || tag == 'E') {
+      if (tag == 'P') {
+        const auto plan = plan_by_id(static_cast<int64_t>(d.u())).plan;  // a copy: the cache may be cleared below
+        auto* h = handles_of(*plan);
+        for (size_t i = 0; i < plan->windows.size(); ++i) {
+          const auto& w = plan->windows[i];
+          Counters c = decode_values(d);
+          Series& ser = series_at(*plan, i, h);
+          if (ser.sid == 0) ensure_sid(ser, w);  // not expected: the writer added the series
+          set_bucket(&ser, ser.sid, w.start, w.end, c);
+        }
+      } else if (tag == 'C' || tag == 'E') {
         int64_t sid = static_cast<int64_t>(d.u());
         int64_t start = d.i();
         int64_t bend;
@@ -894,43 +1024,49 @@ class SqliteStore final : public Store {
         } else {
           bend = d.i();
         }
-        Counters c;
-        c.spent = d.amounts();
-        c.held = d.amounts();
-        c.granted = d.amounts();
-        dirty_ctr_[sid][start] = DirtyBucket{bend, c, seq};
-        if (auto it = by_sid_.find(sid); it != by_sid_.end()) {
-          Series& ser = *it->second;
-          if (ser.loaded && start >= ser.lo) ser.buckets[start] = c;
-        }
-      } else if (tag == 'R') {
+        set_bucket(nullptr, sid, start, bend, decode_values(d));
+      } else if (tag == 'R' || tag == 'S') {
         RequestRecord r;
-        r.request_id = d.str();
+        int64_t base = 0;
+        if (tag == 'R') {
+          r.request_id = d.str();
+          uint64_t n = d.u();
+          if (n > static_cast<uint64_t>(end - p)) Dec::bad();
+          r.subject.reserve(static_cast<size_t>(n));
+          for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
+          r.model = d.str();
+          r.provider = d.str();
+          r.price_version = d.str();
+        } else {
+          if (!ev) ev = row_fields(row);
+          r.request_id = ev->request_id;
+          r.subject = ev->subject;
+          r.model = ev->model;
+          r.provider = ev->provider;
+          r.price_version = ev->price_version;
+          base = ev->time;
+        }
         uint64_t state = d.u();
         if (state > static_cast<uint64_t>(ReqState::Adjusted)) Dec::bad();
         r.state = static_cast<ReqState>(state);
-        uint64_t n = d.u();
-        if (n > static_cast<uint64_t>(end - p)) Dec::bad();
-        r.subject.reserve(static_cast<size_t>(n));
-        for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
         int64_t plan_id = static_cast<int64_t>(d.u());
-        r.held = d.amounts();
-        r.consumed = d.amounts();
-        r.charged = d.amounts();
-        r.created_at = d.i();
+        Counters a = decode_values(d);
+        r.held = a.spent;
+        r.consumed = a.held;
+        r.charged = a.granted;
+        r.created_at = static_cast<int64_t>(static_cast<uint64_t>(base) + static_cast<uint64_t>(d.i()));
         r.expires_at = static_cast<int64_t>(static_cast<uint64_t>(r.created_at) + static_cast<uint64_t>(d.i()));
         uint64_t flags = d.u();
         r.over_hold = flags & 1;
         r.over_limit = flags & 2;
         r.after_expiry = flags & 4;
-        r.model = d.str();
-        r.provider = d.str();
-        r.price_version = d.str();
         r.fingerprint = d.str();
         r.failing_check = static_cast<int>(d.i());
-        r.failing_state.spent = d.i();
-        r.failing_state.held = d.i();
-        r.failing_state.granted = d.i();
+        if (r.failing_check >= 0) {
+          r.failing_state.spent = d.i();
+          r.failing_state.held = d.i();
+          r.failing_state.granted = d.i();
+        }
         r.plan = plan_id ? plan_by_id(plan_id).plan : empty_plan();
         auto& e = recs_[r.request_id];
         e.rec = std::move(r);
@@ -938,6 +1074,22 @@ class SqliteStore final : public Store {
       } else {
         Dec::bad();
       }
+    }
+  }
+  // The event fields of the ledger row `row` is on (column 3: the stored body).
+  static EventFields row_fields(Stmt& row) {
+    try {
+      auto j = nlohmann::json::parse(row.text(3));
+      EventFields f;
+      f.time = j.at("time").get<int64_t>();
+      f.request_id = j.at("request_id").get<std::string>();
+      f.subject = j.at("subject").get<std::vector<std::string>>();
+      f.model = j.value("model", "");
+      f.provider = j.value("provider", "");
+      f.price_version = j.value("price_version", "");
+      return f;
+    } catch (const nlohmann::json::exception&) {
+      Dec::bad();
     }
   }
 
@@ -971,7 +1123,8 @@ class SqliteStore final : public Store {
   // Writes a record where its state belongs: a live hold in `holds`, any other in `requests`
   // (and out of `holds`).
   void write_record(const RequestRecord& r) {
-    int64_t plan_id = plan_row(r.plan ? r.plan : empty_plan()).id;
+    const auto& plan = r.plan ? r.plan : empty_plan();
+    int64_t plan_id = plan_id_of(*plan, &plan);
     const bool held = r.state == ReqState::Held;
     auto& s = st(held ? kPutHold : kPutReq).reset();
     s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
@@ -986,6 +1139,12 @@ class SqliteStore final : public Store {
     if (!held) st(kDelHold).reset().bind(r.request_id).exec();
   }
 
+  void clear_series() {
+    series_.clear();
+    by_sid_.clear();
+    unknown_series_.clear();
+    ++series_gen_;
+  }
   Series& series_of(const WindowRef& w) {
     const std::string& key = w.series_key.empty() ? (scratch_key_ = w.series()) : w.series_key;
     auto it = series_.find(key);
@@ -995,6 +1154,8 @@ class SqliteStore final : public Store {
     if (q.step()) {
       s.sid = q.i64(0);
       by_sid_[s.sid] = &s;
+    } else {
+      unknown_series_.push_back(&s);
     }
     q.finish();
     return s;
@@ -1037,6 +1198,8 @@ class SqliteStore final : public Store {
     rec_touch_.clear();
     rec_touch_index_.clear();
     pending_.clear();
+    groups_.clear();
+    group_buckets_.clear();
     job_seq_ = last_seq_;
     job_hash_ = last_hash_;
     job_sql_writes_ = false;
@@ -1082,6 +1245,8 @@ class SqliteStore final : public Store {
       else recs_.erase(t->id);
     }
     pending_.clear();
+    groups_.clear();
+    group_buckets_.clear();
     last_seq_ = job_seq_;
     last_hash_ = job_hash_;
     ctr_touch_.clear();
@@ -1102,16 +1267,23 @@ class SqliteStore final : public Store {
     }
     const int64_t seq = pending_.back().seq;
     redo_.clear();
+    Enc enc{redo_};
+    for (const auto& g : groups_) {
+      redo_ += 'P';
+      enc.u(static_cast<uint64_t>(g.plan_id));
+      for (size_t k = 0; k < g.n; ++k) encode_values(enc, group_buckets_[g.first + k]->c);
+    }
     for (const auto& t : ctr_touch_) {
-      auto& b = dirty_ctr_[t.sid][t.start];
-      b.seq = seq;
-      encode_counter(redo_, t.sid, t.start, b.end, b.c);
+      t.after->seq = seq;
+      if (!t.grouped) encode_counter(redo_, t.sid, t.start, t.after->end, t.after->c);
     }
     for (const auto& t : rec_touch_) {
       auto it = recs_.find(t.id);
       if (it == recs_.end()) continue;  // not expected: a touched record is stored
       it->second.dirty = seq;
-      encode_record(redo_, it->second.rec, plan_row(it->second.rec.plan ? it->second.rec.plan : empty_plan()).id);
+      const auto& r = it->second.rec;
+      const auto& plan = r.plan ? r.plan : empty_plan();
+      encode_record(redo_, r, plan_id_of(*plan, &plan), &pending_.back().ev);
     }
     auto& s = st(kAppend);
     for (const auto& row : pending_) {
@@ -1138,20 +1310,21 @@ class SqliteStore final : public Store {
     return empty;
   }
   // The stored row of a plan (inserted if new).
-  const PlanRow& plan_row(const std::shared_ptr<const Plan>& p) {
+  const PlanRow& plan_row(const Plan& p, const std::shared_ptr<const Plan>* sp) {
     std::string encoded;
-    const std::string& text = p->encoded.empty() ? (encoded = encode_plan(*p)) : p->encoded;
+    const std::string& text = p.encoded.empty() ? (encoded = encode_plan(p)) : p.encoded;
     if (auto it = plan_ids_.find(text); it != plan_ids_.end()) {
       auto& row = plans_by_id_[it->second];
-      if (!row.plan) row.plan = p;
+      if (!row.plan && sp) row.plan = *sp;
       return row;
     }
     if (plan_ids_.size() >= 4096) {
       plan_ids_.clear();
       plans_by_id_.clear();
+      ++plans_gen_;
     }
     PlanRow row;
-    row.plan = p;
+    if (sp) row.plan = *sp;
     auto& q = st(kPlanId).reset().bind(text);
     if (q.step()) {
       row.id = q.i64(0);
@@ -1159,7 +1332,7 @@ class SqliteStore final : public Store {
       q.finish();
     } else {
       q.finish();
-      std::string windows = nlohmann::json(window_keys(*p)).dump();
+      std::string windows = nlohmann::json(window_keys(p)).dump();
       st(kAddPlan).reset().bind(text).bind(windows).exec();
       row.id = sqlite3_last_insert_rowid(db_);
       row.windows_field = ",\"windows\":" + windows;
@@ -1173,6 +1346,7 @@ class SqliteStore final : public Store {
     if (plan_ids_.size() >= 4096) {
       plan_ids_.clear();
       plans_by_id_.clear();
+      ++plans_gen_;
     }
     auto& q = st(kPlanById).reset().bind(id);
     if (!q.step()) throw InternalError("sqlite: missing plan " + std::to_string(id));
@@ -1294,10 +1468,7 @@ class SqliteStore final : public Store {
         catch_up();
         data_version_ = dv;
       }
-      if (series_.size() > 100'000) {
-        series_.clear();
-        by_sid_.clear();
-      }
+      if (series_.size() > 100'000) clear_series();
       if (recs_.size() > 100'000)  // clean entries only: the dirty ones are the overlay
         for (auto it = recs_.begin(); it != recs_.end();) it = it->second.dirty == kClean ? recs_.erase(it) : std::next(it);
       return true;
@@ -1389,6 +1560,19 @@ class SqliteStore final : public Store {
   int64_t epoch_ = -1;    // meta `epoch` as last seen
   std::unordered_map<std::string, Series> series_;        // by series key
   std::unordered_map<int64_t, Series*> by_sid_;           // the same, by series id
+  std::vector<Series*> unknown_series_;                   // looked for, not found (sid 0)
+  uint64_t series_gen_ = 1, plans_gen_ = 1;               // bumped when those caches are dropped
+  uint64_t store_id_ = next_store_id();
+  static uint64_t next_store_id() {
+    static std::atomic<uint64_t> n{0};
+    return ++n;
+  }
+  struct Group {
+    int64_t plan_id;
+    size_t first, n;  // in group_buckets_
+  };
+  std::vector<Group> groups_;
+  std::vector<DirtyBucket*> group_buckets_;
   std::unordered_map<int64_t, std::map<int64_t, DirtyBucket>> dirty_ctr_;  // by series id, start
   std::unordered_map<std::string, Rec> recs_;             // live holds and dirty records, by id
   // The running operation.
@@ -1417,9 +1601,10 @@ uint64_t SqlTxn::limits_version() {
 
 std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
   std::vector<Counters> out(p.windows.size());
+  auto* h = s_.handles_of(p);
   for (size_t i = 0; i < p.windows.size(); ++i) {
     const auto& w = p.windows[i];
-    auto& s = s_.series_of(w);
+    auto& s = s_.series_at(p, i, h);
     if (!s.loaded || w.read_from < s.lo) s_.load(s, w.read_from);
     auto from = s.buckets.lower_bound(w.read_from);
     if (s.buckets.size() > 64 && w.read_from > s.lo) {  // buckets no current plan reads
@@ -1434,19 +1619,37 @@ std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
 // Adds d to the current bucket of every window of the plan: in the cache and in the overlay
 // (absolute values; the ledger row of the operation carries them). Nothing is written here.
 void SqlTxn::add_all(const Plan& p, const Counters& d) {
-  for (const auto& w : p.windows) {
-    auto& ser = s_.series_of(w);
+  if (p.windows.empty()) return;
+  auto* h = s_.handles_of(p);
+  // The after-images of these buckets go to the operation's row as one plan group when the
+  // plan is stored (it is, for any plan a record or an event refers to).
+  int64_t plan_id = h ? s_.plan_id_of(p, nullptr) : 0;
+  const size_t first = s_.group_buckets_.size();
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& w = p.windows[i];
+    auto& ser = s_.series_at(p, i, h);
     s_.ensure_sid(ser, w);
     if (!ser.loaded || w.start < ser.lo) s_.load(ser, ser.loaded ? std::min(ser.lo, w.start) : w.start);
     auto b = ser.buckets.find(w.start);
     Counters now = b == ser.buckets.end() ? Counters{} : b->second;
-    add_to(now, d);  // checked: throws before anything changed
+    add_to(now, d);  // checked: throws before this bucket changed (the undo log has the others)
     auto& t = s_.touch_counter(ser, w);
     ser.buckets[w.start] = now;
     auto& db = s_.dirty_ctr_[t.sid][w.start];
     db.end = w.end;
     db.c = now;
     db.seq = SqliteStore::kPending;
+    t.after = &db;
+    if (plan_id) {
+      t.grouped = true;
+      s_.group_buckets_.push_back(&db);
+    }
+  }
+  if (plan_id) {
+    bool dup = false;
+    for (const auto& g : s_.groups_) dup = dup || g.plan_id == plan_id;
+    if (dup) s_.group_buckets_.resize(first);  // the same buckets, already in the row
+    else s_.groups_.push_back({plan_id, first, p.windows.size()});
   }
 }
 
@@ -1530,7 +1733,9 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   std::string body;
   if (plan && !plan->windows.empty()) {
     static constexpr std::string_view kNoWindows = ",\"windows\":[]";
-    const auto& prow = s_.plan_row(plan);
+    int64_t plan_id = s_.plan_id_of(*plan, &plan);
+    auto pit = s_.plans_by_id_.find(plan_id);
+    const auto& prow = pit != s_.plans_by_id_.end() ? pit->second : s_.plan_row(*plan, &plan);
     e.windows.clear();
     row.stored = event_body(e);
     // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
@@ -1553,6 +1758,12 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   e.hash = chain_hash(e.prev_hash, e.seq, body);
   row.seq = e.seq;
   row.hash = e.hash;
+  row.ev.time = to_millis(e.time);
+  row.ev.request_id = std::move(e.request_id);
+  row.ev.subject = std::move(e.subject);
+  row.ev.model = std::move(e.model);
+  row.ev.provider = std::move(e.provider);
+  row.ev.price_version = std::move(e.price_version);
   // Written when the operation ends (SqliteStore::job_flush), the last row with the
   // after-images of everything the operation changed.
   s_.pending_.push_back(std::move(row));
