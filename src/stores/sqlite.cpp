@@ -278,7 +278,8 @@ void add_to(Counters& a, const Counters& d) {
 // ---- after-images (the `redo` column) -------------------------------------------------------
 // A sequence of entries, each a tag byte then LEB128 varints (signed values zigzag-encoded):
 //   'P' the current bucket of every window of a stored plan: plan id, then per window its
-//       counter values (below) — the usual form: an operation changes its plan's windows;
+//       counter values (below), or kSameAsPrevious for the previous window's values — the
+//       usual form: an operation changes its plan's windows;
 //   'C' one counter bucket: series id, start, end (0 = forever, else end - start), values;
 //   'E' the same with end written as a signed value (a bucket that does not end after it starts);
 //       counter values: a mask of the non-zero ones among spent, held, granted (cost, tokens,
@@ -360,8 +361,15 @@ void encode_values(Enc& e, const Counters& c) {
   for (int k = 0; k < 9; ++k)
     if (v[k]) e.i(v[k]);
 }
-Counters decode_values(Dec& d) {
+// In a plan group, a window whose values equal the previous window's is written as this mask
+// (one scope's windows, or a subject's scopes, often count the same).
+constexpr uint64_t kSameAsPrevious = uint64_t{1} << 9;
+bool same_counters(const Counters& a, const Counters& b) {
+  return a.spent == b.spent && a.held == b.held && a.granted == b.granted;
+}
+Counters decode_values(Dec& d, const Counters* previous = nullptr) {
   uint64_t mask = d.u();
+  if (mask == kSameAsPrevious && previous) return *previous;
   if (mask >> 9) Dec::bad();
   int64_t v[9] = {};
   for (int k = 0; k < 9; ++k)
@@ -1088,9 +1096,10 @@ class SqliteStore final : public Store {
       if (tag == 'P') {
         const auto plan = plan_by_id(static_cast<int64_t>(d.u())).plan;  // a copy: the cache may be cleared below
         auto* h = handles_of(*plan);
+        Counters c;
         for (size_t i = 0; i < plan->windows.size(); ++i) {
           const auto& w = plan->windows[i];
-          Counters c = decode_values(d);
+          c = decode_values(d, i > 0 ? &c : nullptr);
           Series& ser = series_at(*plan, i, h);
           if (ser.sid == 0) ensure_sid(ser, w);  // not expected: the writer added the series
           set_bucket(&ser, ser.sid, w.start, w.end, c);
@@ -1352,7 +1361,11 @@ class SqliteStore final : public Store {
     for (const auto& g : groups_) {
       redo_ += 'P';
       enc.u(static_cast<uint64_t>(g.plan_id));
-      for (size_t k = 0; k < g.n; ++k) encode_values(enc, group_buckets_[g.first + k]->c);
+      for (size_t k = 0; k < g.n; ++k) {
+        const Counters& c = group_buckets_[g.first + k]->c;
+        if (k > 0 && same_counters(c, group_buckets_[g.first + k - 1]->c)) enc.u(kSameAsPrevious);
+        else encode_values(enc, c);
+      }
     }
     for (const auto& t : ctr_touch_) {
       t.after->seq = seq;
