@@ -1166,10 +1166,16 @@ class SqliteStore final : public Store {
       }
     }
   }
-  // The event fields of the ledger row `row` is on (column 3: the stored body).
+  // The event fields of the ledger row `row` is on (column 3: the stored body). The body's
+  // first fields are read directly when they have the canonical shape with plain strings,
+  // else it is parsed as JSON.
   static EventFields row_fields(Stmt& row) {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(row.raw(), 3));
+    std::string_view body(p ? p : "", p ? static_cast<size_t>(sqlite3_column_bytes(row.raw(), 3)) : 0);
+    EventFields f;
+    if (scan_fields(body, f)) return f;
     try {
-      auto j = nlohmann::json::parse(row.text(3));
+      auto j = nlohmann::json::parse(body);
       EventFields f;
       f.time = j.at("time").get<int64_t>();
       f.request_id = j.at("request_id").get<std::string>();
@@ -1181,6 +1187,40 @@ class SqliteStore final : public Store {
     } catch (const nlohmann::json::exception&) {
       Dec::bad();
     }
+  }
+  static bool scan_fields(std::string_view b, EventFields& f) {
+    size_t i = 0;
+    auto lit = [&](std::string_view x) {
+      if (b.substr(i, x.size()) != x) return false;
+      i += x.size();
+      return true;
+    };
+    auto str = [&](std::string& out) {
+      if (i >= b.size() || b[i] != '"') return false;
+      size_t end = b.find('"', i + 1);
+      if (end == std::string_view::npos) return false;
+      std::string_view v = b.substr(i + 1, end - i - 1);
+      if (v.find('\\') != std::string_view::npos) return false;
+      out.assign(v);
+      i = end + 1;
+      return true;
+    };
+    if (!lit("{\"time\":")) return false;
+    auto r = std::from_chars(b.data() + i, b.data() + b.size(), f.time);
+    if (r.ec != std::errc()) return false;
+    i = static_cast<size_t>(r.ptr - b.data());
+    std::string type;
+    if (!lit(",\"type\":") || !str(type) || !lit(",\"request_id\":") || !str(f.request_id) || !lit(",\"subject\":["))
+      return false;
+    while (i < b.size() && b[i] != ']') {
+      if (!f.subject.empty() && !lit(",")) return false;
+      if (!str(f.subject.emplace_back())) return false;
+    }
+    if (!lit("]")) return false;
+    if (lit(",\"model\":") && !str(f.model)) return false;
+    if (lit(",\"provider\":") && !str(f.provider)) return false;
+    if (lit(",\"price_version\":") && !str(f.price_version)) return false;
+    return lit(",\"usage\":") || lit(",\"spent\":");
   }
 
   // Writes every entry changed since the checkpoint to the state tables and advances the

@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -489,4 +490,31 @@ TEST_CASE("sqlite: an operation that fails half-way leaves the cache as it was (
   auto rep = m.verify();
   for (const auto& p : rep.problems) MESSAGE(p);
   CHECK(rep.ok);
+}
+
+TEST_CASE("sqlite: another connection catches up records with escaped and non-ASCII strings") {
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager a(big_limits(path, clock));
+  BudgetManager b(big_limits(path, clock));
+  Subject odd{"tenant:acme", "user:zo\xc3\xab\"q\\x"};
+  RequestOptions ro;
+  ro.request_id = "id \"quoted\" \xe2\x9c\x93";
+  ro.provider = "prov\\ider";
+  auto r = a.reserve(odd, usd("0.25"), ro);
+  REQUIRE(r.allowed);
+  auto st = status_of(b.status(Scope("user", "zo\xc3\xab\"q\\x")), "day");
+  CHECK(st.held == usd("0.25").nanos());
+  auto rec = b.commit(ro.request_id, usd("0.2"));  // b finds the record through its catch-up
+  CHECK(rec.charged == usd("0.2"));
+  st = status_of(a.status(Scope("user", "zo\xc3\xab\"q\\x")), "day");
+  CHECK(st.held == 0);
+  CHECK(st.spent == usd("0.2").nanos());
+  CHECK(a.commit(ro.request_id, usd("0.2")).charged == usd("0.2"));  // a replays b's commit
+  auto events = a.events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].provider == "prov\\ider");
+  CHECK(events[1].subject == events[0].subject);
+  CHECK(std::find(events[1].subject.begin(), events[1].subject.end(), "user:zo\xc3\xab\"q\\x") != events[1].subject.end());
+  CHECK(a.verify().ok);
 }
