@@ -1174,9 +1174,9 @@ class SqliteStore final : public Store {
     std::string_view body(p ? p : "", p ? static_cast<size_t>(sqlite3_column_bytes(row.raw(), 3)) : 0);
     EventFields f;
     if (scan_fields(body, f)) return f;
+    f = EventFields{};
     try {
       auto j = nlohmann::json::parse(body);
-      EventFields f;
       f.time = j.at("time").get<int64_t>();
       f.request_id = j.at("request_id").get<std::string>();
       f.subject = j.at("subject").get<std::vector<std::string>>();
