@@ -40,6 +40,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <atomic>
 #include <chrono>
@@ -256,17 +257,20 @@ class Stmt {
 // 64 hex digits -> 32 bytes (a hash made by chain_hash; anything else is stored as text).
 bool unhex(std::string_view hex, unsigned char* out) {
   if (hex.size() != 64) return false;
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
+  static const auto table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - '0');
+    for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
+    return t;
+  }();
+  int bad = 0;
   for (size_t i = 0; i < 32; ++i) {
-    int hi = val(hex[2 * i]), lo = val(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+    int hi = table[static_cast<unsigned char>(hex[2 * i])], lo = table[static_cast<unsigned char>(hex[2 * i + 1])];
+    bad |= hi | lo;  // negative if either is not a digit
+    out[i] = static_cast<unsigned char>(((static_cast<unsigned>(hi) & 15u) << 4) | (static_cast<unsigned>(lo) & 15u));
   }
-  return true;
+  return bad >= 0;
 }
 
 void add_to(Counters& a, const Counters& d) {
@@ -880,7 +884,17 @@ class SqliteStore final : public Store {
 #undef BUDGET_RECORD_COLUMNS
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
-  Stmt& st(StmtId id) { return *stmts_[id]; }
+  // Statements used since the last finish_all() (only those can hold a read open).
+  Stmt& st(StmtId id) {
+    if (!(used_mask_ & (uint64_t{1} << id))) {
+      used_mask_ |= uint64_t{1} << id;
+      used_.push_back(id);
+    }
+    return *stmts_[id];
+  }
+  static_assert(kCount <= 64);
+  uint64_t used_mask_ = 0;
+  std::vector<int> used_;
 
   uint64_t bump_limits_version(SqlTxn& t) {
     uint64_t v = t.limits_version() + 1;
@@ -1665,7 +1679,9 @@ class SqliteStore final : public Store {
   }
 
   void finish_all() {
-    for (auto& stmt : stmts_) stmt->finish();
+    for (int id : used_) stmts_[static_cast<size_t>(id)]->finish();
+    used_.clear();
+    used_mask_ = 0;
   }
 
   void rollback() {
