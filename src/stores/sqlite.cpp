@@ -2,8 +2,8 @@
 //
 // - WAL journal, synchronous=NORMAL by default (an acknowledged operation survives a crash of
 //   the application; `?synchronous=full` also survives power loss), busy timeout, schema
-//   version with migrations, 1 KiB pages for new files (an operation dirties a handful of
-//   small rows; each page it dirties is one WAL frame written at commit).
+//   version with migrations, 1 KiB pages for new files (an operation appends one small
+//   ledger row; each page it dirties is one WAL frame written at commit).
 // - Every operation runs inside a transaction (BEGIN IMMEDIATE), so a crash never leaves a
 //   half-applied hold, and several processes can share one file.
 // - Compact rows: a plan is stored once (table `plans`) and referenced by id from requests and
@@ -30,9 +30,10 @@
 //   from the tables and the ledger tail.
 // - Group commit: concurrent operations of one process are batched into one transaction by
 //   whichever caller gets there first (leader/follower, no extra thread). If an operation
-//   fails, the transaction is rolled back and re-run without it, so one failing operation
-//   does not affect the others. Callers are acknowledged only after COMMIT returned, so only
-//   durable work is acknowledged.
+//   fails, its cache changes are undone and it wrote no row (its rows are written when it
+//   ends); if it had written other rows (limits, a checkpoint), the transaction is rolled back
+//   and re-run without it. Either way one failing operation does not affect the others.
+//   Callers are acknowledged only after COMMIT returned, so only durable work is acknowledged.
 #include <budget/error.hpp>
 
 #include <sqlite3.h>
