@@ -934,6 +934,10 @@ class SqliteStore final : public Store {
   struct Rec {
     RequestRecord rec;
     int64_t dirty = kClean;  // seq of the ledger row that carries its after-image, or kClean
+    // False only while the record is known to have no row in `holds` (created by this
+    // process since, and no other process checkpointed since): settling it then needs no
+    // DELETE from `holds` at the checkpoint.
+    bool maybe_in_holds = true;
   };
   // The undo log of the running operation: what it touched, as it was before.
   struct CtrTouch {
@@ -1085,6 +1089,7 @@ class SqliteStore final : public Store {
         it = bs.empty() ? dirty_ctr_.erase(it) : std::next(it);
       }
       for (auto it = recs_.begin(); it != recs_.end();) {
+        it->second.maybe_in_holds = true;  // that checkpoint may have written it to `holds`
         if (it->second.dirty != kClean && it->second.dirty <= ckpt) it->second.dirty = kClean;
         if (it->second.dirty == kClean && it->second.rec.state != ReqState::Held) it = recs_.erase(it);
         else ++it;
@@ -1176,6 +1181,7 @@ class SqliteStore final : public Store {
         auto& e = recs_[r.request_id];
         e.rec = std::move(r);
         e.dirty = seq;
+        e.maybe_in_holds = true;
       } else {
         Dec::bad();
       }
@@ -1253,8 +1259,9 @@ class SqliteStore final : public Store {
     for (auto it = recs_.begin(); it != recs_.end();) {
       auto& e = it->second;
       if (e.dirty != kClean) {
-        write_record(e.rec);
+        write_record(e.rec, e.maybe_in_holds);
         e.dirty = kClean;
+        e.maybe_in_holds = e.rec.state == ReqState::Held;
       }
       // Settled records leave the cache once in the table (bounded memory).
       if (e.rec.state != ReqState::Held) it = recs_.erase(it);
@@ -1267,7 +1274,7 @@ class SqliteStore final : public Store {
 
   // Writes a record where its state belongs: a live hold in `holds`, any other in `requests`
   // (and out of `holds`).
-  void write_record(const RequestRecord& r) {
+  void write_record(const RequestRecord& r, bool maybe_in_holds) {
     const auto& plan = r.plan ? r.plan : empty_plan();
     int64_t plan_id = plan_id_of(*plan, &plan);
     const bool held = r.state == ReqState::Held;
@@ -1281,7 +1288,7 @@ class SqliteStore final : public Store {
         .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
         .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
         .exec();
-    if (!held) st(kDelHold).reset().bind(r.request_id).exec();
+    if (!held && maybe_in_holds) st(kDelHold).reset().bind(r.request_id).exec();
   }
 
   void clear_series() {
@@ -1870,6 +1877,7 @@ const RequestRecord& SqlTxn::adopt_request(RequestRecord&& r) {
   auto& e = s_.recs_[r.request_id];
   e.rec = std::move(r);
   e.dirty = SqliteStore::kPending;
+  e.maybe_in_holds = false;  // a new request id: no row anywhere
   return e.rec;
 }
 

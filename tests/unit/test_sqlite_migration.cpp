@@ -518,3 +518,44 @@ TEST_CASE("sqlite: another connection catches up records with escaped and non-AS
   CHECK(std::find(events[1].subject.begin(), events[1].subject.end(), "user:zo\xc3\xab\"q\\x") != events[1].subject.end());
   CHECK(a.verify().ok);
 }
+
+TEST_CASE("sqlite: checkpoints move live holds into `holds` and settled ones out of it") {
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager m(big_limits(path, clock));
+  Subject alice{"tenant:acme", "user:alice"};
+  auto lifecycles = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      auto r = m.reserve(alice, usd("0.001"));
+      REQUIRE(r.allowed);
+      m.commit(r.reservation, usd("0.001"));
+    }
+  };
+  auto holds = [&] { return Db(path).column("SELECT id FROM holds ORDER BY id"); };
+  RequestOptions ro;
+  ro.request_id = "long-hold";
+  ro.ttl = std::chrono::hours(1);
+  REQUIRE(m.reserve(alice, usd("1"), ro).allowed);
+  int64_t ckpt = meta_int(path, "checkpoint");
+  lifecycles(300);  // crosses a checkpoint: the hold is written to `holds`, the settled ones to `requests`
+  CHECK(meta_int(path, "checkpoint") > ckpt);
+  {  // the long hold, and perhaps the hold of the lifecycle in flight when the checkpoint ran
+    auto h = holds();
+    CHECK(std::find(h.begin(), h.end(), "long-hold") != h.end());
+    CHECK(h.size() <= 2);
+  }
+  m.commit("long-hold", usd("0.5"));
+  RequestOptions ro2;
+  ro2.request_id = "short-hold";
+  REQUIRE(m.reserve(alice, usd("1"), ro2).allowed);
+  m.release("short-hold");  // created and settled between two checkpoints: never in `holds`
+  ckpt = meta_int(path, "checkpoint");
+  lifecycles(300);
+  CHECK(meta_int(path, "checkpoint") > ckpt);
+  CHECK(m.verify().ok);  // checkpoints again, with no hold in flight
+  CHECK(holds().empty());  // every hold that was written there was settled since
+  Db db(path);
+  CHECK(db.column("SELECT state FROM requests WHERE id='long-hold'") == std::vector<std::string>{"1"});
+  CHECK(db.column("SELECT state FROM requests WHERE id='short-hold'") == std::vector<std::string>{"2"});
+  CHECK(m.verify().ok);
+}
