@@ -2,24 +2,38 @@
 //
 // - WAL journal, synchronous=NORMAL by default (an acknowledged operation survives a crash of
 //   the application; `?synchronous=full` also survives power loss), busy timeout, schema
-//   version with migrations, 1 KiB pages for new files (an operation dirties a handful of
-//   small rows; each page it dirties is one WAL frame written at commit).
+//   version with migrations, 1 KiB pages for new files (an operation appends one small
+//   ledger row; each page it dirties is one WAL frame written at commit).
 // - Every operation runs inside a transaction (BEGIN IMMEDIATE), so a crash never leaves a
 //   half-applied hold, and several processes can share one file.
 // - Compact rows: a plan is stored once (table `plans`) and referenced by id from requests and
 //   ledger events; a ledger event's `windows` array (the plan's window keys) is cut out of the
 //   stored body and restored from the plan on read, byte for byte; counters are keyed by an
 //   integer series id (table `series`), so a subject's windows sit together.
-// - In-process cache of counters, live holds, the limits version and the ledger head. It is
-//   valid while no other connection wrote: every transaction starts with PRAGMA data_version
-//   (under the write lock) and drops the cache when another connection committed since. Any
-//   rollback drops it too. So one process alone reads nothing it wrote; many processes on one
-//   file stay exact.
+// - The ledger is the redo log, the state tables are its checkpoint (schema version 4). An
+//   ordinary transaction writes ONE kind of row: its ledger event(s). The last event row of an
+//   operation carries, in column `redo`, a compact binary after-image of every state entry the
+//   operation changed (counter buckets as absolute values, request records as stored, which
+//   also says whether a request is a live hold). The counters / requests / holds tables are
+//   brought up to date only every kCheckpointEvery events (meta `checkpoint` = the seq they
+//   reflect), on close, and before anything reads them with SQL (verify's scan_counters).
+//   Between checkpoints the state is: tables + after-images of the ledger rows after the
+//   checkpoint. Each process keeps that tail applied in memory (the "dirty overlay": counter
+//   buckets and request records changed since the checkpoint), reads a table only for what the
+//   overlay does not hold, and catches up when PRAGMA data_version says another connection
+//   committed: it reads the ledger rows after the last seq it applied and applies their
+//   after-images (no cache drop). The after-image is not part of the hashed event body and is
+//   never shown by ledger reads.
+// - In-process cache: counters (per series, every bucket from a known start on), live holds,
+//   the limits version and the ledger head. A failed operation's changes to the cache are
+//   undone from a per-operation undo log; a failed COMMIT drops everything and rebuilds it
+//   from the tables and the ledger tail.
 // - Group commit: concurrent operations of one process are batched into one transaction by
 //   whichever caller gets there first (leader/follower, no extra thread). If an operation
-//   fails, the transaction is rolled back and re-run without it, so one failing operation
-//   does not affect the others. Callers are acknowledged only after COMMIT returned, so only
-//   durable work is acknowledged.
+//   fails, its cache changes are undone and it wrote no row (its rows are written when it
+//   ends); if it had written other rows (limits, a checkpoint), the transaction is rolled back
+//   and re-run without it. Either way one failing operation does not affect the others.
+//   Callers are acknowledged only after COMMIT returned, so only durable work is acknowledged.
 #include <budget/error.hpp>
 
 #include <sqlite3.h>
@@ -27,6 +41,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -36,6 +52,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
@@ -43,7 +60,10 @@
 namespace budget::detail {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
+// Events between checkpoints of the state tables (see the header comment). Bounds the tail a
+// process replays at open and the memory of the dirty overlay.
+constexpr int64_t kCheckpointEvery = 512;
 constexpr int kPageSize = 1024;     // for new files only (an existing file keeps its page size)
 constexpr int kGatherMicros = 100;  // longest wait of a new batch leader for the previous batch's callers
 constexpr int kSpinMicros = 200;    // longest a waiting caller yields before it sleeps
@@ -104,8 +124,16 @@ const char* kSchema =
     // `requests` when it is settled, so `holds` stays small and needs no deadline index.
     "CREATE TABLE IF NOT EXISTS requests (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS holds (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);";
+    "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER,"
+    "  redo BLOB);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);"
+    // The state tables reflect every event up to this seq; later events' after-images are the rest.
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('checkpoint', (SELECT coalesce(max(seq), 0) FROM ledger));"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', 0);";
+
+// Version 3 -> 4: ledger rows carry the after-images of the state they changed. Rows written
+// before have none: the tables are current up to the head (the checkpoint is set by kSchema).
+const char* kMigrateV3 = "ALTER TABLE ledger ADD COLUMN redo BLOB;";
 
 // Version 1 -> 2, in the migration transaction. Plans are moved by migrate_v1() in C++ between
 // kMigrateV1a and kMigrateV1b (their window keys are computed from the decoded plan).
@@ -216,6 +244,7 @@ class Stmt {
   bool null(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
   // Ends the statement's read (a stepped but unreset SELECT would pin an old snapshot).
   void finish() { sqlite3_reset(s_); }
+  sqlite3_stmt* raw() const { return s_; }
 
  private:
   void check(int rc) {
@@ -229,23 +258,285 @@ class Stmt {
 // 64 hex digits -> 32 bytes (a hash made by chain_hash; anything else is stored as text).
 bool unhex(std::string_view hex, unsigned char* out) {
   if (hex.size() != 64) return false;
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
+  static const auto table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - '0');
+    for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
+    return t;
+  }();
+  int bad = 0;
   for (size_t i = 0; i < 32; ++i) {
-    int hi = val(hex[2 * i]), lo = val(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<unsigned char>(hi * 16 + lo);
+    int hi = table[static_cast<unsigned char>(hex[2 * i])], lo = table[static_cast<unsigned char>(hex[2 * i + 1])];
+    bad |= hi | lo;  // negative if either is not a digit
+    out[i] = static_cast<unsigned char>(((static_cast<unsigned>(hi) & 15u) << 4) | (static_cast<unsigned>(lo) & 15u));
   }
-  return true;
+  return bad >= 0;
 }
 
 void add_to(Counters& a, const Counters& d) {
   a.spent += d.spent;
   a.held += d.held;
   a.granted += d.granted;
+}
+
+// ---- after-images (the `redo` column) -------------------------------------------------------
+// A sequence of entries, each a tag byte then LEB128 varints (signed values zigzag-encoded):
+//   'P' the current bucket of every window of a stored plan: plan id, then per window its
+//       counter values (below), or kSameAsPrevious for the previous window's values — the
+//       usual form: an operation changes its plan's windows;
+//   'C' one counter bucket: series id, start, end (0 = forever, else end - start), values;
+//   'E' the same with end written as a signed value (a bucket that does not end after it starts);
+//       counter values: a mask of the non-zero ones among spent, held, granted (cost, tokens,
+//       requests each), then those, absolute;
+//   'R' request record: id, subject (count, strings), model, provider, price_version, then
+//       state, plan id, held/consumed/charged (as counter values), created_at, expires_at -
+//       created_at, flags, fingerprint, failing_check (and failing_state when >= 0);
+//   'S' the same without the fields its row's event carries (request id, subject, model,
+//       provider, price version) and created_at relative to the event's time.
+// Absolute values: applying an entry twice, or an older entry before a newer one of the same
+// key, ends in the same state.
+struct Enc {
+  std::string& out;
+  void u(uint64_t v) {
+    while (v >= 0x80) {
+      out += static_cast<char>((v & 0x7F) | 0x80);
+      v >>= 7;
+    }
+    out += static_cast<char>(v);
+  }
+  void i(int64_t v) { u((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
+  void str(std::string_view v) {
+    u(v.size());
+    out.append(v);
+  }
+  void amounts(const Amounts& a) {
+    i(a.cost);
+    i(a.tokens);
+    i(a.requests);
+  }
+};
+struct Dec {
+  const unsigned char* p;
+  const unsigned char* e;
+  [[noreturn]] static void bad() { throw InternalError("sqlite: corrupted after-image in the ledger"); }
+  bool done() const { return p >= e; }
+  uint8_t byte() {
+    if (p >= e) bad();
+    return *p++;
+  }
+  uint64_t u() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b = byte();
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    bad();
+  }
+  int64_t i() {
+    uint64_t v = u();
+    return static_cast<int64_t>((v >> 1) ^ (~(v & 1) + 1));
+  }
+  std::string str() {
+    uint64_t n = u();
+    if (n > static_cast<uint64_t>(e - p)) bad();
+    std::string out(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+    p += n;
+    return out;
+  }
+  Amounts amounts() {
+    Amounts a;
+    a.cost = i();
+    a.tokens = i();
+    a.requests = i();
+    return a;
+  }
+};
+
+// Nine counter values (spent, held, granted x cost, tokens, requests): a mask of the non-zero
+// ones, then those.
+void encode_values(Enc& e, const Counters& c) {
+  const int64_t v[9] = {c.spent.cost, c.spent.tokens, c.spent.requests, c.held.cost, c.held.tokens,
+                        c.held.requests, c.granted.cost, c.granted.tokens, c.granted.requests};
+  uint64_t mask = 0;
+  for (int k = 0; k < 9; ++k)
+    if (v[k]) mask |= uint64_t{1} << k;
+  e.u(mask);
+  for (int k = 0; k < 9; ++k)
+    if (v[k]) e.i(v[k]);
+}
+// In a plan group, a window whose values equal the previous window's is written as this mask
+// (one scope's windows, or a subject's scopes, often count the same).
+constexpr uint64_t kSameAsPrevious = uint64_t{1} << 9;
+bool same_counters(const Counters& a, const Counters& b) {
+  return a.spent == b.spent && a.held == b.held && a.granted == b.granted;
+}
+Counters decode_values(Dec& d, const Counters* previous = nullptr) {
+  uint64_t mask = d.u();
+  if (mask == kSameAsPrevious && previous) return *previous;
+  if (mask >> 9) Dec::bad();
+  int64_t v[9] = {};
+  for (int k = 0; k < 9; ++k)
+    if (mask & (uint64_t{1} << k)) v[k] = d.i();
+  Counters c;
+  c.spent = {v[0], v[1], v[2]};
+  c.held = {v[3], v[4], v[5]};
+  c.granted = {v[6], v[7], v[8]};
+  return c;
+}
+
+void encode_counter(std::string& out, int64_t sid, int64_t start, int64_t end, const Counters& c) {
+  Enc e{out};
+  if (end == kForever || end > start) {
+    out += 'C';
+    e.u(static_cast<uint64_t>(sid));
+    e.i(start);
+    e.u(end == kForever ? 0 : static_cast<uint64_t>(end) - static_cast<uint64_t>(start));
+  } else {
+    out += 'E';
+    e.u(static_cast<uint64_t>(sid));
+    e.i(start);
+    e.i(end);
+  }
+  encode_values(e, c);
+}
+
+// The fields of a record that its own event row also carries; a record whose values are those
+// of the row's event is written without them ('S').
+struct EventFields {
+  std::string request_id, model, provider, price_version;
+  std::vector<std::string> subject;
+  int64_t time = 0;  // ms
+};
+bool same_fields(const RequestRecord& r, const EventFields& f) {
+  return r.request_id == f.request_id && r.subject == f.subject && r.model == f.model && r.provider == f.provider &&
+         r.price_version == f.price_version;
+}
+
+void encode_record(std::string& out, const RequestRecord& r, int64_t plan_id, const EventFields* ev) {
+  Enc e{out};
+  const bool short_form = ev && same_fields(r, *ev);
+  out += short_form ? 'S' : 'R';
+  if (!short_form) {
+    e.str(r.request_id);
+    e.u(r.subject.size());
+    for (const auto& x : r.subject) e.str(x);
+    e.str(r.model);
+    e.str(r.provider);
+    e.str(r.price_version);
+  }
+  e.u(static_cast<uint64_t>(r.state));
+  e.u(static_cast<uint64_t>(plan_id));
+  Counters a;  // the record's amounts, in the counters' layout
+  a.spent = r.held;
+  a.held = r.consumed;
+  a.granted = r.charged;
+  encode_values(e, a);
+  e.i(static_cast<int64_t>(static_cast<uint64_t>(r.created_at) - static_cast<uint64_t>(short_form ? ev->time : 0)));
+  e.i(static_cast<int64_t>(static_cast<uint64_t>(r.expires_at) - static_cast<uint64_t>(r.created_at)));
+  e.u((r.over_hold ? 1u : 0u) | (r.over_limit ? 2u : 0u) | (r.after_expiry ? 4u : 0u));
+  e.str(r.fingerprint);
+  e.i(r.failing_check);
+  if (r.failing_check >= 0) {
+    e.i(r.failing_state.spent);
+    e.i(r.failing_state.held);
+    e.i(r.failing_state.granted);
+  }
+}
+
+// JSON array of strings, as nlohmann::json(v).dump() writes it.
+std::string json_strings(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (const auto& x : v) {
+    for (unsigned char c : x)
+      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) return nlohmann::json(v).dump();
+    if (out.size() > 1) out += ',';
+    out += '"';
+    out += x;
+    out += '"';
+  }
+  return out + "]";
+}
+
+// The canonical event body (event_body(e), nlohmann's ordered dump) without its `windows`
+// field, written directly for the common case: no metadata and plain strings (printable ASCII
+// without '"' and '\\'). Returns false (out unspecified) for anything else; the caller then
+// uses event_body. Debug builds check the bytes against event_body.
+bool plain(std::string_view v) {
+  for (unsigned char c : v)
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  return true;
+}
+void put_int(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+void put_str(std::string& out, std::string_view v) {
+  out += '"';
+  out.append(v);
+  out += '"';
+}
+void put_amounts(std::string& out, const char* key, const Amounts& a) {
+  out.append(key);
+  put_int(out, a.cost);
+  out += ',';
+  put_int(out, a.tokens);
+  out += ',';
+  put_int(out, a.requests);
+  out += ']';
+}
+bool fast_body(const LedgerEvent& e, std::string& out) {
+  if (!e.metadata.empty() || !plain(e.request_id) || !plain(e.model) || !plain(e.provider) || !plain(e.price_version))
+    return false;
+  for (const auto& x : e.subject)
+    if (!plain(x)) return false;
+  out.clear();
+  out.reserve(256);
+  out.append("{\"time\":");
+  put_int(out, to_millis(e.time));
+  out.append(",\"type\":");
+  put_str(out, to_string(e.type));
+  out.append(",\"request_id\":");
+  put_str(out, e.request_id);
+  out.append(",\"subject\":[");
+  for (size_t i = 0; i < e.subject.size(); ++i) {
+    if (i) out += ',';
+    put_str(out, e.subject[i]);
+  }
+  out += ']';
+  if (!e.model.empty()) {
+    out.append(",\"model\":");
+    put_str(out, e.model);
+  }
+  if (!e.provider.empty()) {
+    out.append(",\"provider\":");
+    put_str(out, e.provider);
+  }
+  if (!e.price_version.empty()) {
+    out.append(",\"price_version\":");
+    put_str(out, e.price_version);
+  }
+  if (e.usage) {
+    const Usage& u = *e.usage;
+    const std::pair<const char*, int64_t> f[] = {
+        {"{\"input_tokens\":", u.input_tokens}, {",\"cache_read_tokens\":", u.cache_read_tokens},
+        {",\"cache_write_tokens\":", u.cache_write_tokens}, {",\"cache_write_1h_tokens\":", u.cache_write_1h_tokens},
+        {",\"output_tokens\":", u.output_tokens}, {",\"reasoning_tokens\":", u.reasoning_tokens},
+        {",\"images\":", u.images}, {",\"audio_ms\":", u.audio_ms}, {",\"requests\":", u.requests}};
+    out.append(",\"usage\":");
+    for (const auto& [k, v] : f) {
+      out.append(k);
+      put_int(out, v);
+    }
+    out.append(u.complete ? ",\"complete\":true}" : ",\"complete\":false}");
+  }
+  put_amounts(out, ",\"spent\":[", e.spent);
+  put_amounts(out, ",\"held\":[", e.held);
+  put_amounts(out, ",\"granted\":[", e.granted);
+  out += '}';
+  return true;
 }
 
 class SqliteStore;
@@ -259,7 +550,8 @@ class SqlTxn final : public Txn {
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
   std::vector<Counters> sum_all(const Plan& p) override;
   void add_all(const Plan& p, const Counters& delta) override;
-  // Live holds are edited in the cache in place (no copies); the cache is dropped on rollback.
+  // Live holds are edited in the cache in place (no copies); the operation's undo log keeps
+  // what they were before, for a failed operation.
   const RequestRecord* find_request(const std::string& id) override;
   RequestRecord* edit_request(const std::string& id) override;
   void save_request(const RequestRecord& rec) override;
@@ -267,10 +559,8 @@ class SqlTxn final : public Txn {
 
  private:
   RequestRecord* lookup(const std::string& id);
-  enum Where { kNew, kInHolds, kInRequests, kUnknown };
-  void write_request(const RequestRecord& rec, Where where);
   SqliteStore& s_;
-  std::optional<RequestRecord> other_;  // a looked-up record that is not a live hold
+  std::optional<RequestRecord> other_;  // a looked-up record that is not cached
 };
 
 class SqliteStore final : public Store {
@@ -311,7 +601,14 @@ class SqliteStore final : public Store {
     }
   }
   ~SqliteStore() override {
-    multi_add_.clear();
+    // Best effort: bring the state tables up to date, so the next open replays nothing.
+    try {
+      run([&](SqlTxn&) {
+        if (last_seq_ > ckpt_seq_) checkpoint();
+        return 0;
+      });
+    } catch (...) {
+    }
     stmts_.clear();
     sqlite3_close(db_);
   }
@@ -337,6 +634,7 @@ class SqliteStore final : public Store {
   }
   uint64_t put_limit(const Limit& l) override {
     return run([&](SqlTxn& t) {
+      job_sql_writes_ = true;
       st(kPutLimit).reset().bind(l.key()).bind(l.scope).bind(l.window.to_string()).bind(to_string(l.metric))
           .bind(l.amount).bind(nlohmann::json(l.alert_thresholds_pct).dump()).exec();
       return bump_limits_version(t);
@@ -344,6 +642,7 @@ class SqliteStore final : public Store {
   }
   bool remove_limit(const std::string& key, uint64_t* version) override {
     return run([&](SqlTxn& t) {
+      job_sql_writes_ = true;
       st(kDelLimit).reset().bind(key).exec();
       bool erased = sqlite3_changes(db_) > 0;
       *version = erased ? bump_limits_version(t) : t.limits_version();
@@ -358,19 +657,36 @@ class SqliteStore final : public Store {
 
   size_t expire(int64_t now, size_t max) override {
     return run([&](SqlTxn& t) {
-      std::vector<std::string> due;
-      auto& s = st(kDue).reset().bind(now).bind(static_cast<int64_t>(max));
-      while (s.step()) due.push_back(s.text(0));
+      // Live holds: the `holds` table overlaid with the records changed since the checkpoint.
+      std::vector<std::pair<int64_t, std::string>> due;
+      auto& s = st(kDue).reset().bind(now).bind(static_cast<int64_t>(max + recs_.size()));
+      while (s.step()) {
+        std::string id = s.text(0);
+        if (!recs_.count(id)) due.emplace_back(s.i64(1), std::move(id));
+      }
       s.finish();
-      for (const auto& id : due)
-        if (auto rec = t.get_request(id)) txn_expire(t, *rec, now);
+      for (const auto& [id, e] : recs_)
+        if (e.rec.state == ReqState::Held && e.rec.expires_at <= now) due.emplace_back(e.rec.expires_at, id);
+      std::sort(due.begin(), due.end());
+      if (due.size() > max) due.resize(max);
+      for (const auto& d : due)
+        if (auto rec = t.get_request(d.second)) txn_expire(t, *rec, now);
       return due.size();
     });
   }
   int64_t next_deadline() override {
     return run([&](SqlTxn&) {
+      int64_t v = kForever;
+      for (const auto& [id, e] : recs_)
+        if (e.rec.state == ReqState::Held) v = std::min(v, e.rec.expires_at);
       auto& s = st(kNextDeadline).reset();
-      int64_t v = s.step() && !s.null(0) ? s.i64(0) : kForever;
+      while (s.step()) {
+        if (s.i64(1) >= v) break;
+        if (!recs_.count(s.text(0))) {  // else the cached record says
+          v = s.i64(1);
+          break;
+        }
+      }
       s.finish();
       return v;
     });
@@ -429,6 +745,7 @@ class SqliteStore final : public Store {
 
   void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
     auto rows = run([&](SqlTxn&) {
+      if (last_seq_ > ckpt_seq_ || !dirty_ctr_.empty()) checkpoint();  // the table is read below
       std::vector<StoredCounter> out;
       auto& s = st(kAllCounters).reset();
       while (s.step()) {
@@ -450,7 +767,8 @@ class SqliteStore final : public Store {
   enum StmtId {
     kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kPutHold, kAppend,
     kDue, kNextDeadline, kScan, kHashAt, kAllCounters, kLastChain, kBegin, kCommit, kDataVersion,
-    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kAddCounter, kDelHold, kUpdReq, kCount
+    kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kPutCounter, kDelHold, kMetaState,
+    kTail, kCount
   };
 
   void exec(const char* sql) {
@@ -483,6 +801,7 @@ class SqliteStore final : public Store {
                             ", newer than this libbudget (" + std::to_string(kSchemaVersion) + ")");
       if (version == 1) migrate_v1();
       if (version == 1 || version == 2) exec(kMigrateV2);
+      if (version >= 1 && version <= 3) exec(kMigrateV3);
       if (version < kSchemaVersion) exec(kSchema);
       exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       exec("COMMIT");
@@ -538,9 +857,9 @@ class SqliteStore final : public Store {
         "SELECT " BUDGET_RECORD_COLUMNS " FROM requests WHERE id=?1",
         BUDGET_RECORD_UPSERT("requests"),
         BUDGET_RECORD_UPSERT("holds"),
-        "INSERT INTO ledger(seq, body, hash, plan, wpos) VALUES (?,?,?,?,?)",
-        "SELECT id FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
-        "SELECT min(expires_at) FROM holds",
+        "INSERT INTO ledger(seq, body, hash, plan, wpos, redo) VALUES (?,?,?,?,?,?)",
+        "SELECT id, expires_at FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
+        "SELECT id, expires_at FROM holds ORDER BY expires_at",
         "SELECT seq, body, hash, plan, wpos FROM ledger WHERE seq>? ORDER BY seq LIMIT ?",
         "SELECT hash FROM ledger WHERE seq<=? ORDER BY seq DESC LIMIT 1",
         "SELECT s.name, c.start, c.end_ms, c.spent_cost, c.spent_tokens, c.spent_requests, c.held_cost, c.held_tokens,"
@@ -556,20 +875,27 @@ class SqliteStore final : public Store {
         "SELECT id, windows FROM plans WHERE text=?",
         "INSERT INTO plans(text, windows) VALUES (?,?)",
         "SELECT text, windows FROM plans WHERE id=?",
-        "UPDATE counters SET spent_cost=spent_cost+?, spent_tokens=spent_tokens+?, spent_requests=spent_requests+?,"
-        " held_cost=held_cost+?, held_tokens=held_tokens+?, held_requests=held_requests+?, granted_cost=granted_cost+?,"
-        " granted_tokens=granted_tokens+?, granted_requests=granted_requests+? WHERE sid=? AND start=?",
+        "INSERT OR REPLACE INTO counters(sid, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost,"
+        " held_tokens, held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         "DELETE FROM holds WHERE id=?",
-        "UPDATE requests SET state=?2, subject=?3, plan=?4, held_cost=?5, held_tokens=?6, held_requests=?7,"
-        " consumed_cost=?8, consumed_tokens=?9, consumed_requests=?10, charged_cost=?11, charged_tokens=?12,"
-        " charged_requests=?13, created_at=?14, expires_at=?15, flags=?16, model=?17, provider=?18, price_version=?19,"
-        " fingerprint=?20, failing_check=?21, fail_spent=?22, fail_held=?23, fail_granted=?24 WHERE id=?1",
+        "SELECT (SELECT value FROM meta WHERE key='checkpoint'), (SELECT value FROM meta WHERE key='epoch')",
+        "SELECT seq, hash, redo, body FROM ledger WHERE seq>? ORDER BY seq",
     };
 #undef BUDGET_RECORD_UPSERT
 #undef BUDGET_RECORD_COLUMNS
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
-  Stmt& st(StmtId id) { return *stmts_[id]; }
+  // Statements used since the last finish_all() (only those can hold a read open).
+  Stmt& st(StmtId id) {
+    if (!(used_mask_ & (uint64_t{1} << id))) {
+      used_mask_ |= uint64_t{1} << id;
+      used_.push_back(id);
+    }
+    return *stmts_[id];
+  }
+  static_assert(kCount <= 64);
+  uint64_t used_mask_ = 0;
+  std::vector<int> used_;
 
   uint64_t bump_limits_version(SqlTxn& t) {
     uint64_t v = t.limits_version() + 1;
@@ -580,13 +906,16 @@ class SqliteStore final : public Store {
 
   // ---- cache ----------------------------------------------------------------------------
   // Everything below is used by the leader only, inside a transaction that holds the write
-  // lock. What another connection may change (counters, requests, limits version, ledger head)
-  // is dropped when PRAGMA data_version says another connection committed; what only grows
-  // (series ids, plans) stays. Any rollback drops everything (ids written by the rolled-back
-  // transaction are gone).
+  // lock. The state is: tables (as of meta `checkpoint`) + the after-images of later ledger
+  // rows. This process keeps those after-images applied in memory: `dirty_ctr_` (counter
+  // buckets) and the dirty entries of `recs_` (request records), each with the seq of the row
+  // that last changed it; a lookup that misses them reads the table, which is then current.
+  // `series_` (bucket cache per series) and the clean entries of `recs_` (live holds read from
+  // the table) are a plain cache of the same state. Series ids and plans only grow.
   struct Series {
-    int64_t sid = 0;      // 0: not in the file (as of the last look)
-    bool loaded = false;  // `buckets` holds every bucket of the series with start >= lo
+    int64_t sid = 0;       // 0: not in the file (as of the last look)
+    bool recheck = false;  // sid 0, and another connection committed since the look
+    bool loaded = false;   // `buckets` holds every bucket of the series with start >= lo
     int64_t lo = 0;
     std::map<int64_t, Counters> buckets;
   };
@@ -595,39 +924,391 @@ class SqliteStore final : public Store {
     std::string windows_field;  // ,"windows":[...] exactly as in an event body
     std::shared_ptr<const Plan> plan;
   };
-
-  void drop_shared_state() {
-    for (auto it = series_.begin(); it != series_.end();) {
-      if (it->second.sid == 0) {  // another connection may have added it since
-        it = series_.erase(it);
-        continue;
-      }
-      it->second.loaded = false;
-      it->second.buckets.clear();
-      ++it;
+  static constexpr int64_t kClean = -1;               // Rec::dirty: the table has it
+  static constexpr int64_t kPending = INT64_MAX;      // changed by the running operation
+  struct DirtyBucket {
+    int64_t end = 0;
+    Counters c;
+    int64_t seq = kPending;
+  };
+  struct Rec {
+    RequestRecord rec;
+    int64_t dirty = kClean;  // seq of the ledger row that carries its after-image, or kClean
+    // False only while the record is known to have no row in `holds` (created by this
+    // process since, and no other process checkpointed since): settling it then needs no
+    // DELETE from `holds` at the checkpoint.
+    bool maybe_in_holds = true;
+  };
+  // The undo log of the running operation: what it touched, as it was before.
+  struct CtrTouch {
+    Series* s;
+    int64_t sid, start, end;
+    std::optional<Counters> cached;     // the cache's bucket (absent: no such bucket)
+    std::optional<DirtyBucket> dirty;   // the overlay's entry
+    DirtyBucket* after = nullptr;       // its entry in the overlay now
+    bool grouped = false;               // written as part of a plan group ('P')
+  };
+  struct RecTouch {
+    std::string id;
+    std::optional<Rec> prev;
+  };
+  struct PendingRow {
+    int64_t seq = 0, plan_id = 0, wpos = 0;
+    std::string stored, hash;
+    EventFields ev;
+  };
+  // What this store resolved for a plan the engine caches (Plan::handles): its stored id and
+  // the series of its windows, valid while the generations match.
+  struct SqlHandles final : PlanHandles {
+    uint64_t store_id = 0;
+    uint64_t plan_gen = 0, series_gen = 0;
+    int64_t plan_id = 0;
+    std::vector<Series*> series;
+  };
+  SqlHandles* handles_of(const Plan& p) {
+    PlanHandles* h = p.handles.load(std::memory_order_acquire);
+    if (!h) {
+      auto* n = new SqlHandles;
+      n->owner = this;
+      n->store_id = store_id_;
+      if (p.handles.compare_exchange_strong(h, n, std::memory_order_acq_rel)) h = n;
+      else delete n;
     }
-    held_.clear();
-    settled_.clear();
-    limits_valid_ = false;
-    head_valid_ = false;
+    auto* sh = dynamic_cast<SqlHandles*>(h);
+    return sh && sh->owner == this && sh->store_id == store_id_ ? sh : nullptr;
   }
+  // The stored id of a plan.
+  int64_t plan_id_of(const Plan& p, const std::shared_ptr<const Plan>* sp) {
+    auto* h = handles_of(p);
+    if (h && h->plan_gen == plans_gen_ && h->plan_id) return h->plan_id;
+    int64_t id = plan_row(p, sp).id;
+    if (h) {
+      h->plan_id = id;
+      h->plan_gen = plans_gen_;
+    }
+    return id;
+  }
+  // The series of window i of p (its sid re-checked if another connection may have added it).
+  Series& series_at(const Plan& p, size_t i, SqlHandles* h) {
+    Series* s;
+    if (h && h->series_gen == series_gen_ && h->series.size() == p.windows.size()) {
+      s = h->series[i];
+    } else if (h) {
+      h->series.clear();
+      for (const auto& w : p.windows) h->series.push_back(&series_of(w));
+      h->series_gen = series_gen_;
+      s = h->series[i];
+    } else {
+      s = &series_of(p.windows[i]);
+    }
+    if (s->recheck) {
+      s->recheck = false;
+      s->loaded = false;
+      s->buckets.clear();
+      const auto& w = p.windows[i];
+      auto& q = st(kSeriesId).reset().bind(w.series_key.empty() ? w.series() : w.series_key);
+      if (q.step()) {
+        s->sid = q.i64(0);
+        by_sid_[s->sid] = s;
+      } else {
+        unknown_series_.push_back(s);
+      }
+      q.finish();
+    }
+    return *s;
+  }
+
+  // Everything cached goes; the next transaction reloads from the checkpoint and the tail.
   void drop_all_state() {
-    series_.clear();
-    held_.clear();
-    settled_.clear();
+    clear_series();
+    ++plans_gen_;
+    recs_.clear();
+    dirty_ctr_.clear();
     plan_ids_.clear();
     plans_by_id_.clear();
     limits_valid_ = false;
-    head_valid_ = false;
+    reload_ = true;
   }
 
+  // At the start of a transaction (write lock held) when another connection committed since
+  // the last one: apply the ledger rows it added. A full reload when asked (open, after a
+  // failed COMMIT) or when another process rewrote the tables outside the ledger (epoch).
+  void catch_up() {
+    limits_valid_ = false;
+    auto& m = st(kMetaState).reset();
+    int64_t ckpt = 0, epoch = 0;
+    if (m.step()) {
+      ckpt = m.null(0) ? 0 : m.i64(0);
+      epoch = m.null(1) ? 0 : m.i64(1);
+    }
+    m.finish();
+    if (epoch != epoch_) reload_ = true;
+    if (reload_) {
+      drop_all_state();
+      reload_ = false;
+      epoch_ = epoch;
+      ckpt_seq_ = ckpt;
+      last_seq_ = ckpt;
+      last_hash_.clear();
+    }
+    // Another connection may have added series this process looked for and did not find.
+    for (auto* ser : unknown_series_)
+      if (ser->sid == 0) ser->recheck = true;
+    unknown_series_.clear();
+    bool any = false;
+    {
+      auto& t = st(kTail).reset().bind(last_seq_);
+      while (t.step()) {
+        int64_t seq = t.i64(0);
+        if (sqlite3_column_type(stmt_of(t), 2) == SQLITE_BLOB) {
+          auto* p = static_cast<const unsigned char*>(sqlite3_column_blob(stmt_of(t), 2));
+          apply_image(p, p + sqlite3_column_bytes(stmt_of(t), 2), seq, t);
+        }
+        last_seq_ = seq;
+        last_hash_ = t.hash_hex(1);
+        any = true;
+      }
+      t.finish();
+    }
+    if (!any && last_hash_.empty()) {
+      auto& h = st(kLastChain).reset();
+      if (h.step()) {
+        last_seq_ = h.i64(0);
+        last_hash_ = h.hash_hex(1);
+      } else {
+        last_seq_ = 0;
+        last_hash_.assign(64, '0');
+      }
+      h.finish();
+    }
+    if (ckpt > ckpt_seq_) {  // another process wrote the tables up to ckpt: those entries are clean
+      ckpt_seq_ = ckpt;
+      for (auto it = dirty_ctr_.begin(); it != dirty_ctr_.end();) {
+        auto& bs = it->second;
+        for (auto b = bs.begin(); b != bs.end();) b = b->second.seq <= ckpt ? bs.erase(b) : std::next(b);
+        it = bs.empty() ? dirty_ctr_.erase(it) : std::next(it);
+      }
+      for (auto it = recs_.begin(); it != recs_.end();) {
+        it->second.maybe_in_holds = true;  // that checkpoint may have written it to `holds`
+        if (it->second.dirty != kClean && it->second.dirty <= ckpt) it->second.dirty = kClean;
+        if (it->second.dirty == kClean && it->second.rec.state != ReqState::Held) it = recs_.erase(it);
+        else ++it;
+      }
+    }
+  }
+  static sqlite3_stmt* stmt_of(Stmt& s) { return s.raw(); }
+
+  // Applies one ledger row's after-images (written by another process, or before this open).
+  // `row` is positioned on the row (its body gives the fields a short record leaves out).
+  void apply_image(const unsigned char* p, const unsigned char* end, int64_t seq, Stmt& row) {
+    Dec d{p, end};
+    std::optional<EventFields> ev;
+    auto set_bucket = [&](Series* ser, int64_t sid, int64_t start, int64_t bend, const Counters& c) {
+      dirty_ctr_[sid][start] = DirtyBucket{bend, c, seq};
+      if (!ser) {
+        auto it = by_sid_.find(sid);
+        ser = it == by_sid_.end() ? nullptr : it->second;
+      }
+      if (ser && ser->loaded && start >= ser->lo) ser->buckets[start] = c;
+    };
+    while (!d.done()) {
+      uint8_t tag = d.byte();
+      if (tag == 'P') {
+        const auto plan = plan_by_id(static_cast<int64_t>(d.u())).plan;  // a copy: the cache may be cleared below
+        auto* h = handles_of(*plan);
+        Counters c;
+        for (size_t i = 0; i < plan->windows.size(); ++i) {
+          const auto& w = plan->windows[i];
+          c = decode_values(d, i > 0 ? &c : nullptr);
+          Series& ser = series_at(*plan, i, h);
+          if (ser.sid == 0) ensure_sid(ser, w);  // not expected: the writer added the series
+          set_bucket(&ser, ser.sid, w.start, w.end, c);
+        }
+      } else if (tag == 'C' || tag == 'E') {
+        int64_t sid = static_cast<int64_t>(d.u());
+        int64_t start = d.i();
+        int64_t bend;
+        if (tag == 'C') {
+          uint64_t len = d.u();
+          bend = len == 0 ? kForever : static_cast<int64_t>(static_cast<uint64_t>(start) + len);
+        } else {
+          bend = d.i();
+        }
+        set_bucket(nullptr, sid, start, bend, decode_values(d));
+      } else if (tag == 'R' || tag == 'S') {
+        RequestRecord r;
+        int64_t base = 0;
+        if (tag == 'R') {
+          r.request_id = d.str();
+          uint64_t n = d.u();
+          if (n > static_cast<uint64_t>(end - p)) Dec::bad();
+          r.subject.reserve(static_cast<size_t>(n));
+          for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
+          r.model = d.str();
+          r.provider = d.str();
+          r.price_version = d.str();
+        } else {
+          if (!ev) ev = row_fields(row);
+          r.request_id = ev->request_id;
+          r.subject = ev->subject;
+          r.model = ev->model;
+          r.provider = ev->provider;
+          r.price_version = ev->price_version;
+          base = ev->time;
+        }
+        uint64_t state = d.u();
+        if (state > static_cast<uint64_t>(ReqState::Adjusted)) Dec::bad();
+        r.state = static_cast<ReqState>(state);
+        int64_t plan_id = static_cast<int64_t>(d.u());
+        Counters a = decode_values(d);
+        r.held = a.spent;
+        r.consumed = a.held;
+        r.charged = a.granted;
+        r.created_at = static_cast<int64_t>(static_cast<uint64_t>(base) + static_cast<uint64_t>(d.i()));
+        r.expires_at = static_cast<int64_t>(static_cast<uint64_t>(r.created_at) + static_cast<uint64_t>(d.i()));
+        uint64_t flags = d.u();
+        r.over_hold = flags & 1;
+        r.over_limit = flags & 2;
+        r.after_expiry = flags & 4;
+        r.fingerprint = d.str();
+        r.failing_check = static_cast<int>(d.i());
+        if (r.failing_check >= 0) {
+          r.failing_state.spent = d.i();
+          r.failing_state.held = d.i();
+          r.failing_state.granted = d.i();
+        }
+        r.plan = plan_id ? plan_by_id(plan_id).plan : empty_plan();
+        auto& e = recs_[r.request_id];
+        e.rec = std::move(r);
+        e.dirty = seq;
+        e.maybe_in_holds = true;
+      } else {
+        Dec::bad();
+      }
+    }
+  }
+  // The event fields of the ledger row `row` is on (column 3: the stored body). The body's
+  // first fields are read directly when they have the canonical shape with plain strings,
+  // else it is parsed as JSON.
+  static EventFields row_fields(Stmt& row) {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(row.raw(), 3));
+    std::string_view body(p ? p : "", p ? static_cast<size_t>(sqlite3_column_bytes(row.raw(), 3)) : 0);
+    EventFields f;
+    if (scan_fields(body, f)) return f;
+    f = EventFields{};
+    try {
+      auto j = nlohmann::json::parse(body);
+      f.time = j.at("time").get<int64_t>();
+      f.request_id = j.at("request_id").get<std::string>();
+      f.subject = j.at("subject").get<std::vector<std::string>>();
+      f.model = j.value("model", "");
+      f.provider = j.value("provider", "");
+      f.price_version = j.value("price_version", "");
+      return f;
+    } catch (const nlohmann::json::exception&) {
+      Dec::bad();
+    }
+  }
+  static bool scan_fields(std::string_view b, EventFields& f) {
+    size_t i = 0;
+    auto lit = [&](std::string_view x) {
+      if (b.substr(i, x.size()) != x) return false;
+      i += x.size();
+      return true;
+    };
+    auto str = [&](std::string& out) {
+      if (i >= b.size() || b[i] != '"') return false;
+      size_t end = b.find('"', i + 1);
+      if (end == std::string_view::npos) return false;
+      std::string_view v = b.substr(i + 1, end - i - 1);
+      if (v.find('\\') != std::string_view::npos) return false;
+      out.assign(v);
+      i = end + 1;
+      return true;
+    };
+    if (!lit("{\"time\":")) return false;
+    auto r = std::from_chars(b.data() + i, b.data() + b.size(), f.time);
+    if (r.ec != std::errc()) return false;
+    i = static_cast<size_t>(r.ptr - b.data());
+    std::string type;
+    if (!lit(",\"type\":") || !str(type) || !lit(",\"request_id\":") || !str(f.request_id) || !lit(",\"subject\":["))
+      return false;
+    while (i < b.size() && b[i] != ']') {
+      if (!f.subject.empty() && !lit(",")) return false;
+      if (!str(f.subject.emplace_back())) return false;
+    }
+    if (!lit("]")) return false;
+    if (lit(",\"model\":") && !str(f.model)) return false;
+    if (lit(",\"provider\":") && !str(f.provider)) return false;
+    if (lit(",\"price_version\":") && !str(f.price_version)) return false;
+    return lit(",\"usage\":") || lit(",\"spent\":");
+  }
+
+  // Writes every entry changed since the checkpoint to the state tables and advances the
+  // checkpoint to the head. Inside the running transaction, after catch_up (so the overlay
+  // holds every change up to the head).
+  void checkpoint() {
+    job_sql_writes_ = true;
+    auto& pc = st(kPutCounter);
+    for (const auto& [sid, bs] : dirty_ctr_)
+      for (const auto& [start, b] : bs)
+        pc.reset().bind(sid).bind(start).bind(b.end)
+            .bind(b.c.spent.cost).bind(b.c.spent.tokens).bind(b.c.spent.requests)
+            .bind(b.c.held.cost).bind(b.c.held.tokens).bind(b.c.held.requests)
+            .bind(b.c.granted.cost).bind(b.c.granted.tokens).bind(b.c.granted.requests).exec();
+    for (auto it = recs_.begin(); it != recs_.end();) {
+      auto& e = it->second;
+      if (e.dirty != kClean) {
+        write_record(e.rec, e.maybe_in_holds);
+        e.dirty = kClean;
+        e.maybe_in_holds = e.rec.state == ReqState::Held;
+      }
+      // Settled records leave the cache once in the table (bounded memory).
+      if (e.rec.state != ReqState::Held) it = recs_.erase(it);
+      else ++it;
+    }
+    dirty_ctr_.clear();
+    st(kSetMeta).reset().bind("checkpoint").bind(last_seq_).exec();
+    ckpt_seq_ = last_seq_;
+  }
+
+  // Writes a record where its state belongs: a live hold in `holds`, any other in `requests`
+  // (and out of `holds`).
+  void write_record(const RequestRecord& r, bool maybe_in_holds) {
+    const auto& plan = r.plan ? r.plan : empty_plan();
+    int64_t plan_id = plan_id_of(*plan, &plan);
+    const bool held = r.state == ReqState::Held;
+    auto& s = st(held ? kPutHold : kPutReq).reset();
+    s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
+    s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
+        .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
+        .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
+        .bind(r.created_at).bind(r.expires_at)
+        .bind(int64_t{(r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0)})
+        .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
+        .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
+        .exec();
+    if (!held && maybe_in_holds) st(kDelHold).reset().bind(r.request_id).exec();
+  }
+
+  void clear_series() {
+    series_.clear();
+    by_sid_.clear();
+    unknown_series_.clear();
+    ++series_gen_;
+  }
   Series& series_of(const WindowRef& w) {
     const std::string& key = w.series_key.empty() ? (scratch_key_ = w.series()) : w.series_key;
     auto it = series_.find(key);
     if (it != series_.end()) return it->second;
     Series& s = series_[key];
     auto& q = st(kSeriesId).reset().bind(key);
-    if (q.step()) s.sid = q.i64(0);
+    if (q.step()) {
+      s.sid = q.i64(0);
+      by_sid_[s.sid] = &s;
+    } else {
+      unknown_series_.push_back(&s);
+    }
     q.finish();
     return s;
   }
@@ -641,8 +1322,10 @@ class SqliteStore final : public Store {
       st(kAddSeries).reset().bind(w.series_key.empty() ? w.series() : w.series_key).exec();
       s.sid = sqlite3_last_insert_rowid(db_);
     }
+    by_sid_[s.sid] = &s;
     return s.sid;
   }
+  // The buckets of s from read_from on: the table's, overlaid with the dirty ones.
   void load(Series& s, int64_t read_from) {
     s.buckets.clear();
     s.loaded = true;
@@ -657,6 +1340,120 @@ class SqliteStore final : public Store {
       s.buckets.emplace(q.i64(0), c);
     }
     q.finish();
+    if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
+      for (auto b = it->second.lower_bound(read_from); b != it->second.end(); ++b) s.buckets[b->first] = b->second.c;
+  }
+
+  // ---- the running operation's undo log and ledger rows ------------------------------------
+  void job_start() {
+    ctr_touch_.clear();
+    rec_touch_.clear();
+    rec_touch_index_.clear();
+    pending_.clear();
+    groups_.clear();
+    group_buckets_.clear();
+    job_seq_ = last_seq_;
+    job_hash_ = last_hash_;
+    job_sql_writes_ = false;
+  }
+  CtrTouch& touch_counter(Series& s, const WindowRef& w) {
+    for (auto& t : ctr_touch_)
+      if (t.s == &s && t.start == w.start) return t;
+    CtrTouch t{&s, s.sid, w.start, w.end, std::nullopt, std::nullopt};
+    if (auto b = s.buckets.find(w.start); b != s.buckets.end()) t.cached = b->second;
+    if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
+      if (auto b = it->second.find(w.start); b != it->second.end()) t.dirty = b->second;
+    ctr_touch_.push_back(std::move(t));
+    return ctr_touch_.back();
+  }
+  void touch_record(const std::string& id) {
+    if (rec_touch_.size() < 16) {
+      for (const auto& t : rec_touch_)
+        if (t.id == id) return;
+    } else {
+      if (rec_touch_index_.empty())
+        for (const auto& t : rec_touch_) rec_touch_index_.insert(t.id);
+      if (!rec_touch_index_.insert(id).second) return;
+    }
+    RecTouch t{id, std::nullopt};
+    if (auto it = recs_.find(id); it != recs_.end()) t.prev = it->second;
+    rec_touch_.push_back(std::move(t));
+  }
+  // A failed operation: the cache as it was before it. (Rows of series and plans it inserted
+  // stay: they only name things.)
+  void job_undo() {
+    for (auto t = ctr_touch_.rbegin(); t != ctr_touch_.rend(); ++t) {
+      Series& s = *t->s;
+      if (t->cached) s.buckets[t->start] = *t->cached;
+      else s.buckets.erase(t->start);
+      if (t->dirty) dirty_ctr_[t->sid][t->start] = *t->dirty;
+      else if (auto it = dirty_ctr_.find(t->sid); it != dirty_ctr_.end()) {
+        it->second.erase(t->start);
+        if (it->second.empty()) dirty_ctr_.erase(it);
+      }
+    }
+    for (auto t = rec_touch_.rbegin(); t != rec_touch_.rend(); ++t) {
+      if (t->prev) recs_[t->id] = std::move(*t->prev);
+      else recs_.erase(t->id);
+    }
+    pending_.clear();
+    groups_.clear();
+    group_buckets_.clear();
+    last_seq_ = job_seq_;
+    last_hash_ = job_hash_;
+    ctr_touch_.clear();
+    rec_touch_.clear();
+    rec_touch_index_.clear();
+  }
+  // A successful operation: its ledger rows, the last one with the after-images of what it
+  // changed.
+  void job_flush() {
+    if (pending_.empty()) {
+      if (!ctr_touch_.empty() || !rec_touch_.empty()) {
+        // State changed without an event (no operation does this today): write the tables
+        // directly and tell the other processes to reload (they cannot see it in the ledger).
+        checkpoint();
+        st(kSetMeta).reset().bind("epoch").bind(++epoch_).exec();
+      }
+      return;
+    }
+    const int64_t seq = pending_.back().seq;
+    redo_.clear();
+    Enc enc{redo_};
+    for (const auto& g : groups_) {
+      redo_ += 'P';
+      enc.u(static_cast<uint64_t>(g.plan_id));
+      for (size_t k = 0; k < g.n; ++k) {
+        const Counters& c = group_buckets_[g.first + k]->c;
+        if (k > 0 && same_counters(c, group_buckets_[g.first + k - 1]->c)) enc.u(kSameAsPrevious);
+        else encode_values(enc, c);
+      }
+    }
+    for (const auto& t : ctr_touch_) {
+      t.after->seq = seq;
+      if (!t.grouped) encode_counter(redo_, t.sid, t.start, t.after->end, t.after->c);
+    }
+    for (const auto& t : rec_touch_) {
+      auto it = recs_.find(t.id);
+      if (it == recs_.end()) continue;  // not expected: a touched record is stored
+      it->second.dirty = seq;
+      const auto& r = it->second.rec;
+      const auto& plan = r.plan ? r.plan : empty_plan();
+      encode_record(redo_, r, plan_id_of(*plan, &plan), &pending_.back().ev);
+    }
+    auto& s = st(kAppend);
+    for (const auto& row : pending_) {
+      s.reset().bind(row.seq).bind(row.stored);
+      unsigned char raw[32];
+      if (unhex(row.hash, raw)) s.bind_blob(raw, sizeof raw);
+      else s.bind(row.hash);
+      if (row.plan_id) s.bind(row.plan_id).bind(row.wpos);
+      else s.bind_null().bind_null();
+      if (&row == &pending_.back() && !redo_.empty()) s.bind_blob(redo_.data(), redo_.size());
+      else s.bind_null();
+      s.exec();
+    }
+    pending_.clear();
   }
 
   // What a record without a plan stores (as version 1 did).
@@ -668,27 +1465,22 @@ class SqliteStore final : public Store {
     }();
     return empty;
   }
-  void purge_settled() {
-    for (const auto& id : settled_)
-      if (auto it = held_.find(id); it != held_.end() && it->second.rec.state != ReqState::Held) held_.erase(it);
-    settled_.clear();
-  }
-
   // The stored row of a plan (inserted if new).
-  const PlanRow& plan_row(const std::shared_ptr<const Plan>& p) {
+  const PlanRow& plan_row(const Plan& p, const std::shared_ptr<const Plan>* sp) {
     std::string encoded;
-    const std::string& text = p->encoded.empty() ? (encoded = encode_plan(*p)) : p->encoded;
+    const std::string& text = p.encoded.empty() ? (encoded = encode_plan(p)) : p.encoded;
     if (auto it = plan_ids_.find(text); it != plan_ids_.end()) {
       auto& row = plans_by_id_[it->second];
-      if (!row.plan) row.plan = p;
+      if (!row.plan && sp) row.plan = *sp;
       return row;
     }
     if (plan_ids_.size() >= 4096) {
       plan_ids_.clear();
       plans_by_id_.clear();
+      ++plans_gen_;
     }
     PlanRow row;
-    row.plan = p;
+    if (sp) row.plan = *sp;
     auto& q = st(kPlanId).reset().bind(text);
     if (q.step()) {
       row.id = q.i64(0);
@@ -696,7 +1488,7 @@ class SqliteStore final : public Store {
       q.finish();
     } else {
       q.finish();
-      std::string windows = nlohmann::json(window_keys(*p)).dump();
+      std::string windows = nlohmann::json(window_keys(p)).dump();
       st(kAddPlan).reset().bind(text).bind(windows).exec();
       row.id = sqlite3_last_insert_rowid(db_);
       row.windows_field = ",\"windows\":" + windows;
@@ -710,6 +1502,7 @@ class SqliteStore final : public Store {
     if (plan_ids_.size() >= 4096) {
       plan_ids_.clear();
       plans_by_id_.clear();
+      ++plans_gen_;
     }
     auto& q = st(kPlanById).reset().bind(id);
     if (!q.step()) throw InternalError("sqlite: missing plan " + std::to_string(id));
@@ -819,7 +1612,7 @@ class SqliteStore final : public Store {
     leader_ = false;
   }
 
-  // Starts the batch's transaction and validates the cache. False (errors set) on failure.
+  // Starts the batch's transaction and brings the cache up to date. False (errors set) on failure.
   bool begin(const std::vector<Job*>& jobs) {
     try {
       finish_all();
@@ -827,24 +1620,13 @@ class SqliteStore final : public Store {
       auto& v = st(kDataVersion).reset();
       int64_t dv = v.step() ? v.i64(0) : -1;
       v.finish();
-      if (dv != data_version_) {
-        drop_shared_state();
+      if (dv != data_version_ || reload_) {
+        catch_up();
         data_version_ = dv;
       }
-      if (series_.size() > 100'000) series_.clear();
-      if (held_.size() > 100'000) held_.clear();
-      if (!head_valid_) {
-        auto& s = st(kLastChain).reset();
-        if (s.step()) {
-          last_seq_ = s.i64(0);
-          last_hash_ = s.hash_hex(1);
-        } else {
-          last_seq_ = 0;
-          last_hash_.assign(64, '0');
-        }
-        s.finish();
-        head_valid_ = true;
-      }
+      if (series_.size() > 100'000) clear_series();
+      if (recs_.size() > 100'000)  // clean entries only: the dirty ones are the overlay
+        for (auto it = recs_.begin(); it != recs_.end();) it = it->second.dirty == kClean ? recs_.erase(it) : std::next(it);
       return true;
     } catch (...) {
       rollback();
@@ -854,16 +1636,30 @@ class SqliteStore final : public Store {
   }
 
   void execute(const std::vector<Job*>& batch) {
-    // All operations in one transaction. If one fails, the transaction is rolled back and run
-    // again without it: the others are not affected (and only committed work is answered).
+    // All operations in one transaction. A failing operation's changes to the cache are undone
+    // (it wrote no row but perhaps a series or plan name) and the others go on; if it wrote
+    // other rows, the transaction is rolled back and run again without it. Only committed work
+    // is answered.
     std::vector<Job*> jobs = batch;
     while (!jobs.empty()) {
       if (!begin(jobs)) return;
       SqlTxn t(*this);
       size_t failed = jobs.size();
       for (size_t i = 0; i < jobs.size(); ++i) {
+        job_start();
         try {
           jobs[i]->fn(t);
+        } catch (...) {
+          jobs[i]->error = std::current_exception();
+          if (!job_sql_writes_) {
+            job_undo();
+            continue;
+          }
+          failed = i;
+          break;
+        }
+        try {
+          job_flush();
         } catch (...) {
           jobs[i]->error = std::current_exception();
           failed = i;
@@ -872,26 +1668,28 @@ class SqliteStore final : public Store {
       }
       if (failed < jobs.size()) {
         rollback();
+        for (size_t i = 0; i < jobs.size(); ++i)
+          if (i != failed) jobs[i]->error = nullptr;  // run again
         jobs.erase(jobs.begin() + static_cast<std::ptrdiff_t>(failed));
         continue;
       }
-      finish_all();
       try {
+        if (last_seq_ - ckpt_seq_ >= kCheckpointEvery) checkpoint();
+        finish_all();
         st(kCommit).reset().exec();
       } catch (...) {
         auto err = std::make_exception_ptr(StoreUnavailableError(std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_)));
         rollback();
         for (auto* j : jobs) j->error = err;
       }
-      purge_settled();
       return;
     }
   }
 
   void finish_all() {
-    for (auto& stmt : stmts_) stmt->finish();
-    for (auto& [n, stmt] : multi_add_)
-      if (stmt) stmt->finish();
+    for (int id : used_) stmts_[static_cast<size_t>(id)]->finish();
+    used_.clear();
+    used_mask_ = 0;
   }
 
   void rollback() {
@@ -899,26 +1697,6 @@ class SqliteStore final : public Store {
     if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     drop_all_state();
   }
-
-  // Adds to n counters at once (one statement instead of n), by n.
-  Stmt& multi_add(size_t n) {
-    auto& slot = multi_add_[n];
-    if (!slot) {
-      std::string sql =
-          "INSERT INTO counters(sid, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost, held_tokens,"
-          " held_requests, granted_cost, granted_tokens, granted_requests) VALUES ";
-      for (size_t k = 0; k < n; ++k) sql += k ? ",(?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?)";
-      sql += " ON CONFLICT(sid, start) DO UPDATE SET spent_cost=spent_cost+excluded.spent_cost,"
-             " spent_tokens=spent_tokens+excluded.spent_tokens, spent_requests=spent_requests+excluded.spent_requests,"
-             " held_cost=held_cost+excluded.held_cost, held_tokens=held_tokens+excluded.held_tokens,"
-             " held_requests=held_requests+excluded.held_requests, granted_cost=granted_cost+excluded.granted_cost,"
-             " granted_tokens=granted_tokens+excluded.granted_tokens,"
-             " granted_requests=granted_requests+excluded.granted_requests";
-      slot = std::make_unique<Stmt>(db_, sql.c_str());
-    }
-    return *slot;
-  }
-  std::unordered_map<size_t, std::unique_ptr<Stmt>> multi_add_;
 
   std::string path_;
   sqlite3* db_ = nullptr;
@@ -931,17 +1709,39 @@ class SqliteStore final : public Store {
 
   // Cache (leader only).
   int64_t data_version_ = -1;
-  bool limits_valid_ = false, head_valid_ = false;
+  bool reload_ = true;  // rebuild the cache from the checkpoint and the tail
+  bool limits_valid_ = false;
   uint64_t limits_version_ = 0;
-  int64_t last_seq_ = 0;
+  int64_t last_seq_ = 0;  // the ledger head, every row up to which is applied
   std::string last_hash_;
+  int64_t ckpt_seq_ = 0;  // meta `checkpoint` as last seen or written
+  int64_t epoch_ = -1;    // meta `epoch` as last seen
   std::unordered_map<std::string, Series> series_;        // by series key
-  struct Held {
-    RequestRecord rec;
-    bool in_holds = true;  // where its row is: `holds`, or `requests` once settled
+  std::unordered_map<int64_t, Series*> by_sid_;           // the same, by series id
+  std::vector<Series*> unknown_series_;                   // looked for, not found (sid 0)
+  uint64_t series_gen_ = 1, plans_gen_ = 1;               // bumped when those caches are dropped
+  uint64_t store_id_ = next_store_id();
+  static uint64_t next_store_id() {
+    static std::atomic<uint64_t> n{0};
+    return ++n;
+  }
+  struct Group {
+    int64_t plan_id;
+    size_t first, n;  // in group_buckets_
   };
-  std::unordered_map<std::string, Held> held_;            // live holds, by request id
-  std::vector<std::string> settled_;                      // to drop from held_ after the transaction
+  std::vector<Group> groups_;
+  std::vector<DirtyBucket*> group_buckets_;
+  std::unordered_map<int64_t, std::map<int64_t, DirtyBucket>> dirty_ctr_;  // by series id, start
+  std::unordered_map<std::string, Rec> recs_;             // live holds and dirty records, by id
+  // The running operation.
+  std::vector<CtrTouch> ctr_touch_;
+  std::vector<RecTouch> rec_touch_;
+  std::unordered_set<std::string> rec_touch_index_;
+  std::vector<PendingRow> pending_;
+  int64_t job_seq_ = 0;
+  std::string job_hash_;
+  bool job_sql_writes_ = false;  // wrote rows an undo cannot take back (limits, a checkpoint)
+  std::string redo_;
   std::unordered_map<std::string, int64_t> plan_ids_;     // plan text -> id
   std::unordered_map<int64_t, PlanRow> plans_by_id_;
   std::string scratch_key_;
@@ -959,9 +1759,10 @@ uint64_t SqlTxn::limits_version() {
 
 std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
   std::vector<Counters> out(p.windows.size());
+  auto* h = s_.handles_of(p);
   for (size_t i = 0; i < p.windows.size(); ++i) {
     const auto& w = p.windows[i];
-    auto& s = s_.series_of(w);
+    auto& s = s_.series_at(p, i, h);
     if (!s.loaded || w.read_from < s.lo) s_.load(s, w.read_from);
     auto from = s.buckets.lower_bound(w.read_from);
     if (s.buckets.size() > 64 && w.read_from > s.lo) {  // buckets no current plan reads
@@ -973,53 +1774,47 @@ std::vector<Counters> SqlTxn::sum_all(const Plan& p) {
   return out;
 }
 
+// Adds d to the current bucket of every window of the plan: in the cache and in the overlay
+// (absolute values; the ledger row of the operation carries them). Nothing is written here.
 void SqlTxn::add_all(const Plan& p, const Counters& d) {
   if (p.windows.empty()) return;
-  const size_t n = p.windows.size();
-  SqliteStore::Series* small[16];
-  std::vector<SqliteStore::Series*> large;
-  SqliteStore::Series** series = small;
-  if (n > 16) {
-    large.resize(n);
-    series = large.data();
-  }
-  // Every bucket known to exist (the usual case): one UPDATE by key each; else one upsert.
-  bool all_known = true;
-  for (size_t i = 0; i < n; ++i) {
+  auto* h = s_.handles_of(p);
+  // The after-images of these buckets go to the operation's row as one plan group when the
+  // plan is stored (it is, for any plan a record or an event refers to).
+  int64_t plan_id = h ? s_.plan_id_of(p, nullptr) : 0;
+  const size_t first = s_.group_buckets_.size();
+  for (size_t i = 0; i < p.windows.size(); ++i) {
     const auto& w = p.windows[i];
-    series[i] = &s_.series_of(w);
-    const auto& ser = *series[i];
-    all_known = all_known && ser.sid != 0 && ser.loaded && w.start >= ser.lo && ser.buckets.count(w.start) > 0;
-  }
-  if (all_known) {
-    auto& s = s_.st(SqliteStore::kAddCounter);
-    for (size_t i = 0; i < n; ++i) {
-      s.reset().bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests)
-          .bind(series[i]->sid).bind(p.windows[i].start).exec();
+    auto& ser = s_.series_at(p, i, h);
+    s_.ensure_sid(ser, w);
+    if (!ser.loaded || w.start < ser.lo) s_.load(ser, ser.loaded ? std::min(ser.lo, w.start) : w.start);
+    auto b = ser.buckets.find(w.start);
+    Counters now = b == ser.buckets.end() ? Counters{} : b->second;
+    add_to(now, d);  // checked: throws before this bucket changed (the undo log has the others)
+    auto& t = s_.touch_counter(ser, w);
+    ser.buckets[w.start] = now;
+    auto& db = s_.dirty_ctr_[t.sid][w.start];
+    db.end = w.end;
+    db.c = now;
+    db.seq = SqliteStore::kPending;
+    t.after = &db;
+    if (plan_id) {
+      t.grouped = true;
+      s_.group_buckets_.push_back(&db);
     }
-  } else {
-    auto& s = s_.multi_add(n).reset();
-    for (size_t i = 0; i < n; ++i) {
-      const auto& w = p.windows[i];
-      s.bind(s_.ensure_sid(*series[i], w)).bind(w.start).bind(w.end)
-          .bind(d.spent.cost).bind(d.spent.tokens).bind(d.spent.requests)
-          .bind(d.held.cost).bind(d.held.tokens).bind(d.held.requests)
-          .bind(d.granted.cost).bind(d.granted.tokens).bind(d.granted.requests);
-    }
-    s.exec();
   }
-  for (size_t i = 0; i < n; ++i) {
-    auto& ser = *series[i];
-    if (ser.loaded && p.windows[i].start >= ser.lo) add_to(ser.buckets[p.windows[i].start], d);
+  if (plan_id) {
+    bool dup = false;
+    for (const auto& g : s_.groups_) dup = dup || g.plan_id == plan_id;
+    if (dup) s_.group_buckets_.resize(first);  // the same buckets, already in the row
+    else s_.groups_.push_back({plan_id, first, p.windows.size()});
   }
 }
 
-// The record of `id`: a live hold from the cache (loaded into it on a miss), another record in
-// `other_`, or null.
+// The record of `id`: cached (a live hold, or changed since the checkpoint), else read from the
+// table (a live hold is cached then; another record is kept in `other_`), or null.
 RequestRecord* SqlTxn::lookup(const std::string& id) {
-  if (auto it = s_.held_.find(id); it != s_.held_.end()) return &it->second.rec;
+  if (auto it = s_.recs_.find(id); it != s_.recs_.end()) return &it->second.rec;
   auto& s = s_.st(SqliteStore::kGetReq).reset().bind(id);
   if (!s.step()) {
     s.finish();
@@ -1048,9 +1843,9 @@ RequestRecord* SqlTxn::lookup(const std::string& id) {
   s.finish();
   r.plan = plan_id ? s_.plan_by_id(plan_id).plan : SqliteStore::empty_plan();
   if (r.state == ReqState::Held) {
-    auto& slot = s_.held_[id];
+    auto& slot = s_.recs_[id];
     slot.rec = std::move(r);
-    slot.in_holds = true;
+    slot.dirty = SqliteStore::kClean;
     return &slot.rec;
   }
   other_ = std::move(r);
@@ -1062,70 +1857,28 @@ std::optional<RequestRecord> SqlTxn::get_request(const std::string& id) {
   return std::nullopt;
 }
 const RequestRecord* SqlTxn::find_request(const std::string& id) { return lookup(id); }
-RequestRecord* SqlTxn::edit_request(const std::string& id) { return lookup(id); }
-
-// JSON array of strings, as nlohmann::json(v).dump() writes it.
-std::string json_strings(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (const auto& x : v) {
-    for (unsigned char c : x)
-      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) return nlohmann::json(v).dump();
-    if (out.size() > 1) out += ',';
-    out += '"';
-    out += x;
-    out += '"';
-  }
-  return out + "]";
-}
-
-// Writes the record where its state belongs: a live hold in `holds`, any other in `requests`
-// (and out of `holds`). `where` is where its row is now.
-void SqlTxn::write_request(const RequestRecord& r, Where where) {
-  int64_t plan_id = s_.plan_row(r.plan ? r.plan : SqliteStore::empty_plan()).id;
-  const bool held = r.state == ReqState::Held;
-  auto id = held ? SqliteStore::kPutHold : where == kInRequests ? SqliteStore::kUpdReq : SqliteStore::kPutReq;
-  auto& s = s_.st(id).reset();
-  s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
-  s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
-      .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
-      .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
-      .bind(r.created_at).bind(r.expires_at)
-      .bind(int64_t{(r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0)})
-      .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
-      .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
-      .exec();
-  if (!held && (where == kInHolds || where == kUnknown)) s_.st(SqliteStore::kDelHold).reset().bind(r.request_id).exec();
+RequestRecord* SqlTxn::edit_request(const std::string& id) {
+  auto* r = lookup(id);
+  if (r && r != (other_ ? &*other_ : nullptr)) s_.touch_record(id);  // before the caller changes it in place
+  return r;
 }
 
 void SqlTxn::save_request(const RequestRecord& r) {
-  auto it = s_.held_.find(r.request_id);
-  if (it == s_.held_.end()) {
-    // Not a cached hold: other_ was read from `requests` in this transaction.
-    write_request(r, other_ && &*other_ == &r ? kInRequests : kUnknown);
-    if (r.state == ReqState::Held) s_.held_.emplace(r.request_id, SqliteStore::Held{r, true});
-    return;
-  }
-  auto& entry = it->second;
-  write_request(r, entry.in_holds ? kInHolds : kInRequests);
-  if (&entry.rec != &r) entry.rec = r;
-  entry.in_holds = r.state == ReqState::Held;
-  // A record that is no longer held leaves the cache after the transaction (`r` may be it).
-  if (!entry.in_holds) s_.settled_.push_back(r.request_id);
+  s_.touch_record(r.request_id);
+  auto& e = s_.recs_[r.request_id];
+  if (&e.rec != &r) e.rec = r;
+  e.dirty = SqliteStore::kPending;
 }
 
 void SqlTxn::put_request(const RequestRecord& r) { save_request(r); }
 
 const RequestRecord& SqlTxn::adopt_request(RequestRecord&& r) {
-  write_request(r, kNew);  // a new request id (find_request found none)
-  if (r.state == ReqState::Held) {
-    auto& slot = s_.held_[r.request_id];
-    slot.rec = std::move(r);
-    slot.in_holds = true;
-    return slot.rec;
-  }
-  s_.held_.erase(r.request_id);
-  other_ = std::move(r);
-  return *other_;
+  s_.touch_record(r.request_id);  // a new request id (find_request found none)
+  auto& e = s_.recs_[r.request_id];
+  e.rec = std::move(r);
+  e.dirty = SqliteStore::kPending;
+  e.maybe_in_holds = false;  // a new request id: no row anywhere
+  return e.rec;
 }
 
 void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
@@ -1135,39 +1888,58 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   // `plans`); scan_events puts the same bytes back at the same place. It is serialised with
   // an empty array and the plan's stored array is spliced in for the hash: the same bytes as
   // event_body() with the keys, without building them for every event.
-  std::string body, stored;
-  int64_t plan_id = 0, wpos = 0;
-  if (plan && !plan->windows.empty()) {
+  SqliteStore::PendingRow row;
+  std::string body;
+  if (plan && !plan->windows.empty() && fast_body(e, row.stored)) {
+    // {...,"granted":[..]} + ,"windows":[...] + } (no metadata: windows is the last field)
+    int64_t plan_id = s_.plan_id_of(*plan, &plan);
+    auto pit = s_.plans_by_id_.find(plan_id);
+    const auto& prow = pit != s_.plans_by_id_.end() ? pit->second : s_.plan_row(*plan, &plan);
+    const size_t pos = row.stored.size() - 1;
+    body.reserve(row.stored.size() + prow.windows_field.size());
+    body.append(row.stored, 0, pos).append(prow.windows_field).append("}");
+    row.plan_id = prow.id;
+    row.wpos = static_cast<int64_t>(pos);
+#ifndef NDEBUG
+    e.windows = window_keys(*plan);
+    if (body != event_body(e)) throw InternalError("sqlite: fast event body differs from event_body: " + body);
+#endif
+  } else if (plan && !plan->windows.empty()) {
     static constexpr std::string_view kNoWindows = ",\"windows\":[]";
-    const auto& row = s_.plan_row(plan);
+    int64_t plan_id = s_.plan_id_of(*plan, &plan);
+    auto pit = s_.plans_by_id_.find(plan_id);
+    const auto& prow = pit != s_.plans_by_id_.end() ? pit->second : s_.plan_row(*plan, &plan);
     e.windows.clear();
-    stored = event_body(e);
+    row.stored = event_body(e);
     // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
     // fields before `windows` hold no objects that could have such a key.
-    auto pos = stored.find(kNoWindows);
+    auto pos = row.stored.find(kNoWindows);
     if (pos != std::string::npos) {
-      stored.erase(pos, kNoWindows.size());
-      body.reserve(stored.size() + row.windows_field.size());
-      body.append(stored, 0, pos).append(row.windows_field).append(stored, pos, std::string::npos);
-      plan_id = row.id;
-      wpos = static_cast<int64_t>(pos);
+      row.stored.erase(pos, kNoWindows.size());
+      body.reserve(row.stored.size() + prow.windows_field.size());
+      body.append(row.stored, 0, pos).append(prow.windows_field).append(row.stored, pos, std::string::npos);
+      row.plan_id = prow.id;
+      row.wpos = static_cast<int64_t>(pos);
     } else {  // not expected; store the whole body
       e.windows = window_keys(*plan);
-      body = stored = event_body(e);
+      body = row.stored = event_body(e);
     }
   } else {
     if (plan) e.windows = window_keys(*plan);
-    body = stored = event_body(e);
+    body = row.stored = event_body(e);
   }
   e.hash = chain_hash(e.prev_hash, e.seq, body);
-  auto& s = s_.st(SqliteStore::kAppend).reset();
-  s.bind(e.seq).bind(stored);
-  unsigned char raw[32];
-  if (unhex(e.hash, raw)) s.bind_blob(raw, sizeof raw);
-  else s.bind(e.hash);
-  if (plan_id) s.bind(plan_id).bind(wpos);
-  else s.bind_null().bind_null();
-  s.exec();
+  row.seq = e.seq;
+  row.hash = e.hash;
+  row.ev.time = to_millis(e.time);
+  row.ev.request_id = std::move(e.request_id);
+  row.ev.subject = std::move(e.subject);
+  row.ev.model = std::move(e.model);
+  row.ev.provider = std::move(e.provider);
+  row.ev.price_version = std::move(e.price_version);
+  // Written when the operation ends (SqliteStore::job_flush), the last row with the
+  // after-images of everything the operation changed.
+  s_.pending_.push_back(std::move(row));
   s_.last_seq_ = e.seq;
   s_.last_hash_ = e.hash;
 }

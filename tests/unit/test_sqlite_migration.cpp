@@ -1,13 +1,19 @@
-// The SQLite store's schema: a file written by schema version 1 is migrated at open to the
-// current version (through version 2, so both migrations run; counters,
-// holds, ledger and limits carry over; the hash chain still verifies); a new file gets the
-// current version and small pages.
+// The SQLite store's schema: files written by schema versions 1 and 3 are migrated at open to
+// the current version (4: the ledger carries after-images, the state tables are its checkpoint);
+// counters, holds, ledger and limits carry over and the hash chain still verifies; a new file
+// gets the current version and small pages. Also: recovery from the ledger tail after a crash
+// (with and without a checkpoint crossed) and two connections on one file across checkpoints.
 #include "store_fixture.hpp"
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <sstream>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace budget;
 using testutil::t0;
@@ -139,7 +145,7 @@ TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and 
   }
   {
     Db db(path);
-    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
   }
   {  // opened again: nothing left to migrate
     BudgetManager m(options_for(path, clock));
@@ -159,7 +165,7 @@ TEST_CASE("sqlite: a new file has the current schema version and 1 KiB pages") {
     CHECK(m.verify().ok);
   }
   Db db(path);
-  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
   CHECK(db.column("PRAGMA page_size") == std::vector<std::string>{"1024"});
   // A plan is stored once; events refer to it.
   CHECK(db.column("SELECT count(*) FROM plans") == std::vector<std::string>{"1"});
@@ -175,4 +181,381 @@ TEST_CASE("sqlite: a file from a newer schema is refused") {
   Options o;
   o.store = "sqlite:" + path;
   CHECK_THROWS_AS(BudgetManager{o}, Error);
+}
+
+// ---- schema version 4: the ledger is the redo log, the state tables its checkpoint ----------
+namespace {
+
+constexpr int kCheckpointEvery = 512;  // src/stores/sqlite.cpp
+
+Options big_limits(const std::string& path, std::shared_ptr<ManualClock> clock) {
+  Options o;
+  o.store = "sqlite:" + path;
+  o.clock = std::move(clock);
+  o.limits = {Limit::cost("user:*", Window::day(), usd("1000")),
+              Limit::cost("tenant:acme", Window::total(), usd("5000")),
+              Limit::cost("tenant:acme", Window::parse("rolling:1h"), usd("5000"))};
+  return o;
+}
+
+int64_t meta_int(const std::string& path, const char* key) {
+  Db db(path);
+  auto v = db.column(std::string("SELECT value FROM meta WHERE key='") + key + "'");
+  REQUIRE(v.size() == 1);
+  return std::stoll(v[0]);
+}
+int64_t head_seq(const std::string& path) {
+  Db db(path);
+  auto v = db.column("SELECT coalesce(max(seq), 0) FROM ledger");
+  return std::stoll(v.at(0));
+}
+
+// What the child of crash_child() did: `n` lifecycles of alice (committed at 0.001 each, even i;
+// released, odd i) and `live` holds of 0.01 left open, then died without closing the store.
+struct Done {
+  int n, live;
+  int64_t spent() const { return usd("0.001").nanos() * ((n + 1) / 2); }
+  int64_t held() const { return usd("0.01").nanos() * live; }
+};
+
+void run_ops(BudgetManager& m, const Done& d) {
+  Subject alice{"tenant:acme", "user:alice"};
+  for (int i = 0; i < d.n; ++i) {
+    RequestOptions ro;
+    ro.request_id = "op-" + std::to_string(i);
+    auto r = m.reserve(alice, usd("0.002"), ro);
+    REQUIRE(r.allowed);
+    if (i % 2 == 0) m.commit(r.reservation, usd("0.001"));
+    else m.release(r.reservation);
+  }
+  for (int i = 0; i < d.live; ++i) {
+    RequestOptions ro;
+    ro.request_id = "live-" + std::to_string(i);
+    ro.ttl = std::chrono::hours(1);
+    REQUIRE(m.reserve(alice, usd("0.01"), ro).allowed);
+  }
+}
+
+// Runs the operations in a child process that is SIGKILLed when done (no close, no
+// checkpoint on close).
+void crash_child(const std::string& path, const Done& d) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      auto clock = std::make_shared<ManualClock>(t0());
+      BudgetManager m(big_limits(path, clock));
+      run_ops(m, d);
+      kill(getpid(), SIGKILL);  // before the manager closes (a close checkpoints)
+    } catch (...) {
+      code = 3;
+    }
+    _exit(code ? code : 4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGKILL);
+}
+
+void check_state(BudgetManager& m, const Done& d) {
+  auto day = status_of(m.status(Scope("user", "alice")), "day");
+  CHECK(day.spent == d.spent());
+  CHECK(day.held == d.held());
+  auto total = status_of(m.status(Scope("tenant", "acme")), "total");
+  CHECK(total.spent == d.spent());
+  CHECK(total.held == d.held());
+  // Replays answer from the recovered records.
+  CHECK_THROWS_AS(m.release("op-0"), ConflictError);
+  CHECK(m.commit("op-0", usd("0.001")).charged == usd("0.001"));
+  CHECK(m.release("op-1").charged == Money());
+  // The live holds are there and settle.
+  for (int i = 0; i < d.live; ++i) CHECK(m.commit("live-" + std::to_string(i), usd("0.005")).charged == usd("0.005"));
+  day = status_of(m.status(Scope("user", "alice")), "day");
+  CHECK(day.spent == d.spent() + usd("0.005").nanos() * d.live);
+  CHECK(day.held == 0);
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) MESSAGE(p);
+  CHECK(rep.ok);
+}
+
+}  // namespace
+
+TEST_CASE("sqlite: a crash before any checkpoint: the state is rebuilt from the ledger tail alone") {
+  std::string path = temp_path();
+  Done d{100, 3};  // 203 events: fewer than one checkpoint interval
+  REQUIRE(2 * d.n + d.live < kCheckpointEvery);
+  crash_child(path, d);
+  CHECK(head_seq(path) == 2 * d.n + d.live);
+  CHECK(meta_int(path, "checkpoint") == 0);
+  {  // the state tables were never written: everything is in the ledger rows' after-images
+    Db db(path);
+    CHECK(db.column("SELECT count(*) FROM counters") == std::vector<std::string>{"0"});
+    CHECK(db.column("SELECT count(*) FROM holds") == std::vector<std::string>{"0"});
+    CHECK(db.column("SELECT count(*) FROM requests") == std::vector<std::string>{"0"});
+    CHECK(db.column("SELECT count(*) FROM ledger WHERE redo IS NOT NULL") == std::vector<std::string>{std::to_string(2 * d.n + d.live)});
+  }
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager m(big_limits(path, clock));
+  check_state(m, d);
+}
+
+TEST_CASE("sqlite: a crash between checkpoints: the state is rebuilt from the tables and the tail") {
+  std::string path = temp_path();
+  Done d{300, 4};  // 604 events: one checkpoint, then a tail
+  crash_child(path, d);
+  int64_t head = head_seq(path), ckpt = meta_int(path, "checkpoint");
+  CHECK(head == 2 * d.n + d.live);
+  CHECK(ckpt >= kCheckpointEvery);
+  CHECK(ckpt < head);
+  {  // the tables hold the state as of the checkpoint, not the tail
+    Db db(path);
+    CHECK(db.column("SELECT count(*) FROM requests") != std::vector<std::string>{"0"});
+    CHECK(db.column("SELECT count(*) FROM holds") == std::vector<std::string>{"0"});  // the live holds came after
+  }
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager m(big_limits(path, clock));
+  check_state(m, d);
+}
+
+TEST_CASE("sqlite: a hold left by a crashed process expires from the ledger tail") {
+  std::string path = temp_path();
+  Done d{10, 2};
+  crash_child(path, d);
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager m(big_limits(path, clock));
+  clock->advance(std::chrono::hours(2));
+  CHECK(m.expire_holds() == 2);
+  auto day = status_of(m.status(Scope("user", "alice")), "day");
+  CHECK(day.held == 0);
+  CHECK(day.spent == d.spent());
+  CHECK(m.verify().ok);
+}
+
+TEST_CASE("sqlite: two managers on one file see each other's holds and spend exactly, across checkpoints") {
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager a(big_limits(path, clock));
+  BudgetManager b(big_limits(path, clock));
+  Subject alice{"tenant:acme", "user:alice"}, bob{"tenant:acme", "user:bob"};
+  int64_t alice_spent = 0, alice_held = 0, bob_spent = 0, acme_granted = 0;
+  int64_t last_ckpt = meta_int(path, "checkpoint");
+  int crossings = 0;
+  for (int i = 0; i < 600; ++i) {  // ~1,270 events: two checkpoints, by either manager
+    BudgetManager& x = i % 3 == 0 ? a : b;
+    BudgetManager& y = i % 3 == 0 ? b : a;
+    // x holds for alice; y sees the hold; y commits it by id; x sees the spend.
+    RequestOptions ro;
+    ro.request_id = "r" + std::to_string(i);
+    auto r = x.reserve(alice, usd("0.003"), ro);
+    REQUIRE(r.allowed);
+    alice_held += usd("0.003").nanos();
+    auto st = status_of(y.status(Scope("user", "alice")), "day");
+    REQUIRE(st.held == alice_held);
+    REQUIRE(st.spent == alice_spent);
+    if (i % 4 == 1) {  // leave it held for a while, settle an older one
+      if (i >= 8) {
+        std::string old = "r" + std::to_string(i - 4);
+        y.commit(old, usd("0.002"));
+        alice_held -= usd("0.003").nanos();
+        alice_spent += usd("0.002").nanos();
+      }
+    } else {
+      y.commit(ro.request_id, usd("0.001"));
+      alice_held -= usd("0.003").nanos();
+      alice_spent += usd("0.001").nanos();
+    }
+    if (i % 7 == 0) {
+      RequestOptions rr;
+      rr.request_id = "rec" + std::to_string(i);
+      y.record(bob, usd("0.004"), rr);
+      bob_spent += usd("0.004").nanos();
+    }
+    if (i % 50 == 0) {
+      RequestOptions rg;
+      rg.request_id = "g" + std::to_string(i);
+      x.grant(Scope("tenant", "acme"), usd("1"), rg);
+      acme_granted += usd("1").nanos();
+    }
+    st = status_of(x.status(Scope("user", "alice")), "day");
+    REQUIRE(st.held == alice_held);
+    REQUIRE(st.spent == alice_spent);
+    auto bt = status_of(x.status(Scope("user", "bob")), "day");
+    REQUIRE(bt.spent == bob_spent);
+    auto at = status_of(y.status(Scope("tenant", "acme")), "total");
+    REQUIRE(at.spent == alice_spent + bob_spent);
+    REQUIRE(at.held == alice_held);
+    REQUIRE(at.granted == acme_granted);
+    int64_t ckpt = meta_int(path, "checkpoint");
+    if (ckpt != last_ckpt) ++crossings;
+    last_ckpt = ckpt;
+  }
+  CHECK(crossings >= 2);
+  // A third connection opened now starts from the tables + tail and agrees.
+  BudgetManager c(big_limits(path, clock));
+  auto st = status_of(c.status(Scope("user", "alice")), "day");
+  CHECK(st.held == alice_held);
+  CHECK(st.spent == alice_spent);
+  auto ra = a.verify(), rb = b.verify();
+  for (const auto& p : ra.problems) MESSAGE(p);
+  CHECK(ra.ok);
+  CHECK(rb.ok);
+}
+
+TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and checkpoint carry over") {
+  std::string path = temp_path();
+  std::vector<std::string> v3_hashes;
+  {
+    std::ifstream in(std::string(BUDGET_TEST_DATA_DIR) + "/sqlite_v3.sql");
+    REQUIRE(in);
+    std::stringstream sql;
+    sql << in.rdbuf();
+    Db db(path);
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec(sql.str());
+    db.exec("PRAGMA user_version=3");
+    v3_hashes = db.column("SELECT hash FROM ledger ORDER BY seq");
+    REQUIRE(v3_hashes.size() == 8);
+  }
+  auto clock = std::make_shared<ManualClock>(t0());
+  {
+    BudgetManager m(options_for(path, clock));
+    {
+      Db db(path);
+      CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
+      // Every existing row is reflected in the tables: the checkpoint is the head.
+      CHECK(db.column("SELECT value FROM meta WHERE key='checkpoint'") == std::vector<std::string>{"8"});
+      CHECK(db.column("SELECT count(*) FROM ledger WHERE redo IS NULL") == std::vector<std::string>{"8"});
+    }
+    auto events = m.events();
+    REQUIRE(events.size() == 8);
+    for (size_t i = 0; i < events.size(); ++i) CHECK(events[i].hash == v3_hashes[i]);
+    auto alice_day = status_of(m.status(Scope("user", "alice")), "day");
+    CHECK(alice_day.spent == usd("0.5").nanos());
+    CHECK(alice_day.held == usd("1").nanos());
+    CHECK(status_of(m.status(Scope("user", "bob")), "day").spent == usd("0.3").nanos());
+    auto acme_total = status_of(m.status(Scope("tenant", "acme")), "total");
+    CHECK(acme_total.granted == usd("5").nanos());
+    CHECK(acme_total.spent == usd("0.8").nanos());
+    CHECK(acme_total.held == usd("1").nanos());
+
+    Subject alice{"tenant:acme", "user:alice"};
+    CHECK_FALSE(m.reserve(alice, usd("1")).allowed);  // 0.5 + 1 held + 1 > 2
+    CHECK_THROWS_AS(m.release("r-commit"), ConflictError);
+    auto r = m.commit("r-held", usd("0.75"));
+    CHECK(r.charged == usd("0.75"));
+    alice_day = status_of(m.status(Scope("user", "alice")), "day");
+    CHECK(alice_day.spent == usd("1.25").nanos());
+    CHECK(alice_day.held == 0);
+    {
+      Db db(path);  // the new rows carry after-images
+      CHECK(db.column("SELECT count(*) FROM ledger WHERE seq > 8 AND redo IS NOT NULL") != std::vector<std::string>{"0"});
+    }
+    auto rep = m.verify();
+    for (const auto& p : rep.problems) MESSAGE(p);
+    CHECK(rep.ok);
+    CHECK(rep.chain_ok);
+  }
+  {  // opened again: nothing left to migrate, same state
+    BudgetManager m(options_for(path, clock));
+    CHECK(m.verify().ok);
+    CHECK(status_of(m.status(Scope("user", "alice")), "day").spent == usd("1.25").nanos());
+    CHECK(m.commit("r-held", usd("0.75")).charged == usd("0.75"));
+  }
+}
+
+TEST_CASE("sqlite: an operation that fails half-way leaves the cache as it was (undo log)") {
+  // A reserve whose second window overflows (int64 nanos) after its first was added to: the
+  // store must take the first back (nothing was written; the cache is what later reads see).
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  Options o;
+  o.store = "sqlite:" + path;
+  o.clock = clock;
+  o.limits = {Limit::cost("tenant:acme", Window::total(), usd("2000000000")),
+              Limit::cost("user:bob", Window::total(), usd("2000000000"))};
+  BudgetManager m(o);
+  m.grant(Scope("tenant", "acme"), usd("3000000000"));
+  m.grant(Scope("user", "bob"), usd("9000000000"));
+  REQUIRE(m.reserve(Subject{"user:bob"}, usd("5000000000")).allowed);
+  // acme: 0 + 4.5e9 fits; bob: 5e9 + 4.5e9 held has room (limit + grants) but overflows int64.
+  CHECK_THROWS_AS(m.reserve(Subject{"tenant:acme", "user:bob"}, usd("4500000000")), Error);
+  CHECK(status_of(m.status(Scope("tenant", "acme")), "total").held == 0);
+  // (bob's status is not read: limit + grants exceed int64, which status() does not handle)
+  auto small = m.reserve(Subject{"tenant:acme"}, usd("1"));
+  REQUIRE(small.allowed);
+  CHECK(status_of(m.status(Scope("tenant", "acme")), "total").held == usd("1").nanos());
+  m.release(small.reservation);
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) MESSAGE(p);
+  CHECK(rep.ok);
+}
+
+TEST_CASE("sqlite: another connection catches up records with escaped and non-ASCII strings") {
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager a(big_limits(path, clock));
+  BudgetManager b(big_limits(path, clock));
+  Subject odd{"tenant:acme", "user:zo\xc3\xab\"q\\x"};
+  RequestOptions ro;
+  ro.request_id = "id \"quoted\" \xe2\x9c\x93";
+  ro.provider = "prov\\ider";
+  auto r = a.reserve(odd, usd("0.25"), ro);
+  REQUIRE(r.allowed);
+  auto st = status_of(b.status(Scope("user", "zo\xc3\xab\"q\\x")), "day");
+  CHECK(st.held == usd("0.25").nanos());
+  auto rec = b.commit(ro.request_id, usd("0.2"));  // b finds the record through its catch-up
+  CHECK(rec.charged == usd("0.2"));
+  st = status_of(a.status(Scope("user", "zo\xc3\xab\"q\\x")), "day");
+  CHECK(st.held == 0);
+  CHECK(st.spent == usd("0.2").nanos());
+  CHECK(a.commit(ro.request_id, usd("0.2")).charged == usd("0.2"));  // a replays b's commit
+  auto events = a.events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].provider == "prov\\ider");
+  CHECK(events[1].subject == events[0].subject);
+  CHECK(std::find(events[1].subject.begin(), events[1].subject.end(), "user:zo\xc3\xab\"q\\x") != events[1].subject.end());
+  CHECK(a.verify().ok);
+}
+
+TEST_CASE("sqlite: checkpoints move live holds into `holds` and settled ones out of it") {
+  std::string path = temp_path();
+  auto clock = std::make_shared<ManualClock>(t0());
+  BudgetManager m(big_limits(path, clock));
+  Subject alice{"tenant:acme", "user:alice"};
+  auto lifecycles = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      auto r = m.reserve(alice, usd("0.001"));
+      REQUIRE(r.allowed);
+      m.commit(r.reservation, usd("0.001"));
+    }
+  };
+  auto holds = [&] { return Db(path).column("SELECT id FROM holds ORDER BY id"); };
+  RequestOptions ro;
+  ro.request_id = "long-hold";
+  ro.ttl = std::chrono::hours(1);
+  REQUIRE(m.reserve(alice, usd("1"), ro).allowed);
+  int64_t ckpt = meta_int(path, "checkpoint");
+  lifecycles(300);  // crosses a checkpoint: the hold is written to `holds`, the settled ones to `requests`
+  CHECK(meta_int(path, "checkpoint") > ckpt);
+  {  // the long hold, and perhaps the hold of the lifecycle in flight when the checkpoint ran
+    auto h = holds();
+    CHECK(std::find(h.begin(), h.end(), "long-hold") != h.end());
+    CHECK(h.size() <= 2);
+  }
+  m.commit("long-hold", usd("0.5"));
+  RequestOptions ro2;
+  ro2.request_id = "short-hold";
+  REQUIRE(m.reserve(alice, usd("1"), ro2).allowed);
+  m.release("short-hold");  // created and settled between two checkpoints: never in `holds`
+  ckpt = meta_int(path, "checkpoint");
+  lifecycles(300);
+  CHECK(meta_int(path, "checkpoint") > ckpt);
+  CHECK(m.verify().ok);  // checkpoints again, with no hold in flight
+  CHECK(holds().empty());  // every hold that was written there was settled since
+  Db db(path);
+  CHECK(db.column("SELECT state FROM requests WHERE id='long-hold'") == std::vector<std::string>{"1"});
+  CHECK(db.column("SELECT state FROM requests WHERE id='short-hold'") == std::vector<std::string>{"2"});
+  CHECK(m.verify().ok);
 }
