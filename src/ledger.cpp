@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <ostream>
 
 #include "ledger_codec.hpp"
@@ -120,7 +121,101 @@ void write_csv_row(std::ostream& out, const LedgerEvent& e) {
 
 namespace detail {
 
-std::string event_body(const LedgerEvent& e) { return body_json(e).dump(); }
+std::string event_body_json(const LedgerEvent& e) { return body_json(e).dump(); }
+
+namespace {
+bool plain(std::string_view v) {
+  for (unsigned char c : v)
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  return true;
+}
+void put_int(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+void put_str(std::string& out, std::string_view v) {
+  out += '"';
+  out.append(v);
+  out += '"';
+}
+void put_amounts(std::string& out, const char* key, const Amounts& a) {
+  out.append(key);
+  put_int(out, a.cost);
+  out += ',';
+  put_int(out, a.tokens);
+  out += ',';
+  put_int(out, a.requests);
+  out += ']';
+}
+}  // namespace
+
+bool plain_event_body(const LedgerEvent& e, std::string& out) {
+  if (!e.metadata.empty() || !plain(e.request_id) || !plain(e.model) || !plain(e.provider) || !plain(e.price_version))
+    return false;
+  for (const auto& x : e.subject)
+    if (!plain(x)) return false;
+  out.clear();
+  out.reserve(256);
+  out.append("{\"time\":");
+  put_int(out, to_millis(e.time));
+  out.append(",\"type\":");
+  put_str(out, to_string(e.type));
+  out.append(",\"request_id\":");
+  put_str(out, e.request_id);
+  out.append(",\"subject\":[");
+  for (size_t i = 0; i < e.subject.size(); ++i) {
+    if (i) out += ',';
+    put_str(out, e.subject[i]);
+  }
+  out += ']';
+  if (!e.model.empty()) {
+    out.append(",\"model\":");
+    put_str(out, e.model);
+  }
+  if (!e.provider.empty()) {
+    out.append(",\"provider\":");
+    put_str(out, e.provider);
+  }
+  if (!e.price_version.empty()) {
+    out.append(",\"price_version\":");
+    put_str(out, e.price_version);
+  }
+  if (e.usage) {
+    const Usage& u = *e.usage;
+    const std::pair<const char*, int64_t> f[] = {
+        {"{\"input_tokens\":", u.input_tokens}, {",\"cache_read_tokens\":", u.cache_read_tokens},
+        {",\"cache_write_tokens\":", u.cache_write_tokens}, {",\"cache_write_1h_tokens\":", u.cache_write_1h_tokens},
+        {",\"output_tokens\":", u.output_tokens}, {",\"reasoning_tokens\":", u.reasoning_tokens},
+        {",\"images\":", u.images}, {",\"audio_ms\":", u.audio_ms}, {",\"requests\":", u.requests}};
+    out.append(",\"usage\":");
+    for (const auto& [k, v] : f) {
+      out.append(k);
+      put_int(out, v);
+    }
+    out.append(u.complete ? ",\"complete\":true}" : ",\"complete\":false}");
+  }
+  put_amounts(out, ",\"spent\":[", e.spent);
+  put_amounts(out, ",\"held\":[", e.held);
+  put_amounts(out, ",\"granted\":[", e.granted);
+  out += '}';
+  return true;
+}
+
+std::string event_body(const LedgerEvent& e) {
+  std::string out;
+  bool windows_plain = true;
+  for (const auto& w : e.windows) windows_plain = windows_plain && plain(w);
+  if (!windows_plain || !plain_event_body(e, out)) return event_body_json(e);
+  out.back() = ',';
+  out.append("\"windows\":[");
+  for (size_t i = 0; i < e.windows.size(); ++i) {
+    if (i) out += ',';
+    put_str(out, e.windows[i]);
+  }
+  out.append("]}");
+  return out;
+}
 
 LedgerEvent event_from_body(std::string_view body) {
   try {

@@ -459,86 +459,6 @@ std::string json_strings(const std::vector<std::string>& v) {
   return out + "]";
 }
 
-// The canonical event body (event_body(e), nlohmann's ordered dump) without its `windows`
-// field, written directly for the common case: no metadata and plain strings (printable ASCII
-// without '"' and '\\'). Returns false (out unspecified) for anything else; the caller then
-// uses event_body. Debug builds check the bytes against event_body.
-bool plain(std::string_view v) {
-  for (unsigned char c : v)
-    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
-  return true;
-}
-void put_int(std::string& out, int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
-void put_str(std::string& out, std::string_view v) {
-  out += '"';
-  out.append(v);
-  out += '"';
-}
-void put_amounts(std::string& out, const char* key, const Amounts& a) {
-  out.append(key);
-  put_int(out, a.cost);
-  out += ',';
-  put_int(out, a.tokens);
-  out += ',';
-  put_int(out, a.requests);
-  out += ']';
-}
-bool fast_body(const LedgerEvent& e, std::string& out) {
-  if (!e.metadata.empty() || !plain(e.request_id) || !plain(e.model) || !plain(e.provider) || !plain(e.price_version))
-    return false;
-  for (const auto& x : e.subject)
-    if (!plain(x)) return false;
-  out.clear();
-  out.reserve(256);
-  out.append("{\"time\":");
-  put_int(out, to_millis(e.time));
-  out.append(",\"type\":");
-  put_str(out, to_string(e.type));
-  out.append(",\"request_id\":");
-  put_str(out, e.request_id);
-  out.append(",\"subject\":[");
-  for (size_t i = 0; i < e.subject.size(); ++i) {
-    if (i) out += ',';
-    put_str(out, e.subject[i]);
-  }
-  out += ']';
-  if (!e.model.empty()) {
-    out.append(",\"model\":");
-    put_str(out, e.model);
-  }
-  if (!e.provider.empty()) {
-    out.append(",\"provider\":");
-    put_str(out, e.provider);
-  }
-  if (!e.price_version.empty()) {
-    out.append(",\"price_version\":");
-    put_str(out, e.price_version);
-  }
-  if (e.usage) {
-    const Usage& u = *e.usage;
-    const std::pair<const char*, int64_t> f[] = {
-        {"{\"input_tokens\":", u.input_tokens}, {",\"cache_read_tokens\":", u.cache_read_tokens},
-        {",\"cache_write_tokens\":", u.cache_write_tokens}, {",\"cache_write_1h_tokens\":", u.cache_write_1h_tokens},
-        {",\"output_tokens\":", u.output_tokens}, {",\"reasoning_tokens\":", u.reasoning_tokens},
-        {",\"images\":", u.images}, {",\"audio_ms\":", u.audio_ms}, {",\"requests\":", u.requests}};
-    out.append(",\"usage\":");
-    for (const auto& [k, v] : f) {
-      out.append(k);
-      put_int(out, v);
-    }
-    out.append(u.complete ? ",\"complete\":true}" : ",\"complete\":false}");
-  }
-  put_amounts(out, ",\"spent\":[", e.spent);
-  put_amounts(out, ",\"held\":[", e.held);
-  put_amounts(out, ",\"granted\":[", e.granted);
-  out += '}';
-  return true;
-}
-
 class SqliteStore;
 
 class SqlTxn final : public Txn {
@@ -1890,7 +1810,7 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   // event_body() with the keys, without building them for every event.
   SqliteStore::PendingRow row;
   std::string body;
-  if (plan && !plan->windows.empty() && fast_body(e, row.stored)) {
+  if (plan && !plan->windows.empty() && plain_event_body(e, row.stored)) {
     // {...,"granted":[..]} + ,"windows":[...] + } (no metadata: windows is the last field)
     int64_t plan_id = s_.plan_id_of(*plan, &plan);
     auto pit = s_.plans_by_id_.find(plan_id);
@@ -1900,10 +1820,6 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
     body.append(row.stored, 0, pos).append(prow.windows_field).append("}");
     row.plan_id = prow.id;
     row.wpos = static_cast<int64_t>(pos);
-#ifndef NDEBUG
-    e.windows = window_keys(*plan);
-    if (body != event_body(e)) throw InternalError("sqlite: fast event body differs from event_body: " + body);
-#endif
   } else if (plan && !plan->windows.empty()) {
     static constexpr std::string_view kNoWindows = ",\"windows\":[]";
     int64_t plan_id = s_.plan_id_of(*plan, &plan);
