@@ -61,6 +61,9 @@ namespace {
 // small-string buffer), so a retry can be told from a conflicting reuse of a request id.
 class Fingerprint {
  public:
+  Fingerprint() = default;
+  explicit Fingerprint(uint64_t state) : h_(state) {}
+  uint64_t state() const { return h_; }
   Fingerprint& add(std::string_view s) {
     for (unsigned char c : s) h_ = (h_ ^ c) * 1099511628211ULL;
     h_ = (h_ ^ 0x1f) * 1099511628211ULL;
@@ -249,7 +252,8 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
 }
 
 std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
-                                               std::shared_ptr<const Subject>* shared) {
+                                               std::shared_ptr<const Subject>* shared, int64_t* valid_from,
+                                               int64_t* valid_to) {
   thread_local std::string key;
   key.clear();
   for (const auto& s : subject.scopes()) {
@@ -263,6 +267,8 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
     if (it != stripe.map.end() && it->second.version == t.version && it->second.valid_from <= now &&
         now < it->second.valid_to) {
       if (shared) *shared = it->second.subject;
+      if (valid_from) *valid_from = it->second.valid_from;
+      if (valid_to) *valid_to = it->second.valid_to;
       return it->second.plan;
     }
   }
@@ -271,11 +277,45 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
   c.plan = plan_for(subject.scopes(), now, t, &c.valid_from, &c.valid_to);
   c.subject = std::make_shared<const Subject>(subject);
   if (shared) *shared = c.subject;
+  if (valid_from) *valid_from = c.valid_from;
+  if (valid_to) *valid_to = c.valid_to;
   std::lock_guard lk(stripe.m);
   if (stripe.map.size() >= kPlansPerStripe) stripe.map.clear();  // bounded: many distinct subjects
   auto plan = c.plan;
   stripe.map.insert_or_assign(key, std::move(c));
   return plan;
+}
+
+struct Engine::SubjectMemo {
+  uint64_t engine = 0;
+  Subject subject;
+  std::shared_ptr<const Subject> shared;
+  std::vector<std::string> scopes;  // scope_strings(subject)
+  uint64_t fp_reserve = 0;          // Fingerprint().add("reserve").add(subject)
+  uint64_t version = 0;             // of `plan`
+  int64_t valid_from = 0, valid_to = 0;
+  std::shared_ptr<const Plan> plan;
+};
+
+Engine::SubjectMemo& Engine::subject_memo(const Subject& subject) {
+  thread_local SubjectMemo m;
+  if (m.engine == engine_id_ && m.subject == subject) return m;
+  m.engine = 0;  // invalid until complete (copies below may throw)
+  m.plan.reset();
+  m.subject = subject;
+  m.shared = std::make_shared<const Subject>(subject);
+  m.scopes = scope_strings(subject);
+  m.fp_reserve = Fingerprint().add("reserve").add(subject).state();
+  m.engine = engine_id_;
+  return m;
+}
+
+const std::shared_ptr<const Plan>& Engine::memo_plan(SubjectMemo& m, int64_t now, const LimitTable& t) {
+  if (!m.plan || m.version != t.version || now < m.valid_from || now >= m.valid_to) {
+    m.plan = cached_plan(m.subject, now, t, nullptr, &m.valid_from, &m.valid_to);
+    m.version = t.version;
+  }
+  return m.plan;
 }
 
 template <class F>
@@ -514,6 +554,8 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   hs->persisted = rec->consumed;
   hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
+  if (hs->plan)
+    for (const auto& c : hs->plan->checks) hs->alerts = hs->alerts || !c.alerts.empty();
   std::lock_guard lk(st.m);
   return st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
 }
@@ -544,21 +586,26 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
   Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
-  std::string fp = Fingerprint().add("reserve").add(subject).add(est.model).add(p.amounts.cost)
-                       .add(p.amounts.tokens).add(int64_t{bp}).str();
+  SubjectMemo& memo = subject_memo(subject);
+  // Copied out of the memo: a callback below may reserve for another subject on this thread.
+  std::shared_ptr<const Subject> shared_subject = memo.shared;
+  std::string fp = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
+                       .add(int64_t{bp}).str();
   std::string meta = metadata_json(o.metadata, o.reason);
   maybe_expire(now);
 
   Decision d;
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
-  std::shared_ptr<const Subject> shared_subject;
   try {
     out = with_fresh_limits([&](const LimitTable& t) {
-      ReserveOp op;
+      // Reused per thread: its strings and subject vector keep their capacity (no allocation).
+      // Nothing below runs user code, so the thread cannot re-enter here while it is in use.
+      thread_local ReserveOp op;
+      SubjectMemo& m = subject_memo(subject);  // the same memo (nothing ran in between)
       op.request_id = request_id;
-      op.subject = scope_strings(subject);
-      op.plan = cached_plan(subject, now, t, &shared_subject);
+      op.subject = m.scopes;
+      op.plan = memo_plan(m, now, t);
       op.amount = need;
       op.now = now;
       op.expires_at = now + ttl.count();
@@ -567,6 +614,10 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       op.metadata = meta;
       op.fingerprint = fp;
       op.dry_run = dry_run;
+      struct Reset {  // the plan is not kept alive by a thread's scratch op
+        ReserveOp& op;
+        ~Reset() { op.plan.reset(); }
+      } reset{op};
       auto r = store_->reserve(op);
       return std::make_pair(r.status == ReserveOut::Stale, r);
     });
@@ -578,7 +629,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       d.fail_open = true;
       if (!dry_run) {
         d.reservation.request_id_ = request_id;
-        d.reservation.subject_ = std::make_shared<const Subject>(subject);
+        d.reservation.subject_ = std::move(shared_subject);
         d.reservation.held_ = need;
         d.reservation.expires_at_ = from_millis(now + ttl.count());
         d.reservation.model_ = est.model;
@@ -608,7 +659,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   ++m_.reserve_allowed;
   auto& r = d.reservation;
   r.request_id_ = request_id;
-  r.subject_ = shared_subject ? std::move(shared_subject) : std::make_shared<const Subject>(subject);
+  r.subject_ = std::move(shared_subject);
   r.held_ = out.held;
   r.expires_at_ = from_millis(out.expires_at);
   r.model_ = p.priced ? p.quote.model : est.model;
@@ -616,11 +667,12 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     r.state_ = hold_state(request_id, true);
   } else {
     auto hs = std::make_shared<HoldState>();
-    hs->request_id = request_id;
-    hs->plan = out.plan;
+    hs->request_id = std::move(request_id);
+    hs->plan = std::move(out.plan);
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
-    auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
+    for (const auto& c : hs->plan->checks) hs->alerts = hs->alerts || !c.alerts.empty();
+    auto& st = holds_[std::hash<std::string_view>{}(hs->request_id) % kHoldStripes];
     std::lock_guard lk(st.m);
     r.state_ = st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
   }
@@ -777,13 +829,17 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   const int64_t now = now_ms();
   std::string request_id(r ? r->request_id_ : std::string(request_id_in));
   if (request_id.empty()) throw InvalidArgumentError("empty request id");
-  validate_id(request_id, "request id");
+  // A reservation with a stream state was made by this engine: its id was validated then.
+  if (!(r && r->state_)) validate_id(request_id, "request id");
   std::shared_ptr<HoldState> hs = r && r->state_ ? r->state_ : hold_state(request_id, false);
   SettleOp op;
   op.kind = actual ? SettleOp::Commit : SettleOp::Release;
   op.request_id = request_id;
   op.now = now;
-  if (hs) op.plan_hint = hs->plan;
+  if (hs) {
+    op.plan_hint = hs->plan;
+    op.want_states = !hs->plan || hs->alerts;
+  }
   Priced p;
   if (actual) {
     p = price(actual->model, actual->usage, actual->cost, actual->tokens, now);

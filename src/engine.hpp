@@ -27,6 +27,7 @@ struct HoldState {
   bool stopped = false;
   bool fail_open = false;
   Denial denial;
+  bool alerts = false;  // the plan has threshold alerts (a settle must report counter states)
 };
 
 class Engine {
@@ -76,7 +77,15 @@ class Engine {
                                        int64_t* valid_from = nullptr, int64_t* valid_to = nullptr) const;
   // plan_for through a cache keyed by subject and limits version (no allocation on a hit).
   std::shared_ptr<const Plan> cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
-                                          std::shared_ptr<const Subject>* shared = nullptr);
+                                          std::shared_ptr<const Subject>* shared = nullptr,
+                                          int64_t* valid_from = nullptr, int64_t* valid_to = nullptr);
+  // A per-thread memo of the last subject this thread reserved for: its plan (as cached_plan
+  // gives it, revalidated by limits version and validity interval), the subject shared with
+  // reservations, its scope strings and the fingerprint state after "reserve" + subject.
+  // Compared scope by scope: no key built, no hash, no lock on a hit.
+  struct SubjectMemo;
+  SubjectMemo& subject_memo(const Subject& subject);
+  const std::shared_ptr<const Plan>& memo_plan(SubjectMemo& m, int64_t now, const LimitTable& t);
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);

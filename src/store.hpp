@@ -185,9 +185,12 @@ struct SettleOp {
   // The record's plan as this process knows it (from the reservation), or null. A hint only:
   // a store may use it to lock before looking the record up, and must check it.
   std::shared_ptr<const Plan> plan_hint;
+  // Whether SettleOut::before/after are wanted (threshold alerts). When false they are filled
+  // only if the commit left a limit exceeded (the receipt names those scopes).
+  bool want_states = true;
 };
 struct SettleOut {
-  RequestRecord record;  // after the operation
+  RequestRecord record;  // after the operation (txn_settle leaves `subject` out: nobody reads it)
   bool replayed = false;
   Amounts released;
   std::vector<CheckState> before, after;  // per check of record.plan (empty on replay)

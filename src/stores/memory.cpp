@@ -137,6 +137,7 @@ class MemTxn final : public Txn {
   MemTxn(MemoryStore& s, const MemHandles* h) : s_(s), h_(h) {}
   uint64_t limits_version() override;
   std::vector<Counters> sum_all(const Plan& p) override;
+  void sum_into(const Plan& p, Counters* out) override;
   void add_all(const Plan& p, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   const RequestRecord* find_request(const std::string& id) override;
@@ -428,13 +429,19 @@ SeriesRow* MemTxn::series(const WindowRef& w, const MemHandles* h, size_t i, boo
 }
 
 std::vector<Counters> MemTxn::sum_all(const Plan& p) {
-  const auto* h = handles_for(p);
   std::vector<Counters> out(p.windows.size());
+  sum_into(p, out.data());
+  return out;
+}
+
+void MemTxn::sum_into(const Plan& p, Counters* out) {
+  const auto* h = handles_for(p);
   for (size_t i = 0; i < p.windows.size(); ++i) {
     const auto& w = p.windows[i];
+    auto& total = out[i];
+    total = Counters{};
     auto* buckets = series(w, h, i, false);
     if (!buckets || buckets->empty()) continue;
-    auto& total = out[i];
     // Usual case: the plan's own bucket is the series' latest and the window starts there.
     if (h && h->bucket[i] && w.read_from == w.start && &buckets->rbegin()->second == h->bucket[i]) {
       total = h->bucket[i]->c;
@@ -446,7 +453,6 @@ std::vector<Counters> MemTxn::sum_all(const Plan& p) {
       total.granted += b->second.c.granted;
     }
   }
-  return out;
 }
 
 void MemTxn::add_all(const Plan& p, const Counters& d) {

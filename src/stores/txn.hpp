@@ -4,6 +4,8 @@
 // and the shared conformance suite keeps the three in agreement.
 #pragma once
 
+#include <algorithm>
+
 #include "store.hpp"
 
 namespace budget::detail {
@@ -17,6 +19,11 @@ class Txn {
   // they exist when a hold from an earlier bucket grows later (rolling windows) or when another
   // host's clock runs ahead; counting them is conservative, never an overspend.
   virtual std::vector<Counters> sum_all(const Plan& p) = 0;
+  // The same sums written to out[0 .. p.windows.size()) (no allocation where overridden).
+  virtual void sum_into(const Plan& p, Counters* out) {
+    auto v = sum_all(p);
+    std::copy(v.begin(), v.end(), out);
+  }
   // Adds delta to the current bucket (start, ending at end) of every window of the plan.
   virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
