@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "spinlock.hpp"
 #include "store.hpp"
 #include "windows.hpp"
 
@@ -19,7 +20,7 @@ struct LimitTable {
 };
 
 struct HoldState {
-  std::mutex m;
+  SpinLock m;
   std::string request_id;
   std::shared_ptr<const Plan> plan;
   Amounts initial, held, consumed, persisted;
@@ -138,7 +139,7 @@ class Engine {
 
   static constexpr size_t kHoldStripes = 256;
   struct alignas(64) HoldStripe {
-    std::mutex m;
+    SpinLock m;
     std::unordered_map<std::string_view, std::shared_ptr<HoldState>> map;  // key: the value's request_id
   };
   std::array<HoldStripe, kHoldStripes> holds_;

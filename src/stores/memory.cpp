@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "ledger_codec.hpp"
+#include "spinlock.hpp"
 #include "stores/txn.hpp"
 
 namespace budget::detail {
@@ -47,7 +48,7 @@ struct MemEvent {
 };
 
 struct alignas(64) Stripe {
-  std::mutex m;
+  SpinLock m;
   struct SvHash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }

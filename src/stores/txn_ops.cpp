@@ -26,14 +26,17 @@ CheckState state_of(const Counters& c, Metric m) {
 // The states of a plan's checks, in an inline buffer for usual plans (no allocation).
 class States {
  public:
-  States() = default;
+  States() : data_(small_) {}
   States(const States&) = delete;
   States& operator=(const States&) = delete;
   void fill(Txn& t, const Plan& p) {
     const size_t nw = p.windows.size(), nc = p.checks.size();
-    Counters small_sums[kInline];
+    union Raw {  // not initialised: sum_into writes every element used
+      Raw() {}
+      Counters c[kInline];
+    } small_sums;
     std::vector<Counters> big_sums;
-    Counters* sums = small_sums;
+    Counters* sums = small_sums.c;
     if (nw > kInline) {
       big_sums.resize(nw);
       sums = big_sums.data();
@@ -65,9 +68,11 @@ class States {
 
  private:
   static constexpr size_t kInline = 16;
-  CheckState small_[kInline];
+  union {  // not initialised: written before read
+    CheckState small_[kInline];
+  };
   std::vector<CheckState> big_;
-  CheckState* data_ = small_;
+  CheckState* data_;
   size_t n_ = 0;
 };
 
