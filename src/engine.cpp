@@ -290,11 +290,12 @@ struct Engine::SubjectMemo {
   uint64_t engine = 0;
   Subject subject;
   std::shared_ptr<const Subject> shared;
-  std::vector<std::string> scopes;  // scope_strings(subject)
+  ReserveOp op;                     // its subject: scope_strings(subject)
   uint64_t fp_reserve = 0;          // Fingerprint().add("reserve").add(subject)
   uint64_t version = 0;             // of `plan`
   int64_t valid_from = 0, valid_to = 0;
   std::shared_ptr<const Plan> plan;
+  bool alerts = false, token_checks = false;  // of `plan` (as HoldState::set_plan finds them)
 };
 
 Engine::SubjectMemo& Engine::subject_memo(const Subject& subject) {
@@ -302,9 +303,10 @@ Engine::SubjectMemo& Engine::subject_memo(const Subject& subject) {
   if (m.engine == engine_id_ && m.subject == subject) return m;
   m.engine = 0;  // invalid until complete (copies below may throw)
   m.plan.reset();
+  m.op.plan.reset();
   m.subject = subject;
   m.shared = std::make_shared<const Subject>(subject);
-  m.scopes = scope_strings(subject);
+  m.op.subject = scope_strings(subject);
   m.fp_reserve = Fingerprint().add("reserve").add(subject).state();
   m.engine = engine_id_;
   return m;
@@ -314,6 +316,11 @@ const std::shared_ptr<const Plan>& Engine::memo_plan(SubjectMemo& m, int64_t now
   if (!m.plan || m.version != t.version || now < m.valid_from || now >= m.valid_to) {
     m.plan = cached_plan(m.subject, now, t, nullptr, &m.valid_from, &m.valid_to);
     m.version = t.version;
+    m.alerts = m.token_checks = false;
+    for (const auto& c : m.plan->checks) {
+      m.alerts = m.alerts || !c.alerts.empty();
+      m.token_checks = m.token_checks || c.metric == Metric::Tokens;
+    }
   }
   return m.plan;
 }
@@ -534,46 +541,113 @@ void Engine::alert_expired(int64_t now) {
 
 // ---- hold states (in-process streaming) ---------------------------------------------------------
 
-std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool create) {
-  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
-  {
-    std::lock_guard lk(st.m);
-    auto it = st.map.find(request_id);
-    if (it != st.map.end()) return it->second;
+std::shared_ptr<HoldState> HoldTable::find(std::string_view id, size_t h) {
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (st.buckets.empty()) return nullptr;
+  for (HoldState* x = *bucket(st, h); x; x = x->next_in_table)
+    if (x->id_hash == h && x->request_id == id) return x->table_ref;
+  return nullptr;
+}
+
+std::shared_ptr<HoldState> HoldTable::insert(const std::shared_ptr<HoldState>& hs) {
+  const size_t h = hs->id_hash;
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (!st.buckets.empty())
+    for (HoldState* x = *bucket(st, h); x; x = x->next_in_table)
+      if (x->id_hash == h && x->request_id == hs->request_id) return x->table_ref;
+  if (st.n + 1 > st.buckets.size()) grow(st);
+  HoldState** b = bucket(st, h);
+  hs->next_in_table = *b;
+  *b = hs.get();
+  hs->table_ref = hs;
+  ++st.n;
+  return hs;
+}
+
+void HoldTable::grow(Stripe& st) {
+  std::vector<HoldState*> old = std::move(st.buckets);
+  st.buckets.assign(old.empty() ? 16 : old.size() * 2, nullptr);
+  for (HoldState* x : old)
+    while (x) {
+      HoldState* next = x->next_in_table;
+      HoldState** b = bucket(st, x->id_hash);
+      x->next_in_table = *b;
+      *b = x;
+      x = next;
+    }
+}
+
+bool HoldTable::erase(HoldState& hs) {
+  std::shared_ptr<HoldState> drop;  // released outside the lock (it may be the last reference)
+  auto& st = stripe_of(hs.id_hash);
+  std::lock_guard lk(st.m);
+  if (!hs.table_ref || st.buckets.empty()) return false;
+  for (HoldState** link = bucket(st, hs.id_hash); *link; link = &(*link)->next_in_table)
+    if (*link == &hs) {
+      *link = hs.next_in_table;
+      hs.next_in_table = nullptr;
+      drop = std::move(hs.table_ref);
+      --st.n;
+      return true;
+    }
+  return false;
+}
+
+void HoldTable::erase(std::string_view id, size_t h) {
+  std::shared_ptr<HoldState> drop;
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (st.buckets.empty()) return;
+  for (HoldState** link = bucket(st, h); *link; link = &(*link)->next_in_table) {
+    HoldState* x = *link;
+    if (x->id_hash == h && x->request_id == id) {
+      *link = x->next_in_table;
+      x->next_in_table = nullptr;
+      drop = std::move(x->table_ref);
+      --st.n;
+      return;
+    }
   }
+}
+
+size_t HoldTable::size() {
+  size_t n = 0;
+  for (auto& st : stripes_) {
+    std::lock_guard lk(st.m);
+    n += st.n;
+  }
+  return n;
+}
+
+std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool create) {
+  const size_t h = fast_hash(request_id);
+  if (auto hs = holds_.find(request_id, h)) return hs;
   if (!create) return nullptr;
   // Not reserved by this process (or restarted): rebuild from the store.
   auto rec = store_->get_request(std::string(request_id));
   if (!rec) throw NotFoundError("unknown request id '" + std::string(request_id) + "'");
   auto hs = std::make_shared<HoldState>();
   hs->request_id = rec->request_id;
-  hs->plan = rec->plan;
+  hs->id_hash = h;
+  hs->set_plan(rec->plan);
   hs->initial = rec->held;
   hs->held = rec->held;
   hs->consumed = rec->consumed;
   hs->persisted = rec->consumed;
   hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
-  if (hs->plan)
-    for (const auto& c : hs->plan->checks) hs->alerts = hs->alerts || !c.alerts.empty();
-  std::lock_guard lk(st.m);
-  return st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
+  return holds_.insert(hs);
 }
 
 // In-process stream states of holds past their TTL are dead weight: a consume would answer
 // Stop, and a later call by request id rebuilds the state from the store.
 void Engine::forget_expired_holds(int64_t now) {
-  for (auto& st : holds_) {
-    std::lock_guard lk(st.m);
-    std::erase_if(st.map, [&](const auto& kv) { return kv.second->expires_at <= now; });
-  }
+  holds_.clear_if([&](const HoldState& hs) { return hs.expires_at <= now; });
 }
 
-void Engine::forget_hold(const std::string& request_id) {
-  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
-  std::lock_guard lk(st.m);
-  st.map.erase(std::string_view(request_id));
-}
+void Engine::forget_hold(const std::string& request_id) { holds_.erase(request_id, fast_hash(request_id)); }
 
 // ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -586,41 +660,39 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
   Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
-  SubjectMemo& memo = subject_memo(subject);
-  // Copied out of the memo: a callback below may reserve for another subject on this thread.
-  std::shared_ptr<const Subject> shared_subject = memo.shared;
-  std::string fp = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
-                       .add(int64_t{bp}).str();
+  maybe_expire(now);  // may run alert callbacks (user code): before the memo is taken
   std::string meta = metadata_json(o.metadata, o.reason);
-  maybe_expire(now);
+  // From here to the store call no user code runs, so this thread's memo stays ours.
+  SubjectMemo& memo = subject_memo(subject);
+  std::shared_ptr<const Subject> shared_subject = memo.shared;
+  const Plan* memo_plan_ref = nullptr;
+  bool memo_alerts = false, memo_tokens = false;
 
   Decision d;
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
   try {
+    // The memo's op keeps its subject (and its strings' capacity) from one reserve to the next.
+    ReserveOp& op = memo.op;
+    op.request_id = request_id;
+    op.amount = need;
+    op.now = now;
+    op.expires_at = now + ttl.count();
+    op.model = p.priced ? p.quote.model : est.model;
+    op.provider = o.provider.empty() ? p.quote.provider : o.provider;
+    op.metadata = meta;
+    op.fingerprint = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
+                         .add(int64_t{bp}).str();
+    op.dry_run = dry_run;
     out = with_fresh_limits([&](const LimitTable& t) {
-      // Reused per thread: its strings and subject vector keep their capacity (no allocation).
-      // Nothing below runs user code, so the thread cannot re-enter here while it is in use.
-      thread_local ReserveOp op;
-      SubjectMemo& m = subject_memo(subject);  // the same memo (nothing ran in between)
-      op.request_id = request_id;
-      op.subject = m.scopes;
-      op.plan = memo_plan(m, now, t);
-      op.amount = need;
-      op.now = now;
-      op.expires_at = now + ttl.count();
-      op.model = p.priced ? p.quote.model : est.model;
-      op.provider = o.provider.empty() ? p.quote.provider : o.provider;
-      op.metadata = meta;
-      op.fingerprint = fp;
-      op.dry_run = dry_run;
-      struct Reset {  // the plan is not kept alive by a thread's scratch op
-        ReserveOp& op;
-        ~Reset() { op.plan.reset(); }
-      } reset{op};
+      op.plan = memo_plan(memo, now, t);
       auto r = store_->reserve(op);
       return std::make_pair(r.status == ReserveOut::Stale, r);
     });
+    op.plan.reset();  // the memo keeps its own reference
+    memo_plan_ref = memo.plan.get();
+    memo_alerts = memo.alerts;
+    memo_tokens = memo.token_checks;
   } catch (const StoreUnavailableError& e) {
     ++m_.store_errors;
     if (opts_.fail_open) {
@@ -635,6 +707,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
         d.reservation.model_ = est.model;
         auto hs = std::make_shared<HoldState>();
         hs->request_id = request_id;
+        hs->id_hash = fast_hash(request_id);
         hs->initial = hs->held = need;
         hs->fail_open = true;
         d.reservation.state_ = hs;
@@ -668,13 +741,17 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   } else {
     auto hs = std::make_shared<HoldState>();
     hs->request_id = std::move(request_id);
-    hs->plan = std::move(out.plan);
+    hs->id_hash = fast_hash(hs->request_id);
+    if (out.plan.get() == memo_plan_ref) {  // the usual case: flags known from the memo
+      hs->plan = std::move(out.plan);
+      hs->alerts = memo_alerts;
+      hs->token_checks = memo_tokens;
+    } else {
+      hs->set_plan(std::move(out.plan));
+    }
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
-    for (const auto& c : hs->plan->checks) hs->alerts = hs->alerts || !c.alerts.empty();
-    auto& st = holds_[std::hash<std::string_view>{}(hs->request_id) % kHoldStripes];
-    std::lock_guard lk(st.m);
-    r.state_ = st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
+    r.state_ = holds_.insert(hs);
   }
   return d;
 }
@@ -702,19 +779,15 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     res.held = Money::from_nanos(hs.held.cost);
     if (v == Verdict::Stop) res.denial = hs.denial;
     r.held_ = hs.held;
-    return res;
   };
-  if (hs.stopped) return finish(Verdict::Stop);
+  if (hs.stopped) { finish(Verdict::Stop); return res; }
   Amounts next = hs.consumed;
   next.cost = checked_add(next.cost, amount.nanos());
   next.tokens = checked_add(next.tokens, tokens);
-  bool token_checks = false;
-  if (hs.plan)
-    for (const auto& c : hs.plan->checks) token_checks = token_checks || c.metric == Metric::Tokens;
   Amounts deficit{std::max<int64_t>(0, next.cost - hs.held.cost),
-                  token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
+                  hs.token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
   hs.consumed = next;
-  if (hs.fail_open) return finish(Verdict::Continue);
+  if (hs.fail_open) { finish(Verdict::Continue); return res; }
   const int64_t now = now_ms();
   if (now >= hs.expires_at) {
     // The TTL passed: the hold is (or is about to be) settled by expiry; the stream must stop.
@@ -723,7 +796,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     hs.denial.reason = DenyReason::LimitExceeded;
     hs.denial.message = "the hold expired; the stream must stop";
     ++m_.stream_stops;
-    return finish(Verdict::Stop);
+    { finish(Verdict::Stop); return res; }
   }
   if (deficit.is_zero()) {
     if (opts_.persist_every.nanos() > 0 && next.cost - hs.persisted.cost >= opts_.persist_every.nanos()) {
@@ -735,7 +808,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
           hs.denial.reason = DenyReason::LimitExceeded;
           hs.denial.message = std::string("the hold is ") + to_string(out.state);
           ++m_.stream_stops;
-          return finish(Verdict::Stop);
+          { finish(Verdict::Stop); return res; }
         }
       } catch (const StoreUnavailableError&) {
         ++m_.store_errors;
@@ -743,11 +816,11 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
           hs.stopped = true;
           hs.denial.reason = DenyReason::StoreUnavailable;
           hs.denial.message = "store unavailable while metering the stream (fail-closed)";
-          return finish(Verdict::Stop);
+          { finish(Verdict::Stop); return res; }
         }
       }
     }
-    return finish(Verdict::Continue);
+    { finish(Verdict::Continue); return res; }
   }
   // Grow the hold: a step first; if it does not fit, what is left of the limit that refused
   // (at least the deficit), so a stream close to its limit still grows in few steps.
@@ -772,7 +845,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
       hs.persisted = next;
       if (out.status == GrowOut::Grown) {
         hs.held = out.held;
-        return finish(Verdict::Continue);
+        { finish(Verdict::Continue); return res; }
       }
       if (out.status == GrowOut::NotHeld) {
         hs.denial = Denial{};
@@ -786,7 +859,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     ++m_.store_errors;
     if (opts_.fail_open) {
       ++m_.fail_open;
-      return finish(Verdict::Continue);
+      { finish(Verdict::Continue); return res; }
     }
     hs.denial = Denial{};
     hs.denial.reason = DenyReason::StoreUnavailable;
@@ -794,7 +867,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
   }
   hs.stopped = true;
   ++m_.stream_stops;
-  return finish(Verdict::Stop);
+  { finish(Verdict::Stop); return res; }
 }
 
 Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
@@ -870,7 +943,8 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     ++m_.store_errors;
     throw;
   }
-  forget_hold(request_id);
+  if (hs) forget_hold(*hs);
+  else forget_hold(request_id);
   if (!out.replayed) {
     if (actual) {
       ++m_.commits;

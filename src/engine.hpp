@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "hash.hpp"
 #include "spinlock.hpp"
 #include "store.hpp"
 #include "windows.hpp"
@@ -22,13 +23,76 @@ struct LimitTable {
 struct HoldState {
   SpinLock m;
   std::string request_id;
+  size_t id_hash = 0;  // fast_hash(request_id)
   std::shared_ptr<const Plan> plan;
   Amounts initial, held, consumed, persisted;
   int64_t expires_at = INT64_MAX;
   bool stopped = false;
   bool fail_open = false;
   Denial denial;
-  bool alerts = false;  // the plan has threshold alerts (a settle must report counter states)
+  bool alerts = false;        // the plan has threshold alerts (a settle must report counter states)
+  bool token_checks = false;  // the plan limits tokens (a stream's token deficit matters)
+  // The engine's table of stream states is intrusive: a state is its own node (see HoldTable).
+  HoldState* next_in_table = nullptr;
+  std::shared_ptr<HoldState> table_ref;  // the table's reference while listed (under its lock)
+  void set_plan(std::shared_ptr<const Plan> p) {
+    plan = std::move(p);
+    alerts = token_checks = false;
+    if (plan)
+      for (const auto& c : plan->checks) {
+        alerts = alerts || !c.alerts.empty();
+        token_checks = token_checks || c.metric == Metric::Tokens;
+      }
+  }
+};
+
+// In-process stream states by request id, striped: each stripe an intrusive chained hash table
+// (inserting allocates nothing once the bucket array has grown; erasing needs no search of a
+// node to free). A listed state is kept alive by its own table_ref.
+class HoldTable {
+ public:
+  static constexpr size_t kStripes = 256;
+  ~HoldTable() { clear_if([](const HoldState&) { return true; }); }
+  std::shared_ptr<HoldState> find(std::string_view id, size_t h);
+  // Lists `hs` unless a state of the same id is listed; returns the listed one.
+  std::shared_ptr<HoldState> insert(const std::shared_ptr<HoldState>& hs);
+  // Unlists `hs` if it is listed (no look-up by id); false if it was not.
+  bool erase(HoldState& hs);
+  // Unlists the state of `id`, if any.
+  void erase(std::string_view id, size_t h);
+  template <class P>
+  void clear_if(P&& pred) {
+    for (auto& st : stripes_) {
+      std::vector<std::shared_ptr<HoldState>> drop;  // released outside the lock
+      {
+        std::lock_guard lk(st.m);
+        for (auto& b : st.buckets)
+          for (HoldState** link = &b; *link;) {
+            HoldState* x = *link;
+            if (pred(*x)) {
+              *link = x->next_in_table;
+              x->next_in_table = nullptr;
+              drop.push_back(std::move(x->table_ref));
+              --st.n;
+            } else {
+              link = &x->next_in_table;
+            }
+          }
+      }
+    }
+  }
+  size_t size();
+
+ private:
+  struct alignas(64) Stripe {
+    SpinLock m;
+    std::vector<HoldState*> buckets;  // size: a power of two (or empty)
+    size_t n = 0;
+  };
+  Stripe& stripe_of(size_t h) { return stripes_[(h >> 52) % kStripes]; }
+  static HoldState** bucket(Stripe& st, size_t h) { return &st.buckets[h & (st.buckets.size() - 1)]; }
+  static void grow(Stripe& st);
+  std::array<Stripe, kStripes> stripes_;
 };
 
 class Engine {
@@ -95,6 +159,9 @@ class Engine {
   void alert_expired(int64_t now);
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
+  void forget_hold(HoldState& hs) {
+    if (!holds_.erase(hs)) forget_hold(hs.request_id);  // another state of the id may be listed
+  }
   void forget_expired_holds(int64_t now);
   Receipt receipt_from(const SettleOut& out, const Priced* priced);
   // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
@@ -137,12 +204,7 @@ class Engine {
   };
   std::array<PlanStripe, kPlanStripes> plans_;
 
-  static constexpr size_t kHoldStripes = 256;
-  struct alignas(64) HoldStripe {
-    SpinLock m;
-    std::unordered_map<std::string_view, std::shared_ptr<HoldState>> map;  // key: the value's request_id
-  };
-  std::array<HoldStripe, kHoldStripes> holds_;
+  HoldTable holds_;
 
   std::mutex sweep_m_;
   std::atomic<int64_t> next_deadline_{0};

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "hash.hpp"
 #include "ledger_codec.hpp"
 #include "spinlock.hpp"
 #include "stores/txn.hpp"
@@ -48,7 +49,7 @@ struct SeriesRow {
 
 constexpr uint32_t kNoSlot = UINT32_MAX;
 
-size_t hash_id(std::string_view id) { return std::hash<std::string_view>{}(id); }
+size_t hash_id(std::string_view id) { return fast_hash(id); }
 
 // A request record as the memory store keeps it: never erased and never moved (events and the
 // deadline heap point to it).
@@ -250,7 +251,8 @@ struct alignas(64) Stripe {
   }
 };
 
-size_t stripe_of_hash(size_t h) { return h % kStripes; }
+// The stripe takes the hash's high bits; the record index of the stripe uses its low bits.
+size_t stripe_of_hash(size_t h) { return (h >> 48) % kStripes; }
 
 // A window's series key and its hash, without allocating when the plan was sealed.
 struct Series {
