@@ -90,7 +90,7 @@ class Fingerprint {
 };
 }  // namespace
 
-std::string generate_request_id() {
+std::string generate_request_id(int64_t now_ms) {
   thread_local std::mt19937_64 rng([] {
     std::random_device rd;
     std::seed_seq seq{rd(), rd(), rd(), rd(),
@@ -105,8 +105,7 @@ std::string generate_request_id() {
   static constexpr char digits[] = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
   static_assert(sizeof(digits) == 65);
   std::string id(15, '0');
-  auto ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  auto ms = static_cast<uint64_t>(now_ms);
   for (int i = 6; i >= 0; --i, ms >>= 6) id[static_cast<size_t>(i)] = digits[ms & 63];
   uint64_t v = rng();
   for (int i = 7; i < 15; ++i, v >>= 6) id[static_cast<size_t>(i)] = digits[v & 63];
@@ -653,7 +652,7 @@ void Engine::forget_hold(const std::string& request_id) { holds_.erase(request_i
 
 Decision Engine::reserve(const Subject& subject, const Estimate& est, const RequestOptions& o, bool dry_run) {
   const int64_t now = now_ms();
-  std::string request_id = request_id_of(o);
+  std::string request_id = request_id_of(o, now);
   uint32_t bp = o.buffer_bp.value_or(opts_.default_buffer_bp);
   if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
@@ -900,7 +899,9 @@ Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
 
 Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, const Charge* actual) {
   const int64_t now = now_ms();
-  std::string request_id(r ? r->request_id_ : std::string(request_id_in));
+  std::string owned_id;
+  if (!r) owned_id = std::string(request_id_in);
+  const std::string& request_id = r ? r->request_id_ : owned_id;
   if (request_id.empty()) throw InvalidArgumentError("empty request id");
   // A reservation with a stream state was made by this engine: its id was validated then.
   if (!(r && r->state_)) validate_id(request_id, "request id");
@@ -958,8 +959,8 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   return receipt_from(out, &p);
 }
 
-std::string Engine::request_id_of(const RequestOptions& o) {
-  if (o.request_id.empty()) return generate_request_id();  // valid by construction
+std::string Engine::request_id_of(const RequestOptions& o, int64_t now) {
+  if (o.request_id.empty()) return generate_request_id(now);  // valid by construction
   validate_id(o.request_id, "request id");
   return o.request_id;
 }
@@ -986,8 +987,8 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
 Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
   DirectOp op;
   op.type = EventType::Record;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   auto p = price(actual.model, actual.usage, actual.cost, actual.tokens, op.now);
   op.subject = scope_strings(subject);
   op.spent = p.amounts;
@@ -1014,8 +1015,8 @@ void Engine::grant(const Scope& scope, Money amount, const RequestOptions& o) {
   if (amount.nanos() <= 0) throw InvalidArgumentError("a grant must be positive (use adjust to correct spend)");
   DirectOp op;
   op.type = EventType::Grant;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   op.subject = {scope.str()};
   op.granted = {amount.nanos(), 0, 0};
   op.metadata = metadata_json(o.metadata, o.reason);
@@ -1027,8 +1028,8 @@ void Engine::adjust(const Subject& subject, Money delta, const RequestOptions& o
   if (delta.is_zero()) throw InvalidArgumentError("an adjustment of zero changes nothing");
   DirectOp op;
   op.type = EventType::Adjust;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   op.subject = scope_strings(subject);
   op.spent = {delta.nanos(), 0, 0};
   op.metadata = metadata_json(o.metadata, o.reason);

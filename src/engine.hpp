@@ -167,7 +167,7 @@ class Engine {
   // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
   template <class F>
   auto with_fresh_limits(F&& f);
-  static std::string request_id_of(const RequestOptions& o);  // given or generated, validated
+  static std::string request_id_of(const RequestOptions& o, int64_t now);  // given or generated, validated
   // record / grant / adjust: runs the direct operation on the subject's plan (or, without a
   // subject, on the `total` window of op.subject[0]) and fires the alerts it crossed.
   DirectOut run_direct(DirectOp op, const Subject* subject);
@@ -244,6 +244,7 @@ class Engine {
   std::atomic<uint64_t> table_epoch_{0};
 };
 
-std::string generate_request_id();
+// 15 characters: 7 of `now_ms` (the manager's clock) and 8 random, ordered by time.
+std::string generate_request_id(int64_t now_ms);
 
 }  // namespace budget::detail

@@ -190,7 +190,9 @@ struct SettleOp {
   bool want_states = true;
 };
 struct SettleOut {
-  RequestRecord record;  // after the operation (txn_settle leaves `subject` out: nobody reads it)
+  // After the operation. txn_settle fills what a receipt shows (id, state, plan, amounts,
+  // times, flags, model, price version) and leaves subject, provider and fingerprint empty.
+  RequestRecord record;
   bool replayed = false;
   Amounts released;
   std::vector<CheckState> before, after;  // per check of record.plan (empty on replay)

@@ -269,7 +269,9 @@ struct Series {
   std::string tmp;
   std::string_view key;
   size_t hash;
-  size_t stripe() const { return hash % kStripes; }
+  // By scope: the windows of one scope share a stripe, so an operation locks one stripe per
+  // scope of its subject rather than one per window.
+  size_t stripe() const { return (fast_hash(key.substr(0, key.rfind('|'))) >> 48) % kStripes; }
 };
 
 class MemoryStore;
@@ -287,34 +289,34 @@ struct MemHandles final : PlanHandles {
 class StripeSet {
  public:
   void assign(const std::vector<uint16_t>& sorted, std::optional<size_t> extra) {
-    n_ = 0;
-    big_.clear();
-    bool placed = !extra;
-    for (uint16_t s : sorted) {
-      if (!placed && *extra <= s) {
-        if (*extra != s) push(static_cast<uint16_t>(*extra));
-        placed = true;
-      }
-      push(s);
+    const size_t n = sorted.size() + (extra ? 1 : 0);
+    uint16_t* out = small_.data();
+    if (n > small_.size()) {
+      big_.resize(n);
+      out = big_.data();
     }
-    if (!placed) push(static_cast<uint16_t>(*extra));
+    size_t k = 0;
+    if (!extra) {
+      for (uint16_t s : sorted) out[k++] = s;
+    } else {
+      const auto x = static_cast<uint16_t>(*extra);
+      size_t i = 0;
+      for (; i < sorted.size() && sorted[i] < x; ++i) out[k++] = sorted[i];
+      if (i == sorted.size() || sorted[i] != x) out[k++] = x;
+      for (; i < sorted.size(); ++i) out[k++] = sorted[i];
+    }
+    data_ = out;
+    n_ = k;
   }
-  const uint16_t* begin() const { return big_.empty() ? small_.data() : big_.data(); }
-  const uint16_t* end() const { return begin() + size(); }
-  size_t size() const { return big_.empty() ? n_ : big_.size(); }
+  const uint16_t* begin() const { return data_; }
+  const uint16_t* end() const { return data_ + n_; }
+  size_t size() const { return n_; }
 
  private:
-  void push(uint16_t s) {
-    if (big_.empty() && n_ < small_.size()) {
-      small_[n_++] = s;
-      return;
-    }
-    if (big_.empty()) big_.assign(small_.begin(), small_.begin() + static_cast<std::ptrdiff_t>(n_));
-    big_.push_back(s);
-  }
-  std::array<uint16_t, 24> small_{};
-  size_t n_ = 0;
+  std::array<uint16_t, 24> small_;
   std::vector<uint16_t> big_;
+  const uint16_t* data_ = nullptr;
+  size_t n_ = 0;
 };
 
 class MemTxn final : public Txn {
@@ -527,15 +529,15 @@ class MemoryStore final : public Store {
     if (hint) {
       const auto& h = resolve(*hint);
       set.assign(h.stripes, own);
-      std::optional<decltype(f(std::declval<Txn&>()))> out;
+      decltype(f(std::declval<Txn&>())) out{};
       bool right = false;
       locked(set, &h, id, id_hash, [&](Txn& t) {
         auto* r = static_cast<MemTxn&>(t).record(id);
         right = r && r->rec.plan.get() == hint;
-        if (right) out.emplace(f(t));
+        if (right) out = f(t);
         return 0;
       });
-      if (right) return std::move(*out);
+      if (right) return out;
     }
     std::shared_ptr<const Plan> plan;
     {
@@ -711,17 +713,20 @@ void MemTxn::add_all(const Plan& p, const Counters& d) {
     rows[i] = row;
   }
   // All or nothing: every sum is checked before the first counter changes (a plan names each
-  // bucket once, so checking each alone is checking them all).
+  // bucket once, so checking each alone is checking them all). Parts of the delta that are
+  // zero (most of them: a reserve only holds, a commit holds and spends) are skipped.
+  const bool ds = !d.spent.is_zero(), dh = !d.held.is_zero(), dg = !d.granted.is_zero();
   for (size_t i = 0; i < p.windows.size(); ++i) {
     const Counters& c = rows[i]->c;
-    if (add_overflows(c.spent, d.spent) | add_overflows(c.held, d.held) | add_overflows(c.granted, d.granted))
+    if ((ds && add_overflows(c.spent, d.spent)) | (dh && add_overflows(c.held, d.held)) |
+        (dg && add_overflows(c.granted, d.granted)))
       throw_overflow("integer overflow in addition");
   }
   for (size_t i = 0; i < p.windows.size(); ++i) {
     auto& c = rows[i]->c;
-    add_unchecked(c.spent, d.spent);
-    add_unchecked(c.held, d.held);
-    add_unchecked(c.granted, d.granted);
+    if (ds) add_unchecked(c.spent, d.spent);
+    if (dh) add_unchecked(c.held, d.held);
+    if (dg) add_unchecked(c.granted, d.granted);
   }
 }
 

@@ -140,7 +140,8 @@ void flag_over_limit(const Plan& p, const S& after, RequestRecord& rec) {
     if (over_limit(p.checks[i], after[i])) rec.over_limit = true;
 }
 
-// What a settle hands back: the record without its subject (the engine never reads it there).
+// What a settle hands back: the parts of the record that a receipt shows (the engine reads
+// nothing else of SettleOut::record; see store.hpp).
 void copy_result(const RequestRecord& rec, RequestRecord& out) {
   out.request_id = rec.request_id;
   out.state = rec.state;
@@ -154,11 +155,7 @@ void copy_result(const RequestRecord& rec, RequestRecord& out) {
   out.over_limit = rec.over_limit;
   out.after_expiry = rec.after_expiry;
   out.model = rec.model;
-  out.provider = rec.provider;
   out.price_version = rec.price_version;
-  out.fingerprint = rec.fingerprint;
-  out.failing_check = rec.failing_check;
-  out.failing_state = rec.failing_state;
 }
 
 [[noreturn]] void conflict(const RequestRecord& rec, const char* asked) {
