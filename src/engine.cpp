@@ -937,13 +937,14 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     o.metadata["fail_open"] = "true";
     return record(r ? r->subject() : Subject(), *actual, o);
   }
-  SettleOut out;
-  try {
-    out = store_->settle(op);
-  } catch (const StoreUnavailableError&) {
-    ++m_.store_errors;
-    throw;
-  }
+  SettleOut out = [&] {  // constructed in place
+    try {
+      return store_->settle(op);
+    } catch (const StoreUnavailableError&) {
+      ++m_.store_errors;
+      throw;
+    }
+  }();
   if (hs) forget_hold(*hs);
   else forget_hold(request_id);
   if (!out.replayed) {

@@ -406,7 +406,9 @@ class MemoryStore final : public Store {
     return for_request(op.request_id, [&](Txn& t) { return txn_grow(t, op); });
   }
   SettleOut settle(const SettleOp& op) override {
-    return for_request(op.request_id, [&](Txn& t) { return txn_settle(t, op); }, op.plan_hint.get());
+    SettleOut out;  // written in place (f runs exactly once)
+    for_request(op.request_id, [&](Txn& t) { txn_settle_into(t, op, out); return 0; }, op.plan_hint.get());
+    return out;
   }
 
   size_t expire(int64_t now, size_t max) override {

@@ -69,6 +69,8 @@ class Txn {
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op);
 GrowOut txn_grow(Txn& t, const GrowOp& op);
 SettleOut txn_settle(Txn& t, const SettleOp& op);
+// The same, writing into `out` (a fresh SettleOut): no SettleOut is moved.
+void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out);
 DirectOut txn_direct(Txn& t, const DirectOp& op);
 // Settles one held record whose deadline passed (the caller selected it).
 void txn_expire(Txn& t, RequestRecord rec, int64_t now);

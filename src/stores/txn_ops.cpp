@@ -278,8 +278,7 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
   return out;
 }
 
-SettleOut txn_settle(Txn& t, const SettleOp& op) {
-  SettleOut out;
+void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out) {
   auto* rec = t.edit_request(op.request_id);
   if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
   const bool commit = op.kind == SettleOp::Commit;
@@ -289,17 +288,17 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
       if (rec->fingerprint != op.fingerprint) conflict(*rec, "commit it again with a different amount");
       copy_result(*rec, out.record);
       out.replayed = true;
-      return out;
+      return;
     case ReqState::Released:
       if (commit) conflict(*rec, "commit it");
       copy_result(*rec, out.record);
       out.replayed = true;
-      return out;
+      return;
     case ReqState::Expired:
       if (!commit) {  // the hold is already gone; what expiry charged stays
         copy_result(*rec, out.record);
         out.replayed = true;
-        return out;
+        return;
       }
       break;
     case ReqState::Held:
@@ -363,6 +362,12 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   if (commit) e.usage = &op.usage;
   t.record_event(e);
   copy_result(*rec, out.record);
+  return;
+}
+
+SettleOut txn_settle(Txn& t, const SettleOp& op) {
+  SettleOut out;
+  txn_settle_into(t, op, out);
   return out;
 }
 
