@@ -152,7 +152,9 @@ void Engine::reload_limits() {
   }
 }
 
-std::shared_ptr<const LimitTable> Engine::table() {
+std::shared_ptr<const LimitTable> Engine::table() { return table_ref(); }
+
+const std::shared_ptr<const LimitTable>& Engine::table_ref() {
   struct Cache {
     uint64_t engine = 0, epoch = 0;
     std::shared_ptr<const LimitTable> table;
@@ -327,7 +329,9 @@ const std::shared_ptr<const Plan>& Engine::memo_plan(SubjectMemo& m, int64_t now
 template <class F>
 auto Engine::with_fresh_limits(F&& f) {
   for (int attempt = 0;; ++attempt) {
-    auto t = table();
+    // The thread's cached table, by reference: f runs no user code, so nothing on this thread
+    // replaces it while f uses it (another thread's reload replaces only its own cache).
+    const auto& t = table_ref();
     auto result = f(*t);
     if (!result.first) return std::move(result.second);
     if (attempt >= kMaxStaleRetries) throw StoreUnavailableError("limits keep changing; gave up after retries");
@@ -686,7 +690,8 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     out = with_fresh_limits([&](const LimitTable& t) {
       op.plan = memo_plan(memo, now, t);
       auto r = store_->reserve(op);
-      return std::make_pair(r.status == ReserveOut::Stale, r);
+      bool stale = r.status == ReserveOut::Stale;
+      return std::make_pair(stale, std::move(r));
     });
     op.plan.reset();  // the memo keeps its own reference
     memo_plan_ref = memo.plan.get();
@@ -979,7 +984,8 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
       op.plan = plan;
     }
     auto r = store_->direct(op);
-    return std::make_pair(r.stale, r);
+    bool stale = r.stale;
+    return std::make_pair(stale, std::move(r));
   });
   if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
   return out;

@@ -136,6 +136,8 @@ class Engine {
   Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now,
                bool brief = false);
   std::shared_ptr<const LimitTable> table();
+  // The calling thread's cached table itself: valid until this thread's next table call.
+  const std::shared_ptr<const LimitTable>& table_ref();
   void reload_limits();
   // The plan of a subject at `now`; valid for every instant in [*valid_from, *valid_to).
   std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t,
