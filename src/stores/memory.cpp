@@ -327,6 +327,7 @@ class MemTxn final : public Txn {
   uint64_t limits_version() override;
   std::vector<Counters> sum_all(const Plan& p) override;
   void sum_into(const Plan& p, Counters* out) override;
+  bool check_states(const Plan& p, CheckState* out) override;
   void add_all(const Plan& p, const Counters& delta) override;
   std::optional<RequestRecord> get_request(const std::string& id) override;
   const RequestRecord* find_request(const std::string& id) override;
@@ -680,6 +681,23 @@ void MemTxn::sum_into(const Plan& p, Counters* out) {
       total.granted += b->second.c.granted;
     }
   }
+}
+
+bool MemTxn::check_states(const Plan& p, CheckState* out) {
+  // Only the usual case, straight from the buckets: every window of the plan is resolved, its
+  // bucket exists, is the series' latest and is where the window starts (else: sum_into).
+  const auto* h = handles_for(p);
+  if (!h) return false;
+  for (size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& w = p.windows[i];
+    if (!h->bucket[i] || w.read_from != w.start || h->series[i]->last_start != w.start) return false;
+  }
+  for (size_t k = 0; k < p.checks.size(); ++k) {
+    const auto& c = p.checks[k];
+    const Counters& b = h->bucket[c.window]->c;
+    out[k] = {metric_of(b.spent, c.metric), metric_of(b.held, c.metric), metric_of(b.granted, c.metric)};
+  }
+  return true;
 }
 
 namespace {

@@ -24,6 +24,13 @@ class Txn {
     auto v = sum_all(p);
     std::copy(v.begin(), v.end(), out);
   }
+  // The state of every check of the plan, out[0 .. p.checks.size()), computed directly where a
+  // store can (true), or false: the caller derives them from sum_into.
+  virtual bool check_states(const Plan& p, CheckState* out) {
+    (void)p;
+    (void)out;
+    return false;
+  }
   // Adds delta to the current bucket (start, ending at end) of every window of the plan.
   virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;

@@ -31,6 +31,14 @@ class States {
   States& operator=(const States&) = delete;
   void fill(Txn& t, const Plan& p) {
     const size_t nw = p.windows.size(), nc = p.checks.size();
+    if (nc > kInline) {
+      big_.resize(nc);
+      data_ = big_.data();
+    } else {
+      data_ = small_;
+    }
+    n_ = nc;
+    if (t.check_states(p, data_)) return;
     union Raw {  // not initialised: sum_into writes every element used
       Raw() {}
       Counters c[kInline];
@@ -42,13 +50,6 @@ class States {
       sums = big_sums.data();
     }
     if (nw) t.sum_into(p, sums);
-    if (nc > kInline) {
-      big_.resize(nc);
-      data_ = big_.data();
-    } else {
-      data_ = small_;
-    }
-    n_ = nc;
     for (size_t i = 0; i < nc; ++i) data_[i] = state_of(sums[p.checks[i].window], p.checks[i].metric);
   }
   size_t size() const { return n_; }
