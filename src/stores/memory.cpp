@@ -25,6 +25,7 @@
 #include "hash.hpp"
 #include "ledger_codec.hpp"
 #include "spinlock.hpp"
+#include "stores/memory.hpp"
 #include "stores/txn.hpp"
 
 namespace budget::detail {
@@ -866,5 +867,10 @@ void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
 }  // namespace
 
 std::unique_ptr<Store> make_memory_store() { return std::make_unique<MemoryStore>(); }
+
+bool memory_store_self_check(Store& s) {
+  auto* m = dynamic_cast<MemoryStore*>(&s);
+  return m && m->self_check();
+}
 
 }  // namespace budget::detail
