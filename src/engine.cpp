@@ -688,12 +688,12 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
                          .add(int64_t{bp}).str();
     op.dry_run = dry_run;
     out = with_fresh_limits([&](const LimitTable& t) {
-      op.plan = memo_plan(memo, now, t);
+      const auto& plan = memo_plan(memo, now, t);
+      if (op.plan != plan) op.plan = plan;  // usually the same: no reference count traffic
       auto r = store_->reserve(op);
       bool stale = r.status == ReserveOut::Stale;
       return std::make_pair(stale, std::move(r));
     });
-    op.plan.reset();  // the memo keeps its own reference
     memo_plan_ref = memo.plan.get();
     memo_alerts = memo.alerts;
     memo_tokens = memo.token_checks;
@@ -755,7 +755,8 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     }
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
-    r.state_ = holds_.insert(hs);
+    auto listed = holds_.insert(hs);  // another thread may have listed a state of this id first
+    r.state_ = listed == hs ? std::move(hs) : std::move(listed);
   }
   return d;
 }
@@ -910,7 +911,10 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   if (request_id.empty()) throw InvalidArgumentError("empty request id");
   // A reservation with a stream state was made by this engine: its id was validated then.
   if (!(r && r->state_)) validate_id(request_id, "request id");
-  std::shared_ptr<HoldState> hs = r && r->state_ ? r->state_ : hold_state(request_id, false);
+  // Borrowed from the reservation when it has one (no reference count traffic), else looked up.
+  std::shared_ptr<HoldState> found;
+  if (!(r && r->state_)) found = hold_state(request_id, false);
+  HoldState* hs = r && r->state_ ? r->state_.get() : found.get();
   SettleOp op;
   op.kind = actual ? SettleOp::Commit : SettleOp::Release;
   op.request_id = request_id;
