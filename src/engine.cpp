@@ -681,9 +681,9 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     op.amount = need;
     op.now = now;
     op.expires_at = now + ttl.count();
-    op.model = p.priced ? p.quote.model : est.model;
-    op.provider = o.provider.empty() ? p.quote.provider : o.provider;
-    op.metadata = meta;
+    assign_str(op.model, p.priced ? p.quote.model : est.model);
+    assign_str(op.provider, o.provider.empty() ? p.quote.provider : o.provider);
+    assign_str(op.metadata, meta);
     op.fingerprint = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
                          .add(int64_t{bp}).str();
     op.dry_run = dry_run;
@@ -739,7 +739,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   r.subject_ = std::move(shared_subject);
   r.held_ = out.held;
   r.expires_at_ = from_millis(out.expires_at);
-  r.model_ = p.priced ? p.quote.model : est.model;
+  assign_str(r.model_, p.priced ? p.quote.model : est.model);
   if (out.replayed) {
     r.state_ = hold_state(request_id, true);
   } else {
@@ -886,8 +886,8 @@ Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
   rc.over_limit = rec.over_limit;
   rc.after_expiry = rec.after_expiry;
   rc.replayed = out.replayed;
-  rc.model = rec.model;
-  rc.price_version = rec.price_version;
+  assign_str(rc.model, rec.model);
+  assign_str(rc.price_version, rec.price_version);
   if (priced && priced->priced) rc.items = priced->quote.items;
   if (rec.plan && out.after.size() == rec.plan->checks.size()) {
     for (size_t i = 0; i < out.after.size(); ++i) {
@@ -928,9 +928,9 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     p = price(actual->model, actual->usage, actual->cost, actual->tokens, now);
     op.charge = p.amounts;
     op.usage = actual->usage;
-    op.model = p.priced ? p.quote.model : actual->model;
-    op.provider = actual->provider.empty() ? p.quote.provider : actual->provider;
-    op.price_version = p.quote.price_version;
+    assign_str(op.model, p.priced ? p.quote.model : actual->model);
+    assign_str(op.provider, actual->provider.empty() ? p.quote.provider : actual->provider);
+    assign_str(op.price_version, p.quote.price_version);
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   if (hs && hs->fail_open) {

@@ -89,6 +89,13 @@ struct Plan {
 struct Counters {
   Amounts spent, held, granted;
 };
+// dst = src, a few instructions when src is empty (model, provider, price version and
+// metadata usually are on the hot path).
+inline void assign_str(std::string& dst, const std::string& src) {
+  if (src.empty()) dst.clear();
+  else dst = src;
+}
+
 inline int64_t metric_of(const Amounts& a, Metric m) noexcept {
   switch (m) {
     case Metric::Cost: return a.cost;

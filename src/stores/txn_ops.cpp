@@ -155,8 +155,8 @@ void copy_result(const RequestRecord& rec, RequestRecord& out) {
   out.over_hold = rec.over_hold;
   out.over_limit = rec.over_limit;
   out.after_expiry = rec.after_expiry;
-  out.model = rec.model;
-  out.price_version = rec.price_version;
+  assign_str(out.model, rec.model);
+  assign_str(out.price_version, rec.price_version);
 }
 
 [[noreturn]] void conflict(const RequestRecord& rec, const char* asked) {
@@ -214,8 +214,8 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   rec.plan = op.plan;
   rec.created_at = op.now;
   rec.expires_at = op.expires_at;
-  rec.model = op.model;
-  rec.provider = op.provider;
+  assign_str(rec.model, op.model);
+  assign_str(rec.provider, op.provider);
   rec.fingerprint = op.fingerprint;
   if (failing >= 0) {
     rec.state = ReqState::Denied;
@@ -345,7 +345,7 @@ void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out) {
     rec->fingerprint = op.fingerprint;
     if (!op.model.empty()) rec->model = op.model;
     if (!op.provider.empty()) rec->provider = op.provider;
-    rec->price_version = op.price_version;
+    assign_str(rec->price_version, op.price_version);
   } else {
     rec->state = ReqState::Released;
   }
