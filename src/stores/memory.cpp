@@ -58,6 +58,7 @@ struct MemRecord {
   RequestRecord rec;
   size_t hash = 0;                // hash_id(rec.request_id)
   uint32_t heap_slot = kNoSlot;   // in its stripe's deadline heap while held
+  bool drafted = false;           // handed out by RecordTable::next_slot
   // Plans the record had before put_request replaced it with another plan: events of the
   // record point to its plans, which must stay alive.
   std::vector<std::shared_ptr<const Plan>> old_plans;
@@ -76,14 +77,27 @@ class RecordTable {
   }
   // Stores a new record (the caller checked that its id is absent).
   MemRecord* insert(RequestRecord&& rec, size_t h) {
-    if ((n_ + 1) * 2 > slots_.size()) grow();
+    MemRecord* r = next_slot();
+    r->rec = std::move(rec);
+    return commit_slot(r, h);
+  }
+  // The slot the next record will take, empty; it stays free until commit_slot.
+  MemRecord* next_slot() {
     if (chunks_.empty() || used_ == chunk_size_) {
       chunk_size_ = chunks_.empty() ? 4 : std::min<size_t>(chunk_size_ * 2, 256);
       chunks_.push_back(std::make_unique<MemRecord[]>(chunk_size_));
       used_ = 0;
     }
-    MemRecord* r = &chunks_.back()[used_++];
-    r->rec = std::move(rec);
+    MemRecord* r = &chunks_.back()[used_];
+    if (r->drafted) *r = MemRecord{};  // handed out before and not committed (an exception)
+    r->drafted = true;
+    return r;
+  }
+  // Indexes the record in the slot next_slot gave (the caller checked that its id is absent).
+  MemRecord* commit_slot(MemRecord* r, size_t h) {
+    if (r != &chunks_.back()[used_]) throw InternalError("memory store: record slot out of turn");
+    if ((n_ + 1) * 2 > slots_.size()) grow();
+    ++used_;
     r->hash = h;
     place(r);
     ++n_;
@@ -336,6 +350,8 @@ class MemTxn final : public Txn {
   void put_request(const RequestRecord& rec) override;
   void save_request(const RequestRecord& rec) override;
   const RequestRecord& adopt_request(RequestRecord&& rec) override;
+  RequestRecord& draft_request() override;
+  const RequestRecord& adopt_draft(RequestRecord& rec) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
   void record_event(const EventDraft& d) override;
 
@@ -364,6 +380,7 @@ class MemTxn final : public Txn {
   bool edited_held_ = false;
   int64_t edited_deadline_ = 0;
   MemRecord* last_ = nullptr;  // the record last stored or edited (events refer to it)
+  MemRecord* draft_ = nullptr;  // the slot draft_request handed out
 };
 
 class MemoryStore final : public Store {
@@ -815,6 +832,26 @@ const RequestRecord& MemTxn::adopt_request(RequestRecord&& rec) {
   auto& st = s_.stripes_[stripe_of_hash(h)];
   if (st.requests.find(rec.request_id, h)) throw InternalError("request record stored twice: " + rec.request_id);
   MemRecord* r = st.requests.insert(std::move(rec), h);
+  last_ = cached_ = r;
+  track_deadline(*r, false, 0);
+  return r->rec;
+}
+
+RequestRecord& MemTxn::draft_request() {
+  draft_ = s_.stripes_[stripe_of_hash(id_hash_)].requests.next_slot();
+  return draft_->rec;
+}
+
+const RequestRecord& MemTxn::adopt_draft(RequestRecord& rec) {
+  MemRecord* r = draft_;
+  draft_ = nullptr;
+  if (!r || &r->rec != &rec || rec.request_id != id_) {  // not the slot handed out for this id
+    RequestRecord tmp = std::move(rec);  // (rec may be that slot, which the next draft resets)
+    return adopt_request(std::move(tmp));
+  }
+  auto& st = s_.stripes_[stripe_of_hash(id_hash_)];
+  if (st.requests.find(rec.request_id, id_hash_)) throw InternalError("request record stored twice: " + rec.request_id);
+  st.requests.commit_slot(r, id_hash_);
   last_ = cached_ = r;
   track_deadline(*r, false, 0);
   return r->rec;

@@ -58,6 +58,15 @@ class Txn {
     scratch_ = std::move(rec);
     return *scratch_;
   }
+  // A new, empty record to fill and then store with adopt_draft. Stores that keep records in
+  // place hand out the slot it will live in, so storing it moves nothing; the default is a
+  // scratch record that adopt_draft gives to adopt_request. The record's id must be the id of
+  // the operation the transaction runs.
+  virtual RequestRecord& draft_request() {
+    draft_.emplace();
+    return *draft_;
+  }
+  virtual const RequestRecord& adopt_draft(RequestRecord& rec) { return adopt_request(std::move(rec)); }
   // Appends the event of an operation on `rec` (the record as stored after it).
   struct EventDraft {
     EventType type;
@@ -70,7 +79,7 @@ class Txn {
   virtual void record_event(const EventDraft& d);
 
  private:
-  std::optional<RequestRecord> scratch_;
+  std::optional<RequestRecord> scratch_, draft_;
 };
 
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op);

@@ -208,7 +208,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     out.held = op.amount;
     out.expires_at = op.expires_at;
   }
-  RequestRecord rec;
+  RequestRecord& rec = t.draft_request();
   rec.request_id = op.request_id;
   rec.subject = op.subject;
   rec.plan = op.plan;
@@ -225,7 +225,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     rec.state = ReqState::Held;
     rec.held = op.amount;
   }
-  const auto& stored = t.adopt_request(std::move(rec));
+  const auto& stored = t.adopt_draft(rec);
   Txn::EventDraft e{failing >= 0 ? EventType::Deny : EventType::Reserve, stored, op.now};
   if (failing < 0) e.held = op.amount;
   e.metadata = op.metadata;
