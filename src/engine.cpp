@@ -91,13 +91,21 @@ class Fingerprint {
 }  // namespace
 
 std::string generate_request_id(int64_t now_ms) {
-  thread_local std::mt19937_64 rng([] {
+  // SplitMix64 per thread, seeded from the system's entropy, the thread and the time: ids
+  // need uniqueness, not secrecy, and this costs a few instructions per id.
+  thread_local uint64_t state = [] {
     std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(),
-                      static_cast<unsigned>(std::hash<std::thread::id>{}(std::this_thread::get_id())),
-                      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
-    return std::mt19937_64(seq);
-  }());
+    uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    seed ^= mix64(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    seed ^= mix64(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+    return seed;
+  }();
+  auto rng = [] {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
   // 7 digits of the time in ms + 8 random digits, in a 64-letter alphabet whose ASCII order
   // is its numeric order: 15 characters (fits the small-string buffer, so an id is copied
   // without allocating), unique (48 random bits per millisecond), and ordered by time until
@@ -662,7 +670,9 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
-  Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
+  Amounts need = bp == 10000 ? Amounts{p.amounts.cost, p.amounts.tokens, 1}  // no buffer: as priced
+                             : Amounts{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(),
+                                       ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
   maybe_expire(now);  // may run alert callbacks (user code): before the memo is taken
   std::string meta = metadata_json(o.metadata, o.reason);
   // From here to the store call no user code runs, so this thread's memo stays ours.

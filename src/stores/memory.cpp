@@ -733,34 +733,34 @@ inline void add_unchecked(Amounts& a, const Amounts& b) {
 
 void MemTxn::add_all(const Plan& p, const Counters& d) {
   const auto* h = handles_for(p);
+  const size_t n = p.windows.size();
   BucketRow* small[16];
   std::vector<BucketRow*> big;
   BucketRow** rows = small;
-  if (p.windows.size() > 16) {
-    big.resize(p.windows.size());
+  if (n > 16) {
+    big.resize(n);
     rows = big.data();
-  }
-  for (size_t i = 0; i < p.windows.size(); ++i) {
-    const auto& w = p.windows[i];
-    BucketRow* row = h ? h->bucket[i] : nullptr;
-    if (!row) {
-      row = &series(w, h, i, true)->at(w.start);
-      row->end = w.end;
-      if (h) h->bucket[i] = row;
-    }
-    rows[i] = row;
   }
   // All or nothing: every sum is checked before the first counter changes (a plan names each
   // bucket once, so checking each alone is checking them all). Parts of the delta that are
   // zero (most of them: a reserve only holds, a commit holds and spends) are skipped.
   const bool ds = !d.spent.is_zero(), dh = !d.held.is_zero(), dg = !d.granted.is_zero();
-  for (size_t i = 0; i < p.windows.size(); ++i) {
-    const Counters& c = rows[i]->c;
-    if ((ds && add_overflows(c.spent, d.spent)) | (dh && add_overflows(c.held, d.held)) |
-        (dg && add_overflows(c.granted, d.granted)))
-      throw_overflow("integer overflow in addition");
+  bool overflow = false;
+  for (size_t i = 0; i < n; ++i) {
+    BucketRow* row = h ? h->bucket[i] : nullptr;
+    if (!row) {
+      const auto& w = p.windows[i];
+      row = &series(w, h, i, true)->at(w.start);
+      row->end = w.end;
+      if (h) h->bucket[i] = row;
+    }
+    rows[i] = row;
+    const Counters& c = row->c;
+    overflow |= (ds && add_overflows(c.spent, d.spent)) | (dh && add_overflows(c.held, d.held)) |
+                (dg && add_overflows(c.granted, d.granted));
   }
-  for (size_t i = 0; i < p.windows.size(); ++i) {
+  if (overflow) throw_overflow("integer overflow in addition");
+  for (size_t i = 0; i < n; ++i) {
     auto& c = rows[i]->c;
     if (ds) add_unchecked(c.spent, d.spent);
     if (dh) add_unchecked(c.held, d.held);
