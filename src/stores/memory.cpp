@@ -59,6 +59,15 @@ struct MemRecord {
   size_t hash = 0;                // hash_id(rec.request_id)
   uint32_t heap_slot = kNoSlot;   // in its stripe's deadline heap while held
   bool drafted = false;           // handed out by RecordTable::next_slot
+  // The subject, shared with the other records of the plan (MemHandles::subject), in which
+  // case rec.subject is empty; else null.
+  const std::vector<std::string>* shared_subject = nullptr;
+  const std::vector<std::string>& subject() const { return shared_subject ? *shared_subject : rec.subject; }
+  RequestRecord full() const {  // the record with its subject
+    RequestRecord out = rec;
+    if (shared_subject) out.subject = *shared_subject;
+    return out;
+  }
   // Plans the record had before put_request replaced it with another plan: events of the
   // record point to its plans, which must stay alive.
   std::vector<std::shared_ptr<const Plan>> old_plans;
@@ -298,6 +307,10 @@ struct MemHandles final : PlanHandles {
   // Per window: its bucket at the plan's start once it exists (buckets are never erased).
   // Written and read only under the window's stripe lock.
   mutable std::vector<BucketRow*> bucket;
+  // The subject of the plan's reservations, one copy for all of them (records point to it; a
+  // record keeps its plan, which keeps these handles). Set by the first reserve, under the
+  // plan's stripe locks (so only for plans with windows).
+  mutable std::unique_ptr<const std::vector<std::string>> subject;
 };
 
 // The stripes an operation locks, sorted and unique; no allocation for usual plans.
@@ -352,6 +365,7 @@ class MemTxn final : public Txn {
   const RequestRecord& adopt_request(RequestRecord&& rec) override;
   RequestRecord& draft_request() override;
   const RequestRecord& adopt_draft(RequestRecord& rec) override;
+  void set_subject(RequestRecord& rec, const std::vector<std::string>& subject) override;
   void append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) override;
   void record_event(const EventDraft& d) override;
 
@@ -458,7 +472,7 @@ class MemoryStore final : public Store {
     std::lock_guard lk(st.m);
     auto* r = st.requests.find(id, h);
     if (!r) return std::nullopt;
-    return r->rec;
+    return r->full();
   }
 
   std::vector<CheckState> read(const Plan& plan) override {
@@ -610,7 +624,7 @@ class MemoryStore final : public Store {
           e.time = from_millis(m.time);
           e.type = m.type;
           e.request_id = m.req->rec.request_id;
-          e.subject = m.req->rec.subject;
+          e.subject = m.req->subject();
           if (m.model) e.model = *m.model;
           if (m.provider) e.provider = *m.provider;
           if (m.price_version) e.price_version = *m.price_version;
@@ -769,7 +783,7 @@ void MemTxn::add_all(const Plan& p, const Counters& d) {
 }
 
 std::optional<RequestRecord> MemTxn::get_request(const std::string& id) {
-  if (const auto* rec = find_request(id)) return *rec;
+  if (auto* r = record(id)) return r->full();
   return std::nullopt;
 }
 
@@ -818,7 +832,18 @@ void MemTxn::put_request(const RequestRecord& rec) {
   bool was_held = r->rec.state == ReqState::Held;
   int64_t old_deadline = r->rec.expires_at;
   if (r->rec.plan && r->rec.plan != rec.plan) r->old_plans.push_back(r->rec.plan);  // events point to it
-  r->rec = rec;
+  if (&r->rec != &rec) {
+    // A record handed out by find/edit has an empty subject when it is shared: keep sharing
+    // while the plan stays; otherwise the record takes its own copy of the subject.
+    if (rec.subject.empty() && r->shared_subject && rec.plan == r->rec.plan) {
+      r->rec = rec;
+    } else {
+      RequestRecord copy = rec;
+      if (copy.subject.empty() && r->shared_subject) copy.subject = *r->shared_subject;
+      r->shared_subject = nullptr;
+      r->rec = std::move(copy);
+    }
+  }
   if (edited_ == r) {
     edited_held_ = rec.state == ReqState::Held;
     edited_deadline_ = rec.expires_at;
@@ -842,11 +867,25 @@ RequestRecord& MemTxn::draft_request() {
   return draft_->rec;
 }
 
+void MemTxn::set_subject(RequestRecord& rec, const std::vector<std::string>& subject) {
+  const MemHandles* h = rec.plan ? handles_for(*rec.plan) : nullptr;
+  if (draft_ && &draft_->rec == &rec && h && !h->stripes.empty()) {
+    if (!h->subject) h->subject = std::make_unique<const std::vector<std::string>>(subject);
+    if (*h->subject == subject) {
+      rec.subject.clear();
+      draft_->shared_subject = h->subject.get();
+      return;
+    }
+  }
+  rec.subject = subject;
+}
+
 const RequestRecord& MemTxn::adopt_draft(RequestRecord& rec) {
   MemRecord* r = draft_;
   draft_ = nullptr;
   if (!r || &r->rec != &rec || rec.request_id != id_) {  // not the slot handed out for this id
     RequestRecord tmp = std::move(rec);  // (rec may be that slot, which the next draft resets)
+    if (r && &r->rec == &rec && r->shared_subject) tmp.subject = *r->shared_subject;
     return adopt_request(std::move(tmp));
   }
   auto& st = s_.stripes_[stripe_of_hash(id_hash_)];

@@ -67,6 +67,11 @@ class Txn {
     return *draft_;
   }
   virtual const RequestRecord& adopt_draft(RequestRecord& rec) { return adopt_request(std::move(rec)); }
+  // rec.subject = subject, for a record from draft_request whose plan is set. A store may
+  // share one copy of a plan's subject among its records instead (the memory store: its
+  // find/edit results then have an empty subject, which the state machine never reads; its
+  // get_request and events show the subject).
+  virtual void set_subject(RequestRecord& rec, const std::vector<std::string>& subject) { rec.subject = subject; }
   // Appends the event of an operation on `rec` (the record as stored after it).
   struct EventDraft {
     EventType type;

@@ -210,8 +210,8 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   }
   RequestRecord& rec = t.draft_request();
   rec.request_id = op.request_id;
-  rec.subject = op.subject;
   rec.plan = op.plan;
+  t.set_subject(rec, op.subject);
   rec.created_at = op.now;
   rec.expires_at = op.expires_at;
   assign_str(rec.model, op.model);
