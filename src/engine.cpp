@@ -122,7 +122,10 @@ std::string generate_request_id(int64_t now_ms) {
 
 size_t Engine::ShardedCounter::shard() {
   static std::atomic<size_t> next{0};
-  thread_local size_t mine = next.fetch_add(1, std::memory_order_relaxed) % 8;
+  thread_local size_t mine = [] {
+    size_t n = next.fetch_add(1, std::memory_order_relaxed);
+    return n < kOwned ? n : kOwned + n % kShared;
+  }();
   return mine;
 }
 

@@ -215,25 +215,32 @@ class Engine {
 
   // A counter written by many threads: one cache line per shard, summed when read, so hot
   // paths of unrelated requests never write the same line.
+  // The first kOwned threads of the process each own a cell, which they update with a plain
+  // load and store (no atomic read-modify-write: no lock prefix on the hot path); later
+  // threads share the other cells with atomic adds. Readers sum all cells.
   class ShardedCounter {
    public:
     ShardedCounter& operator++() { return *this += 1; }
     ShardedCounter& operator+=(int64_t v) {
-      shards_[shard()].v.fetch_add(v, std::memory_order_relaxed);
+      const size_t i = shard();
+      auto& c = cells_[i].v;
+      if (i < kOwned) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+      else c.fetch_add(v, std::memory_order_relaxed);
       return *this;
     }
     int64_t load() const {
       int64_t sum = 0;
-      for (const auto& s : shards_) sum += s.v.load(std::memory_order_relaxed);
+      for (const auto& s : cells_) sum += s.v.load(std::memory_order_relaxed);
       return sum;
     }
 
    private:
-    static size_t shard();
+    static constexpr size_t kOwned = 8, kShared = 8;
+    static size_t shard();  // < kOwned: this thread's own cell
     struct alignas(64) Cell {
       std::atomic<int64_t> v{0};
     };
-    std::array<Cell, 8> shards_;
+    std::array<Cell, kOwned + kShared> cells_;
   };
   struct Counters {
     ShardedCounter reserve_allowed, reserve_denied, checks, commits, releases, records, expired, stream_stops,
