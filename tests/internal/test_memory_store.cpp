@@ -198,3 +198,46 @@ TEST_CASE("generated request ids: 15 characters, valid, unique, ordered by time"
   }
   for (int i = 0; i < 10000; ++i) CHECK(seen.insert(generate_request_id(1'800'000'000'000)).second);
 }
+
+TEST_CASE("memory store: records and events show the subject, shared per plan or not") {
+  auto store = make_memory_store();
+  auto with_windows = plan_for_scope("user:s");
+  auto no_windows = std::make_shared<Plan>();  // a subject without limits: nothing to lock
+  no_windows->limits_version = 1;
+  REQUIRE(reserve(*store, with_windows, "w1", 0, 1000).status == ReserveOut::Allowed);
+  REQUIRE(reserve(*store, with_windows, "w2", 0, 1000).status == ReserveOut::Allowed);
+  ReserveOp op;
+  op.request_id = "n1";
+  op.subject = {"global", "team:x"};
+  op.plan = no_windows;
+  op.amount = {5, 0, 1};
+  op.now = 0;
+  op.expires_at = 1000;
+  op.fingerprint = "fp";
+  REQUIRE(store->reserve(op).status == ReserveOut::Allowed);
+  // A different subject on the same plan object is kept as given (not the plan's first one).
+  ReserveOp other = op;
+  other.request_id = "w3";
+  other.plan = with_windows;
+  other.subject = {"global", "user:s", "feature:y"};
+  REQUIRE(store->reserve(other).status == ReserveOut::Allowed);
+  settle(*store, "w1", 10, true);
+  settle(*store, "n1", 10, false);
+  const std::vector<std::string> ws{"global", "user:s"}, ns{"global", "team:x"},
+      w3{"global", "user:s", "feature:y"};
+  CHECK(store->get_request("w1")->subject == ws);
+  CHECK(store->get_request("w2")->subject == ws);
+  CHECK(store->get_request("n1")->subject == ns);
+  CHECK(store->get_request("w3")->subject == w3);
+  std::map<std::string, std::vector<std::string>> seen;
+  store->scan_events({}, [&](const LedgerEvent& e) {
+    auto& s = seen[e.request_id + "/" + to_string(e.type)];
+    s = e.subject;
+    return true;
+  });
+  CHECK(seen["w1/reserve"] == ws);
+  CHECK(seen["w1/commit"] == ws);
+  CHECK(seen["n1/release"] == ns);
+  CHECK(seen["w3/reserve"] == w3);
+  CHECK(memory_store_self_check(*store));
+}
