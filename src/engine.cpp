@@ -61,6 +61,9 @@ namespace {
 // small-string buffer), so a retry can be told from a conflicting reuse of a request id.
 class Fingerprint {
  public:
+  Fingerprint() = default;
+  explicit Fingerprint(uint64_t state) : h_(state) {}
+  uint64_t state() const { return h_; }
   Fingerprint& add(std::string_view s) {
     for (unsigned char c : s) h_ = (h_ ^ c) * 1099511628211ULL;
     h_ = (h_ ^ 0x1f) * 1099511628211ULL;
@@ -87,30 +90,42 @@ class Fingerprint {
 };
 }  // namespace
 
-std::string generate_request_id() {
-  thread_local std::mt19937_64 rng([] {
+std::string generate_request_id(int64_t now_ms) {
+  // SplitMix64 per thread, seeded from the system's entropy, the thread and the time: ids
+  // need uniqueness, not secrecy, and this costs a few instructions per id.
+  thread_local uint64_t state = [] {
     std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(),
-                      static_cast<unsigned>(std::hash<std::thread::id>{}(std::this_thread::get_id())),
-                      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
-    return std::mt19937_64(seq);
-  }());
-  // "req_" + 11 hex digits of the time in ms + 13 random hex digits: unique, and ordered by
-  // time so stores that index requests insert at the end of their index.
-  static const char* hex = "0123456789abcdef";
-  std::string id(28, '0');
-  id[0] = 'r', id[1] = 'e', id[2] = 'q', id[3] = '_';
-  auto ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-  for (int i = 14; i >= 4; --i, ms >>= 4) id[static_cast<size_t>(i)] = hex[ms & 15];
+    uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    seed ^= mix64(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    seed ^= mix64(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+    return seed;
+  }();
+  auto rng = [] {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  // 7 digits of the time in ms + 8 random digits, in a 64-letter alphabet whose ASCII order
+  // is its numeric order: 15 characters (fits the small-string buffer, so an id is copied
+  // without allocating), unique (48 random bits per millisecond), and ordered by time until
+  // the year 2109 so stores that index requests insert at the end of their index.
+  static constexpr char digits[] = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+  static_assert(sizeof(digits) == 65);
+  std::string id(15, '0');
+  auto ms = static_cast<uint64_t>(now_ms);
+  for (int i = 6; i >= 0; --i, ms >>= 6) id[static_cast<size_t>(i)] = digits[ms & 63];
   uint64_t v = rng();
-  for (int i = 15; i < 28; ++i, v >>= 4) id[static_cast<size_t>(i)] = hex[v & 15];
+  for (int i = 7; i < 15; ++i, v >>= 6) id[static_cast<size_t>(i)] = digits[v & 63];
   return id;
 }
 
 size_t Engine::ShardedCounter::shard() {
   static std::atomic<size_t> next{0};
-  thread_local size_t mine = next.fetch_add(1, std::memory_order_relaxed) % 8;
+  thread_local size_t mine = [] {
+    size_t n = next.fetch_add(1, std::memory_order_relaxed);
+    return n < kOwned ? n : kOwned + n % kShared;
+  }();
   return mine;
 }
 
@@ -148,7 +163,9 @@ void Engine::reload_limits() {
   }
 }
 
-std::shared_ptr<const LimitTable> Engine::table() {
+std::shared_ptr<const LimitTable> Engine::table() { return table_ref(); }
+
+const std::shared_ptr<const LimitTable>& Engine::table_ref() {
   struct Cache {
     uint64_t engine = 0, epoch = 0;
     std::shared_ptr<const LimitTable> table;
@@ -247,7 +264,8 @@ std::shared_ptr<const Plan> Engine::plan_for(const std::vector<Scope>& scopes, i
 }
 
 std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
-                                               std::shared_ptr<const Subject>* shared) {
+                                               std::shared_ptr<const Subject>* shared, int64_t* valid_from,
+                                               int64_t* valid_to) {
   thread_local std::string key;
   key.clear();
   for (const auto& s : subject.scopes()) {
@@ -261,6 +279,8 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
     if (it != stripe.map.end() && it->second.version == t.version && it->second.valid_from <= now &&
         now < it->second.valid_to) {
       if (shared) *shared = it->second.subject;
+      if (valid_from) *valid_from = it->second.valid_from;
+      if (valid_to) *valid_to = it->second.valid_to;
       return it->second.plan;
     }
   }
@@ -269,6 +289,8 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
   c.plan = plan_for(subject.scopes(), now, t, &c.valid_from, &c.valid_to);
   c.subject = std::make_shared<const Subject>(subject);
   if (shared) *shared = c.subject;
+  if (valid_from) *valid_from = c.valid_from;
+  if (valid_to) *valid_to = c.valid_to;
   std::lock_guard lk(stripe.m);
   if (stripe.map.size() >= kPlansPerStripe) stripe.map.clear();  // bounded: many distinct subjects
   auto plan = c.plan;
@@ -276,10 +298,51 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
   return plan;
 }
 
+struct Engine::SubjectMemo {
+  uint64_t engine = 0;
+  Subject subject;
+  std::shared_ptr<const Subject> shared;
+  ReserveOp op;                     // its subject: scope_strings(subject)
+  uint64_t fp_reserve = 0;          // Fingerprint().add("reserve").add(subject)
+  uint64_t version = 0;             // of `plan`
+  int64_t valid_from = 0, valid_to = 0;
+  std::shared_ptr<const Plan> plan;
+  bool alerts = false, token_checks = false;  // of `plan` (as HoldState::set_plan finds them)
+};
+
+Engine::SubjectMemo& Engine::subject_memo(const Subject& subject) {
+  thread_local SubjectMemo m;
+  if (m.engine == engine_id_ && m.subject == subject) return m;
+  m.engine = 0;  // invalid until complete (copies below may throw)
+  m.plan.reset();
+  m.op.plan.reset();
+  m.subject = subject;
+  m.shared = std::make_shared<const Subject>(subject);
+  m.op.subject = scope_strings(subject);
+  m.fp_reserve = Fingerprint().add("reserve").add(subject).state();
+  m.engine = engine_id_;
+  return m;
+}
+
+const std::shared_ptr<const Plan>& Engine::memo_plan(SubjectMemo& m, int64_t now, const LimitTable& t) {
+  if (!m.plan || m.version != t.version || now < m.valid_from || now >= m.valid_to) {
+    m.plan = cached_plan(m.subject, now, t, nullptr, &m.valid_from, &m.valid_to);
+    m.version = t.version;
+    m.alerts = m.token_checks = false;
+    for (const auto& c : m.plan->checks) {
+      m.alerts = m.alerts || !c.alerts.empty();
+      m.token_checks = m.token_checks || c.metric == Metric::Tokens;
+    }
+  }
+  return m.plan;
+}
+
 template <class F>
 auto Engine::with_fresh_limits(F&& f) {
   for (int attempt = 0;; ++attempt) {
-    auto t = table();
+    // The thread's cached table, by reference: f runs no user code, so nothing on this thread
+    // replaces it while f uses it (another thread's reload replaces only its own cache).
+    const auto& t = table_ref();
     auto result = f(*t);
     if (!result.first) return std::move(result.second);
     if (attempt >= kMaxStaleRetries) throw StoreUnavailableError("limits keep changing; gave up after retries");
@@ -492,82 +555,161 @@ void Engine::alert_expired(int64_t now) {
 
 // ---- hold states (in-process streaming) ---------------------------------------------------------
 
-std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool create) {
-  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
-  {
-    std::lock_guard lk(st.m);
-    auto it = st.map.find(request_id);
-    if (it != st.map.end()) return it->second;
+std::shared_ptr<HoldState> HoldTable::find(std::string_view id, size_t h) {
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (st.buckets.empty()) return nullptr;
+  for (HoldState* x = *bucket(st, h); x; x = x->next_in_table)
+    if (x->id_hash == h && x->request_id == id) return x->table_ref;
+  return nullptr;
+}
+
+std::shared_ptr<HoldState> HoldTable::insert(const std::shared_ptr<HoldState>& hs) {
+  const size_t h = hs->id_hash;
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (!st.buckets.empty())
+    for (HoldState* x = *bucket(st, h); x; x = x->next_in_table)
+      if (x->id_hash == h && x->request_id == hs->request_id) return x->table_ref;
+  if (st.n + 1 > st.buckets.size()) grow(st);
+  HoldState** b = bucket(st, h);
+  hs->next_in_table = *b;
+  *b = hs.get();
+  hs->table_ref = hs;
+  ++st.n;
+  return hs;
+}
+
+void HoldTable::grow(Stripe& st) {
+  std::vector<HoldState*> old = std::move(st.buckets);
+  st.buckets.assign(old.empty() ? 16 : old.size() * 2, nullptr);
+  for (HoldState* x : old)
+    while (x) {
+      HoldState* next = x->next_in_table;
+      HoldState** b = bucket(st, x->id_hash);
+      x->next_in_table = *b;
+      *b = x;
+      x = next;
+    }
+}
+
+bool HoldTable::erase(HoldState& hs) {
+  std::shared_ptr<HoldState> drop;  // released outside the lock (it may be the last reference)
+  auto& st = stripe_of(hs.id_hash);
+  std::lock_guard lk(st.m);
+  if (!hs.table_ref || st.buckets.empty()) return false;
+  for (HoldState** link = bucket(st, hs.id_hash); *link; link = &(*link)->next_in_table)
+    if (*link == &hs) {
+      *link = hs.next_in_table;
+      hs.next_in_table = nullptr;
+      drop = std::move(hs.table_ref);
+      --st.n;
+      return true;
+    }
+  return false;
+}
+
+void HoldTable::erase(std::string_view id, size_t h) {
+  std::shared_ptr<HoldState> drop;
+  auto& st = stripe_of(h);
+  std::lock_guard lk(st.m);
+  if (st.buckets.empty()) return;
+  for (HoldState** link = bucket(st, h); *link; link = &(*link)->next_in_table) {
+    HoldState* x = *link;
+    if (x->id_hash == h && x->request_id == id) {
+      *link = x->next_in_table;
+      x->next_in_table = nullptr;
+      drop = std::move(x->table_ref);
+      --st.n;
+      return;
+    }
   }
+}
+
+size_t HoldTable::size() {
+  size_t n = 0;
+  for (auto& st : stripes_) {
+    std::lock_guard lk(st.m);
+    n += st.n;
+  }
+  return n;
+}
+
+std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool create) {
+  const size_t h = fast_hash(request_id);
+  if (auto hs = holds_.find(request_id, h)) return hs;
   if (!create) return nullptr;
   // Not reserved by this process (or restarted): rebuild from the store.
   auto rec = store_->get_request(std::string(request_id));
   if (!rec) throw NotFoundError("unknown request id '" + std::string(request_id) + "'");
   auto hs = std::make_shared<HoldState>();
   hs->request_id = rec->request_id;
-  hs->plan = rec->plan;
+  hs->id_hash = h;
+  hs->set_plan(rec->plan);
   hs->initial = rec->held;
   hs->held = rec->held;
   hs->consumed = rec->consumed;
   hs->persisted = rec->consumed;
   hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
-  std::lock_guard lk(st.m);
-  return st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
+  return holds_.insert(hs);
 }
 
 // In-process stream states of holds past their TTL are dead weight: a consume would answer
 // Stop, and a later call by request id rebuilds the state from the store.
 void Engine::forget_expired_holds(int64_t now) {
-  for (auto& st : holds_) {
-    std::lock_guard lk(st.m);
-    std::erase_if(st.map, [&](const auto& kv) { return kv.second->expires_at <= now; });
-  }
+  holds_.clear_if([&](const HoldState& hs) { return hs.expires_at <= now; });
 }
 
-void Engine::forget_hold(const std::string& request_id) {
-  auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
-  std::lock_guard lk(st.m);
-  st.map.erase(std::string_view(request_id));
-}
+void Engine::forget_hold(const std::string& request_id) { holds_.erase(request_id, fast_hash(request_id)); }
 
 // ---- lifecycle -------------------------------------------------------------------------------------
 
 Decision Engine::reserve(const Subject& subject, const Estimate& est, const RequestOptions& o, bool dry_run) {
   const int64_t now = now_ms();
-  std::string request_id = request_id_of(o);
+  std::string request_id = request_id_of(o, now);
   uint32_t bp = o.buffer_bp.value_or(opts_.default_buffer_bp);
   if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
   if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
-  Amounts need{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(), ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
-  std::string fp = Fingerprint().add("reserve").add(subject).add(est.model).add(p.amounts.cost)
-                       .add(p.amounts.tokens).add(int64_t{bp}).str();
+  Amounts need = bp == 10000 ? Amounts{p.amounts.cost, p.amounts.tokens, 1}  // no buffer: as priced
+                             : Amounts{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(),
+                                       ceil_mul_div(p.amounts.tokens, bp, 10000), 1};
+  maybe_expire(now);  // may run alert callbacks (user code): before the memo is taken
   std::string meta = metadata_json(o.metadata, o.reason);
-  maybe_expire(now);
+  // From here to the store call no user code runs, so this thread's memo stays ours.
+  SubjectMemo& memo = subject_memo(subject);
+  std::shared_ptr<const Subject> shared_subject = memo.shared;
+  const Plan* memo_plan_ref = nullptr;
+  bool memo_alerts = false, memo_tokens = false;
 
   Decision d;
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
-  std::shared_ptr<const Subject> shared_subject;
   try {
+    // The memo's op keeps its subject (and its strings' capacity) from one reserve to the next.
+    ReserveOp& op = memo.op;
+    op.request_id = request_id;
+    op.amount = need;
+    op.now = now;
+    op.expires_at = now + ttl.count();
+    assign_str(op.model, p.priced ? p.quote.model : est.model);
+    assign_str(op.provider, o.provider.empty() ? p.quote.provider : o.provider);
+    assign_str(op.metadata, meta);
+    op.fingerprint = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
+                         .add(int64_t{bp}).str();
+    op.dry_run = dry_run;
     out = with_fresh_limits([&](const LimitTable& t) {
-      ReserveOp op;
-      op.request_id = request_id;
-      op.subject = scope_strings(subject);
-      op.plan = cached_plan(subject, now, t, &shared_subject);
-      op.amount = need;
-      op.now = now;
-      op.expires_at = now + ttl.count();
-      op.model = p.priced ? p.quote.model : est.model;
-      op.provider = o.provider.empty() ? p.quote.provider : o.provider;
-      op.metadata = meta;
-      op.fingerprint = fp;
-      op.dry_run = dry_run;
+      const auto& plan = memo_plan(memo, now, t);
+      if (op.plan != plan) op.plan = plan;  // usually the same: no reference count traffic
       auto r = store_->reserve(op);
-      return std::make_pair(r.status == ReserveOut::Stale, r);
+      bool stale = r.status == ReserveOut::Stale;
+      return std::make_pair(stale, std::move(r));
     });
+    memo_plan_ref = memo.plan.get();
+    memo_alerts = memo.alerts;
+    memo_tokens = memo.token_checks;
   } catch (const StoreUnavailableError& e) {
     ++m_.store_errors;
     if (opts_.fail_open) {
@@ -576,12 +718,13 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       d.fail_open = true;
       if (!dry_run) {
         d.reservation.request_id_ = request_id;
-        d.reservation.subject_ = std::make_shared<const Subject>(subject);
+        d.reservation.subject_ = std::move(shared_subject);
         d.reservation.held_ = need;
         d.reservation.expires_at_ = from_millis(now + ttl.count());
         d.reservation.model_ = est.model;
         auto hs = std::make_shared<HoldState>();
         hs->request_id = request_id;
+        hs->id_hash = fast_hash(request_id);
         hs->initial = hs->held = need;
         hs->fail_open = true;
         d.reservation.state_ = hs;
@@ -606,21 +749,27 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   ++m_.reserve_allowed;
   auto& r = d.reservation;
   r.request_id_ = request_id;
-  r.subject_ = shared_subject ? std::move(shared_subject) : std::make_shared<const Subject>(subject);
+  r.subject_ = std::move(shared_subject);
   r.held_ = out.held;
   r.expires_at_ = from_millis(out.expires_at);
-  r.model_ = p.priced ? p.quote.model : est.model;
+  assign_str(r.model_, p.priced ? p.quote.model : est.model);
   if (out.replayed) {
     r.state_ = hold_state(request_id, true);
   } else {
     auto hs = std::make_shared<HoldState>();
-    hs->request_id = request_id;
-    hs->plan = out.plan;
+    hs->request_id = std::move(request_id);
+    hs->id_hash = fast_hash(hs->request_id);
+    if (out.plan.get() == memo_plan_ref) {  // the usual case: flags known from the memo
+      hs->plan = std::move(out.plan);
+      hs->alerts = memo_alerts;
+      hs->token_checks = memo_tokens;
+    } else {
+      hs->set_plan(std::move(out.plan));
+    }
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
-    auto& st = holds_[std::hash<std::string_view>{}(request_id) % kHoldStripes];
-    std::lock_guard lk(st.m);
-    r.state_ = st.map.try_emplace(std::string_view(hs->request_id), hs).first->second;
+    auto listed = holds_.insert(hs);  // another thread may have listed a state of this id first
+    r.state_ = listed == hs ? std::move(hs) : std::move(listed);
   }
   return d;
 }
@@ -648,19 +797,15 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     res.held = Money::from_nanos(hs.held.cost);
     if (v == Verdict::Stop) res.denial = hs.denial;
     r.held_ = hs.held;
-    return res;
   };
-  if (hs.stopped) return finish(Verdict::Stop);
+  if (hs.stopped) { finish(Verdict::Stop); return res; }
   Amounts next = hs.consumed;
   next.cost = checked_add(next.cost, amount.nanos());
   next.tokens = checked_add(next.tokens, tokens);
-  bool token_checks = false;
-  if (hs.plan)
-    for (const auto& c : hs.plan->checks) token_checks = token_checks || c.metric == Metric::Tokens;
   Amounts deficit{std::max<int64_t>(0, next.cost - hs.held.cost),
-                  token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
+                  hs.token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
   hs.consumed = next;
-  if (hs.fail_open) return finish(Verdict::Continue);
+  if (hs.fail_open) { finish(Verdict::Continue); return res; }
   const int64_t now = now_ms();
   if (now >= hs.expires_at) {
     // The TTL passed: the hold is (or is about to be) settled by expiry; the stream must stop.
@@ -669,7 +814,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     hs.denial.reason = DenyReason::LimitExceeded;
     hs.denial.message = "the hold expired; the stream must stop";
     ++m_.stream_stops;
-    return finish(Verdict::Stop);
+    { finish(Verdict::Stop); return res; }
   }
   if (deficit.is_zero()) {
     if (opts_.persist_every.nanos() > 0 && next.cost - hs.persisted.cost >= opts_.persist_every.nanos()) {
@@ -681,7 +826,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
           hs.denial.reason = DenyReason::LimitExceeded;
           hs.denial.message = std::string("the hold is ") + to_string(out.state);
           ++m_.stream_stops;
-          return finish(Verdict::Stop);
+          { finish(Verdict::Stop); return res; }
         }
       } catch (const StoreUnavailableError&) {
         ++m_.store_errors;
@@ -689,11 +834,11 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
           hs.stopped = true;
           hs.denial.reason = DenyReason::StoreUnavailable;
           hs.denial.message = "store unavailable while metering the stream (fail-closed)";
-          return finish(Verdict::Stop);
+          { finish(Verdict::Stop); return res; }
         }
       }
     }
-    return finish(Verdict::Continue);
+    { finish(Verdict::Continue); return res; }
   }
   // Grow the hold: a step first; if it does not fit, what is left of the limit that refused
   // (at least the deficit), so a stream close to its limit still grows in few steps.
@@ -718,7 +863,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
       hs.persisted = next;
       if (out.status == GrowOut::Grown) {
         hs.held = out.held;
-        return finish(Verdict::Continue);
+        { finish(Verdict::Continue); return res; }
       }
       if (out.status == GrowOut::NotHeld) {
         hs.denial = Denial{};
@@ -732,7 +877,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     ++m_.store_errors;
     if (opts_.fail_open) {
       ++m_.fail_open;
-      return finish(Verdict::Continue);
+      { finish(Verdict::Continue); return res; }
     }
     hs.denial = Denial{};
     hs.denial.reason = DenyReason::StoreUnavailable;
@@ -740,7 +885,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
   }
   hs.stopped = true;
   ++m_.stream_stops;
-  return finish(Verdict::Stop);
+  { finish(Verdict::Stop); return res; }
 }
 
 Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
@@ -754,8 +899,8 @@ Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
   rc.over_limit = rec.over_limit;
   rc.after_expiry = rec.after_expiry;
   rc.replayed = out.replayed;
-  rc.model = rec.model;
-  rc.price_version = rec.price_version;
+  assign_str(rc.model, rec.model);
+  assign_str(rc.price_version, rec.price_version);
   if (priced && priced->priced) rc.items = priced->quote.items;
   if (rec.plan && out.after.size() == rec.plan->checks.size()) {
     for (size_t i = 0; i < out.after.size(); ++i) {
@@ -773,23 +918,32 @@ Receipt Engine::receipt_from(const SettleOut& out, const Priced* priced) {
 
 Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, const Charge* actual) {
   const int64_t now = now_ms();
-  std::string request_id(r ? r->request_id_ : std::string(request_id_in));
+  std::string owned_id;
+  if (!r) owned_id = std::string(request_id_in);
+  const std::string& request_id = r ? r->request_id_ : owned_id;
   if (request_id.empty()) throw InvalidArgumentError("empty request id");
-  validate_id(request_id, "request id");
-  std::shared_ptr<HoldState> hs = r && r->state_ ? r->state_ : hold_state(request_id, false);
+  // A reservation with a stream state was made by this engine: its id was validated then.
+  if (!(r && r->state_)) validate_id(request_id, "request id");
+  // Borrowed from the reservation when it has one (no reference count traffic), else looked up.
+  std::shared_ptr<HoldState> found;
+  if (!(r && r->state_)) found = hold_state(request_id, false);
+  HoldState* hs = r && r->state_ ? r->state_.get() : found.get();
   SettleOp op;
   op.kind = actual ? SettleOp::Commit : SettleOp::Release;
   op.request_id = request_id;
   op.now = now;
-  if (hs) op.plan_hint = hs->plan;
+  if (hs) {
+    op.plan_hint = hs->plan;
+    op.want_states = !hs->plan || hs->alerts;
+  }
   Priced p;
   if (actual) {
     p = price(actual->model, actual->usage, actual->cost, actual->tokens, now);
     op.charge = p.amounts;
     op.usage = actual->usage;
-    op.model = p.priced ? p.quote.model : actual->model;
-    op.provider = actual->provider.empty() ? p.quote.provider : actual->provider;
-    op.price_version = p.quote.price_version;
+    assign_str(op.model, p.priced ? p.quote.model : actual->model);
+    assign_str(op.provider, actual->provider.empty() ? p.quote.provider : actual->provider);
+    assign_str(op.price_version, p.quote.price_version);
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   if (hs && hs->fail_open) {
@@ -805,14 +959,16 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     o.metadata["fail_open"] = "true";
     return record(r ? r->subject() : Subject(), *actual, o);
   }
-  SettleOut out;
-  try {
-    out = store_->settle(op);
-  } catch (const StoreUnavailableError&) {
-    ++m_.store_errors;
-    throw;
-  }
-  forget_hold(request_id);
+  SettleOut out = [&] {  // constructed in place
+    try {
+      return store_->settle(op);
+    } catch (const StoreUnavailableError&) {
+      ++m_.store_errors;
+      throw;
+    }
+  }();
+  if (hs) forget_hold(*hs);
+  else forget_hold(request_id);
   if (!out.replayed) {
     if (actual) {
       ++m_.commits;
@@ -826,8 +982,8 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
   return receipt_from(out, &p);
 }
 
-std::string Engine::request_id_of(const RequestOptions& o) {
-  if (o.request_id.empty()) return generate_request_id();  // valid by construction
+std::string Engine::request_id_of(const RequestOptions& o, int64_t now) {
+  if (o.request_id.empty()) return generate_request_id(now);  // valid by construction
   validate_id(o.request_id, "request id");
   return o.request_id;
 }
@@ -845,7 +1001,8 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
       op.plan = plan;
     }
     auto r = store_->direct(op);
-    return std::make_pair(r.stale, r);
+    bool stale = r.stale;
+    return std::make_pair(stale, std::move(r));
   });
   if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
   return out;
@@ -854,8 +1011,8 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
 Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
   DirectOp op;
   op.type = EventType::Record;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   auto p = price(actual.model, actual.usage, actual.cost, actual.tokens, op.now);
   op.subject = scope_strings(subject);
   op.spent = p.amounts;
@@ -882,8 +1039,8 @@ void Engine::grant(const Scope& scope, Money amount, const RequestOptions& o) {
   if (amount.nanos() <= 0) throw InvalidArgumentError("a grant must be positive (use adjust to correct spend)");
   DirectOp op;
   op.type = EventType::Grant;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   op.subject = {scope.str()};
   op.granted = {amount.nanos(), 0, 0};
   op.metadata = metadata_json(o.metadata, o.reason);
@@ -895,8 +1052,8 @@ void Engine::adjust(const Subject& subject, Money delta, const RequestOptions& o
   if (delta.is_zero()) throw InvalidArgumentError("an adjustment of zero changes nothing");
   DirectOp op;
   op.type = EventType::Adjust;
-  op.request_id = request_id_of(o);
   op.now = now_ms();
+  op.request_id = request_id_of(o, op.now);
   op.subject = scope_strings(subject);
   op.spent = {delta.nanos(), 0, 0};
   op.metadata = metadata_json(o.metadata, o.reason);

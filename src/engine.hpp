@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "hash.hpp"
+#include "spinlock.hpp"
 #include "store.hpp"
 #include "windows.hpp"
 
@@ -19,14 +21,78 @@ struct LimitTable {
 };
 
 struct HoldState {
-  std::mutex m;
+  SpinLock m;
   std::string request_id;
+  size_t id_hash = 0;  // fast_hash(request_id)
   std::shared_ptr<const Plan> plan;
   Amounts initial, held, consumed, persisted;
   int64_t expires_at = INT64_MAX;
   bool stopped = false;
   bool fail_open = false;
   Denial denial;
+  bool alerts = false;        // the plan has threshold alerts (a settle must report counter states)
+  bool token_checks = false;  // the plan limits tokens (a stream's token deficit matters)
+  // The engine's table of stream states is intrusive: a state is its own node (see HoldTable).
+  HoldState* next_in_table = nullptr;
+  std::shared_ptr<HoldState> table_ref;  // the table's reference while listed (under its lock)
+  void set_plan(std::shared_ptr<const Plan> p) {
+    plan = std::move(p);
+    alerts = token_checks = false;
+    if (plan)
+      for (const auto& c : plan->checks) {
+        alerts = alerts || !c.alerts.empty();
+        token_checks = token_checks || c.metric == Metric::Tokens;
+      }
+  }
+};
+
+// In-process stream states by request id, striped: each stripe an intrusive chained hash table
+// (inserting allocates nothing once the bucket array has grown; erasing needs no search of a
+// node to free). A listed state is kept alive by its own table_ref.
+class HoldTable {
+ public:
+  static constexpr size_t kStripes = 256;
+  ~HoldTable() { clear_if([](const HoldState&) { return true; }); }
+  std::shared_ptr<HoldState> find(std::string_view id, size_t h);
+  // Lists `hs` unless a state of the same id is listed; returns the listed one.
+  std::shared_ptr<HoldState> insert(const std::shared_ptr<HoldState>& hs);
+  // Unlists `hs` if it is listed (no look-up by id); false if it was not.
+  bool erase(HoldState& hs);
+  // Unlists the state of `id`, if any.
+  void erase(std::string_view id, size_t h);
+  template <class P>
+  void clear_if(P&& pred) {
+    for (auto& st : stripes_) {
+      std::vector<std::shared_ptr<HoldState>> drop;  // released outside the lock
+      {
+        std::lock_guard lk(st.m);
+        for (auto& b : st.buckets)
+          for (HoldState** link = &b; *link;) {
+            HoldState* x = *link;
+            if (pred(*x)) {
+              *link = x->next_in_table;
+              x->next_in_table = nullptr;
+              drop.push_back(std::move(x->table_ref));
+              --st.n;
+            } else {
+              link = &x->next_in_table;
+            }
+          }
+      }
+    }
+  }
+  size_t size();
+
+ private:
+  struct alignas(64) Stripe {
+    SpinLock m;
+    std::vector<HoldState*> buckets;  // size: a power of two (or empty)
+    size_t n = 0;
+  };
+  Stripe& stripe_of(size_t h) { return stripes_[(h >> 52) % kStripes]; }
+  static HoldState** bucket(Stripe& st, size_t h) { return &st.buckets[h & (st.buckets.size() - 1)]; }
+  static void grow(Stripe& st);
+  std::array<Stripe, kStripes> stripes_;
 };
 
 class Engine {
@@ -70,13 +136,23 @@ class Engine {
   Priced price(const std::string& model, const std::optional<Usage>& usage, Money cost, int64_t tokens, int64_t now,
                bool brief = false);
   std::shared_ptr<const LimitTable> table();
+  // The calling thread's cached table itself: valid until this thread's next table call.
+  const std::shared_ptr<const LimitTable>& table_ref();
   void reload_limits();
   // The plan of a subject at `now`; valid for every instant in [*valid_from, *valid_to).
   std::shared_ptr<const Plan> plan_for(const std::vector<Scope>& scopes, int64_t now, const LimitTable& t,
                                        int64_t* valid_from = nullptr, int64_t* valid_to = nullptr) const;
   // plan_for through a cache keyed by subject and limits version (no allocation on a hit).
   std::shared_ptr<const Plan> cached_plan(const Subject& subject, int64_t now, const LimitTable& t,
-                                          std::shared_ptr<const Subject>* shared = nullptr);
+                                          std::shared_ptr<const Subject>* shared = nullptr,
+                                          int64_t* valid_from = nullptr, int64_t* valid_to = nullptr);
+  // A per-thread memo of the last subject this thread reserved for: its plan (as cached_plan
+  // gives it, revalidated by limits version and validity interval), the subject shared with
+  // reservations, its scope strings and the fingerprint state after "reserve" + subject.
+  // Compared scope by scope: no key built, no hash, no lock on a hit.
+  struct SubjectMemo;
+  SubjectMemo& subject_memo(const Subject& subject);
+  const std::shared_ptr<const Plan>& memo_plan(SubjectMemo& m, int64_t now, const LimitTable& t);
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);
@@ -85,12 +161,15 @@ class Engine {
   void alert_expired(int64_t now);
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
+  void forget_hold(HoldState& hs) {
+    if (!holds_.erase(hs)) forget_hold(hs.request_id);  // another state of the id may be listed
+  }
   void forget_expired_holds(int64_t now);
   Receipt receipt_from(const SettleOut& out, const Priced* priced);
   // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
   template <class F>
   auto with_fresh_limits(F&& f);
-  static std::string request_id_of(const RequestOptions& o);  // given or generated, validated
+  static std::string request_id_of(const RequestOptions& o, int64_t now);  // given or generated, validated
   // record / grant / adjust: runs the direct operation on the subject's plan (or, without a
   // subject, on the `total` window of op.subject[0]) and fires the alerts it crossed.
   DirectOut run_direct(DirectOp op, const Subject* subject);
@@ -127,12 +206,7 @@ class Engine {
   };
   std::array<PlanStripe, kPlanStripes> plans_;
 
-  static constexpr size_t kHoldStripes = 256;
-  struct alignas(64) HoldStripe {
-    std::mutex m;
-    std::unordered_map<std::string_view, std::shared_ptr<HoldState>> map;  // key: the value's request_id
-  };
-  std::array<HoldStripe, kHoldStripes> holds_;
+  HoldTable holds_;
 
   std::mutex sweep_m_;
   std::atomic<int64_t> next_deadline_{0};
@@ -141,25 +215,32 @@ class Engine {
 
   // A counter written by many threads: one cache line per shard, summed when read, so hot
   // paths of unrelated requests never write the same line.
+  // The first kOwned threads of the process each own a cell, which they update with a plain
+  // load and store (no atomic read-modify-write: no lock prefix on the hot path); later
+  // threads share the other cells with atomic adds. Readers sum all cells.
   class ShardedCounter {
    public:
     ShardedCounter& operator++() { return *this += 1; }
     ShardedCounter& operator+=(int64_t v) {
-      shards_[shard()].v.fetch_add(v, std::memory_order_relaxed);
+      const size_t i = shard();
+      auto& c = cells_[i].v;
+      if (i < kOwned) c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+      else c.fetch_add(v, std::memory_order_relaxed);
       return *this;
     }
     int64_t load() const {
       int64_t sum = 0;
-      for (const auto& s : shards_) sum += s.v.load(std::memory_order_relaxed);
+      for (const auto& s : cells_) sum += s.v.load(std::memory_order_relaxed);
       return sum;
     }
 
    private:
-    static size_t shard();
+    static constexpr size_t kOwned = 8, kShared = 8;
+    static size_t shard();  // < kOwned: this thread's own cell
     struct alignas(64) Cell {
       std::atomic<int64_t> v{0};
     };
-    std::array<Cell, 8> shards_;
+    std::array<Cell, kOwned + kShared> cells_;
   };
   struct Counters {
     ShardedCounter reserve_allowed, reserve_denied, checks, commits, releases, records, expired, stream_stops,
@@ -172,6 +253,7 @@ class Engine {
   std::atomic<uint64_t> table_epoch_{0};
 };
 
-std::string generate_request_id();
+// 15 characters: 7 of `now_ms` (the manager's clock) and 8 random, ordered by time.
+std::string generate_request_id(int64_t now_ms);
 
 }  // namespace budget::detail

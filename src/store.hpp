@@ -89,6 +89,13 @@ struct Plan {
 struct Counters {
   Amounts spent, held, granted;
 };
+// dst = src, a few instructions when src is empty (model, provider, price version and
+// metadata usually are on the hot path).
+inline void assign_str(std::string& dst, const std::string& src) {
+  if (src.empty()) dst.clear();
+  else dst = src;
+}
+
 inline int64_t metric_of(const Amounts& a, Metric m) noexcept {
   switch (m) {
     case Metric::Cost: return a.cost;
@@ -185,9 +192,14 @@ struct SettleOp {
   // The record's plan as this process knows it (from the reservation), or null. A hint only:
   // a store may use it to lock before looking the record up, and must check it.
   std::shared_ptr<const Plan> plan_hint;
+  // Whether SettleOut::before/after are wanted (threshold alerts). When false they are filled
+  // only if the commit left a limit exceeded (the receipt names those scopes).
+  bool want_states = true;
 };
 struct SettleOut {
-  RequestRecord record;  // after the operation
+  // After the operation. txn_settle fills what a receipt shows (id, state, plan, amounts,
+  // times, flags, model, price version) and leaves subject, provider and fingerprint empty.
+  RequestRecord record;
   bool replayed = false;
   Amounts released;
   std::vector<CheckState> before, after;  // per check of record.plan (empty on replay)

@@ -4,6 +4,8 @@
 // and the shared conformance suite keeps the three in agreement.
 #pragma once
 
+#include <algorithm>
+
 #include "store.hpp"
 
 namespace budget::detail {
@@ -17,6 +19,18 @@ class Txn {
   // they exist when a hold from an earlier bucket grows later (rolling windows) or when another
   // host's clock runs ahead; counting them is conservative, never an overspend.
   virtual std::vector<Counters> sum_all(const Plan& p) = 0;
+  // The same sums written to out[0 .. p.windows.size()) (no allocation where overridden).
+  virtual void sum_into(const Plan& p, Counters* out) {
+    auto v = sum_all(p);
+    std::copy(v.begin(), v.end(), out);
+  }
+  // The state of every check of the plan, out[0 .. p.checks.size()), computed directly where a
+  // store can (true), or false: the caller derives them from sum_into.
+  virtual bool check_states(const Plan& p, CheckState* out) {
+    (void)p;
+    (void)out;
+    return false;
+  }
   // Adds delta to the current bucket (start, ending at end) of every window of the plan.
   virtual void add_all(const Plan& p, const Counters& delta) = 0;
   virtual std::optional<RequestRecord> get_request(const std::string& id) = 0;
@@ -44,6 +58,20 @@ class Txn {
     scratch_ = std::move(rec);
     return *scratch_;
   }
+  // A new, empty record to fill and then store with adopt_draft. Stores that keep records in
+  // place hand out the slot it will live in, so storing it moves nothing; the default is a
+  // scratch record that adopt_draft gives to adopt_request. The record's id must be the id of
+  // the operation the transaction runs.
+  virtual RequestRecord& draft_request() {
+    draft_.emplace();
+    return *draft_;
+  }
+  virtual const RequestRecord& adopt_draft(RequestRecord& rec) { return adopt_request(std::move(rec)); }
+  // rec.subject = subject, for a record from draft_request whose plan is set. A store may
+  // share one copy of a plan's subject among its records instead (the memory store: its
+  // find/edit results then have an empty subject, which the state machine never reads; its
+  // get_request and events show the subject).
+  virtual void set_subject(RequestRecord& rec, const std::vector<std::string>& subject) { rec.subject = subject; }
   // Appends the event of an operation on `rec` (the record as stored after it).
   struct EventDraft {
     EventType type;
@@ -56,12 +84,14 @@ class Txn {
   virtual void record_event(const EventDraft& d);
 
  private:
-  std::optional<RequestRecord> scratch_;
+  std::optional<RequestRecord> scratch_, draft_;
 };
 
 ReserveOut txn_reserve(Txn& t, const ReserveOp& op);
 GrowOut txn_grow(Txn& t, const GrowOp& op);
 SettleOut txn_settle(Txn& t, const SettleOp& op);
+// The same, writing into `out` (a fresh SettleOut): no SettleOut is moved.
+void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out);
 DirectOut txn_direct(Txn& t, const DirectOp& op);
 // Settles one held record whose deadline passed (the caller selected it).
 void txn_expire(Txn& t, RequestRecord rec, int64_t now);

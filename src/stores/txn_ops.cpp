@@ -23,16 +23,69 @@ CheckState state_of(const Counters& c, Metric m) {
   return {metric_of(c.spent, m), metric_of(c.held, m), metric_of(c.granted, m)};
 }
 
+// The states of a plan's checks, in an inline buffer for usual plans (no allocation).
+class States {
+ public:
+  States() : data_(small_) {}
+  States(const States&) = delete;
+  States& operator=(const States&) = delete;
+  void fill(Txn& t, const Plan& p) {
+    const size_t nw = p.windows.size(), nc = p.checks.size();
+    if (nc > kInline) {
+      big_.resize(nc);
+      data_ = big_.data();
+    } else {
+      data_ = small_;
+    }
+    n_ = nc;
+    if (t.check_states(p, data_)) return;
+    union Raw {  // not initialised: sum_into writes every element used
+      Raw() {}
+      Counters c[kInline];
+    } small_sums;
+    std::vector<Counters> big_sums;
+    Counters* sums = small_sums.c;
+    if (nw > kInline) {
+      big_sums.resize(nw);
+      sums = big_sums.data();
+    }
+    if (nw) t.sum_into(p, sums);
+    for (size_t i = 0; i < nc; ++i) data_[i] = state_of(sums[p.checks[i].window], p.checks[i].metric);
+  }
+  size_t size() const { return n_; }
+  CheckState& operator[](size_t i) { return data_[i]; }
+  const CheckState& operator[](size_t i) const { return data_[i]; }
+  std::vector<CheckState> vec() const { return {data_, data_ + n_}; }
+  void fill_from(const States& o) {
+    if (o.n_ > kInline) {
+      big_.assign(o.data_, o.data_ + o.n_);
+      data_ = big_.data();
+    } else {
+      std::copy(o.data_, o.data_ + o.n_, small_);
+      data_ = small_;
+    }
+    n_ = o.n_;
+  }
+
+ private:
+  static constexpr size_t kInline = 16;
+  union {  // not initialised: written before read
+    CheckState small_[kInline];
+  };
+  std::vector<CheckState> big_;
+  CheckState* data_;
+  size_t n_ = 0;
+};
+
 std::vector<CheckState> states(Txn& t, const Plan& p) {
-  std::vector<Counters> sums = t.sum_all(p);
-  std::vector<CheckState> out;
-  out.reserve(p.checks.size());
-  for (const auto& c : p.checks) out.push_back(state_of(sums[c.window], c.metric));
-  return out;
+  States st;
+  st.fill(t, p);
+  return st.vec();
 }
 
 // First check without room for `need`, or -1.
-int first_failing(const Plan& p, const std::vector<CheckState>& st, const Amounts& need) {
+template <class S>
+int first_failing(const Plan& p, const S& st, const Amounts& need) {
   for (size_t i = 0; i < p.checks.size(); ++i)
     if (!has_room(p.checks[i], st[i], metric_of(need, p.checks[i].metric))) return static_cast<int>(i);
   return -1;
@@ -47,12 +100,16 @@ bool over_limit(const Check& c, const CheckState& s) {
   return static_cast<int128>(s.spent) + s.held > cap;
 }
 
-std::vector<CheckState> shifted(const Plan& p, std::vector<CheckState> st, const Amounts& spent, const Amounts& held) {
+template <class S>
+S& shift(const Plan& p, S& st, const Amounts& spent, const Amounts& held) {
   for (size_t i = 0; i < p.checks.size(); ++i) {
     st[i].spent = checked_add(st[i].spent, metric_of(spent, p.checks[i].metric));
     st[i].held = checked_add(st[i].held, metric_of(held, p.checks[i].metric));
   }
   return st;
+}
+std::vector<CheckState> shifted(const Plan& p, std::vector<CheckState> st, const Amounts& spent, const Amounts& held) {
+  return shift(p, st, spent, held);
 }
 
 // The plan's windows as they stand at `now`: a rolling window slides forward (a calendar
@@ -78,9 +135,28 @@ const Plan& current_view(const Plan& p, int64_t now, std::optional<Plan>& storag
   return *storage;
 }
 
-void flag_over_limit(const Plan& p, const std::vector<CheckState>& after, RequestRecord& rec) {
+template <class S>
+void flag_over_limit(const Plan& p, const S& after, RequestRecord& rec) {
   for (size_t i = 0; i < p.checks.size(); ++i)
     if (over_limit(p.checks[i], after[i])) rec.over_limit = true;
+}
+
+// What a settle hands back: the parts of the record that a receipt shows (the engine reads
+// nothing else of SettleOut::record; see store.hpp).
+void copy_result(const RequestRecord& rec, RequestRecord& out) {
+  out.request_id = rec.request_id;
+  out.state = rec.state;
+  out.plan = rec.plan;
+  out.held = rec.held;
+  out.consumed = rec.consumed;
+  out.charged = rec.charged;
+  out.created_at = rec.created_at;
+  out.expires_at = rec.expires_at;
+  out.over_hold = rec.over_hold;
+  out.over_limit = rec.over_limit;
+  out.after_expiry = rec.after_expiry;
+  assign_str(out.model, rec.model);
+  assign_str(out.price_version, rec.price_version);
 }
 
 [[noreturn]] void conflict(const RequestRecord& rec, const char* asked) {
@@ -116,7 +192,8 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     return out;
   }
   out.plan = op.plan;
-  auto st = states(t, *op.plan);
+  States st;
+  st.fill(t, *op.plan);
   int failing = first_failing(*op.plan, st, op.amount);
   if (failing >= 0) {
     out.status = ReserveOut::Denied;
@@ -131,14 +208,14 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     out.held = op.amount;
     out.expires_at = op.expires_at;
   }
-  RequestRecord rec;
+  RequestRecord& rec = t.draft_request();
   rec.request_id = op.request_id;
-  rec.subject = op.subject;
   rec.plan = op.plan;
+  t.set_subject(rec, op.subject);
   rec.created_at = op.now;
   rec.expires_at = op.expires_at;
-  rec.model = op.model;
-  rec.provider = op.provider;
+  assign_str(rec.model, op.model);
+  assign_str(rec.provider, op.provider);
   rec.fingerprint = op.fingerprint;
   if (failing >= 0) {
     rec.state = ReqState::Denied;
@@ -148,7 +225,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     rec.state = ReqState::Held;
     rec.held = op.amount;
   }
-  const auto& stored = t.adopt_request(std::move(rec));
+  const auto& stored = t.adopt_draft(rec);
   Txn::EventDraft e{failing >= 0 ? EventType::Deny : EventType::Reserve, stored, op.now};
   if (failing < 0) e.held = op.amount;
   e.metadata = op.metadata;
@@ -173,7 +250,8 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
   }
   bool grown = false;
   if (!op.delta.is_zero()) {
-    auto st = states(t, *rec->plan);
+    States st;
+    st.fill(t, *rec->plan);
     int failing = first_failing(*rec->plan, st, op.delta);
     if (failing >= 0) {
       out.status = GrowOut::Denied;
@@ -201,8 +279,7 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
   return out;
 }
 
-SettleOut txn_settle(Txn& t, const SettleOp& op) {
-  SettleOut out;
+void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out) {
   auto* rec = t.edit_request(op.request_id);
   if (!rec) throw NotFoundError("unknown request id '" + op.request_id + "'");
   const bool commit = op.kind == SettleOp::Commit;
@@ -210,19 +287,19 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
     case ReqState::Committed:
       if (!commit) conflict(*rec, "release it");
       if (rec->fingerprint != op.fingerprint) conflict(*rec, "commit it again with a different amount");
-      out.record = *rec;
+      copy_result(*rec, out.record);
       out.replayed = true;
-      return out;
+      return;
     case ReqState::Released:
       if (commit) conflict(*rec, "commit it");
-      out.record = *rec;
+      copy_result(*rec, out.record);
       out.replayed = true;
-      return out;
+      return;
     case ReqState::Expired:
       if (!commit) {  // the hold is already gone; what expiry charged stays
-        out.record = *rec;
+        copy_result(*rec, out.record);
         out.replayed = true;
-        return out;
+        return;
       }
       break;
     case ReqState::Held:
@@ -233,7 +310,8 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   const Plan& plan = *rec->plan;
   std::optional<Plan> shifted_plan;
   const Plan& view = current_view(plan, op.now, shifted_plan);
-  auto before = states(t, view);
+  States before, after;
+  before.fill(t, view);
   // Everything that can throw (checked arithmetic) comes before the first change.
   Counters delta;
   const bool late = rec->state == ReqState::Expired;
@@ -253,10 +331,12 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   // The reservation's buckets inside today's view: after = before + delta, no re-read.
   bool inside = true;
   for (size_t i = 0; i < plan.windows.size(); ++i) inside = inside && plan.windows[i].start >= view.windows[i].read_from;
-  if (inside) out.after = shifted(view, before, delta.spent, delta.held);
+  if (inside) {
+    after.fill_from(before);
+    shift(view, after, delta.spent, delta.held);
+  }
   add_all(t, plan, delta);
-  if (!inside) out.after = states(t, view);
-  out.before = std::move(before);
+  if (!inside) after.fill(t, view);
   if (late) rec->after_expiry = true;
   if (commit) {
     rec->state = ReqState::Committed;
@@ -265,12 +345,16 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
     rec->fingerprint = op.fingerprint;
     if (!op.model.empty()) rec->model = op.model;
     if (!op.provider.empty()) rec->provider = op.provider;
-    rec->price_version = op.price_version;
+    assign_str(rec->price_version, op.price_version);
   } else {
     rec->state = ReqState::Released;
   }
   rec->over_limit = false;
-  if (commit) flag_over_limit(view, out.after, *rec);
+  if (commit) flag_over_limit(view, after, *rec);
+  if (op.want_states || rec->over_limit) {
+    out.before = before.vec();
+    out.after = after.vec();
+  }
   t.save_request(*rec);
   Txn::EventDraft e{commit ? EventType::Commit : EventType::Release, *rec, op.now};
   e.spent = delta.spent;
@@ -278,7 +362,13 @@ SettleOut txn_settle(Txn& t, const SettleOp& op) {
   e.metadata = op.metadata;
   if (commit) e.usage = &op.usage;
   t.record_event(e);
-  out.record = *rec;
+  copy_result(*rec, out.record);
+  return;
+}
+
+SettleOut txn_settle(Txn& t, const SettleOp& op) {
+  SettleOut out;
+  txn_settle_into(t, op, out);
   return out;
 }
 
