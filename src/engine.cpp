@@ -47,6 +47,16 @@ bool is_rate_window(std::string_view w) {
   return w == "minute" || w == "hour" || w.rfind("rolling:", 0) == 0;
 }
 
+// A limit plus its grants, and what remains of it, can exceed int64 (a huge total limit with
+// grants on top): reported saturated, never wrapped.
+int64_t saturate(int128 v) {
+  return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : static_cast<int64_t>(v);
+}
+int64_t remaining_of(int128 limit, int64_t spent, int64_t held) {
+  int128 r = limit - spent - held;
+  return r > 0 ? saturate(r) : 0;
+}
+
 int64_t ceil_mul_div(int64_t a, int64_t num, int64_t den) {
   int128 p = static_cast<int128>(a) * num;
   int128 q = p / den;
@@ -447,10 +457,11 @@ Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, 
   d.scope = w.scope;
   d.window = w.window;
   d.metric = c.metric;
-  d.limit = c.limit + (c.grantable ? st.granted : 0);
+  const int128 limit = static_cast<int128>(c.limit) + (c.grantable ? st.granted : 0);
+  d.limit = saturate(limit);
   d.spent = st.spent;
   d.held = st.held;
-  d.remaining = std::max<int64_t>(0, d.limit - st.spent - st.held);
+  d.remaining = remaining_of(limit, st.spent, st.held);
   d.requested = metric_of(need, c.metric);
   if (c.resets_at) d.resets_at = from_millis(c.resets_at);
   d.hard = !is_rate_window(w.window) && static_cast<int128>(st.spent) + d.requested >= d.limit &&
@@ -1078,10 +1089,11 @@ std::vector<LimitStatus> Engine::status(const Scope& scope) {
     s.window = w.window;
     s.metric = c.metric;
     s.granted = c.grantable ? states[i].granted : 0;
-    s.limit = c.limit + s.granted;
+    const int128 limit = static_cast<int128>(c.limit) + s.granted;
+    s.limit = saturate(limit);
     s.spent = states[i].spent;
     s.held = states[i].held;
-    s.remaining = std::max<int64_t>(0, s.limit - s.spent - s.held);
+    s.remaining = remaining_of(limit, s.spent, s.held);
     s.window_start = from_millis(w.start == 0 && w.window == "total" ? 0 : w.read_from);
     if (c.resets_at) s.resets_at = from_millis(c.resets_at);
     out.push_back(std::move(s));
