@@ -3,6 +3,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define BUDGET_SHA_NI 1
 #endif
@@ -81,8 +82,12 @@ using BlockFn = void (*)(uint32_t*, const uint8_t*);
 
 BlockFn best_block() {
 #ifdef BUDGET_SHA_NI
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")) return block_shani;
+  // CPUID (not __builtin_cpu_supports: older clang does not know "sha"): leaf 7 EBX bit 29 =
+  // SHA; leaf 1 ECX bits 9 and 19 = SSSE3 and SSE4.1.
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  bool ssse3_sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9)) && (c & (1u << 19));
+  bool sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+  if (ssse3_sse41 && sha) return block_shani;
 #endif
   return block_portable;
 }

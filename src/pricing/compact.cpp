@@ -40,14 +40,14 @@ std::vector<std::string_view> fields(std::string_view s) {
   return out;
 }
 
-bool valid_token(std::string_view s) {
-  if (s.empty() || s.size() > 512) return false;
+}  // namespace
+
+bool compact_token_ok(std::string_view s) {
+  if (s.empty() || s.size() > 512 || s.front() == '!' || s.front() == '#') return false;
   for (unsigned char c : s)
     if (c < 0x21 || c == 0x7f) return false;
   return true;
 }
-
-}  // namespace
 
 ParsedTable parse_compact(std::string_view text) {
   ParsedTable out;
@@ -84,7 +84,7 @@ ParsedTable parse_compact(std::string_view text) {
     } else if (f[0].front() == '!') {
       throw bad("unknown directive " + std::string(f[0].substr(0, 64)));
     } else {
-      if (!valid_token(f[0])) throw bad("invalid model name");
+      if (!compact_token_ok(f[0])) throw bad("invalid model name");
       RawEntry e;
       e.name = std::string(f[0]);
       for (size_t i = 1; i < f.size(); ++i) {

@@ -457,7 +457,9 @@ std::string PricingEngine::to_compact() const {
 
 void PricingEngine::set_price(const std::string& model, const ModelPrice& price,
                               Timestamp effective_from) {
-  if (model.empty()) throw InvalidArgumentError("set_price: empty model name");
+  if (!detail::compact_token_ok(model))
+    throw InvalidArgumentError("set_price: a model name is 1-512 bytes without spaces or control characters, "
+                               "not starting with '!' or '#'");
   RawEntry raw = raw_from_model_price(model, price);
   auto e = std::make_shared<Entry>();
   std::string why;
@@ -473,7 +475,9 @@ void PricingEngine::set_price(const std::string& model, const ModelPrice& price,
 }
 
 void PricingEngine::add_alias(const std::string& alias, const std::string& target) {
-  if (alias.empty() || target.empty()) throw InvalidArgumentError("add_alias: empty name");
+  if (!detail::compact_token_ok(alias) || !detail::compact_token_ok(target))
+    throw InvalidArgumentError("add_alias: a name is 1-512 bytes without spaces or control characters, "
+                               "not starting with '!' or '#'");
   std::unique_lock lock(impl_->mu);
   impl_->user_aliases.emplace_back(alias, target);
   impl_->aliases[alias] = target;

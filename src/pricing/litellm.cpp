@@ -214,7 +214,13 @@ ParsedTable parse_litellm(std::string_view text) {
     throw InvalidArgumentError("price table: the top level is not a JSON object");
   ParsedTable out;
   for (auto& [name, v] : sax.root.items()) {
-    if (name == "last_updated" && v.is_string()) out.date = v.get<std::string>();
+    if (name == "last_updated" && v.is_string()) {
+      // Kept only as one printable line: it is written back as the compact table's !date.
+      auto d = v.get<std::string>();
+      bool line = !d.empty();
+      for (unsigned char c : d) line = line && c >= 0x20 && c != 0x7f;
+      if (line) out.date = std::move(d);
+    }
     if (!v.is_object() || name == "sample_spec" || name == "fallback_generalizations") {
       ++out.skipped;
       continue;
@@ -264,6 +270,11 @@ ParsedTable parse_litellm(std::string_view text) {
         }
       }
     }
+    if (pe.error.empty() && !compact_token_ok(name))
+      pe.error = "the model name has a space or control character, or starts with '!' or '#'";
+    if (pe.error.empty() && ((!pe.entry.provider.empty() && !compact_token_ok(pe.entry.provider)) ||
+                             (!pe.entry.mode.empty() && !compact_token_ok(pe.entry.mode))))
+      pe.error = "litellm_provider or mode has a space or control character, or starts with '!' or '#'";
     if (!pe.error.empty()) {
       out.unpriceable.push_back({name, pe.error});
       continue;

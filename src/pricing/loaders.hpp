@@ -24,6 +24,10 @@ struct ParsedTable {
 // Throw InvalidArgumentError on malformed input.
 ParsedTable parse_litellm(std::string_view json_text);
 ParsedTable parse_compact(std::string_view text);
+// Whether a model name, alias, provider or mode can be written in the compact format (and so
+// survives to_compact / load_compact): 1-512 bytes, no space or control character, and not
+// starting with '!' (a directive) or '#' (a comment). Every loader applies it.
+bool compact_token_ok(std::string_view s);
 std::string write_compact(const std::vector<const RawEntry*>& entries, const std::string& date,
                           const std::string& source,
                           const std::vector<std::pair<std::string, std::string>>& aliases);

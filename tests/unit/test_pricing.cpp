@@ -7,6 +7,7 @@
 #include <atomic>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -126,6 +127,36 @@ TEST_CASE("pricing: LiteLLM load report") {
   CHECK(why["search-only"].find("no price field") != std::string::npos);
   CHECK(e.size() == 10);
   CHECK_THROWS_AS(e.cost("too-precise", tokens(1, 1)), UnknownModelError);
+}
+
+TEST_CASE("pricing: names the compact format cannot write are refused, so to_compact always reads back") {
+  // Found by fuzz_price_table: a model named "!" loaded from LiteLLM JSON was written by
+  // to_compact() as a line that load_compact() reads as an unknown directive.
+  const char* table = R"({
+    "last_updated": "2026-01-01\n!bogus",
+    "!": {"litellm_provider": "p", "input_cost_per_token": 1e-06},
+    "#x": {"litellm_provider": "p", "input_cost_per_token": 1e-06},
+    "a b": {"litellm_provider": "p", "input_cost_per_token": 1e-06},
+    "tab\tname": {"litellm_provider": "p", "input_cost_per_token": 1e-06},
+    "odd-provider": {"litellm_provider": "p q", "input_cost_per_token": 1e-06},
+    "fine!#": {"litellm_provider": "p", "input_cost_per_token": 1e-06}
+  })";
+  PricingEngine e;
+  auto r = e.load_litellm(table);
+  CHECK(r.loaded == 1);
+  std::set<std::string> refused;
+  for (const auto& u : r.unpriceable) refused.insert(u.model);
+  CHECK(refused == std::set<std::string>{"!", "#x", "a b", "tab\tname", "odd-provider"});
+  PricingEngine again;
+  again.load_compact(e.to_compact());  // the newline in last_updated is not written either
+  CHECK(again.cost("fine!#", tokens(1000, 0)) == e.cost("fine!#", tokens(1000, 0)));
+  const ModelPrice price = mp("p", "0.000001");
+  for (const char* bad : {"", "!x", "#x", "a b", "a\nb"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(e.set_price(bad, price), InvalidArgumentError);
+    CHECK_THROWS_AS(e.add_alias(bad, "fine!#"), InvalidArgumentError);
+  }
+  again.load_compact(e.to_compact());
 }
 
 TEST_CASE("pricing: exact prices from the number text, rounded up per line item") {
