@@ -77,23 +77,26 @@ const LimitStatus& status_of(const std::vector<LimitStatus>& all, const std::str
   return all.front();
 }
 
+// Writes a fixture (a dump of a file of an older schema version) into a new file at `path`
+// and returns its ledger hashes.
+std::vector<std::string> load_fixture(const std::string& path, const char* file, int version) {
+  std::ifstream in(std::string(BUDGET_TEST_DATA_DIR) + "/" + file);
+  REQUIRE(in);
+  std::stringstream sql;
+  sql << in.rdbuf();
+  Db db(path);
+  db.exec("PRAGMA journal_mode=WAL");
+  db.exec(sql.str());
+  db.exec("PRAGMA user_version=" + std::to_string(version));
+  return db.column("SELECT hash FROM ledger ORDER BY seq");
+}
+
 }  // namespace
 
 TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and ledger") {
   std::string path = temp_path();
-  std::vector<std::string> v1_hashes;
-  {
-    std::ifstream in(std::string(BUDGET_TEST_DATA_DIR) + "/sqlite_v1.sql");
-    REQUIRE(in);
-    std::stringstream sql;
-    sql << in.rdbuf();
-    Db db(path);
-    db.exec("PRAGMA journal_mode=WAL");
-    db.exec(sql.str());
-    db.exec("PRAGMA user_version=1");
-    v1_hashes = db.column("SELECT hash FROM ledger ORDER BY seq");
-    REQUIRE(v1_hashes.size() == 7);
-  }
+  std::vector<std::string> v1_hashes = load_fixture(path, "sqlite_v1.sql", 1);
+  REQUIRE(v1_hashes.size() == 7);
   auto clock = std::make_shared<ManualClock>(t0());
   {
     BudgetManager m(options_for(path, clock));
@@ -405,19 +408,8 @@ TEST_CASE("sqlite: two managers on one file see each other's holds and spend exa
 
 TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and checkpoint carry over") {
   std::string path = temp_path();
-  std::vector<std::string> v3_hashes;
-  {
-    std::ifstream in(std::string(BUDGET_TEST_DATA_DIR) + "/sqlite_v3.sql");
-    REQUIRE(in);
-    std::stringstream sql;
-    sql << in.rdbuf();
-    Db db(path);
-    db.exec("PRAGMA journal_mode=WAL");
-    db.exec(sql.str());
-    db.exec("PRAGMA user_version=3");
-    v3_hashes = db.column("SELECT hash FROM ledger ORDER BY seq");
-    REQUIRE(v3_hashes.size() == 8);
-  }
+  std::vector<std::string> v3_hashes = load_fixture(path, "sqlite_v3.sql", 3);
+  REQUIRE(v3_hashes.size() == 8);
   auto clock = std::make_shared<ManualClock>(t0());
   {
     BudgetManager m(options_for(path, clock));
