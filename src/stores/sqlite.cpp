@@ -1385,6 +1385,11 @@ class SqliteStore final : public Store {
     }();
     return empty;
   }
+  // The stored row of a plan, found by the id its handles remember when they can.
+  const PlanRow& stored_plan(const Plan& p, const std::shared_ptr<const Plan>* sp) {
+    auto it = plans_by_id_.find(plan_id_of(p, sp));
+    return it != plans_by_id_.end() ? it->second : plan_row(p, sp);
+  }
   // The stored row of a plan (inserted if new).
   const PlanRow& plan_row(const Plan& p, const std::shared_ptr<const Plan>* sp) {
     std::string encoded;
@@ -1810,28 +1815,22 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   // event_body() with the keys, without building them for every event.
   SqliteStore::PendingRow row;
   std::string body;
-  if (plan && !plan->windows.empty() && plain_event_body(e, row.stored)) {
-    // {...,"granted":[..]} + ,"windows":[...] + } (no metadata: windows is the last field)
-    int64_t plan_id = s_.plan_id_of(*plan, &plan);
-    auto pit = s_.plans_by_id_.find(plan_id);
-    const auto& prow = pit != s_.plans_by_id_.end() ? pit->second : s_.plan_row(*plan, &plan);
-    const size_t pos = row.stored.size() - 1;
-    body.reserve(row.stored.size() + prow.windows_field.size());
-    body.append(row.stored, 0, pos).append(prow.windows_field).append("}");
-    row.plan_id = prow.id;
-    row.wpos = static_cast<int64_t>(pos);
-  } else if (plan && !plan->windows.empty()) {
-    static constexpr std::string_view kNoWindows = ",\"windows\":[]";
-    int64_t plan_id = s_.plan_id_of(*plan, &plan);
-    auto pit = s_.plans_by_id_.find(plan_id);
-    const auto& prow = pit != s_.plans_by_id_.end() ? pit->second : s_.plan_row(*plan, &plan);
-    e.windows.clear();
-    row.stored = event_body(e);
-    // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
-    // fields before `windows` hold no objects that could have such a key.
-    auto pos = row.stored.find(kNoWindows);
+  if (plan && !plan->windows.empty()) {
+    const auto& prow = s_.stored_plan(*plan, &plan);
+    // Where the windows field goes in the stored body (cut out of it, spliced in for the hash).
+    size_t pos;
+    if (plain_event_body(e, row.stored)) {
+      pos = row.stored.size() - 1;  // no metadata: windows is the last field, before the '}'
+    } else {
+      static constexpr std::string_view kNoWindows = ",\"windows\":[]";
+      e.windows.clear();
+      row.stored = event_body(e);
+      // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
+      // fields before `windows` hold no objects that could have such a key.
+      pos = row.stored.find(kNoWindows);
+      if (pos != std::string::npos) row.stored.erase(pos, kNoWindows.size());
+    }
     if (pos != std::string::npos) {
-      row.stored.erase(pos, kNoWindows.size());
       body.reserve(row.stored.size() + prow.windows_field.size());
       body.append(row.stored, 0, pos).append(prow.windows_field).append(row.stored, pos, std::string::npos);
       row.plan_id = prow.id;
