@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -263,22 +264,32 @@ TEST_CASE("every operation is one round trip (INFO commandstats)") {
   CHECK(raw.calls("fcall") > 0);  // scripts run as functions of the loaded library
 }
 
+namespace {
+// 20 lifecycles (reserve 0.10, commit 0.05) on `s`, calling between(i) before the i-th;
+// returns the spend committed.
+int64_t lifecycles_between(BudgetManager& m, const Subject& s, const std::function<void(int)>& between) {
+  int64_t spent = 0;
+  for (int i = 0; i < 20; ++i) {
+    between(i);
+    auto d = m.reserve(s, usd("0.1"));
+    REQUIRE(d.allowed);
+    m.commit(d.reservation, usd("0.05"));
+    spent += usd("0.05").nanos();
+  }
+  return spent;
+}
+}  // namespace
+
 TEST_CASE("FUNCTION FLUSH and SCRIPT FLUSH mid-run: scripts are reloaded transparently") {
   OwnRedis server;  // its own server: commandstats are server-wide
   auto url = server.url();
   BudgetManager m(url);
   m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
   Raw raw(server.port);
-  Subject s{"user:flush"};
-  int64_t spent = 0;
-  for (int i = 0; i < 20; ++i) {
+  int64_t spent = lifecycles_between(m, Subject{"user:flush"}, [&](int i) {
     if (i % 5 == 2) raw.cmd({"FUNCTION", "FLUSH"});
     if (i % 5 == 3) raw.cmd({"SCRIPT", "FLUSH"});
-    auto d = m.reserve(s, usd("0.1"));
-    REQUIRE(d.allowed);
-    m.commit(d.reservation, usd("0.05"));
-    spent += usd("0.05").nanos();
-  }
+  });
   CHECK(m.status(Scope::parse("user:flush"))[0].spent == spent);
   CHECK(raw.calls("function|load") >= 5);  // the first call, then once after each flush
   require_verified(m);
@@ -290,15 +301,9 @@ TEST_CASE("a server without functions (no FCALL): plain scripts, EVALSHA, NOSCRI
   BudgetManager m(url);
   m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
   Raw raw(server.port);
-  Subject s{"user:nofcall"};
-  int64_t spent = 0;
-  for (int i = 0; i < 20; ++i) {
+  int64_t spent = lifecycles_between(m, Subject{"user:nofcall"}, [&](int i) {
     if (i % 5 == 2) raw.cmd({"SCRIPT", "FLUSH"});
-    auto d = m.reserve(s, usd("0.1"));
-    REQUIRE(d.allowed);
-    m.commit(d.reservation, usd("0.05"));
-    spent += usd("0.05").nanos();
-  }
+  });
   CHECK(m.status(Scope::parse("user:nofcall"))[0].spent == spent);
   CHECK(raw.calls("evalsha") > 40);
   CHECK(raw.calls("eval") >= 4);
