@@ -4,11 +4,15 @@
 // plus the implicit global without limits), each scope with 2 limits (cost/day, cost/month).
 // Figures are ratios against baselines measured in the same run, since machines are noisy:
 //   memory: p50 latency; 2 threads on distinct subjects vs 1 thread (scaling);
+//   memory, contended: 16 and 64 threads on one subject (the stripe locks under contention);
+//   the ledger hash: SHA-256 of an event-sized body, the implementation picked vs portable;
 //   SQLite: lifecycle rate vs raw one-row WAL transactions (synchronous=NORMAL), per txn;
 //           group commit with several threads.
 #include <budget/budget.hpp>
 
 #include <sqlite3.h>
+
+#include "sha256.hpp"  // internal: the ledger hash figure (bench/CMakeLists.txt adds src/)
 
 #include <algorithm>
 #include <chrono>
@@ -54,14 +58,15 @@ std::string temp_db(const char* name) {
 
 double seconds_since(Steady::time_point t) { return std::chrono::duration<double>(Steady::now() - t).count(); }
 
-// Runs `threads` workers doing lifecycles on their own subject for ~`secs`; returns lifecycles/s.
-double throughput(BudgetManager& m, int threads, double secs) {
+// Runs `threads` workers doing lifecycles for ~`secs`, each on its own subject or all on one
+// (`shared`: every operation contends for the same stripes); returns lifecycles/s.
+double throughput(BudgetManager& m, int threads, double secs, bool shared = false) {
   std::vector<long> counts(static_cast<size_t>(threads));
   std::vector<std::thread> ts;
   auto start = Steady::now();
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
-      auto s = subject(100 + t);
+      auto s = subject(shared ? 99 : 100 + t);
       long n = 0;
       while (seconds_since(start) < secs) {
         for (int k = 0; k < 16; ++k) lifecycle(m, s);
@@ -132,6 +137,31 @@ int main(int argc, char** argv) {
     std::printf("memory  1 thread : %9.0f lifecycles/s\n", one);
     std::printf("memory  2 threads: %9.0f lifecycles/s  = %.2fx one thread, distinct subjects (goal >= 1.5x)\n", two,
                 two / one);
+    for (int threads : {16, 64}) {
+      double many = throughput(m, threads, secs / 2, /*shared=*/true);
+      std::printf("memory %2d threads: %9.0f lifecycles/s  = %.2fx one thread, all on ONE subject (contended locks)\n",
+                  threads, many, many / one);
+    }
+  }
+  // ---- the ledger's hash chain: SHA-256 of an event body -----------------------------------
+  {
+    std::string body(250, 'x');  // about the size of an event's canonical body
+    auto per_hash = [&](auto fn) {
+      const int n = 200'000;
+      unsigned sink = 0;
+      auto t = Steady::now();
+      for (int i = 0; i < n; ++i) {
+        body[0] = static_cast<char>(i);
+        sink += fn(body)[0];
+      }
+      double ns = std::chrono::duration<double, std::nano>(Steady::now() - t).count() / n;
+      if (sink == 1) std::printf(" ");  // keeps the loop
+      return ns;
+    };
+    double sel = per_hash([](std::string_view b) { return detail::sha256(b); });
+    double port = per_hash([](std::string_view b) { return detail::sha256_portable(b); });
+    std::printf("sha256 250 bytes : %7.0f ns (%s) vs %7.0f ns portable = %.1fx\n", sel,
+                detail::sha256_accelerated() ? "SHA-NI" : "portable", port, port / sel);
   }
   // ---- SQLite --------------------------------------------------------------------------------
   {
