@@ -1,7 +1,7 @@
 // The memory store: all state in process, striped so unrelated subjects never share a lock.
 //
-// Counters live in the stripe of their series (scope|window), request records and their
-// ledger events in the stripe of the request id. An operation locks the stripes it touches
+// Counters live in the stripe of their scope (all windows of a scope share it), request
+// records and their ledger events in the stripe of the request id. An operation locks the stripes it touches
 // in ascending order (no deadlock), runs the shared state machine (txn.hpp) and unlocks.
 // Ledger events get their sequence number from one atomic counter; the hash chain is
 // computed when events are read (sealing), off the hot path.
