@@ -4,11 +4,15 @@
 // store's stripes and record index). std::hash (MurmurHash, byte loop) costs ~90 instructions
 // for a 15-byte id; this one reads 8 bytes at a time and mixes them with multiply-xorshift
 // rounds (the finaliser of SplitMix64), the last block overlapping the one before it (no
-// byte loop, no memcpy call): ~25 instructions, and every input bit reaches every output bit. Not keyed: like std::hash, it is no defence against chosen colliding ids.
+// byte loop, no memcpy call): ~25 instructions, and every input bit reaches every output bit.
+// Seeded once per process with a random value: request ids often come from outside (an
+// idempotency key a client sends), and an unseeded hash would let someone choose ids that
+// collide in the memory store's index. Only in-process tables use it (nothing persisted).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string_view>
 
 namespace budget::detail {
@@ -33,10 +37,24 @@ inline uint32_t load32(const char* p) noexcept {
   return w;
 }
 
+// The process's hash seed (random; fixed for the life of the process).
+inline uint64_t hash_seed() noexcept {
+  static const uint64_t seed = [] {
+    uint64_t s = 0x9e3779b97f4a7c15ULL;
+    try {
+      std::random_device rd;
+      s ^= (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    } catch (...) {  // no entropy source: still differs per process and per run
+    }
+    return mix64(s ^ reinterpret_cast<uintptr_t>(&s));
+  }();
+  return seed;
+}
+
 inline size_t fast_hash(std::string_view s) noexcept {
   const char* p = s.data();
   const size_t n = s.size();
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (n * 0xff51afd7ed558ccdULL);  // the length is mixed in
+  uint64_t h = hash_seed() ^ (n * 0xff51afd7ed558ccdULL);  // the length is mixed in
   if (n >= 8) {
     const char* end = p + n;
     for (; end - p > 8; p += 8) h = mix64(h ^ load64(p));
