@@ -56,6 +56,7 @@
 
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
+#include "stores/sqlite_vfs.hpp"
 
 namespace budget::detail {
 namespace {
@@ -497,7 +498,8 @@ class SqliteStore final : public Store {
     }
     if (path.empty()) throw InvalidArgumentError("sqlite store needs a path: 'sqlite:budget.db'");
     path_ = path;
-    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             detail::sqlite_batching_vfs());
     if (rc != SQLITE_OK) {
       std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
       sqlite3_close(db_);
