@@ -61,7 +61,7 @@
 namespace budget::detail {
 namespace {
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 // Events between checkpoints of the state tables (see the header comment). Bounds the tail a
 // process replays at open and the memory of the dirty overlay.
 constexpr int64_t kCheckpointEvery = 512;
@@ -105,6 +105,15 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('limits_version', 1);
   " price_version TEXT, fingerprint TEXT, failing_check INTEGER, fail_spent INTEGER,"          \
   " fail_held INTEGER, fail_granted INTEGER"
 
+// A record's columns in `holds` (and in `requests` before version 5), as record_from_columns()
+// reads them.
+#define BUDGET_RECORD_COLUMNS                                                                           \
+  "id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"   \
+  " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags," \
+  " model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted"
+// `requests` since version 5: a settled record encoded as by encode_record().
+#define BUDGET_SETTLED_COLUMNS "id TEXT PRIMARY KEY, state INTEGER NOT NULL, rec BLOB NOT NULL"
+
 // The current version. A table is created here only when absent; the migrations build the
 // new layouts from older tables first.
 const char* kSchema =
@@ -123,7 +132,10 @@ const char* kSchema =
     "CREATE TABLE IF NOT EXISTS plans (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE, windows TEXT NOT NULL);"
     // Settled records (every state but held), and live holds: a hold moves from `holds` to
     // `requests` when it is settled, so `holds` stays small and needs no deadline index.
-    "CREATE TABLE IF NOT EXISTS requests (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
+    // A settled record is written once and read only for a replay: its encoded form (as in a
+    // ledger row's after-image) is one short row, cheap to write. Its state stays a column for
+    // people looking at the file.
+    "CREATE TABLE IF NOT EXISTS requests (" BUDGET_SETTLED_COLUMNS ") WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS holds (" BUDGET_REQUEST_COLUMNS ") WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, hash NOT NULL, plan INTEGER, wpos INTEGER,"
     "  redo BLOB);"
@@ -208,8 +220,13 @@ class Stmt {
     check(sqlite3_bind_text(s_, ++idx_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
     return *this;
   }
-  Stmt& bind_blob(const void* p, size_t n) {
-    check(sqlite3_bind_blob(s_, ++idx_, p, static_cast<int>(n), SQLITE_TRANSIENT));
+  // Without a copy: `v` must stay valid until the statement has been stepped.
+  Stmt& bind_static(std::string_view v) {
+    check(sqlite3_bind_text(s_, ++idx_, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+    return *this;
+  }
+  Stmt& bind_blob(const void* p, size_t n, sqlite3_destructor_type keep = SQLITE_TRANSIENT) {
+    check(sqlite3_bind_blob(s_, ++idx_, p, static_cast<int>(n), keep));
     return *this;
   }
   Stmt& bind_null() { check(sqlite3_bind_null(s_, ++idx_)); return *this; }
@@ -320,7 +337,7 @@ struct Enc {
 struct Dec {
   const unsigned char* p;
   const unsigned char* e;
-  [[noreturn]] static void bad() { throw InternalError("sqlite: corrupted after-image in the ledger"); }
+  [[noreturn]] static void bad() { throw InternalError("sqlite: corrupted data: an after-image in the ledger or a stored record"); }
   bool done() const { return p >= e; }
   uint8_t byte() {
     if (p >= e) bad();
@@ -444,6 +461,78 @@ void encode_record(std::string& out, const RequestRecord& r, int64_t plan_id, co
     e.i(r.failing_state.held);
     e.i(r.failing_state.granted);
   }
+}
+
+// The inverse of encode_record, after its tag: 'R' (complete) or 'S' (the fields it shares
+// with its event come from `ev`). Fills `r` but its plan; returns the plan's id (0: none).
+int64_t decode_record(Dec& d, uint8_t tag, const EventFields* ev, RequestRecord& r) {
+  int64_t base = 0;
+  if (tag == 'R') {
+    r.request_id = d.str();
+    uint64_t n = d.u();
+    if (n > static_cast<uint64_t>(d.e - d.p)) Dec::bad();
+    r.subject.reserve(static_cast<size_t>(n));
+    for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
+    r.model = d.str();
+    r.provider = d.str();
+    r.price_version = d.str();
+  } else {
+    if (tag != 'S' || !ev) Dec::bad();
+    r.request_id = ev->request_id;
+    r.subject = ev->subject;
+    r.model = ev->model;
+    r.provider = ev->provider;
+    r.price_version = ev->price_version;
+    base = ev->time;
+  }
+  uint64_t state = d.u();
+  if (state > static_cast<uint64_t>(ReqState::Adjusted)) Dec::bad();
+  r.state = static_cast<ReqState>(state);
+  int64_t plan_id = static_cast<int64_t>(d.u());
+  Counters a = decode_values(d);
+  r.held = a.spent;
+  r.consumed = a.held;
+  r.charged = a.granted;
+  r.created_at = static_cast<int64_t>(static_cast<uint64_t>(base) + static_cast<uint64_t>(d.i()));
+  r.expires_at = static_cast<int64_t>(static_cast<uint64_t>(r.created_at) + static_cast<uint64_t>(d.i()));
+  uint64_t flags = d.u();
+  r.over_hold = flags & 1;
+  r.over_limit = flags & 2;
+  r.after_expiry = flags & 4;
+  r.fingerprint = d.str();
+  r.failing_check = static_cast<int>(d.i());
+  if (r.failing_check >= 0) {
+    r.failing_state.spent = d.i();
+    r.failing_state.held = d.i();
+    r.failing_state.granted = d.i();
+  }
+  return plan_id;
+}
+
+// A record from a row of BUDGET_RECORD_COLUMNS (`holds`; `requests` before version 5), but its
+// plan; `*plan_id` gets the plan's id (0: none).
+RequestRecord record_from_columns(Stmt& s, int64_t* plan_id) {
+  RequestRecord r;
+  r.request_id = s.text(0);
+  r.state = static_cast<ReqState>(s.i64(1));
+  r.subject = nlohmann::json::parse(s.text(2)).get<std::vector<std::string>>();
+  *plan_id = s.null(3) ? 0 : s.i64(3);
+  r.held = {s.i64(4), s.i64(5), s.i64(6)};
+  r.consumed = {s.i64(7), s.i64(8), s.i64(9)};
+  r.charged = {s.i64(10), s.i64(11), s.i64(12)};
+  r.created_at = s.i64(13);
+  r.expires_at = s.i64(14);
+  int64_t flags = s.i64(15);
+  r.over_hold = flags & 1;
+  r.over_limit = flags & 2;
+  r.after_expiry = flags & 4;
+  r.model = s.text(16);
+  r.provider = s.text(17);
+  r.price_version = s.text(18);
+  r.fingerprint = s.text(19);
+  r.failing_check = static_cast<int>(s.i64(20));
+  r.failing_state = {s.i64(21), s.i64(22), s.i64(23)};
+  return r;
 }
 
 // JSON array of strings, as nlohmann::json(v).dump() writes it.
@@ -687,7 +776,7 @@ class SqliteStore final : public Store {
  private:
   friend class SqlTxn;
   enum StmtId {
-    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetReq, kPutReq, kPutHold, kAppend,
+    kLimitsVersion, kSetMeta, kLoadLimits, kPutLimit, kDelLimit, kGetHold, kGetReq, kPutReq, kPutHold, kAppend,
     kDue, kNextDeadline, kScan, kHashAt, kAllCounters, kLastChain, kBegin, kCommit, kDataVersion,
     kSeriesId, kAddSeries, kLoadSeries, kPlanId, kAddPlan, kPlanById, kPutCounter, kDelHold, kMetaState,
     kTail, kCount
@@ -724,6 +813,7 @@ class SqliteStore final : public Store {
       if (version == 1) migrate_v1();
       if (version == 1 || version == 2) exec(kMigrateV2);
       if (version >= 1 && version <= 3) exec(kMigrateV3);
+      if (version >= 1 && version <= 4) migrate_v4();
       if (version < kSchemaVersion) exec(kSchema);
       exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       exec("COMMIT");
@@ -751,12 +841,25 @@ class SqliteStore final : public Store {
     exec(kMigrateV1b);
   }
 
-  // A request record's columns, in the order read_record() reads them, and its upsert into
-  // `requests` (settled) or `holds` (live): one text for both tables.
-#define BUDGET_RECORD_COLUMNS                                                                           \
-  "id, state, subject, plan, held_cost, held_tokens, held_requests, consumed_cost, consumed_tokens,"   \
-  " consumed_requests, charged_cost, charged_tokens, charged_requests, created_at, expires_at, flags," \
-  " model, provider, price_version, fingerprint, failing_check, fail_spent, fail_held, fail_granted"
+  // Version 4 -> 5: settled records are stored encoded (encode_record) in `requests`.
+  void migrate_v4() {
+    exec("CREATE TABLE requests_v5 (" BUDGET_SETTLED_COLUMNS ") WITHOUT ROWID");
+    {
+      Stmt read(db_, "SELECT " BUDGET_RECORD_COLUMNS " FROM requests");
+      Stmt ins(db_, "INSERT INTO requests_v5(id, state, rec) VALUES (?,?,?)");
+      std::string rec;
+      while (read.step()) {
+        int64_t plan_id = 0;
+        RequestRecord r = record_from_columns(read, &plan_id);
+        rec.clear();
+        encode_record(rec, r, plan_id, nullptr);
+        ins.reset().bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind_blob(rec.data(), rec.size()).exec();
+      }
+    }
+    exec("DROP TABLE requests; ALTER TABLE requests_v5 RENAME TO requests;");
+  }
+
+  // The upsert of a record into `holds`.
 #define BUDGET_RECORD_UPSERT(table)                                                                      \
   "INSERT INTO " table "(" BUDGET_RECORD_COLUMNS ")"                                                     \
   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state," \
@@ -775,9 +878,9 @@ class SqliteStore final : public Store {
         "SELECT key, scope, win, metric, amount, alerts FROM limits ORDER BY key",
         "INSERT OR REPLACE INTO limits(key, scope, win, metric, amount, alerts) VALUES (?,?,?,?,?,?)",
         "DELETE FROM limits WHERE key=?",
-        "SELECT " BUDGET_RECORD_COLUMNS " FROM holds WHERE id=?1 UNION ALL "
-        "SELECT " BUDGET_RECORD_COLUMNS " FROM requests WHERE id=?1",
-        BUDGET_RECORD_UPSERT("requests"),
+        "SELECT " BUDGET_RECORD_COLUMNS " FROM holds WHERE id=?1",
+        "SELECT rec FROM requests WHERE id=?1",
+        "INSERT OR REPLACE INTO requests(id, state, rec) VALUES (?,?,?)",
         BUDGET_RECORD_UPSERT("holds"),
         "INSERT INTO ledger(seq, body, hash, plan, wpos, redo) VALUES (?,?,?,?,?,?)",
         "SELECT id, expires_at FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
@@ -804,7 +907,6 @@ class SqliteStore final : public Store {
         "SELECT seq, hash, redo, body FROM ledger WHERE seq>? ORDER BY seq",
     };
 #undef BUDGET_RECORD_UPSERT
-#undef BUDGET_RECORD_COLUMNS
     for (int i = 0; i < kCount; ++i) stmts_.push_back(std::make_unique<Stmt>(db_, sql[i]));
   }
   // Statements used since the last finish_all() (only those can hold a read open).
@@ -1058,47 +1160,9 @@ class SqliteStore final : public Store {
         }
         set_bucket(nullptr, sid, start, bend, decode_values(d));
       } else if (tag == 'R' || tag == 'S') {
+        if (tag == 'S' && !ev) ev = row_fields(row);
         RequestRecord r;
-        int64_t base = 0;
-        if (tag == 'R') {
-          r.request_id = d.str();
-          uint64_t n = d.u();
-          if (n > static_cast<uint64_t>(end - p)) Dec::bad();
-          r.subject.reserve(static_cast<size_t>(n));
-          for (uint64_t k = 0; k < n; ++k) r.subject.push_back(d.str());
-          r.model = d.str();
-          r.provider = d.str();
-          r.price_version = d.str();
-        } else {
-          if (!ev) ev = row_fields(row);
-          r.request_id = ev->request_id;
-          r.subject = ev->subject;
-          r.model = ev->model;
-          r.provider = ev->provider;
-          r.price_version = ev->price_version;
-          base = ev->time;
-        }
-        uint64_t state = d.u();
-        if (state > static_cast<uint64_t>(ReqState::Adjusted)) Dec::bad();
-        r.state = static_cast<ReqState>(state);
-        int64_t plan_id = static_cast<int64_t>(d.u());
-        Counters a = decode_values(d);
-        r.held = a.spent;
-        r.consumed = a.held;
-        r.charged = a.granted;
-        r.created_at = static_cast<int64_t>(static_cast<uint64_t>(base) + static_cast<uint64_t>(d.i()));
-        r.expires_at = static_cast<int64_t>(static_cast<uint64_t>(r.created_at) + static_cast<uint64_t>(d.i()));
-        uint64_t flags = d.u();
-        r.over_hold = flags & 1;
-        r.over_limit = flags & 2;
-        r.after_expiry = flags & 4;
-        r.fingerprint = d.str();
-        r.failing_check = static_cast<int>(d.i());
-        if (r.failing_check >= 0) {
-          r.failing_state.spent = d.i();
-          r.failing_state.held = d.i();
-          r.failing_state.granted = d.i();
-        }
+        int64_t plan_id = decode_record(d, tag, ev ? &*ev : nullptr, r);
         r.plan = plan_id ? plan_by_id(plan_id).plan : empty_plan();
         auto& e = recs_[r.request_id];
         e.rec = std::move(r);
@@ -1200,17 +1264,25 @@ class SqliteStore final : public Store {
     const auto& plan = r.plan ? r.plan : empty_plan();
     int64_t plan_id = plan_id_of(*plan, &plan);
     const bool held = r.state == ReqState::Held;
-    auto& s = st(held ? kPutHold : kPutReq).reset();
-    s.bind(r.request_id).bind(static_cast<int64_t>(r.state)).bind(json_strings(r.subject)).bind(plan_id);
+    if (!held) {
+      scratch_rec_.clear();
+      encode_record(scratch_rec_, r, plan_id, nullptr);
+      st(kPutReq).reset().bind_static(r.request_id).bind(static_cast<int64_t>(r.state))
+          .bind_blob(scratch_rec_.data(), scratch_rec_.size(), SQLITE_STATIC).exec();
+      if (maybe_in_holds) st(kDelHold).reset().bind(r.request_id).exec();
+      return;
+    }
+    auto& s = st(kPutHold).reset();
+    scratch_rec_ = json_strings(r.subject);  // outlives the statement's step
+    s.bind_static(r.request_id).bind(static_cast<int64_t>(r.state)).bind_static(scratch_rec_).bind(plan_id);
     s.bind(r.held.cost).bind(r.held.tokens).bind(r.held.requests)
         .bind(r.consumed.cost).bind(r.consumed.tokens).bind(r.consumed.requests)
         .bind(r.charged.cost).bind(r.charged.tokens).bind(r.charged.requests)
         .bind(r.created_at).bind(r.expires_at)
         .bind(int64_t{(r.over_hold ? 1 : 0) | (r.over_limit ? 2 : 0) | (r.after_expiry ? 4 : 0)})
-        .bind(r.model).bind(r.provider).bind(r.price_version).bind(r.fingerprint)
+        .bind_static(r.model).bind_static(r.provider).bind_static(r.price_version).bind_static(r.fingerprint)
         .bind(int64_t{r.failing_check}).bind(r.failing_state.spent).bind(r.failing_state.held).bind(r.failing_state.granted)
         .exec();
-    if (!held && maybe_in_holds) st(kDelHold).reset().bind(r.request_id).exec();
   }
 
   void clear_series() {
@@ -1365,13 +1437,14 @@ class SqliteStore final : public Store {
     }
     auto& s = st(kAppend);
     for (const auto& row : pending_) {
-      s.reset().bind(row.seq).bind(row.stored);
+      // Bound without copies: the row, `raw` and redo_ outlive the step.
+      s.reset().bind(row.seq).bind_static(row.stored);
       unsigned char raw[32];
-      if (unhex(row.hash, raw)) s.bind_blob(raw, sizeof raw);
+      if (unhex(row.hash, raw)) s.bind_blob(raw, sizeof raw, SQLITE_STATIC);
       else s.bind(row.hash);
       if (row.plan_id) s.bind(row.plan_id).bind(row.wpos);
       else s.bind_null().bind_null();
-      if (&row == &pending_.back() && !redo_.empty()) s.bind_blob(redo_.data(), redo_.size());
+      if (&row == &pending_.back() && !redo_.empty()) s.bind_blob(redo_.data(), redo_.size(), SQLITE_STATIC);
       else s.bind_null();
       s.exec();
     }
@@ -1672,6 +1745,7 @@ class SqliteStore final : public Store {
   std::unordered_map<std::string, int64_t> plan_ids_;     // plan text -> id
   std::unordered_map<int64_t, PlanRow> plans_by_id_;
   std::string scratch_key_;
+  std::string scratch_rec_;  // write_record's encoded record or subject text, bound without a copy
 };
 
 uint64_t SqlTxn::limits_version() {
@@ -1742,32 +1816,24 @@ void SqlTxn::add_all(const Plan& p, const Counters& d) {
 // table (a live hold is cached then; another record is kept in `other_`), or null.
 RequestRecord* SqlTxn::lookup(const std::string& id) {
   if (auto it = s_.recs_.find(id); it != s_.recs_.end()) return &it->second.rec;
-  auto& s = s_.st(SqliteStore::kGetReq).reset().bind(id);
-  if (!s.step()) {
-    s.finish();
-    return nullptr;
-  }
   RequestRecord r;
-  r.request_id = s.text(0);
-  r.state = static_cast<ReqState>(s.i64(1));
-  r.subject = nlohmann::json::parse(s.text(2)).get<std::vector<std::string>>();
-  int64_t plan_id = s.null(3) ? 0 : s.i64(3);
-  r.held = {s.i64(4), s.i64(5), s.i64(6)};
-  r.consumed = {s.i64(7), s.i64(8), s.i64(9)};
-  r.charged = {s.i64(10), s.i64(11), s.i64(12)};
-  r.created_at = s.i64(13);
-  r.expires_at = s.i64(14);
-  int64_t flags = s.i64(15);
-  r.over_hold = flags & 1;
-  r.over_limit = flags & 2;
-  r.after_expiry = flags & 4;
-  r.model = s.text(16);
-  r.provider = s.text(17);
-  r.price_version = s.text(18);
-  r.fingerprint = s.text(19);
-  r.failing_check = static_cast<int>(s.i64(20));
-  r.failing_state = {s.i64(21), s.i64(22), s.i64(23)};
-  s.finish();
+  int64_t plan_id = 0;
+  if (auto& h = s_.st(SqliteStore::kGetHold).reset().bind(id); h.step()) {
+    r = record_from_columns(h, &plan_id);
+    h.finish();
+  } else {
+    h.finish();
+    auto& s = s_.st(SqliteStore::kGetReq).reset().bind(id);
+    if (!s.step()) {
+      s.finish();
+      return nullptr;
+    }
+    const auto* p = static_cast<const unsigned char*>(sqlite3_column_blob(s.raw(), 0));
+    Dec d{p, p + sqlite3_column_bytes(s.raw(), 0)};
+    if (d.done() || d.byte() != 'R') Dec::bad();
+    plan_id = decode_record(d, 'R', nullptr, r);
+    s.finish();
+  }
   r.plan = plan_id ? s_.plan_by_id(plan_id).plan : SqliteStore::empty_plan();
   if (r.state == ReqState::Held) {
     auto& slot = s_.recs_[id];

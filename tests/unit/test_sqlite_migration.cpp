@@ -148,7 +148,7 @@ TEST_CASE("sqlite: a version-1 file is migrated at open and keeps its state and 
   }
   {
     Db db(path);
-    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
+    CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"5"});
   }
   {  // opened again: nothing left to migrate
     BudgetManager m(options_for(path, clock));
@@ -168,7 +168,7 @@ TEST_CASE("sqlite: a new file has the current schema version and 1 KiB pages") {
     CHECK(m.verify().ok);
   }
   Db db(path);
-  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
+  CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"5"});
   CHECK(db.column("PRAGMA page_size") == std::vector<std::string>{"1024"});
   // A plan is stored once; events refer to it.
   CHECK(db.column("SELECT count(*) FROM plans") == std::vector<std::string>{"1"});
@@ -406,7 +406,7 @@ TEST_CASE("sqlite: two managers on one file see each other's holds and spend exa
   CHECK(rb.ok);
 }
 
-TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and checkpoint carry over") {
+TEST_CASE("sqlite: a version-3 file is migrated to the current version: state, ledger and checkpoint carry over") {
   std::string path = temp_path();
   std::vector<std::string> v3_hashes = load_fixture(path, "sqlite_v3.sql", 3);
   REQUIRE(v3_hashes.size() == 8);
@@ -415,7 +415,7 @@ TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and 
     BudgetManager m(options_for(path, clock));
     {
       Db db(path);
-      CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"4"});
+      CHECK(db.column("PRAGMA user_version") == std::vector<std::string>{"5"});
       // Every existing row is reflected in the tables: the checkpoint is the head.
       CHECK(db.column("SELECT value FROM meta WHERE key='checkpoint'") == std::vector<std::string>{"8"});
       CHECK(db.column("SELECT count(*) FROM ledger WHERE redo IS NULL") == std::vector<std::string>{"8"});
@@ -435,6 +435,16 @@ TEST_CASE("sqlite: a version-3 file is migrated to version 4: state, ledger and 
     Subject alice{"tenant:acme", "user:alice"};
     CHECK_FALSE(m.reserve(alice, usd("1")).allowed);  // 0.5 + 1 held + 1 > 2
     CHECK_THROWS_AS(m.release("r-commit"), ConflictError);
+    // Settled records are stored encoded since version 5: a replay returns the first result.
+    auto again = m.commit("r-commit", usd("0.5"));
+    CHECK(again.replayed);
+    CHECK(again.charged == usd("0.5"));
+    CHECK_THROWS_AS(m.commit("r-commit", usd("0.4")), ConflictError);
+    {
+      Db db(path);
+      CHECK(db.column("SELECT state FROM requests WHERE id='r-commit'") == std::vector<std::string>{"1"});
+      CHECK(db.column("SELECT state FROM requests WHERE id='r-deny'") == std::vector<std::string>{"4"});
+    }
     auto r = m.commit("r-held", usd("0.75"));
     CHECK(r.charged == usd("0.75"));
     alice_day = status_of(m.status(Scope("user", "alice")), "day");
