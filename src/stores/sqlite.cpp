@@ -9,7 +9,10 @@
 // - Compact rows: a plan is stored once (table `plans`) and referenced by id from requests and
 //   ledger events; a ledger event's `windows` array (the plan's window keys) is cut out of the
 //   stored body and restored from the plan on read, byte for byte; counters are keyed by an
-//   integer series id (table `series`), so a subject's windows sit together.
+//   integer series id (table `series`), so a subject's windows sit together; a settled request
+//   record is one encoded blob (schema version 5), as in the after-images below.
+// - WAL frames are written through a VFS shim (sqlite_vfs.hpp) that gathers a transaction's
+//   frames into one pwrite().
 // - The ledger is the redo log, the state tables are its checkpoint (schema version 4). An
 //   ordinary transaction writes ONE kind of row: its ledger event(s). The last event row of an
 //   operation carries, in column `redo`, a compact binary after-image of every state entry the
