@@ -1835,6 +1835,7 @@ RequestRecord* SqlTxn::lookup(const std::string& id) {
     Dec d{p, p + sqlite3_column_bytes(s.raw(), 0)};
     if (d.done() || d.byte() != 'R') Dec::bad();
     plan_id = decode_record(d, 'R', nullptr, r);
+    if (!d.done() || r.request_id != id) Dec::bad();
     s.finish();
   }
   r.plan = plan_id ? s_.plan_by_id(plan_id).plan : SqliteStore::empty_plan();

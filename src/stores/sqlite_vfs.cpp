@@ -196,7 +196,7 @@ const char* sqlite_batching_vfs() {
   static const char* name = nullptr;
   std::call_once(once, [] {
     g_real = sqlite3_vfs_find(nullptr);
-    // Without a real VFS that supports WAL-index locks, SQLite's own VFS is used (name null).
+    // Without a default VFS of version 2 or more (unix is 3), SQLite's own is used (name null).
     if (!g_real || g_real->iVersion < 2 || !g_real->xCurrentTimeInt64) return;
     g_vfs = sqlite3_vfs{};
     g_vfs.iVersion = 2;
