@@ -906,7 +906,8 @@ class SqliteStore final : public Store {
         "INSERT OR REPLACE INTO counters(sid, start, end_ms, spent_cost, spent_tokens, spent_requests, held_cost,"
         " held_tokens, held_requests, granted_cost, granted_tokens, granted_requests) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         "DELETE FROM holds WHERE id=?",
-        "SELECT (SELECT value FROM meta WHERE key='checkpoint'), (SELECT value FROM meta WHERE key='epoch')",
+        "SELECT (SELECT value FROM meta WHERE key='checkpoint'), (SELECT value FROM meta WHERE key='epoch'),"
+        " (SELECT value FROM meta WHERE key='limits_version')",
         "SELECT seq, hash, redo, body FROM ledger WHERE seq>? ORDER BY seq",
     };
 #undef BUDGET_RECORD_UPSERT
@@ -1061,14 +1062,15 @@ class SqliteStore final : public Store {
   // the last one: apply the ledger rows it added. A full reload when asked (open, after a
   // failed COMMIT) or when another process rewrote the tables outside the ledger (epoch).
   void catch_up() {
-    limits_valid_ = false;
     auto& m = st(kMetaState).reset();
     int64_t ckpt = 0, epoch = 0;
     if (m.step()) {
       ckpt = m.null(0) ? 0 : m.i64(0);
       epoch = m.null(1) ? 0 : m.i64(1);
+      limits_version_ = m.null(2) ? 0 : static_cast<uint64_t>(m.i64(2));  // read with the rest: one statement
     }
     m.finish();
+    limits_valid_ = true;
     if (epoch != epoch_) reload_ = true;
     if (reload_) {
       drop_all_state();
