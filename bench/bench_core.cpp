@@ -81,6 +81,32 @@ double throughput(BudgetManager& m, int threads, double secs, bool shared = fals
   return static_cast<double>(total) / seconds_since(start);
 }
 
+// Latency of reserve and of commit, one thread, `n` lifecycles: the tail shows the store's
+// checkpoint of its state tables (every 512 events) and SQLite's WAL checkpoints (every 4 MiB).
+void print_op_latency(BudgetManager& m, int n) {
+  std::vector<double> res, com;
+  res.reserve(static_cast<size_t>(n));
+  com.reserve(static_cast<size_t>(n));
+  auto s = subject(7);
+  for (int i = 0; i < n; ++i) {
+    auto t0 = Steady::now();
+    auto d = m.reserve(s, Money::from_nanos(2'000'000));
+    auto t1 = Steady::now();
+    for (int k = 0; k < 4; ++k) m.consume(d.reservation, Money::from_nanos(400'000));
+    auto t2 = Steady::now();
+    m.commit(d.reservation, Money::from_nanos(1'600'000));
+    auto t3 = Steady::now();
+    res.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    com.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
+  }
+  for (auto* v : {&res, &com}) {
+    std::sort(v->begin(), v->end());
+    auto at = [&](double q) { return (*v)[static_cast<size_t>(q * (v->size() - 1))]; };
+    std::printf("sqlite %s: p50 %5.1f  p90 %5.1f  p99 %6.1f  p99.9 %7.1f  max %8.1f us (1 thread)\n",
+                v == &res ? "reserve" : "commit ", at(0.5), at(0.9), at(0.99), at(0.999), v->back());
+  }
+}
+
 // `vfs`: null for SQLite's own (the baseline of the goal), or the store's WAL-batching shim.
 double raw_sqlite_txn_rate(const std::string& path, int n, const char* vfs = nullptr) {
   sqlite3* db = nullptr;
@@ -185,6 +211,7 @@ int main(int argc, char** argv) {
       double many = throughput(m, threads, secs);
       std::printf("sqlite %2d threads: %9.0f lifecycles/s with group commit (goal >= 25k/s)\n", threads, many);
     }
+    print_op_latency(m, 50'000);
   }
   return 0;
 }
