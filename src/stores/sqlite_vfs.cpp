@@ -35,13 +35,17 @@ struct ShimFile {
 // transaction at a time), flushed when the connection touches the WAL-index locks.
 thread_local ShimFile* t_pending = nullptr;
 
+// Writes what was gathered. On failure the bytes stay gathered (and the error goes to the
+// operation that asked): a later flush writes them, so a failed write never leaves a hole in
+// the WAL under frames written after it.
 int flush(ShimFile* f) {
   if (f->buf_len == 0) return SQLITE_OK;
   int rc = f->real->pMethods->xWrite(f->real, f->buf, static_cast<int>(f->buf_len), f->buf_off);
+  if (rc != SQLITE_OK) return rc;
   f->buf_len = 0;
   f->commit_pending = false;
   if (t_pending == f) t_pending = nullptr;
-  return rc;
+  return SQLITE_OK;
 }
 
 int flush_pending() { return t_pending ? flush(t_pending) : SQLITE_OK; }
@@ -51,6 +55,9 @@ ShimFile* shim(sqlite3_file* p) { return reinterpret_cast<ShimFile*>(p); }
 // Appends a write to the gathered bytes; false when it cannot (no memory), the caller then
 // writes it through.
 bool gather(ShimFile* f, const void* data, int n, sqlite3_int64 off) {
+  // Another WAL file's writes gathered on this thread (not expected: one transaction at a time
+  // per thread) are written first, so that the per-thread flushes below never lose track of them.
+  if (t_pending && t_pending != f && flush(t_pending) != SQLITE_OK) return false;
   size_t need = f->buf_len + static_cast<size_t>(n);
   if (need > f->buf_cap) {
     size_t cap = f->buf_cap ? f->buf_cap : 8192;
@@ -78,8 +85,9 @@ int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 off) {
   bool header = n == kFrameHeaderSize;
   bool commit_header = header && std::memcmp(static_cast<const char*>(data) + 4, "\0\0\0\0", 4) != 0;
   bool ends_commit = !header && f->commit_pending;
-  if (!gather(f, data, n, off)) {
+  if (!gather(f, data, n, off)) {  // written through, after what was gathered
     if (int rc = flush(f); rc != SQLITE_OK) return rc;
+    f->commit_pending = commit_header;
     return f->real->pMethods->xWrite(f->real, data, n, off);
   }
   f->commit_pending = commit_header;
@@ -90,9 +98,10 @@ int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 off) {
 int x_close(sqlite3_file* p) {
   ShimFile* f = shim(p);
   int rc = flush(f);
+  if (t_pending == f) t_pending = nullptr;
   sqlite3_free(f->buf);
   f->buf = nullptr;
-  f->buf_cap = 0;
+  f->buf_len = f->buf_cap = 0;
   int rc2 = f->real->pMethods ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
   return rc != SQLITE_OK ? rc : rc2;
 }

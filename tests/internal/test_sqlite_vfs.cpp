@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <filesystem>
 #include <string>
 
@@ -112,4 +115,37 @@ TEST_CASE("frames spilled by a rolled-back transaction never land on another wri
   plain.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   CHECK(plain.text("PRAGMA integrity_check") == "ok");
   CHECK(plain.scalar("SELECT count(*) FROM t") == 1001);
+}
+
+TEST_CASE("a WAL write that fails fails its commit; the next commit succeeds and the file is sound") {
+  // The file-size limit makes the gathered write of a big commit fail (EFBIG; SIGXFSZ is
+  // ignored). The error must reach that COMMIT, not a later call, and nothing may be lost.
+  auto path = fresh("fail");
+  Db w(path, budget::detail::sqlite_batching_vfs());
+  w.exec("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+  insert_rows(w, 0, 50);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  rlimit low = old;
+  low.rlim_cur = std::filesystem::file_size(path + "-wal") + 4096;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &low) == 0);
+  char* err = nullptr;
+  int rc = sqlite3_exec(w.db,
+                        "BEGIN IMMEDIATE; WITH RECURSIVE s(i) AS (SELECT 1000 UNION ALL SELECT i + 1 FROM s WHERE i < 1199)"
+                        " INSERT INTO t(k, v) SELECT i, randomblob(300) FROM s; COMMIT",
+                        nullptr, nullptr, &err);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+  std::signal(SIGXFSZ, old_handler);
+  sqlite3_free(err);
+  CHECK(rc != SQLITE_OK);
+  if (!sqlite3_get_autocommit(w.db)) sqlite3_exec(w.db, "ROLLBACK", nullptr, nullptr, nullptr);
+  CHECK(w.scalar("SELECT count(*) FROM t") == 50);
+  insert_rows(w, 2000, 100);
+  Db plain(path, nullptr);
+  CHECK(plain.scalar("SELECT count(*) FROM t") == 150);
+  CHECK(plain.text("PRAGMA integrity_check") == "ok");
+  plain.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  CHECK(plain.text("PRAGMA integrity_check") == "ok");
+  CHECK(plain.scalar("SELECT count(*) FROM t") == 150);
 }
