@@ -15,6 +15,9 @@
 #include "sha256.hpp"  // internal: the ledger hash figure (bench/CMakeLists.txt adds src/)
 #include "stores/sqlite_vfs.hpp"  // internal: raw transactions through the store's VFS shim
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -105,6 +108,49 @@ void print_op_latency(BudgetManager& m, int n) {
     std::printf("sqlite %s: p50 %5.1f  p90 %5.1f  p99 %6.1f  p99.9 %7.1f  max %8.1f us (1 thread)\n",
                 v == &res ? "reserve" : "commit ", at(0.5), at(0.9), at(0.99), at(0.999), v->back());
   }
+}
+
+// `procs` processes (fork), each with its own manager and one thread on its own subject, on
+// the SQLite file `path` for ~`secs`; returns lifecycles/s over all of them. Every
+// transaction of one process first applies the rows the others added (catch-up).
+double sqlite_processes(const std::string& path, int procs, double secs) {
+  std::vector<pid_t> kids;
+  std::vector<int> fds;
+  auto start = Steady::now();
+  for (int i = 0; i < procs; ++i) {
+    int fd[2];
+    if (pipe(fd) != 0) return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(fd[0]);
+      long n = 0;
+      {
+        Options o;
+        o.store = "sqlite:" + path;
+        o.limits = limits();
+        BudgetManager m(o);
+        auto s = subject(200 + i);
+        auto t0 = Steady::now();
+        while (seconds_since(t0) < secs) {
+          for (int k = 0; k < 16; ++k) lifecycle(m, s);
+          n += 16;
+        }
+      }
+      ssize_t w = write(fd[1], &n, sizeof n);
+      _exit(w == static_cast<ssize_t>(sizeof n) ? 0 : 1);
+    }
+    close(fd[1]);
+    kids.push_back(pid);
+    fds.push_back(fd[0]);
+  }
+  long total = 0;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    long n = 0;
+    if (read(fds[i], &n, sizeof n) == static_cast<ssize_t>(sizeof n)) total += n;
+    close(fds[i]);
+    waitpid(kids[i], nullptr, 0);
+  }
+  return static_cast<double>(total) / seconds_since(start);
 }
 
 // `vfs`: null for SQLite's own (the baseline of the goal), or the store's WAL-batching shim.
@@ -212,6 +258,11 @@ int main(int argc, char** argv) {
       std::printf("sqlite %2d threads: %9.0f lifecycles/s with group commit (goal >= 25k/s)\n", threads, many);
     }
     print_op_latency(m, 50'000);
+  }
+  // ---- SQLite, several processes on one file -------------------------------------------------
+  for (int procs : {2, 4}) {
+    double rate = sqlite_processes(temp_db("procs"), procs, secs);
+    std::printf("sqlite %d procs  : %9.0f lifecycles/s, %d processes x 1 thread on one file\n", procs, rate, procs);
   }
   return 0;
 }

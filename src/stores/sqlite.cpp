@@ -600,7 +600,7 @@ class SqliteStore final : public Store {
     try {
       sqlite3_busy_timeout(db_, static_cast<int>(opts.timeout.count()));
       exec(("PRAGMA page_size=" + std::to_string(kPageSize)).c_str());  // no-op unless the file is new
-      exec("PRAGMA journal_mode=WAL");
+      exec_patiently("PRAGMA journal_mode=WAL", opts.timeout);
       exec(("PRAGMA synchronous=" + sync).c_str());
       // Checkpoint every 4 MiB of WAL (the default is 1000 pages, 1 MiB of 1 KiB pages): fewer
       // syncs, and a page rewritten by many transactions reaches the file once per checkpoint.
@@ -792,9 +792,21 @@ class SqliteStore final : public Store {
       std::string msg = err ? err : sqlite3_errstr(rc);
       sqlite3_free(err);
       if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_IOERR || (rc & 0xFF) == SQLITE_FULL)
-        throw StoreUnavailableError("sqlite: " + msg);
+        throw StoreUnavailableError("sqlite: " + msg + " (" + std::string(sql).substr(0, 40) + ")");
       throw InternalError("sqlite: " + msg + " in: " + std::string(sql).substr(0, 60));
     }
+  }
+
+  // exec(), retrying while the file is busy, for up to `timeout`: SQLite does not call the busy
+  // handler everywhere — switching a new file to WAL while other processes open it answers
+  // SQLITE_BUSY at once (tested: many processes opening a new file together).
+  void exec_patiently(const char* sql, std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    int rc;
+    while (((rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr)) & 0xFF) == SQLITE_BUSY &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (rc != SQLITE_OK) exec(sql);  // one more try, which throws the error if it fails again
   }
 
   int page_size() {
