@@ -5,7 +5,11 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <ostream>
 #include <random>
@@ -100,16 +104,35 @@ class Fingerprint {
 };
 }  // namespace
 
+namespace {
+// Bumped in the child of every fork(). A thread's generator seeded before a fork would hand
+// the child the parent's sequence: processes forked from one parent (a server's workers, a
+// multiprocessing pool) would generate the same ids at the same millisecond and collide in
+// the store they share — a Conflict, or a reserve answered as a replay of another's.
+std::atomic<uint64_t> g_fork_generation{0};
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+uint64_t fresh_seed() {
+  std::random_device rd;
+  uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  seed ^= mix64(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  seed ^= mix64(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  return seed ^ mix64(static_cast<uint64_t>(getpid()) << 17);
+}
+}  // namespace
+
 std::string generate_request_id(int64_t now_ms) {
-  // SplitMix64 per thread, seeded from the system's entropy, the thread and the time: ids
-  // need uniqueness, not secrecy, and this costs a few instructions per id.
-  thread_local uint64_t state = [] {
-    std::random_device rd;
-    uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-    seed ^= mix64(std::hash<std::thread::id>{}(std::this_thread::get_id()));
-    seed ^= mix64(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-    return seed;
-  }();
+  // SplitMix64 per thread, seeded from the system's entropy, the thread, the process and the
+  // time, and seeded again in a forked child: ids need uniqueness, not secrecy, and this
+  // costs a few instructions per id.
+  static const bool fork_hook = [] { return pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
+  (void)fork_hook;
+  thread_local uint64_t state = fresh_seed();
+  thread_local uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (uint64_t g = g_fork_generation.load(std::memory_order_relaxed); g != generation) {
+    generation = g;
+    state = fresh_seed();
+  }
   auto rng = [] {
     uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;

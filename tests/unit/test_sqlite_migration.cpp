@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <set>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -604,4 +605,62 @@ TEST_CASE("sqlite: many processes opening a new file at once all succeed") {
     }
   }
   CHECK(failures == 0);
+}
+
+TEST_CASE("generated request ids stay unique across processes forked after the parent made some") {
+  // A server forks its workers after it started (and perhaps used) libbudget: each child must
+  // generate its own ids, or their reserves collide in the file they share.
+  std::string path = temp_path();
+  Options o;
+  o.store = "sqlite:" + path;
+  o.limits = {Limit::cost("user:*", Window::day(), usd("1000"))};
+  std::set<std::string> ids;
+  {
+    BudgetManager parent(o);
+    for (int i = 0; i < 3; ++i) ids.insert(parent.reserve(Subject{"user:parent"}, usd("1")).reservation.request_id());
+  }
+  constexpr int kProcs = 4, kEach = 50;
+  std::vector<std::pair<pid_t, int>> kids;
+  for (int i = 0; i < kProcs; ++i) {
+    int fd[2];
+    REQUIRE(pipe(fd) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(fd[0]);
+      int code = 0;
+      try {
+        BudgetManager m(o);
+        for (int k = 0; k < kEach; ++k) {
+          auto d = m.reserve(Subject{"user:u" + std::to_string(i)}, usd("1"));
+          if (!d.allowed || d.replayed) code = 2;
+          std::string id = d.reservation.request_id() + "\n";
+          if (write(fd[1], id.data(), id.size()) != static_cast<ssize_t>(id.size())) code = 3;
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "process %d: %s\n", i, e.what());
+        code = 1;
+      }
+      _exit(code);
+    }
+    close(fd[1]);
+    kids.emplace_back(pid, fd[0]);
+  }
+  size_t got = 0;
+  for (auto [pid, fd] : kids) {
+    std::string all;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) all.append(buf, static_cast<size_t>(n));
+    close(fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    std::istringstream in(all);
+    for (std::string id; std::getline(in, id);) {
+      ++got;
+      CHECK(ids.insert(id).second);  // never seen in the parent or another child
+    }
+  }
+  CHECK(got == kProcs * kEach);
 }
