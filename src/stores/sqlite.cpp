@@ -598,7 +598,8 @@ class SqliteStore final : public Store {
       throw StoreUnavailableError("sqlite: cannot open '" + path + "': " + msg);
     }
     try {
-      sqlite3_busy_timeout(db_, static_cast<int>(opts.timeout.count()));
+      busy_timeout_ = opts.timeout;
+      sqlite3_busy_handler(db_, &SqliteStore::on_busy, this);
       exec(("PRAGMA page_size=" + std::to_string(kPageSize)).c_str());  // no-op unless the file is new
       exec_patiently("PRAGMA journal_mode=WAL", opts.timeout);
       exec(("PRAGMA synchronous=" + sync).c_str());
@@ -795,6 +796,22 @@ class SqliteStore final : public Store {
         throw StoreUnavailableError("sqlite: " + msg + " (" + std::string(sql).substr(0, 40) + ")");
       throw InternalError("sqlite: " + msg + " in: " + std::string(sql).substr(0, 60));
     }
+  }
+
+  // Another process holds the lock (threads of this one queue for group commit instead). It
+  // holds it for one transaction, ~10-20 µs: SQLite's own handler sleeps 1, 2, 5, 10... ms, so a
+  // process that loses the race once waits for a hundred transactions of the others and
+  // operations of a busy file get millisecond latencies and unfair shares. Short sleeps first,
+  // then longer ones, until the timeout.
+  static int on_busy(void* p, int count) {
+    auto* self = static_cast<SqliteStore*>(p);
+    const auto now = std::chrono::steady_clock::now();
+    if (count == 0) self->busy_since_ = now;
+    if (now - self->busy_since_ >= self->busy_timeout_) return 0;
+    std::this_thread::sleep_for(count < 50 ? std::chrono::microseconds(20)
+                                : count < 200 ? std::chrono::microseconds(200)
+                                              : std::chrono::microseconds(2000));
+    return 1;
   }
 
   // exec(), retrying while the file is busy, for up to `timeout`: SQLite does not call the busy
@@ -1717,6 +1734,8 @@ class SqliteStore final : public Store {
 
   std::string path_;
   sqlite3* db_ = nullptr;
+  std::chrono::milliseconds busy_timeout_{0};
+  std::chrono::steady_clock::time_point busy_since_;  // of the wait on_busy is in
   std::vector<std::unique_ptr<Stmt>> stmts_;
   std::mutex qm_;
   std::deque<Job*> queue_;
