@@ -152,10 +152,12 @@ void sqlite_processes(const std::string& path, int procs, double secs) {
     fds.push_back(fd[0]);
   }
   double total = 0, lo = 1e18, hi = 0;
+  int reported = 0;
   Result worst{};
   for (size_t i = 0; i < kids.size(); ++i) {
     Result r{};
     if (read(fds[i], &r, sizeof r) == static_cast<ssize_t>(sizeof r)) {
+      ++reported;
       total += r.n;
       lo = std::min(lo, r.n);
       hi = std::max(hi, r.n);
@@ -165,8 +167,9 @@ void sqlite_processes(const std::string& path, int procs, double secs) {
     waitpid(kids[i], nullptr, 0);
   }
   std::printf("sqlite %d procs  : %9.0f lifecycles/s, %d processes x 1 thread on one file; shares %.0f..%.0f;"
-              " per lifecycle p50 %.0f  p99 %.0f  max %.0f us (worst process)\n",
-              procs, total / seconds_since(start), procs, lo, hi, worst.p50, worst.p99, worst.max);
+              " per lifecycle p50 %.0f  p99 %.0f  max %.0f us (worst process)%s\n",
+              procs, total / seconds_since(start), procs, lo, hi, worst.p50, worst.p99, worst.max,
+              reported == procs ? "" : "  -- SOME PROCESSES FAILED");
 }
 
 // `vfs`: null for SQLite's own (the baseline of the goal), or the store's WAL-batching shim.

@@ -102,9 +102,7 @@ class Fingerprint {
  private:
   uint64_t h_ = 14695981039346656037ULL;
 };
-}  // namespace
 
-namespace {
 // Bumped in the child of every fork(). A thread's generator seeded before a fork would hand
 // the child the parent's sequence: processes forked from one parent (a server's workers, a
 // multiprocessing pool) would generate the same ids at the same millisecond and collide in
