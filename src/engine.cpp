@@ -5,16 +5,15 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <map>
 #include <ostream>
 #include <random>
 #include <thread>
 
+#include "fork.hpp"
 #include "int128.hpp"
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
@@ -103,13 +102,6 @@ class Fingerprint {
   uint64_t h_ = 14695981039346656037ULL;
 };
 
-// Bumped in the child of every fork(). A thread's generator seeded before a fork would hand
-// the child the parent's sequence: processes forked from one parent (a server's workers, a
-// multiprocessing pool) would generate the same ids at the same millisecond and collide in
-// the store they share — a Conflict, or a reserve answered as a replay of another's.
-std::atomic<uint64_t> g_fork_generation{0};
-void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
-
 uint64_t fresh_seed() {
   std::random_device rd;
   uint64_t seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -121,13 +113,13 @@ uint64_t fresh_seed() {
 
 std::string generate_request_id(int64_t now_ms) {
   // SplitMix64 per thread, seeded from the system's entropy, the thread, the process and the
-  // time, and seeded again in a forked child: ids need uniqueness, not secrecy, and this
-  // costs a few instructions per id.
-  static const bool fork_hook = [] { return pthread_atfork(nullptr, nullptr, on_fork_child) == 0; }();
-  (void)fork_hook;
+  // time, and seeded again in a forked child (a generator seeded before a fork would hand the
+  // child the parent's sequence: workers forked from one parent would generate the same ids
+  // at the same millisecond and collide in the store they share — a Conflict, or a reserve
+  // answered as a replay of another's). Ids need uniqueness, not secrecy; a few instructions.
+  thread_local uint64_t generation = fork_generation();
   thread_local uint64_t state = fresh_seed();
-  thread_local uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
-  if (uint64_t g = g_fork_generation.load(std::memory_order_relaxed); g != generation) {
+  if (uint64_t g = fork_generation(); g != generation) {
     generation = g;
     state = fresh_seed();
   }

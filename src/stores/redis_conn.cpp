@@ -8,6 +8,8 @@
 #include <cstring>
 #include <thread>
 
+#include "fork.hpp"
+
 namespace budget::detail::redis {
 
 namespace {
@@ -169,7 +171,8 @@ std::string sha1_hex(std::string_view data) {
 }
 
 // ---- the pool ------------------------------------------------------------------------------
-Pool::Pool(Url url, int size, std::chrono::milliseconds timeout) : url_(std::move(url)), timeout_(timeout) {
+Pool::Pool(Url url, int size, std::chrono::milliseconds timeout)
+    : url_(std::move(url)), timeout_(timeout), fork_gen_(fork_generation()) {
   size = std::max(1, size);
   for (int i = 0; i < size; ++i) conns_.push_back(std::make_unique<Conn>());
 }
@@ -340,6 +343,10 @@ Reply Pool::call(const std::vector<std::string>& args, const Script* script) {
 }
 
 Reply Pool::call(const std::vector<std::string_view>& args, const Script* script) {
+  // A forked child would share the parent's sockets and interleave its commands with them.
+  if (fork_generation() != fork_gen_)
+    throw InvalidArgumentError("redis: this store (its BudgetManager) was created before fork(); its connections "
+                               "cannot be shared across fork(): create the manager in each process");
   Conn& c = pick();
   Call call;
   call.args = &args;

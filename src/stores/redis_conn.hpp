@@ -98,6 +98,7 @@ class Pool {
   std::vector<std::unique_ptr<Conn>> conns_;
   std::atomic<unsigned> next_{0};
   std::atomic<int64_t> round_trips_{0};
+  uint64_t fork_gen_;  // of the process that made the pool: its sockets are that process's
   std::atomic<bool> functions_{true};  // false: the server has no FCALL, scripts go as EVALSHA
 };
 

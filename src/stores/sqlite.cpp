@@ -57,6 +57,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "fork.hpp"
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
 #include "stores/sqlite_vfs.hpp"
@@ -616,6 +617,9 @@ class SqliteStore final : public Store {
     }
   }
   ~SqliteStore() override {
+    // In a forked child the connection is the parent's: SQLite forbids using it, even to
+    // close it, so it is left alone (the child's copy of it is lost when the child exits).
+    if (fork_generation() != fork_gen_) return;
     // Best effort: bring the state tables up to date, so the next open replays nothing.
     try {
       run([&](SqlTxn&) {
@@ -1568,6 +1572,9 @@ class SqliteStore final : public Store {
 
   template <class F>
   auto run(F&& f) -> decltype(f(std::declval<SqlTxn&>())) {
+    if (fork_generation() != fork_gen_)
+      throw InvalidArgumentError("sqlite: this store (its BudgetManager) was opened before fork(); a connection "
+                                 "cannot be used across fork(): create the manager in each process");
     using R = decltype(f(std::declval<SqlTxn&>()));
     std::optional<R> result;
     Job job;
@@ -1734,6 +1741,7 @@ class SqliteStore final : public Store {
 
   std::string path_;
   sqlite3* db_ = nullptr;
+  uint64_t fork_gen_ = fork_generation();  // of the process that opened db_
   std::chrono::milliseconds busy_timeout_{0};
   std::chrono::steady_clock::time_point busy_since_;  // of the wait on_busy is in
   std::vector<std::unique_ptr<Stmt>> stmts_;

@@ -1,6 +1,9 @@
 // The store conformance suite: the same behaviour from every store (memory, SQLite, Redis).
 #include "store_fixture.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <set>
 #include <sstream>
 
@@ -692,6 +695,53 @@ TEST_CASE("a second manager on the same store sees limit changes") {
     env->set_limit(Limit::cost("user:z", Window::day(), usd("3")));
     CHECK(other->check(Subject{"user:z"}, usd("2")).allowed);  // stale plan detected and refreshed
     CHECK(other->limits().size() == 1);
+  }
+}
+
+TEST_CASE("a manager made before fork() refuses to work in the child; one made in the child works") {
+  // A pre-forking server that built its manager before forking would share the parent's
+  // SQLite connection or Redis sockets: the child must get a clear error instead, and leave
+  // the parent's manager and the store intact (even when it destroys its copy).
+  for (const auto& kind : testutil::store_kinds()) {
+    if (kind == "memory") continue;  // a forked child's memory store is its own copy
+    CAPTURE(kind);
+    Env env(kind);
+    env->set_limit(Limit::cost("user:f", Window::day(), usd("10")));
+    REQUIRE(env->reserve(Subject{"user:f"}, usd("1")).allowed);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 0;
+      try {
+        env->reserve(Subject{"user:f"}, usd("1"));
+        code = 1;  // must not work
+      } catch (const InvalidArgumentError& e) {
+        if (std::string(e.what()).find("fork()") == std::string::npos) code = 2;
+      } catch (...) {
+        code = 3;
+      }
+      try {
+        env.m.reset();  // the child's copy goes: it must not touch the parent's connection
+        auto mine = env.another();
+        if (!mine->reserve(Subject{"user:f"}, usd("1")).allowed) code = 4;
+      } catch (...) {
+        code = 5;
+      }
+      _exit(code);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    // The parent goes on: its manager works and sees the child's hold.
+    auto d = env->reserve(Subject{"user:f"}, usd("1"));
+    CHECK(d.allowed);
+    env->commit(d.reservation, usd("0.5"));
+    auto day = testutil::find_status(env->status(Scope::parse("user:f")), "day");
+    REQUIRE(day != nullptr);
+    CHECK(day->held == usd("2").nanos());
+    CHECK(day->spent == usd("0.5").nanos());
+    CHECK(env->verify().ok);
   }
 }
 
