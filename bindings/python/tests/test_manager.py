@@ -462,3 +462,46 @@ def test_coreason_style(make: Make) -> None:
         m.check_availability("  ")
     with pytest.raises(ValueError):
         m.record_spend("", 1)
+
+
+def test_worker_processes_create_their_own_manager_after_fork(make: Make, store_kind: str, store_url: str) -> None:
+    # A pre-forking server (gunicorn --preload): the parent's manager refuses to work in the
+    # child; one made in the child works and its generated ids differ from the parent's.
+    import os
+
+    if store_kind == "memory":
+        pytest.skip("a forked child's memory store is its own copy")  # only this kind; never all
+    m = make(limits={"user:*": {"day": "10.00"}})
+    parent_ids = set()
+    for _ in range(3):
+        held = m.reserve(["user:p"], "0.10").reservation
+        assert held is not None
+        parent_ids.add(held.request_id)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 0
+        try:
+            try:
+                m.reserve(["user:c"], "0.10")
+                code = 1
+            except budget.InvalidArgumentError as e:
+                code = 0 if "fork()" in str(e) else 2
+            mine = budget.BudgetManager(store_url)
+            d = mine.reserve(["user:c"], "0.10")
+            if not d.allowed or d.reservation is None:
+                code = 3
+            else:
+                os.write(w, d.reservation.request_id.encode())
+            mine.close()
+        except BaseException:
+            code = 4
+        os._exit(code)
+    os.close(w)
+    child_id = os.read(r, 100).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert child_id and child_id not in parent_ids
+    assert m.reserve(["user:p"], "0.10").allowed  # the parent goes on
+    assert m.verify().ok
