@@ -618,8 +618,12 @@ class SqliteStore final : public Store {
   }
   ~SqliteStore() override {
     // In a forked child the connection is the parent's: SQLite forbids using it, even to
-    // close it, so it is left alone (the child's copy of it is lost when the child exits).
-    if (fork_generation() != fork_gen_) return;
+    // close it or finalize its statements, so all of it is left alone (the child's copy is
+    // lost when the child exits).
+    if (fork_generation() != fork_gen_) {
+      for (auto& stmt : stmts_) (void)stmt.release();
+      return;
+    }
     // Best effort: bring the state tables up to date, so the next open replays nothing.
     try {
       run([&](SqlTxn&) {

@@ -737,7 +737,8 @@ TEST_CASE("a manager made before fork() refuses to work in the child; one made i
     auto d = env->reserve(Subject{"user:f"}, usd("1"));
     CHECK(d.allowed);
     env->commit(d.reservation, usd("0.5"));
-    auto day = testutil::find_status(env->status(Scope::parse("user:f")), "day");
+    auto statuses = env->status(Scope::parse("user:f"));
+    auto day = testutil::find_status(statuses, "day");
     REQUIRE(day != nullptr);
     CHECK(day->held == usd("2").nanos());
     CHECK(day->spent == usd("0.5").nanos());
