@@ -602,7 +602,7 @@ class SqliteStore final : public Store {
       busy_timeout_ = opts.timeout;
       sqlite3_busy_handler(db_, &SqliteStore::on_busy, this);
       exec(("PRAGMA page_size=" + std::to_string(kPageSize)).c_str());  // no-op unless the file is new
-      exec_patiently("PRAGMA journal_mode=WAL", opts.timeout);
+      exec_patiently("PRAGMA journal_mode=WAL");
       exec(("PRAGMA synchronous=" + sync).c_str());
       // Checkpoint every 4 MiB of WAL (the default is 1000 pages, 1 MiB of 1 KiB pages): fewer
       // syncs, and a page rewritten by many transactions reaches the file once per checkpoint.
@@ -822,11 +822,11 @@ class SqliteStore final : public Store {
     return 1;
   }
 
-  // exec(), retrying while the file is busy, for up to `timeout`: SQLite does not call the busy
+  // exec(), retrying while the file is busy, for up to the busy timeout: SQLite does not call the busy
   // handler everywhere — switching a new file to WAL while other processes open it answers
   // SQLITE_BUSY at once (tested: many processes opening a new file together).
-  void exec_patiently(const char* sql, std::chrono::milliseconds timeout) {
-    const auto until = std::chrono::steady_clock::now() + timeout;
+  void exec_patiently(const char* sql) {
+    const auto until = std::chrono::steady_clock::now() + busy_timeout_;
     int rc;
     while (((rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr)) & 0xFF) == SQLITE_BUSY &&
            std::chrono::steady_clock::now() < until)
@@ -1107,7 +1107,6 @@ class SqliteStore final : public Store {
       limits_version_ = m.null(2) ? 0 : static_cast<uint64_t>(m.i64(2));  // read with the rest: one statement
     }
     m.finish();
-    limits_valid_ = true;
     if (epoch != epoch_) reload_ = true;
     if (reload_) {
       drop_all_state();
@@ -1117,6 +1116,7 @@ class SqliteStore final : public Store {
       last_seq_ = ckpt;
       last_hash_.clear();
     }
+    limits_valid_ = true;  // after a reload too: the version was read in this transaction
     // Another connection may have added series this process looked for and did not find.
     for (auto* ser : unknown_series_)
       if (ser->sid == 0) ser->recheck = true;
