@@ -178,7 +178,10 @@ void Engine::reload_limits() {
   auto all = store_->load_limits(&version);
   auto t = std::make_shared<LimitTable>();
   t->version = version;
-  for (auto& l : all) t->by_scope[l.scope].push_back(std::move(l));
+  for (auto& l : all) {
+    t->has_alerts = t->has_alerts || !l.alert_thresholds_pct.empty();
+    t->by_scope[l.scope].push_back(std::move(l));
+  }
   std::lock_guard lk(limits_m_);
   if (!table_ || table_->version <= version) {
     table_ = std::move(t);
@@ -427,15 +430,24 @@ void Engine::fire_alerts(const Plan& plan, const std::vector<CheckState>& before
   for (size_t i = 0; i < plan.checks.size(); ++i) {
     const auto& c = plan.checks[i];
     if (c.alerts.empty()) continue;
-    int64_t cap = c.limit + (c.grantable ? after[i].granted : 0);
+    int64_t cap = saturate(static_cast<int128>(c.limit) + (c.grantable ? after[i].granted : 0));
     for (uint32_t thr : c.alerts) {
       int64_t level = ceil_mul_div(cap, thr, 100);
       if (!(before[i].spent < level && after[i].spent >= level)) continue;
       const auto& w = plan.windows[c.window];
-      std::string key = c.limit_key + "|" + std::to_string(w.start) + "|" + std::to_string(thr);
+      // Once per window, threshold and cap: spend falling back (a negative adjustment) and
+      // rising again does not fire twice, but after a grant raised the cap of a `total` window
+      // (a top-up), reaching a threshold of the new cap is a new crossing.
+      std::string key = c.limit_key + "|" + std::to_string(w.start) + "|" + std::to_string(thr) + "|" +
+                        std::to_string(cap);
       {
         std::lock_guard lk(fired_m_);
-        if (!fired_.insert(key).second) continue;
+        if (!fired_.emplace(std::move(key), w.end).second) continue;
+        if (fired_.size() > fired_prune_at_) {
+          const int64_t now = now_ms();
+          std::erase_if(fired_, [now](const auto& kv) { return kv.second <= now; });
+          fired_prune_at_ = std::max<size_t>(1024, 2 * fired_.size());
+        }
       }
       Alert a;
       a.scope = w.scope;
@@ -460,6 +472,32 @@ void Engine::fire_alerts(const Plan& plan, const std::vector<CheckState>& before
   }
   for (const auto& a : out)
     for (auto& cb : cbs) cb(a);
+}
+
+std::shared_ptr<const Plan> Engine::with_thresholds(const std::shared_ptr<const Plan>& plan) {
+  if (!plan) return plan;
+  for (const auto& c : plan->checks)
+    if (!c.alerts.empty()) return plan;
+  auto t = table();
+  if (!t->has_alerts) return plan;
+  auto find = [&](const std::string& scope, const Check& c) -> const Limit* {
+    auto it = t->by_scope.find(scope);
+    if (it == t->by_scope.end()) return nullptr;
+    for (const auto& l : it->second)
+      if (l.metric == c.metric && l.window.to_string() == plan->windows[c.window].window) return &l;
+    return nullptr;
+  };
+  std::shared_ptr<Plan> copy;
+  for (size_t i = 0; i < plan->checks.size(); ++i) {
+    const auto& c = plan->checks[i];
+    const std::string& scope = plan->windows[c.window].scope;
+    const Limit* l = find(scope, c);  // the scope's own limit, else its kind's default
+    if (!l && scope != "global") l = find(std::string(Scope::parse(scope).kind()) + ":*", c);
+    if (!l || l->alert_thresholds_pct.empty()) continue;
+    if (!copy) copy = std::make_shared<Plan>(*plan);
+    copy->checks[i].alerts = l->alert_thresholds_pct;
+  }
+  return copy ? copy : plan;
 }
 
 Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const {
@@ -514,6 +552,11 @@ void Engine::maybe_expire(int64_t now) {
   if (total > 0) alert_expired(now);
 }
 
+void Engine::expired_by_store(size_t n, int64_t now) {
+  m_.expired += static_cast<int64_t>(n);
+  alert_expired(now);
+}
+
 size_t Engine::expire_holds() {
   int64_t now = now_ms();
   std::unique_lock lk(sweep_m_);
@@ -533,25 +576,33 @@ size_t Engine::expire_holds() {
 
 // Threshold alerts for spend charged by expiry. A sweep does not report counter states, so
 // this reads them back: the sweep's Expire events (stamped `now`) name the windows they
-// charged and by how much; each affected plan is read after the sweep, and its `before` is
-// that state minus what the sweep added to each window. fire_alerts() keeps "once per window
-// per threshold". Best effort: a store error here loses alerts, never money.
+// charged and by how much; each affected plan is read after the sweep (less what later events
+// added), and its `before` is that state minus what the sweep added to each window.
+// fire_alerts() skips crossings this process reported already. Best effort: a store error
+// here loses alerts, never money.
 void Engine::alert_expired(int64_t now) {
   try {
     LedgerQuery q;
-    q.from = from_millis(now);
-    q.to = from_millis(now + 1);
-    q.type = EventType::Expire;
-    // Only events after the last sweep's: a store that filters by scanning (memory) reads
+    // Only events after the last read-back's: a store that filters by scanning (memory) reads
     // what came since, not the whole ledger, once per expiring sweep.
     q.after_seq = expire_scan_seq_.load(std::memory_order_relaxed);
     std::unordered_map<std::string, Amounts> added;  // window key -> spend added by the sweep
+    std::unordered_map<std::string, Amounts> later;  // window key -> spend added after it
     std::vector<std::string> ids;
     int64_t last_seq = q.after_seq;
+    // The sweep's events are the `expire` events stamped `now`. Whatever came after them (the
+    // operation whose script swept first, other threads and processes) is in the counters read
+    // below but was not charged by the sweep: it is taken off, so `after` is the state the
+    // sweep left and the crossings found are the sweep's own.
     store_->scan_events(q, [&](const LedgerEvent& e) {
-      for (const auto& w : e.windows) added[w] += e.spent;
-      ids.push_back(e.request_id);
-      last_seq = std::max(last_seq, e.seq);
+      if (e.type == EventType::Expire && to_millis(e.time) == now) {
+        later.clear();  // what came between two expiries is part of the state this one met
+        for (const auto& w : e.windows) added[w] += e.spent;
+        ids.push_back(e.request_id);
+        last_seq = std::max(last_seq, e.seq);
+      } else if (!ids.empty()) {
+        for (const auto& w : e.windows) later[w] += e.spent;
+      }
       return true;
     });
     int64_t known = expire_scan_seq_.load(std::memory_order_relaxed);
@@ -564,13 +615,18 @@ void Engine::alert_expired(int64_t now) {
       const Plan& plan = *rec->plan;
       if (!seen.insert(plan.encoded.empty() ? encode_plan(plan) : plan.encoded).second) continue;
       auto after = store_->read(plan);
+      for (size_t i = 0; i < plan.checks.size() && i < after.size(); ++i) {
+        const auto& c = plan.checks[i];
+        auto it = later.find(plan.windows[c.window].key());
+        if (it != later.end()) after[i].spent -= metric_of(it->second, c.metric);
+      }
       auto before = after;
       for (size_t i = 0; i < plan.checks.size() && i < before.size(); ++i) {
         const auto& c = plan.checks[i];
         auto it = added.find(plan.windows[c.window].key());
         if (it != added.end()) before[i].spent -= metric_of(it->second, c.metric);
       }
-      fire_alerts(plan, before, after, id);
+      fire_alerts(*with_thresholds(rec->plan), before, after, id);
     }
   } catch (const Error&) {  // the store failed while reading back: the sweep itself stands
     ++m_.store_errors;
@@ -760,6 +816,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     notify_denial(d.denial, subject);
     return d;
   }
+  if (out.swept > 0) expired_by_store(out.swept, now);
   if (dry_run) ++m_.checks;
   d.replayed = out.replayed;
   if (out.status == ReserveOut::Denied) {
@@ -1001,7 +1058,11 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     } else {
       ++m_.releases;
     }
-    if (out.record.plan) fire_alerts(*out.record.plan, out.before, out.after, request_id);
+    if (out.record.plan) {
+      // A plan this engine made (the hold's) has its thresholds; one read from the store may not.
+      bool own = hs && hs->plan == out.record.plan;
+      fire_alerts(own ? *out.record.plan : *with_thresholds(out.record.plan), out.before, out.after, request_id);
+    }
   }
   return receipt_from(out, &p);
 }
@@ -1013,6 +1074,7 @@ std::string Engine::request_id_of(const RequestOptions& o, int64_t now) {
 }
 
 DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
+  maybe_expire(op.now);  // as a reserve does: holds past their TTL are settled first
   auto out = with_fresh_limits([&](const LimitTable& t) {
     if (subject) {
       op.plan = cached_plan(*subject, op.now, t);
@@ -1028,6 +1090,7 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
     bool stale = r.stale;
     return std::make_pair(stale, std::move(r));
   });
+  if (out.swept > 0) expired_by_store(out.swept, op.now);
   if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
   return out;
 }

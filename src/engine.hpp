@@ -17,6 +17,7 @@ namespace budget::detail {
 
 struct LimitTable {
   uint64_t version = 0;
+  bool has_alerts = false;  // some limit has alert thresholds
   std::unordered_map<std::string, std::vector<Limit>> by_scope;  // "user:alice", "user:*", "global"
 };
 
@@ -156,8 +157,15 @@ class Engine {
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);
+  // A plan read back from a store (a hold settled by another process, or after its stream state
+  // was gone) carries no alert thresholds: they are the engine's. This copy has the current
+  // limits' thresholds; `plan` itself when it has some already or no limit has any.
+  std::shared_ptr<const Plan> with_thresholds(const std::shared_ptr<const Plan>& plan);
   void notify_denial(const Denial& d, const Subject& s);
   void maybe_expire(int64_t now);
+  // An operation's store call settled `n` expired holds first (the Redis scripts sweep): count
+  // them and report the alerts their spend crossed.
+  void expired_by_store(size_t n, int64_t now);
   void alert_expired(int64_t now);
   std::shared_ptr<HoldState> hold_state(std::string_view request_id, bool create);
   void forget_hold(const std::string& request_id);
@@ -186,8 +194,11 @@ class Engine {
   std::vector<std::function<void(const Alert&)>> alert_cbs_;
   std::vector<std::function<void(const Denial&, const Subject&)>> denial_cbs_;
   std::atomic<bool> has_alert_cbs_{false}, has_denial_cbs_{false};
+  // Crossings this process reported (limit, window start, threshold, cap -> window end), so
+  // each fires once; entries of ended windows are dropped as the map grows.
   std::mutex fired_m_;
-  std::unordered_set<std::string> fired_;
+  std::unordered_map<std::string, int64_t> fired_;
+  size_t fired_prune_at_ = 1024;
 
   struct SvHash {
     using is_transparent = void;

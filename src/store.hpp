@@ -164,6 +164,9 @@ struct ReserveOut {
   std::shared_ptr<const Plan> plan;  // the plan in force (the recorded one on replay)
   Amounts held;
   int64_t expires_at = 0;
+  // Holds whose TTL had passed that the operation settled first (the Redis scripts sweep
+  // before they reserve): the engine reports the alerts their spend crossed.
+  size_t swept = 0;
 };
 
 // Streaming: grow the hold by `delta` (all-or-nothing over every check of the reservation's
@@ -218,6 +221,7 @@ struct DirectOp {
 };
 struct DirectOut {
   bool stale = false, replayed = false;
+  size_t swept = 0;  // as ReserveOut::swept
   RequestRecord record;
   std::vector<CheckState> before, after;
 };

@@ -327,6 +327,7 @@ class RedisStore final : public Store {
                              op.metadata, op.fingerprint, op.dry_run ? "1" : "0"},
                   op.now, &fp->args);
     ReserveOut out;
+    out.swept = swept_of(r.get());
     std::string tag = str(elem(r.get(), 0));
     if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
     if (tag == "S") {
@@ -420,6 +421,7 @@ class RedisStore final : public Store {
     std::string tag = str(elem(r.get(), 0));
     if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
     DirectOut out;
+    out.swept = swept_of(r.get());
     if (tag == "S") {
       out.stale = true;
       return out;
@@ -674,6 +676,12 @@ class RedisStore final : public Store {
     if (plans_.size() > 4096) plans_.clear();
     plans_.emplace(text, p);
     return p;
+  }
+
+  // The last element of a reserve or direct reply: how many expired holds its sweep settled.
+  static size_t swept_of(const redisReply* r) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) throw InternalError("redis store: malformed reply");
+    return static_cast<size_t>(num(r->element[r->elements - 1]));
   }
 
   static std::vector<CheckState> states_from(const redisReply* r) {

@@ -37,7 +37,7 @@ local L50 = 1125899906842624
 local T26 = 67108864
 local FOREVER = '9223372036854775807'
 -- The call's context, set by init() at the start of every call (calls never overlap).
-local KEYS, ARGV, B, NOWS, NOW, MAXLEN, RTTL, EV, LASTSEQ, BK
+local KEYS, ARGV, B, NOWS, NOW, MAXLEN, RTTL, EV, LASTSEQ, BK, SWEPT
 local function init(keys, args)
   call, sfmt, floor = redis.call, string.format, math.floor
   KEYS, ARGV = keys, args
@@ -46,7 +46,7 @@ local function init(keys, args)
   NOW = tonumber(NOWS)
   MAXLEN = tonumber(args[2])
   RTTL = tonumber(args[3])
-  EV, LASTSEQ, BK = 0, 0, {}
+  EV, LASTSEQ, BK, SWEPT = 0, 0, {}, 0
 end
 
 local function ovf(what)
@@ -430,7 +430,14 @@ local function sweep(max)
       call('ZREM', B .. 'dl', id)
     end
   end
+  SWEPT = SWEPT + n
   return n
+end
+-- The reply of an operation that swept first: its last element is how many holds the sweep
+-- expired (the client reads alerts for their spend back from the ledger).
+local function reply(t)
+  t[#t + 1] = SWEPT
+  return t
 end
 local function lv() return call('GET', KEYS[1]) or '1' end
 )LUA";
@@ -448,12 +455,12 @@ if not dry then
   r, rk = getrec(id)
   if r then
     local s = r.st
-    if s == '5' or s == '6' or s == '7' or r.fp ~= ARGV[16] then finish(); return {'C'} end
+    if s == '5' or s == '6' or s == '7' or r.fp ~= ARGV[16] then finish(); return reply({'C'}) end
     finish()
-    return {'R', s, r.p, r.h1, r.h2, r.h3, r.ea, r.fc == '' and '-1' or r.fc, r.f1, r.f2, r.f3}
+    return reply({'R', s, r.p, r.h1, r.h2, r.h3, r.ea, r.fc == '' and '-1' or r.fc, r.f1, r.f2, r.f3})
   end
 end
-if lv() ~= ARGV[8] then finish(); return {'S'} end
+if lv() ~= ARGV[8] then finish(); return reply({'S'}) end
 local p = plan_arg(ARGV[7], 18)
 local need = {num(ARGV[9]), num(ARGV[10]), num(ARGV[11])}
 local st = states(p, sums(p))
@@ -467,9 +474,9 @@ if f > 0 then
     emit('deny', id, ARGV[5], p.wk, '0 0 0 0 0 0 0 0 0', '', ARGV[15], ARGV[13], ARGV[14], '')
     finish()
   end
-  return {'D', f - 1, s[1], s[2], s[3]}
+  return reply({'D', f - 1, s[1], s[2], s[3]})
 end
-if dry then return {'A'} end
+if dry then return reply({'A'}) end
 local d = {0, 0, 0, need[1], need[2], need[3], 0, 0, 0}
 add_all(p, d)
 keep_plan(ARGV[7], p, 18)
@@ -479,7 +486,7 @@ call('ZADD', B .. 'dl', ARGV[12], id)
 emit('reserve', id, ARGV[5], p.wk, '0 0 0 ' .. ARGV[9] .. ' ' .. ARGV[10] .. ' ' .. ARGV[11] .. ' 0 0 0', '', ARGV[15],
      ARGV[13], ARGV[14], '')
 finish()
-return {'A'}
+return reply({'A'})
 )LUA";
 
 // ARGV[4] id, [5..7] delta, [8..10] consumed.
@@ -622,10 +629,10 @@ sweep('4')
 local r, rk = getrec(id)
 if r then
   finish()
-  if r.st ~= ARGV[6] or r.fp ~= ARGV[21] then return {'C'} end
-  return {'OK', 1, {}, flat(r)}
+  if r.st ~= ARGV[6] or r.fp ~= ARGV[21] then return reply({'C'}) end
+  return reply({'OK', 1, {}, flat(r)})
 end
-if lv() ~= ARGV[9] then finish(); return {'S'} end
+if lv() ~= ARGV[9] then finish(); return reply({'S'}) end
 local p = plan_at(ARGV, 22)
 local before = states(p, sums(p))
 local sp = {num(ARGV[10]), num(ARGV[11]), num(ARGV[12])}
@@ -649,7 +656,7 @@ call('HSET', rk, unpack(fields))
 if RTTL > 0 then call('PEXPIRE', rk, ARGV[3]) end
 emit(ARGV[5], id, ARGV[7], p.wk, d, ARGV[16], ARGV[20], ARGV[17], ARGV[18], ARGV[19])
 finish()
-return {'OK', 0, flat_states(before), flat(setmetatable(rec, EMPTY))}
+return reply({'OK', 0, flat_states(before), flat(setmetatable(rec, EMPTY))})
 )LUA";
 
 // ARGV[4] max.

@@ -304,6 +304,55 @@ TEST_CASE("spend charged by expiry fires threshold alerts, once") {
   }
 }
 
+TEST_CASE("an expiry settled by another operation's sweep reports the alert it crossed, not that operation") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.persist_every = usd("0.10");
+    Env env(kind, o);
+    env->set_limit(Limit::cost("tenant:t", Window::day(), usd("10"), {50}));
+    std::vector<Alert> fired;
+    // A second manager ("another process", on a shared store) records after the hold's TTL:
+    // the sweep that expires it runs inside that record (the engine's or the Redis script's).
+    auto other = kind == "memory" ? nullptr : env.another();
+    BudgetManager& second = other ? *other : *env.m;
+    env->on_alert([&](const Alert& a) { fired.push_back(a); });
+    if (other) other->on_alert([&](const Alert& a) { fired.push_back(a); });
+    auto r = env->reserve(Subject{"tenant:t", "user:a"}, usd("6"), {.request_id = "sw-1", .ttl = Duration(60'000)});
+    REQUIRE(r.allowed);
+    CHECK(env->consume(r.reservation, usd("5.50")).ok());  // persisted: the expiry charges it
+    env.clock->advance(Duration(120'000));
+    second.record(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "sw-2"});
+    // The expiry took the tenant from $0 to $5.50 (50% crossed); the record from $5.50 to
+    // $5.70 crossed nothing. Before the fix the crossing was reported with the record's id
+    // and amount (memory, SQLite) or lost (Redis, whose script swept).
+    REQUIRE(fired.size() == 1);
+    CHECK(fired[0].request_id == "sw-1");
+    CHECK(fired[0].spent == usd("5.50").nanos());
+    CHECK(env->status(Scope::parse("tenant:t"))[0].spent == usd("5.70").nanos());
+    require_verified(*env.m);
+  }
+}
+
+TEST_CASE("a top-up re-arms the alerts of a prepaid balance") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("tenant:pre", Window::total(), usd("1"), {100}));
+    std::vector<int64_t> fired;  // the cap each 100% alert reports
+    env->on_alert([&](const Alert& a) { fired.push_back(a.limit); });
+    auto s = Subject{"tenant:pre"};
+    env->record(s, usd("1"));
+    CHECK(fired == std::vector<int64_t>{usd("1").nanos()});
+    env->grant(Scope::parse("tenant:pre"), usd("1"), {.reason = "top-up"});
+    env->record(s, usd("0.50"));
+    CHECK(fired.size() == 1);
+    env->record(s, usd("0.50"));  // the new balance of $2 is used up: a new crossing
+    CHECK(fired == std::vector<int64_t>{usd("1").nanos(), usd("2").nanos()});
+    env->adjust(s, usd("-0.30"));
+    env->record(s, usd("0.30"));  // back at 100% of the same $2: once per window and cap
+    CHECK(fired.size() == 2);
+  }
+}
+
 TEST_CASE("a commit that arrives after the TTL but before any sweep is an ordinary commit") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
