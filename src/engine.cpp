@@ -178,10 +178,7 @@ void Engine::reload_limits() {
   auto all = store_->load_limits(&version);
   auto t = std::make_shared<LimitTable>();
   t->version = version;
-  for (auto& l : all) {
-    t->has_alerts = t->has_alerts || !l.alert_thresholds_pct.empty();
-    t->by_scope[l.scope].push_back(std::move(l));
-  }
+  for (auto& l : all) t->by_scope[l.scope].push_back(std::move(l));
   std::lock_guard lk(limits_m_);
   if (!table_ || table_->version <= version) {
     table_ = std::move(t);
@@ -474,32 +471,6 @@ void Engine::fire_alerts(const Plan& plan, const std::vector<CheckState>& before
     for (auto& cb : cbs) cb(a);
 }
 
-std::shared_ptr<const Plan> Engine::with_thresholds(const std::shared_ptr<const Plan>& plan) {
-  if (!plan) return plan;
-  for (const auto& c : plan->checks)
-    if (!c.alerts.empty()) return plan;
-  auto t = table();
-  if (!t->has_alerts) return plan;
-  auto find = [&](const std::string& scope, const Check& c) -> const Limit* {
-    auto it = t->by_scope.find(scope);
-    if (it == t->by_scope.end()) return nullptr;
-    for (const auto& l : it->second)
-      if (l.metric == c.metric && l.window.to_string() == plan->windows[c.window].window) return &l;
-    return nullptr;
-  };
-  std::shared_ptr<Plan> copy;
-  for (size_t i = 0; i < plan->checks.size(); ++i) {
-    const auto& c = plan->checks[i];
-    const std::string& scope = plan->windows[c.window].scope;
-    const Limit* l = find(scope, c);  // the scope's own limit, else its kind's default
-    if (!l && scope != "global") l = find(std::string(Scope::parse(scope).kind()) + ":*", c);
-    if (!l || l->alert_thresholds_pct.empty()) continue;
-    if (!copy) copy = std::make_shared<Plan>(*plan);
-    copy->checks[i].alerts = l->alert_thresholds_pct;
-  }
-  return copy ? copy : plan;
-}
-
 Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const {
   Denial d;
   d.reason = DenyReason::LimitExceeded;
@@ -626,7 +597,7 @@ void Engine::alert_expired(int64_t now) {
         auto it = added.find(plan.windows[c.window].key());
         if (it != added.end()) before[i].spent -= metric_of(it->second, c.metric);
       }
-      fire_alerts(*with_thresholds(rec->plan), before, after, id);
+      fire_alerts(plan, before, after, id);
     }
   } catch (const Error&) {  // the store failed while reading back: the sweep itself stands
     ++m_.store_errors;
@@ -1058,11 +1029,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     } else {
       ++m_.releases;
     }
-    if (out.record.plan) {
-      // A plan this engine made (the hold's) has its thresholds; one read from the store may not.
-      bool own = hs && hs->plan == out.record.plan;
-      fire_alerts(own ? *out.record.plan : *with_thresholds(out.record.plan), out.before, out.after, request_id);
-    }
+    if (out.record.plan) fire_alerts(*out.record.plan, out.before, out.after, request_id);
   }
   return receipt_from(out, &p);
 }

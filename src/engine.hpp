@@ -17,7 +17,6 @@ namespace budget::detail {
 
 struct LimitTable {
   uint64_t version = 0;
-  bool has_alerts = false;  // some limit has alert thresholds
   std::unordered_map<std::string, std::vector<Limit>> by_scope;  // "user:alice", "user:*", "global"
 };
 
@@ -157,10 +156,6 @@ class Engine {
   Denial make_denial(const Plan& plan, int failing, const CheckState& st, const Amounts& need) const;
   void fire_alerts(const Plan& plan, const std::vector<CheckState>& before, const std::vector<CheckState>& after,
                    const std::string& request_id);
-  // A plan read back from a store (a hold settled by another process, or after its stream state
-  // was gone) carries no alert thresholds: they are the engine's. This copy has the current
-  // limits' thresholds; `plan` itself when it has some already or no limit has any.
-  std::shared_ptr<const Plan> with_thresholds(const std::shared_ptr<const Plan>& plan);
   void notify_denial(const Denial& d, const Subject& s);
   void maybe_expire(int64_t now);
   // An operation's store call settled `n` expired holds first (the Redis scripts sweep): count

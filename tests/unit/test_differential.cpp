@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <tuple>
 #include <set>
 #include <sstream>
 
@@ -107,13 +108,28 @@ std::string show(const LedgerEvent& e) {
   auto w = e.windows;
   std::sort(w.begin(), w.end());
   for (const auto& s : w) o << s << ',';
-  o << "] meta=" << e.metadata;
+  o << "] meta=" << e.metadata << " model=" << e.model << " provider=" << e.provider << " version=" << e.price_version;
+  if (e.usage)
+    o << " usage=" << e.usage->input_tokens << '/' << e.usage->cache_read_tokens << '/' << e.usage->output_tokens << '/'
+      << e.usage->complete;
   return o.str();
 }
 
-const Timestamp kT0 = testutil::t0();
+// Where and when a run happens: calendar windows in UTC, or in a zone whose daylight-saving
+// change (a 23- or 25-hour day) falls inside the run, next to a month boundary.
+struct Setting {
+  const char* zone;  // "" = UTC
+  Timestamp start;
+};
+Setting setting_of(uint32_t seed) {
+  switch (seed % 3) {
+    case 1: return {"Europe/Paris", from_millis(1'774'641'600'000)};      // 2026-03-27T20:00Z; DST on 03-29
+    case 2: return {"America/New_York", from_millis(1'793'383'200'000)};  // 2026-10-30T18:00Z; DST off 11-01
+    default: return {"", testutil::t0()};                                 // 2026-03-10T12:00Z
+  }
+}
 
-std::vector<Limit> initial_limits() {
+std::vector<Limit> initial_limits(Timestamp t0) {
   return {
       Limit::cost("global", Window::month(), Money::parse("40"), {50, 90}),
       Limit::cost("tenant:*", Window::day(), Money::parse("6"), {80}),
@@ -122,7 +138,7 @@ std::vector<Limit> initial_limits() {
       Limit::cost("user:*", Window::day(), Money::parse("1.2"), {100}),
       Limit::requests("user:*", Window::minute(), 5),
       Limit::tokens("user:*", Window::hour(), 20000),
-      Limit::cost("feature:chat", Window::custom(kT0, kT0 + std::chrono::hours(48)), Money::parse("4")),
+      Limit::cost("feature:chat", Window::custom(t0, t0 + std::chrono::hours(48)), Money::parse("4")),
   };
 }
 
@@ -142,30 +158,41 @@ const std::vector<Subject>& subjects() {
 // One store under test: one or two managers sharing it, a clock, the alerts they fired.
 struct Lane {
   std::string kind, url;
+  Setting setting;
+  std::shared_ptr<const Pricer> pricer;
+  bool opened_once = false;
   std::shared_ptr<ManualClock> clock;
   std::vector<std::unique_ptr<BudgetManager>> ms;
   std::vector<std::string> alerts;
   std::set<std::string> reported;
   std::map<std::string, Reservation> holds;  // live reservations by request id
 
-  Lane(const std::string& k, bool two) : kind(k), url(testutil::fresh_url(k)) {
-    clock = std::make_shared<ManualClock>(kT0);
-    for (int i = 0; i < (two ? 2 : 1); ++i) {
-      Options o;
-      o.store = url;
-      o.clock = clock;
-      o.default_ttl = std::chrono::minutes(5);
-      if (i == 0) o.limits = initial_limits();
-      ms.push_back(std::make_unique<BudgetManager>(std::move(o)));
-      // Alerts fire once per window, threshold and cap in each process (docs/concepts.md): when
-      // spend falls back (a negative adjustment) and rises again, another process may report
-      // the crossing a second time. The first report is compared; such repeats are not.
-      ms.back()->on_alert([this](const Alert& a) {
-        std::string key = a.limit_key + '|' + std::to_string(to_millis(a.window_start)) + '|' +
-                          std::to_string(a.threshold_pct) + '|' + std::to_string(a.limit);
-        if (reported.insert(key).second) alerts.push_back(show(a));
-      });
-    }
+  Lane(const std::string& k, bool two, const Setting& set, std::shared_ptr<const Pricer> prices)
+      : kind(k), url(testutil::fresh_url(k)), setting(set), pricer(std::move(prices)) {
+    clock = std::make_shared<ManualClock>(set.start);
+    ms.resize(two ? 2 : 1);
+    for (size_t i = 0; i < ms.size(); ++i) open(i);
+  }
+  // (Re)opens manager i: a process that starts, or restarts, on the store.
+  void open(size_t i) {
+    ms[i].reset();
+    Options o;
+    o.store = url;
+    o.clock = clock;
+    o.time_zone = setting.zone;
+    o.pricer = pricer;
+    o.default_ttl = std::chrono::minutes(5);
+    if (i == 0 && !opened_once) o.limits = initial_limits(setting.start);
+    opened_once = true;
+    ms[i] = std::make_unique<BudgetManager>(std::move(o));
+    // Alerts fire once per window, threshold and cap in each process (docs/concepts.md): when
+    // spend falls back (a negative adjustment) and rises again, another process may report
+    // the crossing a second time. The first report is compared; such repeats are not.
+    ms[i]->on_alert([this](const Alert& a) {
+      std::string key = a.limit_key + '|' + std::to_string(to_millis(a.window_start)) + '|' +
+                        std::to_string(a.threshold_pct) + '|' + std::to_string(a.limit);
+      if (reported.insert(key).second) alerts.push_back(show(a));
+    });
   }
   BudgetManager& m(size_t i) { return *ms[i % ms.size()]; }
 };
@@ -207,6 +234,7 @@ class Generator {
     if (pick < 90) return expire(mgr);
     if (pick < 95) return status(mgr);
     if (pick < 97) return limit_change(mgr);
+    if (pick < 98) return reopen(mgr);
     return bad_input(mgr);
   }
 
@@ -218,6 +246,8 @@ class Generator {
     size_t subject;
     int64_t cost, tokens;
     uint32_t bp;
+    std::string model;  // set: priced from `usage` (cost and tokens unused)
+    Usage usage;
   };
   std::map<std::string, Asked> asked_;  // reserve arguments by id (for replays)
   std::vector<std::string> used_;       // every reserve id so far
@@ -232,14 +262,34 @@ class Generator {
     return *it;
   }
 
-  static Estimate estimate_of(const Asked& a) { return Estimate::money(Money::from_nanos(a.cost), a.tokens); }
+  static Estimate estimate_of(const Asked& a) {
+    return a.model.empty() ? Estimate::money(Money::from_nanos(a.cost), a.tokens) : Estimate::priced(a.model, a.usage);
+  }
+  // A model (one unknown to the table now and then) and a usage of it, or none.
+  std::pair<std::string, Usage> maybe_priced() {
+    static const char* models[] = {"gpt-4o-mini", "gpt-4o-2024-08-06", "claude-3-5-haiku-20241022", "no-such-model"};
+    if (uniform(0, 3) != 0) return {};
+    Usage u;
+    u.input_tokens = uniform(0, 40000);
+    u.cache_read_tokens = uniform(0, 1) ? u.input_tokens / 2 : 0;
+    u.output_tokens = uniform(0, 8000);
+    std::string m = models[uniform(0, 9) == 0 ? 3 : uniform(0, 2)];
+    return {m, u};
+  }
+  static std::string priced_text(const std::string& model, const Usage& u) {
+    if (model.empty()) return "";
+    return " priced " + model + " in=" + std::to_string(u.input_tokens) + " cached=" + std::to_string(u.cache_read_tokens) +
+           " out=" + std::to_string(u.output_tokens);
+  }
 
   Op reserve(size_t mgr, bool dry) {
     Asked a{static_cast<size_t>(uniform(0, static_cast<int>(subjects().size()) - 1)), cents(0, 60),
-            uniform(0, 3) == 0 ? int64_t{uniform(0, 9000)} : 0, uniform(0, 4) == 0 ? 12000u : 10000u};
+            uniform(0, 3) == 0 ? int64_t{uniform(0, 9000)} : 0, uniform(0, 4) == 0 ? 12000u : 10000u, {}, {}};
+    std::tie(a.model, a.usage) = maybe_priced();
     if (dry) {
       std::ostringstream w;
-      w << "check s" << a.subject << ' ' << money_text(a.cost) << " tokens=" << a.tokens << " m" << mgr;
+      w << "check s" << a.subject << ' ' << money_text(a.cost) << " tokens=" << a.tokens << priced_text(a.model, a.usage)
+        << " m" << mgr;
       return {w.str(), [a, mgr](Lane& L) {
                 return guarded([&] { return show(L.m(mgr).check(subjects()[a.subject], estimate_of(a))); });
               }};
@@ -251,7 +301,7 @@ class Generator {
     int64_t ttl_min = uniform(1, 12);
     std::ostringstream w;
     w << "reserve " << id << " s" << a.subject << ' ' << money_text(a.cost) << " tokens=" << a.tokens
-      << " bp=" << a.bp << " ttl=" << ttl_min << "min m" << mgr;
+      << priced_text(a.model, a.usage) << " bp=" << a.bp << " ttl=" << ttl_min << "min m" << mgr;
     return {w.str(), [a, id, ttl_min, mgr](Lane& L) {
               return guarded([&] {
                 RequestOptions o;
@@ -311,13 +361,14 @@ class Generator {
     int64_t amount = cents(0, 70);
     int64_t tokens = uniform(0, 2) == 0 ? int64_t{uniform(0, 12000)} : 0;
     bool by_reservation = !any && uniform(0, 1) == 0;
+    auto [model, usage] = maybe_priced();
     std::ostringstream w;
-    w << "commit " << id << ' ' << money_text(amount) << " tokens=" << tokens << (by_reservation ? " (reservation)" : " (id)")
-      << " m" << mgr;
-    return {w.str(), [id, amount, tokens, mgr, by_reservation](Lane& L) {
+    w << "commit " << id << ' ' << money_text(amount) << " tokens=" << tokens << priced_text(model, usage)
+      << (by_reservation ? " (reservation)" : " (id)") << " m" << mgr;
+    return {w.str(), [id, amount, tokens, mgr, by_reservation, model = model, usage = usage](Lane& L) {
               auto it = L.holds.find(id);
               auto out = guarded([&] {
-                Charge c = Charge::money(Money::from_nanos(amount), tokens);
+                Charge c = model.empty() ? Charge::money(Money::from_nanos(amount), tokens) : Charge::priced(model, usage);
                 if (by_reservation && it != L.holds.end()) return show(L.m(0).commit(it->second, c));
                 return show(L.m(mgr).commit(id, c));
               });
@@ -443,6 +494,16 @@ class Generator {
             }};
   }
 
+  // A process restarts: its manager is closed and opened again on the same store (the memory
+  // store cannot be reopened: there it is a no-op). Reservations made through it stay usable
+  // by id; their stream state lives on in the Reservation objects the test keeps.
+  Op reopen(size_t mgr) {
+    return {"reopen m" + std::to_string(mgr), [mgr](Lane& L) {
+              if (L.ms.size() > 1) L.open(mgr % L.ms.size());
+              return std::string("reopened");
+            }};
+  }
+
   Op bad_input(size_t mgr) {
     int which = uniform(0, 3);
     if (which == 0)
@@ -464,9 +525,11 @@ class Generator {
 };
 
 void compare_run(uint32_t seed, int ops, const std::vector<std::string>& kinds) {
-  Lane ref("memory", false);
+  const Setting set = setting_of(seed);
+  std::shared_ptr<const Pricer> pricer = PricingEngine::bundled();
+  Lane ref("memory", false, set, pricer);
   std::vector<std::unique_ptr<Lane>> others;
-  for (const auto& k : kinds) others.push_back(std::make_unique<Lane>(k, k != "memory"));
+  for (const auto& k : kinds) others.push_back(std::make_unique<Lane>(k, k != "memory", set, pricer));
   Generator gen(seed);
   const bool trace = env_int("BUDGET_DIFF_TRACE", 0) != 0;
   for (int i = 0; i < ops; ++i) {
