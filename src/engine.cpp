@@ -802,7 +802,9 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   auto& r = d.reservation;
   r.request_id_ = request_id;
   r.subject_ = std::move(shared_subject);
-  r.held_ = out.held;
+  // A replay answers the first decision: what was held then (the request's fingerprint, which
+  // a replay matched, fixes the amount), not the hold as a stream may have grown it since.
+  r.held_ = out.replayed ? need : out.held;
   r.expires_at_ = from_millis(out.expires_at);
   assign_str(r.model_, p.priced ? p.quote.model : est.model);
   if (out.replayed) {

@@ -173,6 +173,15 @@ TEST_CASE("idempotency: the same request id returns the first result and changes
     CHECK_FALSE(dd2.allowed);
     CHECK(dd2.replayed);
     CHECK(dd2.denial.scope == dd.denial.scope);
+    // A reserve replayed after its stream grew the hold still answers the first decision.
+    auto g1 = env->reserve(alice(), usd("0.20"), {.request_id = "grow-1"});
+    REQUIRE(g1.allowed);
+    CHECK(env->consume(g1.reservation, usd("0.50")).ok());
+    CHECK(g1.reservation.held() > usd("0.20"));  // the reservation object follows its stream
+    auto g2 = env->reserve(alice(), usd("0.20"), {.request_id = "grow-1"});
+    CHECK(g2.replayed);
+    CHECK(g2.reservation.held() == usd("0.20"));
+    CHECK(g2.reservation.expires_at() == g1.reservation.expires_at());
     require_verified(*env.m);
   }
 }
