@@ -4,8 +4,9 @@
 // (decisions, denials, receipts, stream verdicts, statuses, alerts, error codes), and at the
 // end the ledgers must hold the same events and verify().
 //
-// The memory store is the reference. A shared store (SQLite, Redis) is driven through two
-// managers on the same store ("two processes"), picked at random per operation, so the
+// The memory store is the reference. A shared store (SQLite, Redis, and Redis with its ledger
+// drained into a SQLite sink) is driven through two managers on the same store ("two
+// processes"), picked at random per operation, so the
 // cross-process paths (SQLite's catch-up from the ledger, limits reloaded by version, holds
 // reserved by one process and settled or expired by the other) are compared as well.
 //
@@ -168,10 +169,17 @@ struct Lane {
   std::map<std::string, Reservation> holds;  // live reservations by request id
 
   Lane(const std::string& k, bool two, const Setting& set, std::shared_ptr<const Pricer> prices)
-      : kind(k), url(testutil::fresh_url(k)), setting(set), pricer(std::move(prices)) {
+      : kind(k), url(url_of(k)), setting(set), pricer(std::move(prices)) {
     clock = std::make_shared<ManualClock>(set.start);
     ms.resize(two ? 2 : 1);
     for (size_t i = 0; i < ms.size(); ++i) open(i);
+  }
+  // "redis+sink": Redis whose ledger stream is drained into a SQLite file and trimmed to a
+  // small cap as it goes (the drain runs on every ledger read: alerts' read-backs, events()).
+  static std::string url_of(const std::string& k) {
+    if (k != "redis+sink") return testutil::fresh_url(k);
+    auto sink = testutil::temp_dir() / (testutil::unique_name() + "-sink.db");
+    return testutil::fresh_url("redis") + "&ledger=" + sink.string() + "&maxlen=16";
   }
   // (Re)opens manager i: a process that starts, or restarts, on the store.
   void open(size_t i) {
@@ -530,6 +538,8 @@ void compare_run(uint32_t seed, int ops, const std::vector<std::string>& kinds) 
   Lane ref("memory", false, set, pricer);
   std::vector<std::unique_ptr<Lane>> others;
   for (const auto& k : kinds) others.push_back(std::make_unique<Lane>(k, k != "memory", set, pricer));
+  if (std::find(kinds.begin(), kinds.end(), "redis") != kinds.end())
+    others.push_back(std::make_unique<Lane>("redis+sink", true, set, pricer));
   Generator gen(seed);
   const bool trace = env_int("BUDGET_DIFF_TRACE", 0) != 0;
   for (int i = 0; i < ops; ++i) {
