@@ -546,10 +546,11 @@ typedef struct budget_alert {
   int64_t limit;
   int64_t spent;
   int64_t window_start_ms;
-  const char *request_id; /* the operation that crossed the threshold */
+  const char *request_id; /* the operation (or the expired hold) whose spend crossed it */
 } budget_alert;
 
-/* Once per limit, window and threshold, when spend crosses it (conventions 7). */
+/* Once per limit, window, threshold and cap (a top-up re-arms it), when spend crosses it
+   (conventions 7). */
 typedef void (*budget_alert_fn)(void *user_data, const budget_alert *alert);
 /* For every denial (reserve, check, consume). */
 typedef void (*budget_denial_fn)(void *user_data, const budget_denial *denial, const char *const *subject,

@@ -196,7 +196,7 @@ struct BUDGET_API Alert {
   uint32_t threshold_pct = 0;
   int64_t limit = 0, spent = 0;
   Timestamp window_start{};
-  std::string request_id;
+  std::string request_id;  // the operation, or the expired hold, whose spend crossed it
 };
 
 class BUDGET_API BudgetManager {
@@ -234,7 +234,8 @@ class BUDGET_API BudgetManager {
 
   std::vector<LimitStatus> status(const Scope& scope);
 
-  // Observers: called once per window per threshold crossing / for every denial.
+  // Observers: called once per window per threshold crossing (a grant that raised the cap of
+  // a `total` window re-arms it; docs/concepts.md) / for every denial.
   void on_alert(std::function<void(const Alert&)> callback);
   void on_denial(std::function<void(const Denial&, const Subject&)> callback);
 
