@@ -41,11 +41,11 @@ struct Stats {
 };
 
 // A simulated streamed answer of up to `output` tokens in chunks of 40; returns the tokens
-// delivered. As the guards of the bindings do, it prices the request's running usage (the
+// delivered and whether the budget cut the stream. As the guards of the bindings do, it prices the request's running usage (the
 // prompt, billed as soon as it is sent, plus the output so far) and consumes the difference
 // from what it consumed before, so the hold always covers the whole request.
-int64_t stream_answer(BudgetManager& m, const PricingEngine& prices, Reservation& r, const std::string& model,
-                      Usage running, int64_t output, Stats& stats) {
+std::pair<int64_t, bool> stream_answer(BudgetManager& m, const PricingEngine& prices, Reservation& r,
+                                       const std::string& model, Usage running, int64_t output) {
   Money consumed;
   const int64_t chunk = 40;
   running.output_tokens = 0;
@@ -55,12 +55,9 @@ int64_t stream_answer(BudgetManager& m, const PricingEngine& prices, Reservation
     Money total = prices.cost(model, running);
     auto verdict = m.consume(r, total - consumed, n);
     consumed = total;
-    if (verdict.verdict == Verdict::Stop) {
-      ++stats.cut;
-      break;
-    }
+    if (verdict.verdict == Verdict::Stop) return {running.output_tokens, true};
   }
-  return running.output_tokens;
+  return {running.output_tokens, false};
 }
 
 }  // namespace
@@ -120,8 +117,9 @@ int main(int argc, char** argv) {
         int64_t wanted = static_cast<int64_t>(100 + rng() % 2000);
         Usage actual = expected;
         actual.cache_read_tokens = expected.input_tokens / 4;  // the provider reports a cache hit
-        actual.output_tokens = stream_answer(m, *prices, d.reservation, model, actual, wanted, stats);
-        if (actual.output_tokens == wanted) ++stats.completed;
+        auto [delivered, cut] = stream_answer(m, *prices, d.reservation, model, actual, wanted);
+        actual.output_tokens = delivered;
+        ++(cut ? stats.cut : stats.completed);
         if (m.commit(d.reservation, Charge::priced(model, actual)).over_limit) ++stats.over_limit;
       }
     });
