@@ -13,9 +13,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace budget;
@@ -25,27 +27,37 @@ namespace {
 Money usd(const char* s) { return Money::parse(s); }
 
 struct Stats {
-  std::atomic<int> calls{0}, denied{0}, cut{0}, completed{0};
+  std::atomic<int> calls{0}, denied{0}, cut{0}, completed{0}, over_limit{0};
+  std::mutex m;
+  std::map<std::string, int> denied_by;  // "user day" -> count
+
+  void deny(const Denial& d) {
+    ++denied;
+    std::string by = std::string(Scope::parse(d.scope).kind()) + " " + d.window;
+    if (d.metric != Metric::Cost) by += std::string(" ") + to_string(d.metric);
+    std::lock_guard lk(m);
+    ++denied_by[by];
+  }
 };
 
-// A simulated streamed answer of `output` tokens in chunks; returns the tokens delivered.
-int64_t stream_answer(BudgetManager& m, const PricingEngine& prices, Reservation& r, const std::string& model,
-                      int64_t output, Stats& stats) {
-  int64_t delivered = 0;
+// A simulated streamed answer of up to `output` tokens in chunks of 40; returns the tokens
+// delivered and whether the budget cut the stream. As the guards of the bindings do, it prices the request's running usage (the
+// prompt, billed as soon as it is sent, plus the output so far) and consumes the difference
+// from what it consumed before, so the hold always covers the whole request.
+std::pair<int64_t, bool> stream_answer(BudgetManager& m, const PricingEngine& prices, Reservation& r,
+                                       const std::string& model, Usage running, int64_t output) {
+  Money consumed;
   const int64_t chunk = 40;
-  while (delivered < output) {
-    int64_t n = std::min(chunk, output - delivered);
-    Usage u;
-    u.output_tokens = n;
-    u.requests = 0;
-    auto verdict = m.consume(r, prices.cost(model, u), n);
-    delivered += n;  // those tokens were generated: they are paid for either way
-    if (verdict.verdict == Verdict::Stop) {
-      ++stats.cut;
-      break;
-    }
+  running.output_tokens = 0;
+  while (running.output_tokens < output) {
+    int64_t n = std::min(chunk, output - running.output_tokens);
+    running.output_tokens += n;  // those tokens were generated: they are paid for either way
+    Money total = prices.cost(model, running);
+    auto verdict = m.consume(r, total - consumed, n);
+    consumed = total;
+    if (verdict.verdict == Verdict::Stop) return {running.output_tokens, true};
   }
-  return delivered;
+  return {running.output_tokens, false};
 }
 
 }  // namespace
@@ -99,22 +111,27 @@ int main(int argc, char** argv) {
         ++stats.calls;
         auto d = m.reserve(subject, Estimate::priced(model, expected));
         if (!d.allowed) {
-          ++stats.denied;
+          stats.deny(d.denial);
           continue;
         }
         int64_t wanted = static_cast<int64_t>(100 + rng() % 2000);
-        int64_t got = stream_answer(m, *prices, d.reservation, model, wanted, stats);
         Usage actual = expected;
-        actual.output_tokens = got;
         actual.cache_read_tokens = expected.input_tokens / 4;  // the provider reports a cache hit
-        if (got == wanted) ++stats.completed;
-        m.commit(d.reservation, Charge::priced(model, actual));
+        auto [delivered, cut] = stream_answer(m, *prices, d.reservation, model, actual, wanted);
+        actual.output_tokens = delivered;
+        ++(cut ? stats.cut : stats.completed);
+        if (m.commit(d.reservation, Charge::priced(model, actual)).over_limit) ++stats.over_limit;
       }
     });
   for (auto& th : threads) th.join();
 
-  std::printf("\n%d calls: %d completed, %d streams cut by the budget, %d denied up front\n\n", stats.calls.load(),
+  std::printf("\n%d calls: %d completed, %d streams cut by the budget, %d denied up front", stats.calls.load(),
               stats.completed.load(), stats.cut.load(), stats.denied.load());
+  const char* sep = " (";
+  for (const auto& [by, n] : stats.denied_by) std::printf("%s%s limits: %d", std::exchange(sep, ", "), by.c_str(), n);
+  std::printf("%s\n", stats.denied_by.empty() ? "" : ")");
+  std::printf("%d commits ended slightly over a limit: the chunk that crossed it had been generated, so it is billed\n\n",
+              stats.over_limit.load());
   std::printf("%-24s %-10s %14s %14s %14s\n", "scope", "window", "limit", "spent", "remaining");
   std::vector<Scope> scopes{Scope::global()};
   for (const auto& [tenant, users] : tenants) {

@@ -190,7 +190,7 @@ export async function guardStream<P extends { model?: string }, T>(
   const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;
   const decision = await manager.reserve(subject, estimate, reqOpts);
   if (!decision.allowed) throw new BudgetExceededError(decision.denial, options.requestId);
-  const reservation = decision.reservation!;
+  const reservation = decision.reservation;
   const controller = new AbortController();
   let source: AbortableStream<T>;
   try {

@@ -129,13 +129,14 @@ function withGlobal(subject: SubjectInput): string[] {
   return a;
 }
 
-function decisionOut(
+/** R: `Reservation` for a reserve (an allowed reserve always carries one), `null` for a check. */
+function decisionOut<R extends Reservation | null>(
   n: NativeManagerHandle,
   out: unknown,
   subject: SubjectInput,
   requestId: unknown,
   model?: string,
-): Decision {
+): Decision<R> {
   const f = F64[0];
   const estimate = I64[1];
   if ((f & 8) !== 0) {
@@ -154,10 +155,10 @@ function decisionOut(
       scopes = withGlobal(subject);
     }
     const reservation: Reservation = { requestId: id, subject: scopes, held, heldTokens, expiresAt, model: m, handle: out };
-    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation, denial: null };
+    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation: reservation as R, denial: null };
   }
   if ((f & 1) !== 0) {
-    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation: null, denial: null };
+    return { allowed: true, replayed: (f & 2) !== 0, failOpen: (f & 4) !== 0, estimate, reservation: null as R, denial: null };
   }
   return { allowed: false, replayed: (f & 2) !== 0, failOpen: false, estimate, reservation: null, denial: out as Denial };
 }
@@ -306,21 +307,21 @@ export class BudgetManager {
 
   // ---- the lifecycle ----------------------------------------------------------------------
   /** Atomically holds `estimate x buffer` on every scope of the subject, or nothing. */
-  reserve(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Decision> {
+  reserve(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Decision<Reservation>> {
     if (!this.inline) return this.native.reserve(subject, estimate, options);
     try {
       const n = this.native;
       if (options === undefined || options === null) {
         const pm = pricedModel(estimate);
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, undefined, pm), subject, undefined, pm));
+        return Promise.resolve(decisionOut<Reservation>(n, n.reserveI(subject, estimate, undefined, undefined, pm), subject, undefined, pm));
       }
       if (idOnly(options)) {
         const id = options.requestId;
         const pm = pricedModel(estimate);
-        return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, id, undefined, pm), subject, id, pm));
+        return Promise.resolve(decisionOut<Reservation>(n, n.reserveI(subject, estimate, id, undefined, pm), subject, id, pm));
       }
       const pm = pricedModel(estimate);
-      return Promise.resolve(decisionOut(n, n.reserveI(subject, estimate, undefined, options, pm), subject, undefined, pm));
+      return Promise.resolve(decisionOut<Reservation>(n, n.reserveI(subject, estimate, undefined, options, pm), subject, undefined, pm));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -329,7 +330,7 @@ export class BudgetManager {
   async reserveOrThrow(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Reservation> {
     const d = await this.reserve(subject, estimate, options);
     if (!d.allowed) throw new BudgetExceededError(d.denial, options?.requestId);
-    return d.reservation as Reservation;
+    return d.reservation;
   }
   /** Adds incremental spend to a stream's hold; `verdict: 'stop'` when no scope can grow it. */
   consume(reservation: ReservationRef, amount: MoneyInput, tokens?: CountInput): Promise<ConsumeResult> {
@@ -372,12 +373,12 @@ export class BudgetManager {
 
   // ---- check-then-charge ------------------------------------------------------------------
   /** Would `reserve` allow this now? Holds nothing. */
-  check(subject: SubjectInput, estimate: EstimateInput): Promise<Decision> {
+  check(subject: SubjectInput, estimate: EstimateInput): Promise<Decision<null>> {
     if (!this.inline) return this.native.check(subject, estimate);
     try {
       const n = this.native;
       const pm = pricedModel(estimate);
-      return Promise.resolve(decisionOut(n, n.checkI(subject, estimate, pm), subject, undefined));
+      return Promise.resolve(decisionOut<null>(n, n.checkI(subject, estimate, pm), subject, undefined));
     } catch (e) {
       return Promise.reject(e);
     }

@@ -115,13 +115,18 @@ export interface Reservation {
   readonly handle: unknown;
 }
 
-export type Decision =
+/**
+ * The answer of `reserve` (`Decision<Reservation>`: an allowed decision carries its hold) or of
+ * `check` (`Decision<null>`: nothing is held). Narrow on `allowed`: `if (!d.allowed) ...;` then
+ * `d.reservation` is the `Reservation` (after `reserve`) and `d.denial` is null.
+ */
+export type Decision<R extends Reservation | null = Reservation | null> =
   | {
       allowed: true;
       replayed: boolean;
       failOpen: boolean;
       estimate: bigint;
-      reservation: Reservation | null;
+      reservation: R;
       denial: null;
     }
   | {
