@@ -491,9 +491,10 @@ Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, 
   auto unit = [&](int64_t v) {
     return c.metric == Metric::Cost ? Money::from_nanos(v).to_string() + " " + opts_.currency : std::to_string(v);
   };
-  d.message = fmt::format("{} {} limit of {} {} reached: spent {}, held {}, remaining {}, requested {}", w.scope,
-                          w.window, unit(d.limit), to_string(c.metric), unit(d.spent), unit(d.held),
-                          unit(d.remaining), unit(d.requested));
+  // "reached" when nothing is left; otherwise the request is larger than what is left.
+  d.message = fmt::format("{} {} limit of {} {} {}: spent {}, held {}, remaining {}, requested {}", w.scope, w.window,
+                          unit(d.limit), to_string(c.metric), d.remaining > 0 ? "would be exceeded" : "reached",
+                          unit(d.spent), unit(d.held), unit(d.remaining), unit(d.requested));
   return d;
 }
 
