@@ -739,6 +739,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   Decision d;
   d.estimate = Money::from_nanos(need.cost);
   ReserveOut out;
+  size_t swept = 0;  // expired holds the store's own sweep settled (Redis)
   try {
     // The memo's op keeps its subject (and its strings' capacity) from one reserve to the next.
     ReserveOp& op = memo.op;
@@ -756,6 +757,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
       const auto& plan = memo_plan(memo, now, t);
       if (op.plan != plan) op.plan = plan;  // usually the same: no reference count traffic
       auto r = store_->reserve(op);
+      swept += r.swept;  // a stale attempt's sweep counts too
       bool stale = r.status == ReserveOut::Stale;
       return std::make_pair(stale, std::move(r));
     });
@@ -788,7 +790,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     notify_denial(d.denial, subject);
     return d;
   }
-  if (out.swept > 0) expired_by_store(out.swept, now);
+  if (swept > 0) expired_by_store(swept, now);
   if (dry_run) ++m_.checks;
   d.replayed = out.replayed;
   if (out.status == ReserveOut::Denied) {
@@ -1045,6 +1047,7 @@ std::string Engine::request_id_of(const RequestOptions& o, int64_t now) {
 
 DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
   maybe_expire(op.now);  // as a reserve does: holds past their TTL are settled first
+  size_t swept = 0;
   auto out = with_fresh_limits([&](const LimitTable& t) {
     if (subject) {
       op.plan = cached_plan(*subject, op.now, t);
@@ -1057,10 +1060,11 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
       op.plan = plan;
     }
     auto r = store_->direct(op);
+    swept += r.swept;
     bool stale = r.stale;
     return std::make_pair(stale, std::move(r));
   });
-  if (out.swept > 0) expired_by_store(out.swept, op.now);
+  if (swept > 0) expired_by_store(swept, op.now);
   if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
   return out;
 }
