@@ -6,13 +6,15 @@
 //
 // The memory store is the reference. A shared store (SQLite, Redis, and Redis with its ledger
 // drained into a SQLite sink) is driven through two managers on the same store ("two
-// processes"), picked at random per operation, so the
-// cross-process paths (SQLite's catch-up from the ledger, limits reloaded by version, holds
-// reserved by one process and settled or expired by the other) are compared as well.
+// processes"), picked at random per operation, so the cross-process paths (SQLite's catch-up
+// from the ledger, limits reloaded by version, holds reserved by one process and settled or
+// expired by the other, a process restarting) are compared as well.
 //
 // The conformance suite pins each rule with a hand-written case; this test looks for the
 // interleavings nobody wrote down. A failure prints the seed, the operation and both results.
-// BUDGET_DIFF_SEEDS / BUDGET_DIFF_OPS change the amount of work (e.g. for a long soak).
+// Environment: BUDGET_DIFF_SEEDS (default 6), BUDGET_DIFF_OPS (600), BUDGET_DIFF_SEED (the
+// first seed, 1) for a long soak or to replay one seed; BUDGET_DIFF_TRACE=1 prints every
+// operation and the reference result.
 #include "store_fixture.hpp"
 
 #include <algorithm>
@@ -20,9 +22,9 @@
 #include <functional>
 #include <map>
 #include <random>
-#include <tuple>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 using namespace budget;
 
@@ -223,7 +225,7 @@ class Generator {
  public:
   explicit Generator(uint32_t seed) : rng_(seed) {}
 
-  // The next operation; `live` are the ids the reference lane holds, `settled` those it settled.
+  // The next operation, drawn against the reference lane's state (its live holds, its clock).
   Op next(const Lane& ref) {
     now_ = to_millis(ref.clock->now());
     int pick = uniform(0, 99);
