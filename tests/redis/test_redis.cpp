@@ -295,6 +295,35 @@ TEST_CASE("FUNCTION FLUSH and SCRIPT FLUSH mid-run: scripts are reloaded transpa
   require_verified(m);
 }
 
+TEST_CASE("a hold whose stored plan is gone (evicted, flushed) still grows and settles from its record") {
+  OwnRedis server;
+  BudgetManager m(server.url());
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("5")));
+  Subject s{"user:plan"};
+  Raw raw(server.port);
+  auto a = m.reserve(s, usd("1"));
+  REQUIRE(a.allowed);
+  REQUIRE(raw.keys("*:p:*").size() == 1);
+  for (const auto& k : raw.keys("*:p:*")) raw.cmd({"DEL", k});
+  // The loaded library remembers that it wrote the plan key, so this reserve does not look.
+  auto b = m.reserve(s, usd("1"));
+  REQUIRE(b.allowed);
+  CHECK(raw.keys("*:p:*").empty());
+  raw.cmd({"FUNCTION", "FLUSH"});  // and now the library's parsed plans are gone too
+  m.commit(a.reservation, usd("0.5"));
+  auto grown = m.consume(b.reservation, usd("1.5"));  // grows the hold by its plan
+  CHECK(grown.ok());
+  CHECK(grown.held >= usd("1.5"));
+  m.commit(b.reservation, usd("1.5"));
+  CHECK(m.status(Scope::parse("user:plan"))[0].spent == usd("2").nanos());
+  CHECK(m.status(Scope::parse("user:plan"))[0].held == 0);
+  auto c = m.reserve(s, usd("1"));  // a reloaded library writes the plan key again
+  REQUIRE(c.allowed);
+  CHECK(raw.keys("*:p:*").size() == 1);
+  m.release(c.reservation);
+  require_verified(m);
+}
+
 TEST_CASE("a server without functions (no FCALL): plain scripts, EVALSHA, NOSCRIPT retried as EVAL") {
   OwnRedis server({"--rename-command", "FCALL", ""});
   auto url = server.url();
