@@ -645,6 +645,26 @@ TEST_CASE("threshold alerts fire once per window per threshold") {
   }
 }
 
+TEST_CASE("alert dedupe outlives its pruning: windows past their end are forgotten, the current one is not") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("user:pr", Window::minute(), usd("1"), {50}));
+    int fired = 0;
+    env->on_alert([&](const Alert&) { ++fired; });
+    auto s = Subject{"user:pr"};
+    // 1100 minutes, each crossing 50% twice (down by an adjustment in between): more crossings
+    // than the dedupe set holds before it prunes (1024), and each must fire exactly once.
+    const int minutes = 1100;
+    for (int i = 0; i < minutes; ++i) {
+      env->record(s, usd("0.6"));
+      env->adjust(s, usd("-0.3"));
+      env->record(s, usd("0.3"));  // crosses 50% again in the same minute: already fired
+      env.clock->advance(Duration(60'000));
+    }
+    CHECK(fired == minutes);
+  }
+}
+
 TEST_CASE("denials are observable") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
