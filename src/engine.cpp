@@ -791,6 +791,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     return d;
   }
   if (swept > 0) expired_by_store(swept, now);
+  if (out.status == ReserveOut::Conflict) throw conflict_error(request_id);
   if (dry_run) ++m_.checks;
   d.replayed = out.replayed;
   if (out.status == ReserveOut::Denied) {
@@ -825,6 +826,12 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     }
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
+    // The sweep in maybe_expire() must not wait for a hold that expires before the deadline
+    // it knew of (it refreshes that only when it sweeps): lower it, rarely a write.
+    int64_t next = next_deadline_.load(std::memory_order_relaxed);
+    while (out.expires_at < next &&
+           !next_deadline_.compare_exchange_weak(next, out.expires_at, std::memory_order_relaxed)) {
+    }
     auto listed = holds_.insert(hs);  // another thread may have listed a state of this id first
     r.state_ = listed == hs ? std::move(hs) : std::move(listed);
   }
@@ -1065,6 +1072,7 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
     return std::make_pair(stale, std::move(r));
   });
   if (swept > 0) expired_by_store(swept, op.now);
+  if (out.conflict) throw conflict_error(op.request_id);
   if (!out.replayed) fire_alerts(*out.record.plan, out.before, out.after, op.request_id);
   return out;
 }

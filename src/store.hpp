@@ -11,6 +11,7 @@
 // NotFound / Conflict / StoreUnavailable.
 #pragma once
 
+#include <budget/error.hpp>
 #include <budget/ledger.hpp>
 #include <budget/limits.hpp>
 #include <budget/manager.hpp>
@@ -28,6 +29,11 @@
 namespace budget::detail {
 
 constexpr int64_t kForever = INT64_MAX;
+
+// A request id reused for a different operation (every store's wording).
+inline ConflictError conflict_error(const std::string& request_id) {
+  return ConflictError("request id '" + request_id + "' was already used for a different operation");
+}
 
 // One counter set of one scope over one window. The counters live in buckets: calendar,
 // total and custom windows have one bucket per window; rolling windows have many small buckets.
@@ -157,7 +163,9 @@ struct ReserveOp {
   bool dry_run = false;  // check(): nothing is written
 };
 struct ReserveOut {
-  enum Status { Allowed, Denied, Stale } status = Allowed;
+  // Conflict: the request id was used for another operation (a store whose operation swept
+  // first reports it so, and the engine throws after reporting the sweep; others throw).
+  enum Status { Allowed, Denied, Stale, Conflict } status = Allowed;
   bool replayed = false;
   int failing_check = -1;
   CheckState failing_state;
@@ -221,6 +229,7 @@ struct DirectOp {
 };
 struct DirectOut {
   bool stale = false, replayed = false;
+  bool conflict = false;  // as ReserveOut::Conflict
   size_t swept = 0;  // as ReserveOut::swept
   RequestRecord record;
   std::vector<CheckState> before, after;

@@ -329,7 +329,10 @@ class RedisStore final : public Store {
     ReserveOut out;
     out.swept = swept_of(r.get());
     std::string tag = str(elem(r.get(), 0));
-    if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+    if (tag == "C") {  // the engine throws, after reporting what the script's sweep expired
+      out.status = ReserveOut::Conflict;
+      return out;
+    }
     if (tag == "S") {
       out.status = ReserveOut::Stale;
       return out;
@@ -419,9 +422,12 @@ class RedisStore final : public Store {
                             op.metadata, op.fingerprint},
                   op.now, &fp->args);
     std::string tag = str(elem(r.get(), 0));
-    if (tag == "C") throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
     DirectOut out;
     out.swept = swept_of(r.get());
+    if (tag == "C") {  // as in reserve()
+      out.conflict = true;
+      return out;
+    }
     if (tag == "S") {
       out.stale = true;
       return out;

@@ -174,7 +174,7 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
                          rec->state == ReqState::Released || rec->state == ReqState::Expired ||
                          rec->state == ReqState::Denied;
       if (!was_reserve || rec->fingerprint != op.fingerprint)
-        throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+        throw conflict_error(op.request_id);
       out.replayed = true;
       out.plan = rec->plan;
       out.held = rec->held;
@@ -395,7 +395,7 @@ DirectOut txn_direct(Txn& t, const DirectOp& op) {
   const ReqState target = kStateOf[static_cast<int>(op.type)];
   if (const auto* rec = t.find_request(op.request_id)) {
     if (rec->state != target || rec->fingerprint != op.fingerprint)
-      throw ConflictError("request id '" + op.request_id + "' was already used for a different operation");
+      throw conflict_error(op.request_id);
     out.replayed = true;
     out.record = *rec;
     return out;

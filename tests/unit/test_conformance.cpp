@@ -342,6 +342,47 @@ TEST_CASE("an expiry settled by another operation's sweep reports the alert it c
   }
 }
 
+TEST_CASE("an expiry swept by an operation that then fails with Conflict still reports its alert") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.persist_every = usd("0.10");
+    Env env(kind, o);
+    env->set_limit(Limit::cost("tenant:t", Window::day(), usd("10"), {50, 80}));
+    std::vector<Alert> fired;
+    // On Redis a second manager ("another process"): its engine does not know the hold's
+    // deadline, so the sweep that expires it is the Redis script's. Memory and SQLite: the
+    // manager that holds, whose engine sweeps before the operation.
+    auto other = kind == "redis" ? env.another() : nullptr;
+    BudgetManager& second = other ? *other : *env.m;
+    env->on_alert([&](const Alert& a) { fired.push_back(a); });
+    if (other) other->on_alert([&](const Alert& a) { fired.push_back(a); });
+    second.record(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "cf-0"});  // a sweep: none due
+    auto r = env->reserve(Subject{"tenant:t", "user:a"}, usd("6"), {.request_id = "cf-1", .ttl = Duration(500)});
+    REQUIRE(r.allowed);
+    CHECK(env->consume(r.reservation, usd("5.50")).ok());
+    env.clock->advance(Duration(600));
+    // Within a second of the last sweep: the hold expires in the sweep of this operation,
+    // which then fails: "cf-1" is a hold. Before the fix the Redis store threw at once and the
+    // alert of the expiry's spend was lost.
+    CHECK_THROWS_AS(second.record(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "cf-1"}), ConflictError);
+    REQUIRE(fired.size() == 1);
+    CHECK(fired[0].request_id == "cf-1");
+    CHECK(fired[0].spent == usd("5.70").nanos());
+    // The same through a reserve that reuses a record's id, still within that second.
+    auto r2 = env->reserve(Subject{"tenant:t", "user:a"}, usd("3"), {.request_id = "cf-2", .ttl = Duration(300)});
+    REQUIRE(r2.allowed);
+    CHECK(env->consume(r2.reservation, usd("2.50")).ok());
+    env.clock->advance(Duration(350));
+    CHECK_THROWS_AS(second.reserve(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "cf-0"}), ConflictError);
+    REQUIRE(fired.size() == 2);
+    CHECK(fired[1].request_id == "cf-2");
+    CHECK(fired[1].threshold_pct == 80);
+    CHECK(env->status(Scope::parse("tenant:t"))[0].spent == usd("8.20").nanos());
+    CHECK(env->status(Scope::parse("tenant:t"))[0].held == 0);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("a top-up re-arms the alerts of a prepaid balance") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
