@@ -737,8 +737,9 @@ bool MemTxn::check_states(const Plan& p, CheckState* out) {
 namespace {
 inline bool add_overflows(const Amounts& a, const Amounts& b) {
   int64_t r;
-  return __builtin_add_overflow(a.cost, b.cost, &r) | __builtin_add_overflow(a.tokens, b.tokens, &r) |
-         __builtin_add_overflow(a.requests, b.requests, &r);
+  // Bitwise on purpose (no branches): as ints, which clang's -Wbitwise-instead-of-logical accepts.
+  return (int{__builtin_add_overflow(a.cost, b.cost, &r)} | int{__builtin_add_overflow(a.tokens, b.tokens, &r)} |
+          int{__builtin_add_overflow(a.requests, b.requests, &r)}) != 0;
 }
 inline void add_unchecked(Amounts& a, const Amounts& b) {
   a.cost += b.cost;
@@ -772,8 +773,8 @@ void MemTxn::add_all(const Plan& p, const Counters& d) {
     }
     rows[i] = row;
     const Counters& c = row->c;
-    overflow |= (ds && add_overflows(c.spent, d.spent)) | (dh && add_overflows(c.held, d.held)) |
-                (dg && add_overflows(c.granted, d.granted));
+    overflow |= (int{ds && add_overflows(c.spent, d.spent)} | int{dh && add_overflows(c.held, d.held)} |
+                 int{dg && add_overflows(c.granted, d.granted)}) != 0;
   }
   if (overflow) throw_overflow("integer overflow in addition");
   for (size_t i = 0; i < n; ++i) {
