@@ -9,7 +9,8 @@ Run under tools/with-redis.sh after a release build (needs redis-cli and redis-b
    client sent it and the commands its script ran.
 2. Dumps the loaded library (FUNCTION LIST WITHCODE) and loads variants of it under other names:
    the reserve cut short after each step (a `return` inserted after a marker line), and a
-   "skeleton" that issues the same commands with the same arguments and no logic.
+   "skeleton" that issues the same commands with the same arguments and no logic. Before each
+   measurement the holds of the previous one are deleted (records, deadline index).
 3. Times each with `redis-benchmark -c 1` running the captured call (a fresh request id per call)
    and reads the server's own time per call from INFO commandstats (min and median of rounds).
 
@@ -143,6 +144,16 @@ def skeleton_body(call, cmds):
     return "\n".join(lines)
 
 
+def forget_holds(redis, prefix):
+    """Deletes the holds the measurements made (records, deadline index): every variant starts
+    from the same small index, as a service whose holds settle would have."""
+    keys = subprocess.run(redis.base + ["--scan", "--pattern", prefix + ":r:prof-*"], capture_output=True,
+                          text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(redis.base + ["del"] + keys[i:i + 500], capture_output=True)
+    subprocess.run(redis.base + ["del", prefix + ":dl"], capture_output=True)
+
+
 def time_call(redis, call, calls):
     redis("config", "resetstat")
     subprocess.run(["redis-benchmark", "-p", str(redis.port), "-c", "1", "-n", str(calls), "-r", "100000000"] + call,
@@ -193,6 +204,7 @@ def main():
                 c = list(call)
                 c[1] = name + "_reserve"
                 c[7] = "prof-__rand_int__"
+                forget_holds(redis, prefix)
                 us, per = time_call(redis, c, a.calls)
                 results[name].append(us)
                 commands[name] = per
