@@ -566,7 +566,7 @@ void Engine::alert_expired(int64_t now) {
     // operation whose script swept first, other threads and processes) is in the counters read
     // below but was not charged by the sweep: it is taken off, so `after` is the state the
     // sweep left and the crossings found are the sweep's own.
-    store_->scan_events(q, [&](const LedgerEvent& e) {
+    store_->scan_events_unchained(q, [&](const LedgerEvent& e) {
       if (e.type == EventType::Expire && to_millis(e.time) == now) {
         later.clear();  // what came between two expiries is part of the state this one met
         for (const auto& w : e.windows) added[w] += e.spent;

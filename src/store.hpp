@@ -265,6 +265,12 @@ class Store {
   virtual std::vector<CheckState> read(const Plan& plan) = 0;
   // Events in seq order; the callback returns false to stop.
   virtual void scan_events(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) = 0;
+  // The same events, whose prev_hash / hash may be left empty: for readers that need only their
+  // contents after q.after_seq (the engine's alert read-back). A store that computes the chain
+  // while reading (Redis without a ledger sink) starts at after_seq instead of the first event.
+  virtual void scan_events_unchained(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) {
+    scan_events(q, f);
+  }
   virtual void scan_counters(const std::function<void(const StoredCounter&)>& f) = 0;
   // Whether counters of windows that ended may be gone (Redis TTLs them).
   virtual bool expires_counters() const { return false; }

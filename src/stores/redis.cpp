@@ -479,24 +479,15 @@ class RedisStore final : public Store {
       scan_sink(q, f);
       return;
     }
-    // No sink: the stream is the ledger; the chain is computed while reading.
-    std::string prev(64, '0');
-    std::string start = "-";
-    size_t n = 0;
-    while (true) {
-      auto r = call({"XRANGE", base_ + "ledger", start, "+", "COUNT", "1000"});
-      if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
-      for (size_t i = 0; i < r->elements; ++i) {
-        auto e = event_from_entry(r->element[i]);
-        e.prev_hash = prev;
-        e.hash = chain_hash(prev, e.seq, event_body(e));
-        prev = e.hash;
-        start = "(" + std::to_string(e.seq) + "-0";
-        if (e.seq <= q.after_seq || !matches(q, e)) continue;
-        if (++n > q.limit || !f(e)) return;
-      }
-      if (r->elements < 1000) return;
+    scan_stream(q, f, /*chain=*/true);
+  }
+
+  void scan_events_unchained(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) override {
+    if (sink_) {
+      scan_events(q, f);
+      return;
     }
+    scan_stream(q, f, /*chain=*/false);
   }
 
   void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
@@ -776,6 +767,31 @@ class RedisStore final : public Store {
       }
     }
     if (copied > 0) eval(drained_, {std::to_string(copied)});
+  }
+
+  // No sink: the stream is the ledger, and the chain is computed while reading, from the first
+  // event. Without the chain (`chain` false) the read starts after q.after_seq: the engine's
+  // alert read-back after every expiring sweep would otherwise hash the whole stream again.
+  void scan_stream(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f, bool chain) {
+    std::string prev(64, '0');
+    std::string start = chain || q.after_seq <= 0 ? "-" : "(" + std::to_string(q.after_seq) + "-0";
+    size_t n = 0;
+    while (true) {
+      auto r = call({"XRANGE", base_ + "ledger", start, "+", "COUNT", "1000"});
+      if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+      for (size_t i = 0; i < r->elements; ++i) {
+        auto e = event_from_entry(r->element[i]);
+        if (chain) {
+          e.prev_hash = prev;
+          e.hash = chain_hash(prev, e.seq, event_body(e));
+          prev = e.hash;
+        }
+        start = "(" + std::to_string(e.seq) + "-0";
+        if (e.seq <= q.after_seq || !matches(q, e)) continue;
+        if (++n > q.limit || !f(e)) return;
+      }
+      if (r->elements < 1000) return;
+    }
   }
 
   void scan_sink(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) {

@@ -324,6 +324,27 @@ TEST_CASE("a hold whose stored plan is gone (evicted, flushed) still grows and s
   require_verified(m);
 }
 
+TEST_CASE("the alert read-back after an expiring sweep reads the stream from the last read-back, not from its start") {
+  OwnRedis server;  // its own server: commandstats are server-wide
+  auto clock = std::make_shared<ManualClock>(from_millis(1'773'144'000'000));
+  BudgetManager m(opts(server.url(), clock));  // no ledger sink: the stream is the ledger
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("1000")));
+  Subject s{"user:rb"};
+  for (int i = 0; i < 3000; ++i) m.record(s, usd("0.01"));
+  Raw raw(server.port);
+  auto expire_one = [&](const char* id) {
+    REQUIRE(m.reserve(s, usd("1"), {.request_id = id, .ttl = Duration(1000)}).allowed);
+    clock->advance(Duration(2000));
+    int64_t before = raw.calls("xrange");
+    m.record(s, usd("0.01"));  // sweeps first: the hold expires, its alerts are read back
+    return raw.calls("xrange") - before;
+  };
+  CHECK(expire_one("rb-1") >= 4);  // the first read-back reads the 3000 events before it
+  CHECK(expire_one("rb-2") == 1);  // the next one only what came since (it hashed them all again)
+  CHECK(m.status(Scope::parse("user:rb"))[0].held == 0);
+  require_verified(m);
+}
+
 TEST_CASE("a server without functions (no FCALL): plain scripts, EVALSHA, NOSCRIPT retried as EVAL") {
   OwnRedis server({"--rename-command", "FCALL", ""});
   auto url = server.url();
