@@ -174,15 +174,7 @@ local function getb(k)
   for i = 1, #v, 2 do
     local f = v[i]
     local m = FIELD[f]
-    if m then
-      local x = tonumber(v[i + 1])  -- num() inline: the common case costs no call
-      if not x or x >= LIM or x <= -LIM then x = num(v[i + 1]) end
-      b[m] = x
-    elseif f == 'e' then
-      b.ex = true
-    elseif f == 'n' then
-      b.nx = true
-    end
+    if m then b[m] = num(v[i + 1]) elseif f == 'e' then b.ex = true elseif f == 'n' then b.nx = true end
   end
   BK[k] = b
   return b

@@ -356,11 +356,15 @@ TEST_CASE("an expiry swept by an operation that then fails with Conflict still r
     BudgetManager& second = other ? *other : *env.m;
     env->on_alert([&](const Alert& a) { fired.push_back(a); });
     if (other) other->on_alert([&](const Alert& a) { fired.push_back(a); });
+    // A hold of `held` that consumed `used` (persisted), then the clock past its TTL.
+    auto hold_then_outlive = [&](const char* id, const char* held, const char* used, int64_t ttl_ms) {
+      auto r = env->reserve(Subject{"tenant:t", "user:a"}, usd(held), {.request_id = id, .ttl = Duration(ttl_ms)});
+      REQUIRE(r.allowed);
+      CHECK(env->consume(r.reservation, usd(used)).ok());
+      env.clock->advance(Duration(ttl_ms + 50));
+    };
     second.record(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "cf-0"});  // a sweep: none due
-    auto r = env->reserve(Subject{"tenant:t", "user:a"}, usd("6"), {.request_id = "cf-1", .ttl = Duration(500)});
-    REQUIRE(r.allowed);
-    CHECK(env->consume(r.reservation, usd("5.50")).ok());
-    env.clock->advance(Duration(600));
+    hold_then_outlive("cf-1", "6", "5.50", 550);
     // Within a second of the last sweep: the hold expires in the sweep of this operation,
     // which then fails: "cf-1" is a hold. Before the fix the Redis store threw at once and the
     // alert of the expiry's spend was lost.
@@ -369,10 +373,7 @@ TEST_CASE("an expiry swept by an operation that then fails with Conflict still r
     CHECK(fired[0].request_id == "cf-1");
     CHECK(fired[0].spent == usd("5.70").nanos());
     // The same through a reserve that reuses a record's id, still within that second.
-    auto r2 = env->reserve(Subject{"tenant:t", "user:a"}, usd("3"), {.request_id = "cf-2", .ttl = Duration(300)});
-    REQUIRE(r2.allowed);
-    CHECK(env->consume(r2.reservation, usd("2.50")).ok());
-    env.clock->advance(Duration(350));
+    hold_then_outlive("cf-2", "3", "2.50", 300);
     CHECK_THROWS_AS(second.reserve(Subject{"tenant:t", "user:b"}, usd("0.20"), {.request_id = "cf-0"}), ConflictError);
     REQUIRE(fired.size() == 2);
     CHECK(fired[1].request_id == "cf-2");
