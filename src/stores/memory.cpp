@@ -171,19 +171,17 @@ class DeadlineHeap {
       down(h_[i].rec->heap_slot);
     }
   }
-  // Entries in heap order (for a bounded scan of the earliest ones).
-  template <class F>
-  void visit_due(int64_t now, size_t max, F&& f) const {
-    // Depth-first over the heap, pruning subtrees whose root is not due.
+  // The entries whose deadline is at most `bound()`, in heap order; `bound` may fall as `f`
+  // runs (a subtree whose root is past the current bound is skipped: its deadlines are later).
+  template <class B, class F>
+  void visit_due(B&& bound, F&& f) const {
     std::vector<size_t> stack;
     if (!h_.empty()) stack.push_back(0);
-    size_t n = 0;
-    while (!stack.empty() && n < max) {
+    while (!stack.empty()) {
       size_t i = stack.back();
       stack.pop_back();
-      if (h_[i].deadline > now) continue;
+      if (h_[i].deadline > bound()) continue;
       f(h_[i].rec);
-      ++n;
       for (size_t c : {2 * i + 1, 2 * i + 2})
         if (c < h_.size()) stack.push_back(c);
     }
@@ -445,15 +443,35 @@ class MemoryStore final : public Store {
   }
 
   size_t expire(int64_t now, size_t max) override {
-    std::vector<std::string> due;
+    // The earliest `max` due holds, settled in (deadline, request id) order as the SQLite and
+    // Redis stores do, so their Expire events, and the alerts read back from them, come in the
+    // same order on every store. `due` is a max-heap while it is filled.
+    if (max == 0) return 0;
+    using Due = std::pair<int64_t, std::string>;
+    std::vector<Due> due;
+    auto later = [](const Due& a, int64_t d, std::string_view id) {
+      return a.first != d ? a.first > d : std::string_view(a.second) > id;
+    };
+    auto bound = [&] { return due.size() < max ? now : due.front().first; };
     for (auto& st : stripes_) {
-      if (due.size() >= max) break;
       std::lock_guard lk(st.m);
-      if (st.deadlines.empty() || st.deadlines.min() > now) continue;
-      st.deadlines.visit_due(now, max - due.size(), [&](const MemRecord* r) { due.push_back(r->rec.request_id); });
+      if (st.deadlines.empty() || st.deadlines.min() > bound()) continue;
+      st.deadlines.visit_due(bound, [&](const MemRecord* r) {
+        const auto& id = r->rec.request_id;
+        const int64_t d = r->rec.expires_at;
+        if (due.size() == max) {
+          if (!later(due.front(), d, id)) return;
+          std::pop_heap(due.begin(), due.end());
+          due.pop_back();
+        }
+        due.emplace_back(d, id);
+        std::push_heap(due.begin(), due.end());
+      });
     }
+    std::sort_heap(due.begin(), due.end());
     size_t n = 0;
-    for (const auto& id : due) {
+    for (const auto& d : due) {
+      const std::string& id = d.second;
       n += for_request(id, [&](Txn& t) {
         auto* r = static_cast<MemTxn&>(t).record(id);
         if (!r || r->rec.state != ReqState::Held || r->rec.expires_at > now) return 0;

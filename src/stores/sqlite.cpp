@@ -923,7 +923,7 @@ class SqliteStore final : public Store {
         "INSERT OR REPLACE INTO requests(id, state, rec) VALUES (?,?,?)",
         BUDGET_RECORD_UPSERT("holds"),
         "INSERT INTO ledger(seq, body, hash, plan, wpos, redo) VALUES (?,?,?,?,?,?)",
-        "SELECT id, expires_at FROM holds WHERE expires_at<=? ORDER BY expires_at LIMIT ?",
+        "SELECT id, expires_at FROM holds WHERE expires_at<=? ORDER BY expires_at, id LIMIT ?",
         "SELECT id, expires_at FROM holds ORDER BY expires_at",
         "SELECT seq, body, hash, plan, wpos FROM ledger WHERE seq>? ORDER BY seq LIMIT ?",
         "SELECT hash FROM ledger WHERE seq<=? ORDER BY seq DESC LIMIT 1",

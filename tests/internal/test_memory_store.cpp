@@ -94,8 +94,10 @@ TEST_CASE("memory store: holds expire in deadline order, with mixed TTLs, many h
     for (auto& [id, d] : live) m = std::min(m, d);
     return m;
   };
-  // Sweep forward in uneven steps: exactly the holds whose deadline passed are expired.
+  // Sweep forward in uneven steps: exactly the holds whose deadline passed are expired, the
+  // earliest first, in (deadline, request id) order across batches and stripes.
   int64_t now = t0;
+  int64_t seen_seq = 0;
   while (!live.empty()) {
     now += 1 + static_cast<int64_t>(rng() % 700);
     size_t due = 0;
@@ -103,6 +105,16 @@ TEST_CASE("memory store: holds expire in deadline order, with mixed TTLs, many h
     size_t expired = 0, k;
     while ((k = store->expire(now, 97)) > 0) expired += k;  // small batches
     CHECK(expired == due);
+    std::vector<std::pair<int64_t, std::string>> order;
+    LedgerQuery q;
+    q.after_seq = seen_seq;
+    store->scan_events(q, [&](const LedgerEvent& e) {
+      seen_seq = e.seq;
+      if (e.type == EventType::Expire) order.emplace_back(live.at(e.request_id), e.request_id);
+      return true;
+    });
+    CHECK(order.size() == due);
+    CHECK(std::is_sorted(order.begin(), order.end()));
     for (auto it = live.begin(); it != live.end();) {
       auto rec = store->get_request(it->first);
       REQUIRE(rec);

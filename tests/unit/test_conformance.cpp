@@ -433,6 +433,36 @@ TEST_CASE("holds expire lazily: a later operation settles them without expire_ho
   }
 }
 
+TEST_CASE("holds due together expire in (deadline, request id) order: their events and alerts") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.persist_every = usd("0.10");
+    Env env(kind, o);
+    env->set_limit(Limit::cost("user:*", Window::day(), usd("1"), {50}));
+    std::vector<std::string> alerted;
+    env->on_alert([&](const Alert& a) { alerted.push_back(a.request_id); });
+    // One user each (different subjects, so different stripes / keys); ids not in TTL order.
+    const std::vector<std::pair<std::string, int64_t>> holds = {
+        {"q-7", 3'000}, {"b-2", 1'000}, {"k-5", 2'000}, {"a-9", 2'000},
+        {"z-1", 1'000}, {"m-4", 3'000}, {"c-3", 2'000}, {"x-8", 1'000}};
+    for (size_t i = 0; i < holds.size(); ++i) {
+      auto d = env->reserve(Subject{"user:u" + std::to_string(i)}, usd("0.80"),
+                            {.request_id = holds[i].first, .ttl = Duration(holds[i].second)});
+      REQUIRE(d.allowed);
+      CHECK(env->consume(d.reservation, usd("0.60")).ok());  // persisted: its expiry crosses 50%
+    }
+    CHECK(alerted.empty());
+    env.clock->advance(Duration(5'000));
+    REQUIRE(env->reserve(Subject{"user:other"}, usd("0.10")).allowed);  // sweeps them all
+    const std::vector<std::string> want = {"b-2", "x-8", "z-1", "a-9", "c-3", "k-5", "m-4", "q-7"};
+    std::vector<std::string> expired;
+    for (const auto& e : env->events({.type = EventType::Expire})) expired.push_back(e.request_id);
+    CHECK(expired == want);
+    CHECK(alerted == want);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("calendar windows roll over at their boundaries") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
