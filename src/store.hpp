@@ -16,6 +16,7 @@
 #include <budget/limits.hpp>
 #include <budget/manager.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -151,6 +152,20 @@ struct RequestRecord {
   int failing_check = -1;   // Denied: which check
   CheckState failing_state; // Denied: its state then
 };
+
+// What expiry charges a hold: what was consumed (last persisted), but on a metric that one of
+// the plan's checks limits never more than the hold. Consumption past the hold is what a
+// refused growth (Stop) recorded; expiry is no commit, and only a commit may spend past its
+// hold (flagged). Mirrored by expire_rec in the Redis scripts.
+inline Amounts expiry_charge(const Plan& p, const RequestRecord& rec) {
+  Amounts c = rec.consumed;
+  for (const auto& k : p.checks) {
+    if (k.metric == Metric::Cost) c.cost = std::min(c.cost, rec.held.cost);
+    if (k.metric == Metric::Tokens) c.tokens = std::min(c.tokens, rec.held.tokens);
+    if (k.metric == Metric::Requests) c.requests = std::min(c.requests, rec.held.requests);
+  }
+  return c;
+}
 
 // ---- operations --------------------------------------------------------------------------
 struct ReserveOp {

@@ -414,12 +414,18 @@ end
 -- The stream is capped by the drain (kDrained), the only one that can let events go.
 local function finish() end
 
--- txn_expire: an expired hold is charged what was consumed; the rest is released.
+-- txn_expire: an expired hold is charged what was consumed, on a limited metric no more than
+-- the hold (expiry_charge in store.hpp); the rest is released.
 local function expire_rec(r)
   if r.st ~= '0' then return end
   local p = plan_of(r)
-  local u1, u2, u3 = num(r.u1), num(r.u2), num(r.u3)
-  local d = {u1, u2, u3, -num(r.h1), -num(r.h2), -num(r.h3), 0, 0, 0}
+  local h = {num(r.h1), num(r.h2), num(r.h3)}
+  local u = {num(r.u1), num(r.u2), num(r.u3)}
+  for _, c in ipairs(p.c) do
+    if u[c.m] > h[c.m] then u[c.m] = h[c.m] end
+  end
+  local u1, u2, u3 = u[1], u[2], u[3]
+  local d = {u1, u2, u3, -h[1], -h[2], -h[3], 0, 0, 0}
   add_all(p, d)
   r.st = '3'
   r.x1, r.x2, r.x3 = fmt(u1), fmt(u2), fmt(u3)

@@ -376,10 +376,10 @@ void txn_expire(Txn& t, RequestRecord rec, int64_t now) {
   if (rec.state != ReqState::Held) return;
   Counters delta;
   delta.held = -rec.held;
-  delta.spent = rec.consumed;
+  delta.spent = expiry_charge(*rec.plan, rec);
   add_all(t, *rec.plan, delta);
   rec.state = ReqState::Expired;
-  rec.charged = rec.consumed;
+  rec.charged = delta.spent;
   t.save_request(rec);
   Txn::EventDraft e{EventType::Expire, rec, now};
   e.held = delta.held;

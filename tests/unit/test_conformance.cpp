@@ -273,6 +273,33 @@ TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit ad
   }
 }
 
+TEST_CASE("expiry charges what was consumed up to the hold: a stream refused at its limit and abandoned") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("user:*", Window::day(), usd("1")));
+    auto s = Subject{"user:s"};
+    auto d = env->reserve(s, usd("0.50"), {.request_id = "ab-1", .ttl = Duration(60'000)});
+    REQUIRE(d.allowed);
+    auto r = d.reservation;
+    CHECK(env->consume(r, usd("0.90")).ok());  // the hold grows to 0.90 (of the $1 limit)
+    REQUIRE(env->consume(r, usd("0.30")).verdict == Verdict::Stop);  // 1.20 does not fit
+    CHECK(r.held() == usd("0.90"));
+    env.clock->advance(Duration(61'000));  // the app never commits: the hold expires
+    CHECK(env->expire_holds() == 1);
+    // Expiry is no commit: it never charges past the hold on a limited metric, so no limit
+    // is exceeded without a flagged commit (the refused 0.30 stays out, as the Stop said).
+    auto st = env->status(Scope::parse("user:s"))[0];
+    CHECK(st.spent == usd("0.90").nanos());
+    CHECK(st.held == 0);
+    // The app's own commit after that, with the full 1.20, is charged and flagged.
+    auto rc = env->commit("ab-1", usd("1.20"));
+    CHECK(rc.after_expiry);
+    CHECK(rc.over_limit);
+    CHECK(env->status(Scope::parse("user:s"))[0].spent == usd("1.20").nanos());
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("spend charged by expiry fires threshold alerts, once") {
   FOR_EACH_STORE(kind) {
     Options o;
