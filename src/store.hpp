@@ -159,10 +159,13 @@ struct RequestRecord {
 // hold (flagged). Mirrored by expire_rec in the Redis scripts.
 inline Amounts expiry_charge(const Plan& p, const RequestRecord& rec) {
   Amounts c = rec.consumed;
+  // The request itself counts as a commit would count it (each reservation counts 1): a hold
+  // is released by the app when the call did not happen; one left to expire was admitted and
+  // most likely sent (the process died, or forgot to commit), so a requests/minute limit sees it.
+  c.requests = rec.held.requests;
   for (const auto& k : p.checks) {
     if (k.metric == Metric::Cost) c.cost = std::min(c.cost, rec.held.cost);
     if (k.metric == Metric::Tokens) c.tokens = std::min(c.tokens, rec.held.tokens);
-    if (k.metric == Metric::Requests) c.requests = std::min(c.requests, rec.held.requests);
   }
   return c;
 }

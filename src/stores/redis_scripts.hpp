@@ -420,7 +420,7 @@ local function expire_rec(r)
   if r.st ~= '0' then return end
   local p = plan_of(r)
   local h = {num(r.h1), num(r.h2), num(r.h3)}
-  local u = {num(r.u1), num(r.u2), num(r.u3)}
+  local u = {num(r.u1), num(r.u2), h[3]}  -- the request counts, as expiry_charge says
   for _, c in ipairs(p.c) do
     if u[c.m] > h[c.m] then u[c.m] = h[c.m] end
   end

@@ -300,6 +300,35 @@ TEST_CASE("expiry charges what was consumed up to the hold: a stream refused at 
   }
 }
 
+TEST_CASE("an expired reservation counts as a request, once: a late commit does not count it again") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    auto s = Subject{"key:rq"};
+    env->set_limit(Limit::requests("key:rq", Window::hour(), 2));
+    env->reserve(s, usd("0.10"), {.request_id = "rq-1", .ttl = Duration(1'000)});
+    auto r2 = env->reserve(s, usd("0.10"), {.request_id = "rq-2", .ttl = Duration(1'000)}).reservation;
+    env->release(r2);  // a released hold was never sent: it counts nothing
+    env.clock->advance(Duration(2'000));
+    CHECK(env->expire_holds() == 1);  // rq-1 was admitted and never settled: sent, most likely
+    auto st = env->status(Scope::parse("key:rq"))[0];
+    CHECK(st.spent == 1);
+    CHECK(st.held == 0);
+    CHECK(env->reserve(s, usd("0.10"), {.request_id = "rq-3"}).allowed);
+    CHECK_FALSE(env->check(s, usd("0.10")).allowed);  // 2 of 2: rq-1 (expired) and rq-3
+    auto rc = env->commit("rq-1", usd("0.05"));
+    CHECK(rc.after_expiry);
+    CHECK(env->status(Scope::parse("key:rq"))[0].spent == 1);  // still one request for rq-1
+    bool seen = false;
+    for (const auto& row : env->aggregate())
+      if (row.scope == "key:rq") {
+        seen = true;
+        CHECK(row.requests == 1);  // rq-1 alone is charged; rq-3 is still held
+      }
+    CHECK(seen);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("spend charged by expiry fires threshold alerts, once") {
   FOR_EACH_STORE(kind) {
     Options o;
