@@ -136,6 +136,19 @@ void check_limits(BudgetManager& m, const char* when) {
   }
 }
 
+// Calls f on every event the query selects, in seq order, a page at a time: a long run's
+// ledger is millions of events, too many to hold as one vector beside the store's own copy.
+template <class F>
+void for_each_event(BudgetManager& m, LedgerQuery q, F&& f) {
+  q.limit = 50'000;
+  for (;;) {
+    auto page = m.events(q);
+    for (const auto& e : page) f(e);
+    if (page.size() < q.limit) return;
+    q.after_seq = page.back().seq;
+  }
+}
+
 // Replays the ledger in commit order: after every admission (reserve, grown hold), the
 // holds + spend of every rolling window as seen at that event's time, and of the global
 // minute bucket it was charged to, never exceed their limits.
@@ -148,7 +161,7 @@ void check_windows_by_replay(BudgetManager& m) {
   };
   std::map<int64_t, int64_t> minute;  // global minute bucket start -> spent+held
   long checked = 0;
-  for (const auto& e : m.events()) {
+  for_each_event(m, {}, [&](const LedgerEvent& e) {
     for (const auto& key : e.windows) {
       auto p2 = key.rfind('|'), p1 = key.rfind('|', p2 - 1);
       std::string scope = key.substr(0, p1);
@@ -176,7 +189,7 @@ void check_windows_by_replay(BudgetManager& m) {
         die("ledger replay: " + scope + " rolling:2s holds+spend " + std::to_string(sum) + " > limit at event " +
             std::to_string(e.seq));
     }
-  }
+  });
   std::cout << "replay: " << checked << " window states checked (rolling and minute)\n";
 }
 
@@ -187,8 +200,9 @@ void final_checks(BudgetManager& m) {
   for (const auto& p : rep.problems) std::cerr << "  " << p << "\n";
   if (!rep.ok) die("verify() reported problems");
   std::map<std::string, int64_t> ledger_spend;
-  for (const auto& e : m.events())
+  for_each_event(m, {}, [&](const LedgerEvent& e) {
     for (const auto& s : e.subject) ledger_spend[s] += e.spent.cost;
+  });
   for (const auto& sc : all_scopes()) {
     for (const auto& st : m.status(sc)) {
       if (st.held != 0) die(st.key + " still holds " + std::to_string(st.held) + " after expiry");
@@ -334,7 +348,8 @@ int mode_crash(const char* self, Args a) {
     }
   if (acked.empty()) die("no commit was acknowledged before the kills: the test proves nothing");
   std::map<std::string, int64_t> committed;
-  for (const auto& e : m.events({.type = EventType::Commit})) committed[e.request_id] += e.spent.cost;
+  for_each_event(m, {.type = EventType::Commit},
+                 [&](const LedgerEvent& e) { committed[e.request_id] += e.spent.cost; });
   for (const auto& [id, amount] : acked) {
     auto it = committed.find(id);
     if (it == committed.end()) die("acknowledged commit " + id + " is missing from the ledger");
