@@ -55,7 +55,10 @@ Money usd(const char* s) { return Money::parse(s); }
 
 // Tight hierarchical limits over a 2-second rolling window (so the run keeps hitting them
 // rather than exhausting them once), plus `total` windows that track all spend for the final
-// ledger comparison.
+// ledger comparison. One user also has a tight rate limit (requests per minute, binding:
+// the others run at the cost limits), so the requests metric is proven under contention too.
+const char* const kRateLimitedUser = "user:t0u0";
+const int64_t kRateLimit = 60;  // requests per minute
 std::vector<Limit> limits() {
   auto w = Window::rolling(2s);
   return {Limit::cost("global", w, usd("200")),
@@ -63,6 +66,7 @@ std::vector<Limit> limits() {
           Limit::cost("user:*", w, usd("20")),
           Limit::cost("global", Window::minute(), usd("1500")),
           Limit::requests("user:*", Window::minute(), 1'000'000),
+          Limit::requests(kRateLimitedUser, Window::minute(), kRateLimit),
           Limit::cost("global", Window::total(), usd("1000000")),
           Limit::cost("tenant:*", Window::total(), usd("1000000")),
           Limit::cost("user:*", Window::total(), usd("1000000"))};
@@ -150,8 +154,9 @@ void for_each_event(BudgetManager& m, LedgerQuery q, F&& f) {
 }
 
 // Replays the ledger in commit order: after every admission (reserve, grown hold), the
-// holds + spend of every rolling window as seen at that event's time, and of the global
-// minute bucket it was charged to, never exceed their limits.
+// holds + spend of every rolling window as seen at that event's time, of the global minute
+// bucket it was charged to (cost) and of the rate-limited user's minute (requests), never
+// exceed their limits.
 void check_windows_by_replay(BudgetManager& m) {
   std::map<std::string, std::map<int64_t, int64_t>> buckets;  // series -> bucket start -> spent+held
   auto limit_of = [](const std::string& scope) {
@@ -159,19 +164,22 @@ void check_windows_by_replay(BudgetManager& m) {
     if (scope.rfind("tenant:", 0) == 0) return usd("80").nanos();
     return usd("20").nanos();
   };
-  std::map<int64_t, int64_t> minute;  // global minute bucket start -> spent+held
-  long checked = 0;
+  std::map<int64_t, int64_t> minute, rate;  // minute bucket start -> spent+held (global cost; requests)
+  long checked = 0, rate_checked = 0;
   for_each_event(m, {}, [&](const LedgerEvent& e) {
     for (const auto& key : e.windows) {
       auto p2 = key.rfind('|'), p1 = key.rfind('|', p2 - 1);
       std::string scope = key.substr(0, p1);
-      if (scope == "global" && key.compare(p1 + 1, p2 - p1 - 1, "minute") == 0) {
-        int64_t& sum = minute[std::stoll(key.substr(p2 + 1))];
-        sum += e.spent.cost + e.held.cost;
-        if (e.held.cost <= 0) continue;
-        ++checked;
-        if (sum > usd("1500").nanos())
-          die("ledger replay: global minute holds+spend " + std::to_string(sum) + " > limit at event " +
+      if (key.compare(p1 + 1, p2 - p1 - 1, "minute") == 0) {
+        bool global = scope == "global";
+        if (!global && scope != kRateLimitedUser) continue;
+        int64_t& sum = (global ? minute : rate)[std::stoll(key.substr(p2 + 1))];
+        int64_t held = global ? e.held.cost : e.held.requests;
+        sum += (global ? e.spent.cost : e.spent.requests) + held;
+        if (held <= 0) continue;
+        ++(global ? checked : rate_checked);
+        if (sum > (global ? usd("1500").nanos() : kRateLimit))
+          die("ledger replay: " + scope + " minute holds+spend " + std::to_string(sum) + " > limit at event " +
               std::to_string(e.seq));
         continue;
       }
@@ -190,7 +198,9 @@ void check_windows_by_replay(BudgetManager& m) {
             std::to_string(e.seq));
     }
   });
-  std::cout << "replay: " << checked << " window states checked (rolling and minute)\n";
+  std::cout << "replay: " << checked << " window states checked (rolling and minute), " << rate_checked
+            << " of " << kRateLimitedUser << "'s requests per minute\n";
+  if (rate_checked == 0) die("no admission of " + std::string(kRateLimitedUser) + ": the rate limit was not exercised");
 }
 
 // verify() clean, no hold left after expiry, and per-scope spend equals the ledger's sum.
