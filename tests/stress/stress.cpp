@@ -55,21 +55,37 @@ Money usd(const char* s) { return Money::parse(s); }
 
 // Tight hierarchical limits over a 2-second rolling window (so the run keeps hitting them
 // rather than exhausting them once), plus `total` windows that track all spend for the final
-// ledger comparison. One user also has a tight rate limit (requests per minute, binding:
-// the others run at the cost limits), so the requests metric is proven under contention too.
-const char* const kRateLimitedUser = "user:t0u0";
-const int64_t kRateLimit = 60;  // requests per minute
+// ledger comparison. Two users also have tight per-minute limits on the other metrics
+// (binding: the others run at the cost limits), so requests and tokens are proven under
+// contention too; the replay checks every minute limit listed here exactly.
+struct MinuteLimit {
+  const char* scope;
+  Metric metric;
+  int64_t limit;
+};
+const MinuteLimit kMinuteLimits[] = {
+    {"global", Metric::Cost, 1500'000'000'000},  // $1500
+    {"user:t0u0", Metric::Requests, 60},
+    {"user:t0u1", Metric::Tokens, 30'000},
+};
+int64_t amount_of(const Amounts& a, Metric m) {
+  return m == Metric::Cost ? a.cost : m == Metric::Tokens ? a.tokens : a.requests;
+}
 std::vector<Limit> limits() {
   auto w = Window::rolling(2s);
-  return {Limit::cost("global", w, usd("200")),
-          Limit::cost("tenant:*", w, usd("80")),
-          Limit::cost("user:*", w, usd("20")),
-          Limit::cost("global", Window::minute(), usd("1500")),
-          Limit::requests("user:*", Window::minute(), 1'000'000),
-          Limit::requests(kRateLimitedUser, Window::minute(), kRateLimit),
-          Limit::cost("global", Window::total(), usd("1000000")),
-          Limit::cost("tenant:*", Window::total(), usd("1000000")),
-          Limit::cost("user:*", Window::total(), usd("1000000"))};
+  std::vector<Limit> out{Limit::cost("global", w, usd("200")),
+                         Limit::cost("tenant:*", w, usd("80")),
+                         Limit::cost("user:*", w, usd("20")),
+                         Limit::requests("user:*", Window::minute(), 1'000'000),
+                         Limit::cost("global", Window::total(), usd("1000000")),
+                         Limit::cost("tenant:*", Window::total(), usd("1000000")),
+                         Limit::cost("user:*", Window::total(), usd("1000000"))};
+  for (const auto& m : kMinuteLimits) {
+    Limit l = Limit::requests(m.scope, Window::minute(), m.limit);
+    l.metric = m.metric;
+    out.push_back(l);
+  }
+  return out;
 }
 
 Subject subject_for(std::mt19937_64& rng) {
@@ -94,16 +110,20 @@ std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::
   RequestOptions o;
   o.request_id = "p" + std::to_string(::getpid()) + "-" + std::to_string(tag) + "-" + std::to_string(n);
   o.ttl = Duration(2000);
-  auto d = m.reserve(s, Money::from_nanos(static_cast<int64_t>(20'000'000 + rng() % 80'000'000)), o);
+  auto cost = Money::from_nanos(static_cast<int64_t>(20'000'000 + rng() % 80'000'000));
+  auto d = m.reserve(s, Estimate::money(cost, static_cast<int64_t>(300 + rng() % 1500)), o);
   if (!d.allowed) return std::nullopt;
   auto r = d.reservation;
   Money committed = Money();
+  int64_t tokens = 0;  // consumed (and admitted)
   int chunks = static_cast<int>(rng() % 8);
   for (int i = 0; i < chunks; ++i) {
     Money chunk = Money::from_nanos(static_cast<int64_t>(rng() % 30'000'000));
-    auto c = m.consume(r, chunk);
+    auto t = static_cast<int64_t>(rng() % 400);
+    auto c = m.consume(r, chunk, t);
     if (!c.ok()) break;
     committed = c.consumed;
+    tokens += t;
   }
   switch (rng() % 10) {
     case 0:
@@ -114,7 +134,7 @@ std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::
     default: {
       Money amount = committed.is_zero() ? Money::from_nanos(static_cast<int64_t>(rng() % 10'000'000)) : committed;
       if (amount > r.held()) amount = r.held();
-      auto rc = m.commit(r, amount);
+      auto rc = m.commit(r, Charge::money(amount, std::min(tokens, r.held_tokens())));
       if (rc.over_limit && std::getenv("STRESS_DEBUG")) std::cerr << "over_limit: " << rc.over_limit_scopes.at(0) << "\n";
       return std::make_pair(r.request_id(), amount.nanos());
     }
@@ -154,9 +174,8 @@ void for_each_event(BudgetManager& m, LedgerQuery q, F&& f) {
 }
 
 // Replays the ledger in commit order: after every admission (reserve, grown hold), the
-// holds + spend of every rolling window as seen at that event's time, of the global minute
-// bucket it was charged to (cost) and of the rate-limited user's minute (requests), never
-// exceed their limits.
+// holds + spend of every rolling window as seen at that event's time, and of every minute
+// bucket of kMinuteLimits it was charged to, never exceed their limits.
 void check_windows_by_replay(BudgetManager& m) {
   std::map<std::string, std::map<int64_t, int64_t>> buckets;  // series -> bucket start -> spent+held
   auto limit_of = [](const std::string& scope) {
@@ -164,23 +183,26 @@ void check_windows_by_replay(BudgetManager& m) {
     if (scope.rfind("tenant:", 0) == 0) return usd("80").nanos();
     return usd("20").nanos();
   };
-  std::map<int64_t, int64_t> minute, rate;  // minute bucket start -> spent+held (global cost; requests)
-  long checked = 0, rate_checked = 0;
+  constexpr size_t kMinutes = std::size(kMinuteLimits);
+  std::map<int64_t, int64_t> minute[kMinutes];  // per minute limit: bucket start -> spent+held
+  long checked = 0, minute_checked[kMinutes] = {};
   for_each_event(m, {}, [&](const LedgerEvent& e) {
     for (const auto& key : e.windows) {
       auto p2 = key.rfind('|'), p1 = key.rfind('|', p2 - 1);
       std::string scope = key.substr(0, p1);
       if (key.compare(p1 + 1, p2 - p1 - 1, "minute") == 0) {
-        bool global = scope == "global";
-        if (!global && scope != kRateLimitedUser) continue;
-        int64_t& sum = (global ? minute : rate)[std::stoll(key.substr(p2 + 1))];
-        int64_t held = global ? e.held.cost : e.held.requests;
-        sum += (global ? e.spent.cost : e.spent.requests) + held;
-        if (held <= 0) continue;
-        ++(global ? checked : rate_checked);
-        if (sum > (global ? usd("1500").nanos() : kRateLimit))
-          die("ledger replay: " + scope + " minute holds+spend " + std::to_string(sum) + " > limit at event " +
-              std::to_string(e.seq));
+        for (size_t i = 0; i < kMinutes; ++i) {
+          const auto& ml = kMinuteLimits[i];
+          if (scope != ml.scope) continue;
+          int64_t& sum = minute[i][std::stoll(key.substr(p2 + 1))];
+          int64_t held = amount_of(e.held, ml.metric);
+          sum += amount_of(e.spent, ml.metric) + held;
+          if (held <= 0) continue;
+          ++minute_checked[i];
+          if (sum > ml.limit)
+            die("ledger replay: " + scope + " " + to_string(ml.metric) + " per minute: holds+spend " +
+                std::to_string(sum) + " > limit " + std::to_string(ml.limit) + " at event " + std::to_string(e.seq));
+        }
         continue;
       }
       if (key.compare(p1 + 1, p2 - p1 - 1, "rolling:2s") != 0) continue;
@@ -198,9 +220,14 @@ void check_windows_by_replay(BudgetManager& m) {
             std::to_string(e.seq));
     }
   });
-  std::cout << "replay: " << checked << " window states checked (rolling and minute), " << rate_checked
-            << " of " << kRateLimitedUser << "'s requests per minute\n";
-  if (rate_checked == 0) die("no admission of " + std::string(kRateLimitedUser) + ": the rate limit was not exercised");
+  std::cout << "replay: " << checked << " rolling window states checked; per minute:";
+  for (size_t i = 0; i < kMinutes; ++i) {
+    std::cout << ' ' << kMinuteLimits[i].scope << ' ' << to_string(kMinuteLimits[i].metric) << ' '
+              << minute_checked[i];
+    if (minute_checked[i] == 0)
+      die(std::string("no admission charged ") + kMinuteLimits[i].scope + "'s minute: that limit was not exercised");
+  }
+  std::cout << "\n";
 }
 
 // verify() clean, no hold left after expiry, and per-scope spend equals the ledger's sum.
