@@ -35,17 +35,21 @@ struct ShimFile {
 // transaction at a time), flushed when the connection touches the WAL-index locks.
 thread_local ShimFile* t_pending = nullptr;
 
-// Writes what was gathered. On failure the bytes stay gathered (and the error goes to the
-// operation that asked): a later flush writes them, so a failed write never leaves a hole in
-// the WAL under frames written after it.
+// Writes what was gathered, and forgets it whether or not the write succeeded. A failed write
+// is reported to the SQLite call that caused the flush, and SQLite abandons the transaction:
+// frames past the last commit in the WAL index are never read, and SQLite writes them again
+// when it retries. Keeping failed bytes to write them later would be wrong twice over: every
+// later call on the file (a read, the WAL-index unlock) would flush first and fail, so a full
+// disk would fail reads too and keep the write lock from being released; and once the disk
+// had room, the bytes of the abandoned transaction would land where another writer has since
+// committed its own frames, overwriting them (found by a test that fills the disk).
 int flush(ShimFile* f) {
   if (f->buf_len == 0) return SQLITE_OK;
   int rc = f->real->pMethods->xWrite(f->real, f->buf, static_cast<int>(f->buf_len), f->buf_off);
-  if (rc != SQLITE_OK) return rc;
   f->buf_len = 0;
   f->commit_pending = false;
   if (t_pending == f) t_pending = nullptr;
-  return SQLITE_OK;
+  return rc;
 }
 
 int flush_pending() { return t_pending ? flush(t_pending) : SQLITE_OK; }
@@ -144,12 +148,17 @@ int x_shm_map(sqlite3_file* p, int pg, int size, int extend, void volatile** out
   return shim(p)->real->pMethods->xShmMap(shim(p)->real, pg, size, extend, out);
 }
 int x_shm_lock(sqlite3_file* p, int off, int n, int flags) {
-  if (int rc = flush_pending(); rc != SQLITE_OK) return rc;
-  return shim(p)->real->pMethods->xShmLock(shim(p)->real, off, n, flags);
+  int rc = flush_pending();
+  // A lock is not taken after a failed write; an unlock always happens (SQLite does not retry
+  // one, and a write lock kept would lock every other connection out of the file).
+  if (rc != SQLITE_OK && !(flags & SQLITE_SHM_UNLOCK)) return rc;
+  int rc2 = shim(p)->real->pMethods->xShmLock(shim(p)->real, off, n, flags);
+  return rc != SQLITE_OK ? rc : rc2;
 }
 void x_shm_barrier(sqlite3_file* p) {
-  // Nothing is pending here in practice (a commit is written at its commit frame); a failed
-  // write cannot be reported from a barrier, and SQLite's own write would have failed earlier.
+  // Nothing is pending here in practice: SQLite issues barriers when it publishes a commit
+  // (whose frames were written at its commit frame) and when it reads the WAL-index header
+  // (after the flush of the lock it took first). A failed write cannot be reported from here.
   (void)flush_pending();
   shim(p)->real->pMethods->xShmBarrier(shim(p)->real);
 }

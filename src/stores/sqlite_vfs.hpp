@@ -15,6 +15,8 @@
 //     (xShmBarrier). That covers frames spilled by a transaction that is then rolled back:
 //     they are written before the write lock is released, so they can never land on top of
 //     another writer's frames later, which is what SQLite's own write order guarantees.
+// A write that fails is forgotten (its error goes to the SQLite call that caused it, which
+// abandons the transaction), and an unlock is never skipped: see flush() and x_shm_lock().
 // The last point relies on one invariant of SqliteStore: a transaction runs on one thread from
 // BEGIN to COMMIT or ROLLBACK (the pending WAL file is remembered per thread). The file format
 // is unchanged: other processes and tools using plain SQLite share the files safely.

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -663,4 +665,170 @@ TEST_CASE("generated request ids stay unique across processes forked after the p
     }
   }
   CHECK(got == kProcs * kEach);
+}
+
+namespace {
+
+// In a child process whose files may not grow past `limit` bytes (RLIMIT_FSIZE: a write past
+// it fails with EFBIG, as a full disk fails with ENOSPC): lifecycles until a write fails, a
+// check that the failed operation changed nothing, then the limit lifted and the same
+// manager carrying on (the failed operation retried with its request id). Exit codes: 0 ok,
+// 1 no write ever failed (the limit was too high to prove anything), 2 an error other than
+// StoreUnavailable, 3 the failed operation left a change, 4 anything else.
+int full_disk_child(const Options& o, rlim_t limit, int lifecycles) {
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit rl{limit, RLIM_INFINITY};
+  if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return 4;
+  try {
+    BudgetManager m(o);
+    const Subject alice{"user:alice"};
+    int64_t acked_spend = usd("1").nanos(), acked_held = 0;  // the parent recorded $1
+    bool failed = false;
+    auto fail_once = [&]() -> int {
+      if (failed) return 0;
+      failed = true;
+      // Nothing of the failed operation shows, in this process's own view.
+      auto st = status_of(m.status(Scope("user", "alice")), "day");
+      if (st.spent != acked_spend || st.held != acked_held) return 3;
+      rlimit more{RLIM_INFINITY, RLIM_INFINITY};  // space returns
+      return setrlimit(RLIMIT_FSIZE, &more) == 0 ? 0 : 4;
+    };
+    for (int i = 0; i < lifecycles; ++i) {
+      RequestOptions ro;
+      ro.request_id = "fd-" + std::to_string(i);
+      Decision d;
+      for (;;) {
+        d = m.reserve(alice, usd("0.001"), ro);
+        if (d.allowed) break;
+        if (d.denial.reason != DenyReason::StoreUnavailable) return 2;
+        if (int rc = fail_once()) return rc;
+      }
+      acked_held += usd("0.001").nanos();
+      for (;;) {
+        try {
+          m.commit(d.reservation, usd("0.001"));
+          break;
+        } catch (const StoreUnavailableError&) {
+          if (int rc = fail_once()) return rc;
+        }
+      }
+      acked_held -= usd("0.001").nanos();
+      acked_spend += usd("0.001").nanos();
+    }
+    return failed ? 0 : 1;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "full disk child: %s: %s\n", to_string(e.code()), e.what());
+    return 2;
+  } catch (...) {
+    return 4;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sqlite: a full disk fails an operation with StoreUnavailable, changes nothing, and the manager recovers") {
+  // Write failures at several points: in a ledger append, in a checkpoint (every 512 events),
+  // in the WAL or the main file. Each time the operation is refused whole (fail-closed), the
+  // process's view is as before it, and once space returns the same manager goes on; nothing
+  // acknowledged is lost, no hold is left, the ledger verifies.
+  constexpr int kLifecycles = 1500;
+  for (rlim_t limit : {rlim_t{250'000}, rlim_t{420'000}, rlim_t{700'000}, rlim_t{1'000'000}}) {
+    CAPTURE(limit);
+    std::string path = temp_path();
+    Options o;
+    o.store = "sqlite:" + path;
+    o.limits = {Limit::cost("user:*", Window::day(), usd("1000"))};
+    { BudgetManager(o).record(Subject{"user:alice"}, usd("1")); }
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) _exit(full_disk_child(o, limit, kLifecycles));
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    BudgetManager m(o);
+    auto day = status_of(m.status(Scope("user", "alice")), "day");
+    CHECK(day.spent == usd("1").nanos() + usd("0.001").nanos() * kLifecycles);
+    CHECK(day.held == 0);
+    auto rep = m.verify();
+    for (const auto& p : rep.problems) MESSAGE(p);
+    CHECK(rep.ok);
+    CHECK(rep.events == 1 + 2 * kLifecycles);
+  }
+}
+
+TEST_CASE("sqlite: a process whose write failed (full disk) does not keep other processes from writing") {
+  // The failed transaction is abandoned whole: its process keeps no write lock and no bytes
+  // to write later, so another process writes (the disk has room for it: a file size limit
+  // is per process) and the failed process, once it has room again, sees that write.
+  std::string path = temp_path();
+  Options o;
+  o.store = "sqlite:" + path;
+  o.limits = {Limit::cost("user:*", Window::day(), usd("1000"))};
+  o.store_options.timeout = Duration(500);
+  { BudgetManager(o).record(Subject{"user:a"}, usd("1"), {.request_id = "base"}); }
+  int to_child[2], to_parent[2];
+  REQUIRE(pipe(to_child) == 0);
+  REQUIRE(pipe(to_parent) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(to_parent[0]);
+    close(to_child[1]);
+    std::signal(SIGXFSZ, SIG_IGN);
+    int code = 0;
+    char c = 0;
+    try {
+      BudgetManager m(o);
+      m.record(Subject{"user:a"}, usd("0.50"), {.request_id = "a-ok"});
+      struct stat sb {};
+      if (stat((path + "-wal").c_str(), &sb) != 0) code = 4;
+      rlimit rl{static_cast<rlim_t>(sb.st_size), RLIM_INFINITY};  // the WAL may not grow
+      if (setrlimit(RLIMIT_FSIZE, &rl) != 0) code = 4;
+      try {
+        m.record(Subject{"user:a"}, usd("100"), {.request_id = "a-failed"});
+        code = 1;  // the write did not fail: the test proves nothing
+      } catch (const StoreUnavailableError&) {
+      }
+      if (write(to_parent[1], &c, 1) != 1 || read(to_child[0], &c, 1) != 1) code = 4;
+      // Still without room: reads work, show the other process's write and nothing of the
+      // failed record.
+      if (status_of(m.status(Scope("user", "a")), "day").spent != usd("3.50").nanos()) code = 3;
+      rlimit more{RLIM_INFINITY, RLIM_INFINITY};
+      if (setrlimit(RLIMIT_FSIZE, &more) != 0) code = 4;
+      m.record(Subject{"user:a"}, usd("100"), {.request_id = "a-failed"});  // the retry
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 2;
+    }
+    _exit(code);  // (exiting early closes its pipe ends: the parent's read then ends)
+  }
+  close(to_parent[1]);
+  close(to_child[0]);
+  char c = 0;
+  bool ready = read(to_parent[0], &c, 1) == 1;
+  CHECK(ready);
+  if (ready) {
+    try {
+      BudgetManager other(o);  // the other process, while the first one idles after its failure
+      other.record(Subject{"user:a"}, usd("2"), {.request_id = "b-ok"});
+    } catch (const std::exception& e) {
+      FAIL_CHECK("the other process could not write: " << std::string(e.what()));
+    }
+  }
+  CHECK(write(to_child[1], &c, 1) == 1);
+  close(to_parent[0]);
+  close(to_child[1]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  BudgetManager m(o);
+  CHECK(status_of(m.status(Scope("user", "a")), "day").spent == usd("103.50").nanos());
+  std::vector<std::string> ids;
+  for (const auto& e : m.events()) ids.push_back(e.request_id);
+  CHECK(ids == std::vector<std::string>{"base", "a-ok", "b-ok", "a-failed"});
+  auto rep = m.verify();
+  for (const auto& p : rep.problems) MESSAGE(p);
+  CHECK(rep.ok);
 }
