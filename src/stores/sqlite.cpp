@@ -1690,10 +1690,14 @@ class SqliteStore final : public Store {
       if (!begin(jobs)) return;
       SqlTxn t(*this);
       size_t failed = jobs.size();
+      std::vector<char> wrote(jobs.size(), 0);  // the job changed state (or wrote rows)
+      bool any_wrote = false;
       for (size_t i = 0; i < jobs.size(); ++i) {
         job_start();
         try {
           jobs[i]->fn(t);
+          wrote[i] = !pending_.empty() || !ctr_touch_.empty() || !rec_touch_.empty() || job_sql_writes_;
+          any_wrote = any_wrote || wrote[i];
         } catch (...) {
           jobs[i]->error = std::current_exception();
           if (!job_sql_writes_) {
@@ -1719,13 +1723,30 @@ class SqliteStore final : public Store {
         continue;
       }
       try {
-        if (last_seq_ - ckpt_seq_ >= kCheckpointEvery) checkpoint();
+        // A batch that changed nothing (reads, denials) never checkpoints: it must not fail
+        // for want of disk space; the next batch that writes does it.
+        if (any_wrote && last_seq_ - ckpt_seq_ >= kCheckpointEvery) checkpoint();
         finish_all();
         st(kCommit).reset().exec();
       } catch (...) {
         auto err = std::make_exception_ptr(StoreUnavailableError(std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_)));
         rollback();
-        for (auto* j : jobs) j->error = err;
+        // The jobs that changed nothing are run again alone (what they read included the
+        // failed writes), so a full disk fails the writes and not the reads batched with
+        // them. Each round drops the jobs that wrote, so this ends.
+        std::vector<Job*> readers;
+        for (size_t i = 0; i < jobs.size(); ++i) {
+          if (any_wrote && !wrote[i]) {
+            jobs[i]->error = nullptr;
+            readers.push_back(jobs[i]);
+          } else {
+            jobs[i]->error = err;
+          }
+        }
+        if (!readers.empty()) {
+          jobs = std::move(readers);
+          continue;
+        }
       }
       return;
     }

@@ -11,10 +11,15 @@
 //       Children run lifecycles and log every acknowledged commit; the parent SIGKILLs them at
 //       random moments. Afterwards: no acknowledged commit is lost, no hold is half-applied,
 //       expired holds are settled, verify() is clean.
+//   budget_stress diskfull --store sqlite:PATH [--procs P] [--threads N] [--seconds S]
+//       P processes on one file, the odd ones starved of disk space on and off (a file size
+//       limit: writes past the WAL's size fail). Afterwards the same checks as crash.
 #include <budget/budget.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -103,6 +108,8 @@ std::vector<Scope> all_scopes() {
   return out;
 }
 
+std::atomic<long> g_refused{0};  // operations the store refused (StoreUnavailable)
+
 // One lifecycle; commits never exceed the hold, so no limit may ever be exceeded.
 // Returns the request id and amount when a commit was acknowledged.
 std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::mt19937_64& rng, int tag, long n) {
@@ -112,7 +119,10 @@ std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::
   o.ttl = Duration(2000);
   auto cost = Money::from_nanos(static_cast<int64_t>(20'000'000 + rng() % 80'000'000));
   auto d = m.reserve(s, Estimate::money(cost, static_cast<int64_t>(300 + rng() % 1500)), o);
-  if (!d.allowed) return std::nullopt;
+  if (!d.allowed) {
+    if (d.denial.reason == DenyReason::StoreUnavailable) ++g_refused;
+    return std::nullopt;
+  }
   auto r = d.reservation;
   Money committed = Money();
   int64_t tokens = 0;  // consumed (and admitted)
@@ -285,7 +295,8 @@ long run_workers(BudgetManager& m, int threads, double seconds, int tag, std::of
             log->flush();
           }
         } catch (const StoreUnavailableError&) {
-          // busy under contention: the operation did not happen; go on
+          // busy under contention (or a full disk): the operation did not happen; go on
+          ++g_refused;
         }
         ++done;
       }
@@ -328,11 +339,41 @@ std::vector<pid_t> spawn(const char* self, const Args& a, int count, const std::
   return pids;
 }
 
+// diskfull mode: odd children's files may not grow, on and off (RLIMIT_FSIZE, as a full disk
+// that comes and goes: every write past the WAL's current size fails), until `stop`.
+void starve_disk(const std::string& store, std::atomic<bool>& stop) {
+  std::string wal = store.substr(store.find(':') + 1) + "-wal";
+  std::mt19937_64 rng(static_cast<uint64_t>(::getpid()));
+  ::signal(SIGXFSZ, SIG_IGN);
+  while (!stop.load()) {
+    struct stat sb {};
+    rlimit tight{stat(wal.c_str(), &sb) == 0 ? static_cast<rlim_t>(sb.st_size) : 0, RLIM_INFINITY};
+    setrlimit(RLIMIT_FSIZE, &tight);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 250));
+    rlimit room{RLIM_INFINITY, RLIM_INFINITY};
+    setrlimit(RLIMIT_FSIZE, &room);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 250));
+  }
+}
+
 int mode_child(const Args& a) {
   BudgetManager m(options_for(a.store));
+  std::atomic<bool> stop_starving{false};
+  std::thread starver;
+  if (std::getenv("BUDGET_STRESS_DISKFULL") && a.child_id % 2 == 1)
+    starver = std::thread(starve_disk, a.store, std::ref(stop_starving));
+  struct Join {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } join{stop_starving, starver};
   std::ofstream log;
   if (!a.log.empty()) log.open(a.log, std::ios::app);
   run_workers(m, a.threads, a.seconds, a.child_id + 10, a.log.empty() ? nullptr : &log);
+  if (starver.joinable()) std::ofstream(a.log + ".refused") << g_refused.load() << '\n';
   return 0;
 }
 
@@ -357,6 +398,62 @@ int mode_procs(const char* self, const Args& a) {
   return 0;
 }
 
+// Every commit the children acknowledged (their logs, removed here) is in the ledger with
+// its amount; returns how many there were.
+size_t check_acknowledged(BudgetManager& m, const std::string& log_prefix, int rounds, int procs) {
+  std::map<std::string, int64_t> acked;
+  for (int round = 0; round < rounds; ++round)
+    for (int i = 0; i < procs; ++i) {
+      std::string path = log_prefix + "-r" + std::to_string(round) + "." + std::to_string(i);
+      std::ifstream in(path);
+      std::string id;
+      int64_t amount;
+      while (in >> id >> amount) acked[id] = amount;
+      std::remove(path.c_str());
+    }
+  if (acked.empty()) die("no commit was acknowledged: the test proves nothing");
+  std::map<std::string, int64_t> committed;
+  for_each_event(m, {.type = EventType::Commit},
+                 [&](const LedgerEvent& e) { committed[e.request_id] += e.spent.cost; });
+  for (const auto& [id, amount] : acked) {
+    auto it = committed.find(id);
+    if (it == committed.end()) die("acknowledged commit " + id + " is missing from the ledger");
+    if (it->second != amount) die("acknowledged commit " + id + " has a different amount in the ledger");
+  }
+  return acked.size();
+}
+
+// Children on one SQLite file, half of them starved of disk space on and off: what failed
+// changed nothing, what was acknowledged is all there, and no limit was overspent.
+int mode_diskfull(const char* self, const Args& a) {
+  if (a.store.rfind("sqlite:", 0) != 0) die("diskfull needs a sqlite: store");
+  std::string log_prefix = "/tmp/budget-diskfull-" + std::to_string(::getpid());
+  { BudgetManager init(options_for(a.store)); }
+  setenv("BUDGET_STRESS_DISKFULL", "1", 1);
+  auto pids = spawn(self, a, a.procs, log_prefix + "-r0");
+  for (pid_t p : pids) {
+    int st = 0;
+    waitpid(p, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) die("a child process failed");
+  }
+  long refused = 0;
+  for (int i = 1; i < a.procs; i += 2) {
+    std::string path = log_prefix + "-r0." + std::to_string(i) + ".refused";
+    long n = 0;
+    std::ifstream(path) >> n;
+    std::remove(path.c_str());
+    refused += n;
+  }
+  if (refused == 0) die("no operation was refused for want of disk space: the test proves nothing");
+  BudgetManager m(options_for(a.store));
+  settle_everything(m);
+  size_t acked = check_acknowledged(m, log_prefix, 1, a.procs);
+  final_checks(m);
+  std::cout << "diskfull: " << a.procs << " processes (" << a.procs / 2 << " starved of disk on and off; " << refused
+            << " operations refused), " << acked << " acknowledged commits all present: OK\n";
+  return 0;
+}
+
 int mode_crash(const char* self, Args a) {
   std::string log_prefix = "/tmp/budget-crash-" + std::to_string(::getpid());
   { BudgetManager init(options_for(a.store)); }
@@ -373,27 +470,9 @@ int mode_crash(const char* self, Args a) {
   // Restart: a new manager on the same file.
   BudgetManager m(options_for(a.store));
   settle_everything(m);
-  std::map<std::string, int64_t> acked;
-  for (int round = 0; round < a.rounds; ++round)
-    for (int i = 0; i < a.procs; ++i) {
-      std::string path = log_prefix + "-r" + std::to_string(round) + "." + std::to_string(i);
-      std::ifstream in(path);
-      std::string id;
-      int64_t amount;
-      while (in >> id >> amount) acked[id] = amount;
-      std::remove(path.c_str());
-    }
-  if (acked.empty()) die("no commit was acknowledged before the kills: the test proves nothing");
-  std::map<std::string, int64_t> committed;
-  for_each_event(m, {.type = EventType::Commit},
-                 [&](const LedgerEvent& e) { committed[e.request_id] += e.spent.cost; });
-  for (const auto& [id, amount] : acked) {
-    auto it = committed.find(id);
-    if (it == committed.end()) die("acknowledged commit " + id + " is missing from the ledger");
-    if (it->second != amount) die("acknowledged commit " + id + " has a different amount in the ledger");
-  }
+  size_t acked = check_acknowledged(m, log_prefix, a.rounds, a.procs);
   final_checks(m);
-  std::cout << "crash: " << a.rounds << " rounds x " << a.procs << " killed processes, " << acked.size()
+  std::cout << "crash: " << a.rounds << " rounds x " << a.procs << " killed processes, " << acked
             << " acknowledged commits all present: OK\n";
   return 0;
 }
@@ -402,7 +481,7 @@ int mode_crash(const char* self, Args a) {
 
 int main(int argc, char** argv) {
   Args a;
-  if (argc < 2) die("usage: budget_stress threads|procs|crash --store URL [...]");
+  if (argc < 2) die("usage: budget_stress threads|procs|crash|diskfull --store URL [...]");
   a.mode = argv[1];
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -429,6 +508,7 @@ int main(int argc, char** argv) {
     if (a.mode == "threads") return mode_threads(a);
     if (a.mode == "procs") return mode_procs(argv[0], a);
     if (a.mode == "crash") return mode_crash(argv[0], a);
+    if (a.mode == "diskfull") return mode_diskfull(argv[0], a);
     if (a.mode == "child") return mode_child(a);
   } catch (const std::exception& e) {
     die(std::string("unexpected exception: ") + e.what());
