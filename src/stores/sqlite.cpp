@@ -1675,9 +1675,28 @@ class SqliteStore final : public Store {
       return true;
     } catch (...) {
       rollback();
-      for (auto* j : jobs) j->error = std::current_exception();
+      auto e = std::current_exception();
+      for (auto* j : jobs) j->error = own_copy(e);
       return false;
     }
+  }
+
+  // A copy of a library error for each caller that is answered with it: callers rethrow on
+  // their own threads, and one exception object shared by several is destroyed on whichever
+  // thread lets go of it last, which ThreadSanitizer reports as a race with another's what()
+  // (libstdc++'s reference count is not instrumented). Anything else is passed on as it is.
+  static std::exception_ptr own_copy(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& x) {
+      try {
+        throw_error(x.code(), x.what());
+      } catch (...) {
+        return std::current_exception();
+      }
+    } catch (...) {
+    }
+    return e;
   }
 
   void execute(const std::vector<Job*>& batch) {
@@ -1729,7 +1748,7 @@ class SqliteStore final : public Store {
         finish_all();
         st(kCommit).reset().exec();
       } catch (...) {
-        auto err = std::make_exception_ptr(StoreUnavailableError(std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_)));
+        const std::string why = std::string("sqlite: commit failed: ") + sqlite3_errmsg(db_);
         rollback();
         // The jobs that changed nothing are run again alone (what they read included the
         // failed writes), so a full disk fails the writes and not the reads batched with
@@ -1740,7 +1759,7 @@ class SqliteStore final : public Store {
             jobs[i]->error = nullptr;
             readers.push_back(jobs[i]);
           } else {
-            jobs[i]->error = err;
+            jobs[i]->error = std::make_exception_ptr(StoreUnavailableError(why));
           }
         }
         if (!readers.empty()) {
