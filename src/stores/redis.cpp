@@ -268,6 +268,7 @@ class RedisStore final : public Store {
         read_(script("read")),
         buckets_(script("buckets")),
         load_limits_(script("load_limits")),
+        load_limits_ro_(script("load_limits_ro")),
         put_limit_(script("put_limit")),
         remove_limit_(script("remove_limit")),
         drained_(script("drained")),
@@ -284,7 +285,13 @@ class RedisStore final : public Store {
 
   // ---- limits ---------------------------------------------------------------------------
   std::vector<Limit> load_limits(uint64_t* version) override {
-    auto r = eval(load_limits_, {});
+    // Read-only (it runs when Redis is out of memory); the writing form when the namespace is
+    // new and still has to be marked with its key layout.
+    auto r = eval_reply(load_limits_ro_, {});
+    if (r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).find("BUDGET_UNMARKED") != std::string_view::npos)
+      r = eval(load_limits_, {});
+    else if (r->type == REDIS_REPLY_ERROR)
+      fail(r.get());
     *version = static_cast<uint64_t>(num(elem(r.get(), 0)));
     std::vector<Limit> out;
     const redisReply* h = elem(r.get(), 1);
@@ -537,22 +544,29 @@ class RedisStore final : public Store {
  private:
   // The scripts: one Redis function library "budget_<sha1 of the code>" with a function per
   // operation, and the same code as plain scripts for servers without functions.
+  // `ro`: registered with the no-writes flag, so Redis runs it when it is out of memory (a
+  // writing function is refused there as a whole, OOM): status() and ledger reads keep
+  // working while writes fail closed. check() stays a writing function on purpose (its body is
+  // reserve's): it is the gate of the check-then-record style, and a store that cannot record
+  // the spend afterwards must deny it (fail-closed), not let the call through.
   struct Op {
     const char* name;
     const char* body;
     const char* body2;
+    bool ro;
   };
-  static constexpr Op kOps[] = {{"reserve", redis_lua::kReserve, ""},
-                                {"grow", redis_lua::kGrow, ""},
-                                {"settle", redis_lua::kSettle, ""},
-                                {"direct", redis_lua::kDirect, ""},
-                                {"expire", redis_lua::kExpire, ""},
-                                {"read", redis_lua::kRead, ""},
-                                {"buckets", redis_lua::kBuckets, ""},
-                                {"load_limits", redis_lua::kLayout, redis_lua::kLoadLimits},
-                                {"put_limit", redis_lua::kLayout, redis_lua::kPutLimit},
-                                {"remove_limit", redis_lua::kLayout, redis_lua::kRemoveLimit},
-                                {"drained", redis_lua::kDrained, ""}};
+  static constexpr Op kOps[] = {{"reserve", redis_lua::kReserve, "", false},
+                                {"grow", redis_lua::kGrow, "", false},
+                                {"settle", redis_lua::kSettle, "", false},
+                                {"direct", redis_lua::kDirect, "", false},
+                                {"expire", redis_lua::kExpire, "", false},
+                                {"read", redis_lua::kRead, "", true},
+                                {"buckets", redis_lua::kBuckets, "", true},
+                                {"load_limits", redis_lua::kLayout, redis_lua::kLoadLimits, false},
+                                {"load_limits_ro", redis_lua::kLayoutRead, redis_lua::kLoadLimits, true},
+                                {"put_limit", redis_lua::kLayout, redis_lua::kPutLimit, false},
+                                {"remove_limit", redis_lua::kLayout, redis_lua::kRemoveLimit, false},
+                                {"drained", redis_lua::kDrained, "", false}};
   struct Library {
     std::string name;
     std::shared_ptr<const std::string> text;
@@ -565,8 +579,9 @@ class RedisStore final : public Store {
       l.name = "budget_" + redis::sha1_hex(code).substr(0, 16);
       std::string text = "#!lua name=" + l.name + "\n" + redis_lua::kPrelude;
       for (const auto& op : kOps)
-        text += "redis.register_function('" + l.name + "_" + op.name + "', function(keys, args)\ninit(keys, args)\n" +
-                op.body + op.body2 + "\nend)\n";
+        text += "redis.register_function{function_name='" + l.name + "_" + op.name +
+                "', callback=function(keys, args)\ninit(keys, args)\n" + op.body + op.body2 + "\nend" +
+                (op.ro ? ", flags={'no-writes'}}\n" : "}\n");
       l.text = std::make_shared<const std::string>(std::move(text));
       return l;
     }();
@@ -592,6 +607,13 @@ class RedisStore final : public Store {
   // FCALL s 1 {ns}:lv now maxlen request_ttl args... tail... (views: nothing is copied).
   Reply eval(const Script& s, std::initializer_list<std::string_view> args, int64_t now = 0,
              const std::vector<std::string>* tail = nullptr) {
+    auto r = eval_reply(s, args, now, tail);
+    if (r->type == REDIS_REPLY_ERROR) fail(r.get());
+    return r;
+  }
+  // The same, answering an error reply instead of throwing it.
+  Reply eval_reply(const Script& s, std::initializer_list<std::string_view> args, int64_t now = 0,
+                   const std::vector<std::string>* tail = nullptr) {
     char nowbuf[24];
     auto nowend = std::to_chars(nowbuf, nowbuf + sizeof nowbuf, now).ptr;
     std::vector<std::string_view> full;
@@ -602,7 +624,6 @@ class RedisStore final : public Store {
     if (tail) full.insert(full.end(), tail->begin(), tail->end());
     auto r = pool_.call(full, &s);
     if (!r) throw StoreUnavailableError("redis: no reply");
-    if (r->type == REDIS_REPLY_ERROR) fail(r.get());
     return r;
   }
 
@@ -826,7 +847,8 @@ class RedisStore final : public Store {
   int64_t maxlen_;
   redis::Pool pool_;
   std::string base_, lv_key_, display_;
-  Script reserve_, grow_, settle_, direct_, expire_, read_, buckets_, load_limits_, put_limit_, remove_limit_, drained_;
+  Script reserve_, grow_, settle_, direct_, expire_, read_, buckets_, load_limits_, load_limits_ro_, put_limit_,
+      remove_limit_, drained_;
   std::string maxlen_s_, rttl_s_;
   std::unique_ptr<LedgerSink> sink_;
   std::mutex drain_m_;

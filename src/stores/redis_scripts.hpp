@@ -707,6 +707,19 @@ end
 layout()
 )LUA";
 
+// The read-only form of the guard (load_limits_ro, a no-writes function that also runs when
+// Redis is out of memory): a namespace not marked yet is left to the writing form.
+inline constexpr const char* kLayoutRead = R"LUA(
+local l = call('GET', B .. 'layout')
+if l ~= '2' then
+  if l or call('EXISTS', B .. 'seq') == 1 then
+    error({err = 'BUDGET_LAYOUT the namespace ' .. B .. ' was written with Redis key layout ' .. (l or '1') ..
+                 '; this version uses layout 2 (see docs/redis.md: upgrading)'})
+  end
+  error({err = 'BUDGET_UNMARKED the namespace has no key layout mark yet'})
+end
+)LUA";
+
 inline constexpr const char* kLoadLimits = R"LUA(
 return {lv(), call('HGETALL', B .. 'limits')}
 )LUA";

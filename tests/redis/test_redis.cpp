@@ -671,3 +671,51 @@ TEST_CASE("auto-pipelining: many threads over a small pool keep every call atomi
   CHECK(st.spent <= st.limit);
   require_verified(m);
 }
+
+// The day's status of one scope's only limit.
+LimitStatus status_of(BudgetManager& m, const char* scope) {
+  auto st = m.status(Scope::parse(scope));
+  REQUIRE(st.size() == 1);
+  return st[0];
+}
+
+TEST_CASE("Redis out of memory: writes fail closed, status keeps working, and all recovers when memory returns") {
+  // maxmemory reached with noeviction: Redis refuses every function that may write (OOM), as
+  // a whole. Reads are no-writes functions and still run; check() fails closed like reserve
+  // (it gates check-then-record, whose record could not be written).
+  OwnRedis r({"--maxmemory", "3mb", "--maxmemory-policy", "noeviction", "--appendonly", "no"});
+  auto url = r.url();
+  BudgetManager m(url);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("1000")));
+  const Subject s{"user:oom"};
+  int64_t recorded = 0;
+  bool full = false;
+  for (int i = 0; i < 200'000 && !full; ++i) {
+    try {
+      m.record(s, usd("0.01"), rid("oom-" + std::to_string(i)));
+      recorded += usd("0.01").nanos();
+    } catch (const StoreUnavailableError& e) {
+      CHECK(std::string(e.what()).find("OOM") != std::string::npos);
+      full = true;
+    }
+  }
+  REQUIRE(full);
+  CHECK(status_of(m, "user:oom").spent == recorded);  // a read, while full
+  auto d = m.reserve(s, usd("0.01"));
+  CHECK_FALSE(d.allowed);
+  CHECK(d.denial.reason == DenyReason::StoreUnavailable);
+  auto c = m.check(s, usd("0.01"));
+  CHECK_FALSE(c.allowed);
+  CHECK(c.denial.reason == DenyReason::StoreUnavailable);
+  {
+    BudgetManager other(url);  // a process starting now: it loads the limits, reads
+    CHECK(status_of(other, "user:oom").spent == recorded);
+  }
+  Raw raw(r.port);
+  raw.cmd({"CONFIG", "SET", "maxmemory", "0"});
+  auto again = m.reserve(s, usd("0.01"), rid("oom-after"));
+  REQUIRE(again.allowed);
+  m.commit(again.reservation, usd("0.01"));
+  CHECK(status_of(m, "user:oom").spent == recorded + usd("0.01").nanos());
+  require_verified(m);
+}
