@@ -1742,7 +1742,7 @@ class SqliteStore final : public Store {
         continue;
       }
       try {
-        // A batch that changed nothing (reads, denials) never checkpoints: it must not fail
+        // A batch that changed nothing (reads, checks) never checkpoints: it must not fail
         // for want of disk space; the next batch that writes does it.
         if (any_wrote && last_seq_ - ckpt_seq_ >= kCheckpointEvery) checkpoint();
         finish_all();

@@ -38,11 +38,10 @@ thread_local ShimFile* t_pending = nullptr;
 // Writes what was gathered, and forgets it whether or not the write succeeded. A failed write
 // is reported to the SQLite call that caused the flush, and SQLite abandons the transaction:
 // frames past the last commit in the WAL index are never read, and SQLite writes them again
-// when it retries. Keeping failed bytes to write them later would be wrong twice over: every
-// later call on the file (a read, the WAL-index unlock) would flush first and fail, so a full
-// disk would fail reads too and keep the write lock from being released; and once the disk
-// had room, the bytes of the abandoned transaction would land where another writer has since
-// committed its own frames, overwriting them (found by a test that fills the disk).
+// when it retries. Keeping failed bytes to write them later was wrong: every later call on
+// the file (a read, the WAL-index unlock) flushed first and failed, so a full disk failed
+// reads too and kept the write lock from being released, locking every other connection out
+// (found by a test that fills the disk).
 int flush(ShimFile* f) {
   if (f->buf_len == 0) return SQLITE_OK;
   int rc = f->real->pMethods->xWrite(f->real, f->buf, static_cast<int>(f->buf_len), f->buf_off);
