@@ -58,6 +58,30 @@ void insert_rows(Db& d, int from, int n) {
          std::to_string(from + n - 1) + ") INSERT INTO t(k, v) SELECT i, randomblob(300) FROM s");
 }
 
+// This process's files may not grow past `bytes` (SIGXFSZ ignored: a write past it fails with
+// EFBIG, as on a full disk) until lift(), or the end of the scope.
+struct FileSizeLimit {
+  rlimit old{};
+  void (*old_handler)(int) = SIG_DFL;
+  bool lifted = false;
+  explicit FileSizeLimit(uintmax_t bytes) {
+    old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(bytes);
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &low) == 0);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+  ~FileSizeLimit() { lift(); }
+  void lift() {
+    if (lifted) return;
+    lifted = true;
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    std::signal(SIGXFSZ, old_handler);
+  }
+};
+
 // After `a` abandoned a transaction: `b` commits n rows (300-byte values) where its frames
 // were; `a` then reads exactly those (anything it still held back would be written by these
 // reads and its next commit) and commits one more row; a plain connection finds the file
@@ -132,19 +156,13 @@ TEST_CASE("a WAL write that fails fails its commit; the next commit succeeds and
   Db w(path, budget::detail::sqlite_batching_vfs());
   w.exec("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
   insert_rows(w, 0, 50);
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
-  rlimit low = old;
-  low.rlim_cur = std::filesystem::file_size(path + "-wal") + 4096;
-  REQUIRE(setrlimit(RLIMIT_FSIZE, &low) == 0);
+  FileSizeLimit limit(std::filesystem::file_size(path + "-wal") + 4096);
   char* err = nullptr;
   int rc = sqlite3_exec(w.db,
                         "BEGIN IMMEDIATE; WITH RECURSIVE s(i) AS (SELECT 1000 UNION ALL SELECT i + 1 FROM s WHERE i < 1199)"
                         " INSERT INTO t(k, v) SELECT i, randomblob(300) FROM s; COMMIT",
                         nullptr, nullptr, &err);
-  REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
-  std::signal(SIGXFSZ, old_handler);
+  limit.lift();
   sqlite3_free(err);
   CHECK(rc != SQLITE_OK);
   if (!sqlite3_get_autocommit(w.db)) sqlite3_exec(w.db, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -169,20 +187,14 @@ TEST_CASE("a write that fails while frames are held back releases the write lock
   a.exec("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
   a.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   a.exec("PRAGMA cache_size=10");
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
-  rlimit low = old;
-  low.rlim_cur = std::filesystem::file_size(path + "-wal") + 512;
-  REQUIRE(setrlimit(RLIMIT_FSIZE, &low) == 0);
+  FileSizeLimit limit(std::filesystem::file_size(path + "-wal") + 512);
   int rc = sqlite3_exec(a.db,
                         "BEGIN IMMEDIATE; WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 149)"
                         " INSERT INTO t(k, v) SELECT i, randomblob(300) FROM s",
                         nullptr, nullptr, nullptr);
   CHECK(rc == SQLITE_OK);  // the spilled frames are held back, not written yet
   sqlite3_exec(a.db, "ROLLBACK", nullptr, nullptr, nullptr);  // writing them fails here
-  REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
-  std::signal(SIGXFSZ, old_handler);
+  limit.lift();
   Db b(path, budget::detail::sqlite_batching_vfs());
   sqlite3_busy_timeout(b.db, 200);  // its BEGIN IMMEDIATE fails (busy) if `a` kept its write lock
   commit_over_abandoned(a, b, path, 100);
