@@ -727,8 +727,9 @@ int full_disk_child(const Options& o, rlim_t limit, int lifecycles) {
 }  // namespace
 
 TEST_CASE("sqlite: a full disk fails an operation with StoreUnavailable, changes nothing, and the manager recovers") {
-  // Write failures at several points: in a ledger append, in a checkpoint (every 512 events),
-  // in the WAL or the main file. Each time the operation is refused whole (fail-closed), the
+  // Four file size limits, so the first failing write comes at different points of the file's
+  // growth (which write it is, ledger append or checkpoint, is not pinned down here). Each
+  // time the operation is refused whole (fail-closed), the
   // process's view is as before it, and once space returns the same manager goes on; nothing
   // acknowledged is lost, no hold is left, the ledger verifies.
   constexpr int kLifecycles = 1500;
