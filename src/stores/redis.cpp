@@ -762,9 +762,18 @@ class RedisStore final : public Store {
         LedgerSink::Stmt ins(db, "INSERT INTO ledger(seq, time, type, request_id, body, prev_hash, hash) VALUES (?,?,?,?,?,?,?)");
         for (size_t i = 0; i < got; ++i) {
           auto e = event_from_entry(r->element[i]);
-          if (e.seq != last + 1)
-            throw InternalError("redis ledger: events " + std::to_string(last + 1) + ".." + std::to_string(e.seq - 1) +
-                                " left the stream before this sink copied them (another sink drained them?)");
+          if (e.seq != last + 1) {
+            // Events last+1 .. seq-1 are not in the stream, and never will be (entry ids only
+            // grow). The drain trims nothing past `drained`: if no sink copied them, they were
+            // never written — a script applied in part, which Redis's own AOF recovery can do
+            // (docs/redis.md, "Durability") — and the copy goes on; the sink keeps the jump, so
+            // verify() reports it (with the counters the partial script changed).
+            const int64_t drained = num(call({"GET", base_ + "drained"}).get());
+            if (drained > last)
+              throw InternalError("redis ledger: events " + std::to_string(last + 1) + ".." +
+                                  std::to_string(e.seq - 1) + " left the stream before this sink copied them (" +
+                                  std::to_string(drained) + " were drained: by another sink?)");
+          }
           std::string body = event_body(e);
           std::string hash = chain_hash(prev, e.seq, body);
           sqlite3_reset(ins.s);
