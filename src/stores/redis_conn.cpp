@@ -2,6 +2,8 @@
 
 #include <budget/error.hpp>
 
+#include <poll.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -249,8 +251,23 @@ bool Pool::ensure_connected(Conn& c, std::string* err) {
   return true;
 }
 
+namespace {
+// True when the peer closed an idle connection (or sent something unasked, which a Redis
+// connection without push messages never gets): its socket is readable with nothing in flight.
+bool closed_while_idle(const redisContext* ctx) {
+  pollfd p{};
+  p.fd = ctx->fd;
+  p.events = POLLIN;
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+}  // namespace
+
 void Pool::run(Conn& c, std::vector<Call*>& batch) {
   std::string err;
+  // A connection the server closed while it was idle (a restart, its `timeout`, CLIENT KILL) is
+  // replaced before it is used: nothing was sent on it since its last reply, so nothing can be
+  // lost, and a call need not fail against a server that is back (one poll() per batch).
+  if (c.ctx && closed_while_idle(c.ctx)) drop(c, "closed by the server while idle");
   if (!ensure_connected(c, &err)) {
     for (auto* x : batch) x->error = err;
     return;

@@ -434,6 +434,22 @@ TEST_CASE("Redis killed mid-run: fail closed within the timeout, recover without
   require_verified(m);
 }
 
+TEST_CASE("after a Redis restart the first call succeeds: an idle connection the server closed is replaced, not used") {
+  OwnRedis r;
+  BudgetManager m(opts(r.url("&pool=1")));
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("100")));
+  Subject s{"user:r"};
+  auto before = m.reserve(s, usd("0.1"));
+  REQUIRE(before.allowed);  // the pool's one connection is open, and now idle
+  r.stop(SIGKILL);
+  r.start();  // answers PING again
+  auto d = m.reserve(s, usd("0.2"));
+  CHECK_MESSAGE(d.allowed, d.denial.message);  // was denied: StoreUnavailable on the dead connection
+  m.commit(before.reservation, usd("0.1"));
+  CHECK(m.status(Scope::parse("user:r"))[0].spent == usd("0.1").nanos());
+  require_verified(m);
+}
+
 TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   OwnRedis r;
   auto url = r.url();
