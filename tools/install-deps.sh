@@ -22,6 +22,6 @@ else
   echo "install-deps: all Debian packages present"
 fi
 # Fail loudly rather than let a later step skip.
-for tool in cmake ninja c++ clang++ redis-server redis-cli python3 node npm pkg-config; do
+for tool in cmake ninja c++ clang++ redis-server redis-cli redis-check-aof python3 node npm pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-deps: FATAL: $tool is missing" >&2; exit 1; }
 done
