@@ -17,7 +17,8 @@
 //   budget_stress serverkill --store own-redis [--procs P] [--threads N] [--seconds S]
 //       P processes on a redis-server of this program's own (appendonly yes, appendfsync
 //       always; the binary: $REDIS_SERVER or redis-server) that it SIGKILLs and restarts again
-//       and again while they run, its ledger drained into a SQLite sink meanwhile.
+//       and again (or makes it forget its scripts) while they run, its ledger drained into a
+//       SQLite sink meanwhile.
 //       Afterwards the same checks as crash.
 #include <budget/budget.hpp>
 
@@ -541,6 +542,11 @@ class KillableRedis {
     if (!launch()) die("redis-server did not start after redis-check-aof --fix (see " + dir_ + "/redis.log)");
   }
   int fixes() const { return fixes_; }
+  // The server forgets its scripts and functions (as after FUNCTION FLUSH / SCRIPT FLUSH by an
+  // operator, or a failover to a replica without them): the clients reload them transparently.
+  void flush_scripts() {
+    if (!ask("FUNCTION FLUSH", "+OK") || !ask("SCRIPT FLUSH", "+OK")) die("FUNCTION/SCRIPT FLUSH failed");
+  }
   void kill() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -578,17 +584,20 @@ class KillableRedis {
     }
     die("redis-server did not answer PING within 10 s");
   }
-  bool answers_ping() const {
+  bool answers_ping() const { return ask("PING", "+PONG"); }
+  // Sends one inline command on a connection of its own; true if the reply starts with `want`.
+  bool ask(const std::string& command, const std::string& want) const {
     int s = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port_));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = false;
+    const std::string line = command + "\r\n";
     if (s >= 0 && ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        ::write(s, "PING\r\n", 6) == 6) {
-      char buf[8] = {};
-      ok = ::read(s, buf, 5) == 5 && std::string(buf, 5) == "+PONG";
+        ::write(s, line.data(), line.size()) == static_cast<ssize_t>(line.size())) {
+      std::string got(want.size(), '\0');
+      ok = ::recv(s, got.data(), got.size(), MSG_WAITALL) == static_cast<ssize_t>(got.size()) && got == want;
     }
     if (s >= 0) ::close(s);
     return ok;
@@ -614,7 +623,7 @@ int mode_serverkill(const char* self, Args a) {
             "/ledger.db";
   { BudgetManager init(options_for(a.store)); }
   auto pids = spawn(self, a, a.procs, log_prefix + "-r0");
-  int kills = 0;
+  int kills = 0, flushes = 0;
   long drains = 0;
   {
     BudgetManager watcher(options_for(a.store));
@@ -628,6 +637,11 @@ int mode_serverkill(const char* self, Args a) {
         watcher.events(q);
         ++drains;
       } catch (const StoreUnavailableError&) {
+      }
+      if (rng() % 3 == 0) {  // now and then the server forgets its scripts instead
+        server.flush_scripts();
+        ++flushes;
+        continue;
       }
       server.kill();
       ++kills;
@@ -649,7 +663,8 @@ int mode_serverkill(const char* self, Args a) {
   size_t acked = check_acknowledged(m, log_prefix, 1, a.procs);
   final_checks(m);
   std::cout << "serverkill: " << a.procs << " processes x " << a.threads << " threads, redis-server killed " << kills
-            << " times (" << server.fixes() << " restarts needed redis-check-aof --fix; " << refused
+            << " times (" << server.fixes() << " restarts needed redis-check-aof --fix), its scripts flushed " << flushes
+            << " times (" << refused
             << " operations refused, " << drains << " drains meanwhile), " << acked
             << " acknowledged commits all present: OK\n";
   server.kill();
