@@ -17,7 +17,7 @@
 //   budget_stress serverkill --store own-redis [--procs P] [--threads N] [--seconds S]
 //       P processes on a redis-server of this program's own (appendonly yes, appendfsync
 //       always; the binary: $REDIS_SERVER or redis-server) that it SIGKILLs and restarts again
-//       and again (or makes it forget its scripts) while they run, its ledger drained into a
+//       and again (or makes it forget its scripts, or hang) while they run, its ledger drained into a
 //       SQLite sink meanwhile.
 //       Afterwards the same checks as crash.
 #include <budget/budget.hpp>
@@ -547,6 +547,13 @@ class KillableRedis {
   void flush_scripts() {
     if (!ask("FUNCTION FLUSH", "+OK") || !ask("SCRIPT FLUSH", "+OK")) die("FUNCTION/SCRIPT FLUSH failed");
   }
+  // SIGSTOP for `ms`, then SIGCONT: a hung server (calls time out, and run when it resumes).
+  void pause_for(std::chrono::milliseconds ms) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGSTOP);
+    std::this_thread::sleep_for(ms);
+    ::kill(pid_, SIGCONT);
+  }
   void kill() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -618,12 +625,14 @@ int mode_serverkill(const char* self, Args a) {
   std::filesystem::create_directories(dir);
   std::string log_prefix = dir + "/acked";
   KillableRedis server(dir);
-  // A small stream cap: the drain trims the stream while the server comes and goes.
-  a.store = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=sk&maxlen=200&ledger=" + dir +
-            "/ledger.db";
-  { BudgetManager init(options_for(a.store)); }
+  // A small stream cap: the drain trims the stream while the server comes and goes. The
+  // workers' calls time out after 250 ms (a hung server); the final checks keep options_for's.
+  const std::string url =
+      "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=sk&maxlen=200&ledger=" + dir + "/ledger.db";
+  a.store = url + "&timeout=250";
+  { BudgetManager init(options_for(url)); }
   auto pids = spawn(self, a, a.procs, log_prefix + "-r0");
-  int kills = 0, flushes = 0;
+  int kills = 0, flushes = 0, pauses = 0;
   long drains = 0;
   {
     BudgetManager watcher(options_for(a.store));
@@ -638,10 +647,17 @@ int mode_serverkill(const char* self, Args a) {
         ++drains;
       } catch (const StoreUnavailableError&) {
       }
-      if (rng() % 3 == 0) {  // now and then the server forgets its scripts instead
-        server.flush_scripts();
-        ++flushes;
-        continue;
+      switch (rng() % 4) {
+        case 0:  // the server forgets its scripts (the clients reload them)
+          server.flush_scripts();
+          ++flushes;
+          continue;
+        case 1:  // the server hangs for longer than the calls' timeout (see the URL), then resumes
+          server.pause_for(std::chrono::milliseconds(300 + rng() % 500));
+          ++pauses;
+          continue;
+        default:
+          break;
       }
       server.kill();
       ++kills;
@@ -658,13 +674,13 @@ int mode_serverkill(const char* self, Args a) {
   for (int i = 0; i < a.procs; ++i) refused += refused_by(log_prefix + "-r0." + std::to_string(i));
   if (refused == 0) die("no operation was refused while the server was down: the test proves nothing");
   if (drains == 0) die("the ledger was never drained while the children ran: the test proves less than it says");
-  BudgetManager m(options_for(a.store));
+  BudgetManager m(options_for(url));
   settle_everything(m);
   size_t acked = check_acknowledged(m, log_prefix, 1, a.procs);
   final_checks(m);
   std::cout << "serverkill: " << a.procs << " processes x " << a.threads << " threads, redis-server killed " << kills
             << " times (" << server.fixes() << " restarts needed redis-check-aof --fix), its scripts flushed " << flushes
-            << " times (" << refused
+            << " times, hung " << pauses << " times (" << refused
             << " operations refused, " << drains << " drains meanwhile), " << acked
             << " acknowledged commits all present: OK\n";
   server.kill();
