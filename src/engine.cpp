@@ -781,7 +781,12 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
         hs->id_hash = fast_hash(request_id);
         hs->initial = hs->held = need;
         hs->fail_open = true;
-        d.reservation.state_ = hs;
+        hs->subject = d.reservation.subject_;
+        hs->expires_at = now + ttl.count();
+        // Listed like any stream state, so consume / commit / release by request id (the C API,
+        // the bindings' id forms) find it; forgotten after its commit or its TTL.
+        auto listed = holds_.insert(hs);
+        d.reservation.state_ = listed == hs ? std::move(hs) : std::move(listed);
       }
       return d;
     }
@@ -1011,17 +1016,21 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   if (hs && hs->fail_open) {
-    // Allowed while the store was down: nothing was held, so a commit is a direct record.
-    forget_hold(request_id);
-    if (!actual) {
-      Receipt rc;
-      rc.request_id = request_id;
-      return rc;
+    // Allowed while the store was down: nothing was held, so a commit is a direct record. It
+    // carries the commit's fingerprint, so repeating the commit (by reservation or by id)
+    // replays it; the state is forgotten only once the record is written, so a commit that the
+    // store refused meanwhile can be retried, by id too.
+    Receipt rc;
+    rc.request_id = request_id;
+    if (actual) {
+      RequestOptions o;
+      o.request_id = request_id;
+      o.metadata["fail_open"] = "true";
+      const Subject& subject = r ? r->subject() : hs->subject ? *hs->subject : Subject();
+      rc = record_as(subject, *actual, o, op.fingerprint);
     }
-    RequestOptions o;
-    o.request_id = request_id;
-    o.metadata["fail_open"] = "true";
-    return record(r ? r->subject() : Subject(), *actual, o);
+    forget_hold(*hs);
+    return rc;
   }
   SettleOut out = [&] {  // constructed in place
     try {
@@ -1078,6 +1087,11 @@ DirectOut Engine::run_direct(DirectOp op, const Subject* subject) {
 }
 
 Receipt Engine::record(const Subject& subject, const Charge& actual, const RequestOptions& o) {
+  return record_as(subject, actual, o, {});
+}
+
+Receipt Engine::record_as(const Subject& subject, const Charge& actual, const RequestOptions& o,
+                          std::string fingerprint) {
   DirectOp op;
   op.type = EventType::Record;
   op.now = now_ms();
@@ -1090,7 +1104,9 @@ Receipt Engine::record(const Subject& subject, const Charge& actual, const Reque
   op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
   op.price_version = p.quote.price_version;
   op.metadata = metadata_json(o.metadata, o.reason);
-  op.fingerprint = Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str();
+  op.fingerprint = fingerprint.empty()
+                       ? Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str()
+                       : std::move(fingerprint);
   auto out = run_direct(std::move(op), &subject);
   if (!out.replayed) {
     ++m_.records;

@@ -29,6 +29,9 @@ struct HoldState {
   int64_t expires_at = INT64_MAX;
   bool stopped = false;
   bool fail_open = false;
+  // A fail-open state (allowed while the store was down, nothing held): the subject its
+  // commit records on, so a commit by request id charges the same scopes.
+  std::shared_ptr<const Subject> subject;
   Denial denial;
   bool alerts = false;        // the plan has threshold alerts (a settle must report counter states)
   bool token_checks = false;  // the plan limits tokens (a stream's token deficit matters)
@@ -109,6 +112,10 @@ class Engine {
   Receipt settle(const Reservation* r, std::string_view request_id, const Charge* actual);
   size_t expire_holds();
   Receipt record(const Subject& subject, const Charge& actual, const RequestOptions& opts);
+  // record() with a given fingerprint (a fail-open commit passes its commit's, so that repeating
+  // the commit by request id replays it).
+  Receipt record_as(const Subject& subject, const Charge& actual, const RequestOptions& opts,
+                    std::string fingerprint);
   void grant(const Scope& scope, Money amount, const RequestOptions& opts);
   void adjust(const Subject& subject, Money delta, const RequestOptions& opts);
   std::vector<LimitStatus> status(const Scope& scope);

@@ -304,6 +304,15 @@ void txn_settle_into(Txn& t, const SettleOp& op, SettleOut& out) {
       break;
     case ReqState::Held:
       break;
+    case ReqState::Recorded:
+      // A commit the engine wrote as a record (a fail-open reservation's) carries the commit's
+      // fingerprint: repeating that commit replays it. Any other record is another operation.
+      if (commit && rec->fingerprint == op.fingerprint) {
+        copy_result(*rec, out.record);
+        out.replayed = true;
+        return;
+      }
+      conflict(*rec, commit ? "commit it" : "release it");
     default:
       conflict(*rec, commit ? "commit it" : "release it");
   }

@@ -450,6 +450,45 @@ TEST_CASE("after a Redis restart the first call succeeds: an idle connection the
   require_verified(m);
 }
 
+TEST_CASE("fail-open: a reservation is found by its request id, and a commit refused while the store is still down can be retried") {
+  OwnRedis r;
+  Options o = opts(r.url("&pool=1"));
+  o.fail_open = true;
+  o.store_options.timeout = Duration(300);
+  BudgetManager m(o);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("100")));
+  Subject s{"user:fo"};
+  r.stop(SIGKILL);
+  auto a = m.reserve(s, usd("1"), rid("fo-a"));
+  auto b = m.reserve(s, usd("1"), rid("fo-b"));
+  REQUIRE(a.allowed);
+  REQUIRE(a.fail_open);
+  REQUIRE(b.fail_open);
+  CHECK(m.consume("fo-b", usd("0.3")).ok());  // by id: was NotFound (the state was not listed)
+  // Still down: the commits are not acknowledged, so the caller keeps them to retry.
+  CHECK_THROWS_AS(m.commit(a.reservation, usd("0.25")), StoreUnavailableError);
+  CHECK_THROWS_AS(m.commit("fo-b", usd("0.5")), StoreUnavailableError);
+  r.start();
+  Receipt ra, rb;
+  for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff
+    try {
+      ra = m.commit(a.reservation, usd("0.25"));
+      break;
+    } catch (const StoreUnavailableError&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  CHECK(ra.charged == usd("0.25"));
+  CHECK_NOTHROW(rb = m.commit("fo-b", usd("0.5")));  // by id: was NotFound
+  CHECK(rb.charged == usd("0.5"));
+  // Acknowledged: a repeat returns the first result.
+  CHECK(m.commit(a.reservation, usd("0.25")).replayed);
+  CHECK(m.commit("fo-b", usd("0.5")).replayed);
+  CHECK(m.status(Scope::parse("user:fo"))[0].spent == usd("0.75").nanos());
+  CHECK(m.events(of_type(EventType::Record)).size() == 2);
+  require_verified(m);
+}
+
 TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   OwnRedis r;
   auto url = r.url();
