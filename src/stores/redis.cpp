@@ -637,6 +637,11 @@ class RedisStore final : public Store {
         msg.rfind("CLUSTERDOWN", 0) == 0 || msg.rfind("NOREPLICAS", 0) == 0 || msg.rfind("MISCONF", 0) == 0 ||
         msg.rfind("NOAUTH", 0) == 0)
       throw StoreUnavailableError("redis: " + msg);
+    if (msg.rfind("MOVED ", 0) == 0 || msg.rfind("ASK ", 0) == 0)
+      throw StoreUnavailableError("redis: " + msg +
+                                  ": a Redis Cluster node that does not serve this namespace's hash slot; the store "
+                                  "talks to the one node its URL names: point it at the node that serves the slot "
+                                  "(CLUSTER KEYSLOT on the key {<prefix>}:lv)");
     throw InternalError("redis: " + msg);
   }
 

@@ -751,6 +751,55 @@ TEST_CASE("AUTH, SELECT and URL parameters") {
   CHECK_THROWS_AS(BudgetManager("rediss://127.0.0.1:1/0"), InvalidArgumentError);
 }
 
+TEST_CASE("a Redis Cluster node that does not serve the namespace's slot: a clear StoreUnavailable, not an internal error") {
+  // The cluster bus port is given: the default (port + 10000) may be past 65535.
+  const int bus_b = free_port();
+  struct Dirs {  // removed after the servers (declared before them)
+    std::vector<std::filesystem::path> v;
+    ~Dirs() {
+      std::error_code ec;
+      for (auto& d : v) std::filesystem::remove_all(d, ec);
+    }
+  } dirs;
+  auto cluster_node = [&dirs](int bus) {
+    auto dir = std::filesystem::temp_directory_path() / ("budget-cluster-" + unique());
+    std::filesystem::create_directories(dir);
+    dirs.v.push_back(dir);
+    return std::make_unique<OwnRedis>(std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
+                                                                (dir / "nodes.conf").string(), "--cluster-port",
+                                                                std::to_string(bus)});
+  };
+  auto a = cluster_node(free_port()), b = cluster_node(bus_b);
+  Raw ra(a->port), rb(b->port);
+  REQUIRE(ra.cmd({"CLUSTER", "ADDSLOTSRANGE", "0", "8191"}) == "OK");
+  REQUIRE(rb.cmd({"CLUSTER", "ADDSLOTSRANGE", "8192", "16383"}) == "OK");
+  REQUIRE(ra.cmd({"CLUSTER", "MEET", "127.0.0.1", std::to_string(b->port), std::to_string(bus_b)}) == "OK");
+  bool ok = false;
+  for (int i = 0; i < 200 && !ok; ++i) {
+    ok = ra.cmd({"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos &&
+         rb.cmd({"CLUSTER", "INFO"}).find("cluster_state:ok") != std::string::npos;
+    if (!ok) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(ok);
+  // A namespace whose slot node b serves, opened on node a.
+  std::string prefix;
+  for (int i = 0; prefix.empty(); ++i) {
+    std::string p = "cl" + std::to_string(i);
+    if (std::stoll(ra.cmd({"CLUSTER", "KEYSLOT", "{" + p + "}:lv"})) >= 8192) prefix = p;
+  }
+  auto on = [&](int port) { return "redis://127.0.0.1:" + std::to_string(port) + "/0?prefix=" + prefix; };
+  try {
+    BudgetManager wrong(on(a->port));
+    FAIL("opened a namespace on a node that does not serve its slot");
+  } catch (const StoreUnavailableError& e) {
+    CHECK(std::string(e.what()).find("MOVED") != std::string::npos);
+    CHECK(std::string(e.what()).find("point it at the node that serves the slot") != std::string::npos);
+  }
+  BudgetManager right(on(b->port));  // the node that serves it works
+  right.record(Subject{"user:c"}, usd("1"));
+  CHECK(right.events().size() == 1);
+}
+
 TEST_CASE("auto-pipelining: many threads over a small pool keep every call atomic and exact") {
   auto url = base_url() + "?prefix=ap" + unique() + "&pool=2";
   BudgetManager m(url);
