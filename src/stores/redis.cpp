@@ -635,7 +635,7 @@ class RedisStore final : public Store {
     if (msg.rfind("LOADING", 0) == 0 || msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
         msg.rfind("READONLY", 0) == 0 || msg.rfind("OOM", 0) == 0 || msg.rfind("TRYAGAIN", 0) == 0 ||
         msg.rfind("CLUSTERDOWN", 0) == 0 || msg.rfind("NOREPLICAS", 0) == 0 || msg.rfind("MISCONF", 0) == 0 ||
-        msg.rfind("NOAUTH", 0) == 0)
+        msg.rfind("NOAUTH", 0) == 0 || msg.rfind("ERR max number of clients reached", 0) == 0)
       throw StoreUnavailableError("redis: " + msg);
     if (msg.rfind("MOVED ", 0) == 0 || msg.rfind("ASK ", 0) == 0)
       throw StoreUnavailableError("redis: " + msg +

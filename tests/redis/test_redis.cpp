@@ -800,6 +800,19 @@ TEST_CASE("a Redis Cluster node that does not serve the namespace's slot: a clea
   CHECK(right.events().size() == 1);
 }
 
+TEST_CASE("a Redis at its maxclients: StoreUnavailable (fail closed), not an internal error") {
+  OwnRedis r({"--maxclients", "1"});
+  auto url = r.url();
+  {
+    Raw hog(r.port);  // takes the only client slot
+    REQUIRE(hog.cmd({"PING"}) == "PONG");
+    CHECK_THROWS_AS(BudgetManager{url}, StoreUnavailableError);
+  }
+  BudgetManager m(url);  // a slot is free again
+  m.record(Subject{"user:mc"}, usd("1"));
+  CHECK(m.events().size() == 1);
+}
+
 TEST_CASE("auto-pipelining: many threads over a small pool keep every call atomic and exact") {
   auto url = base_url() + "?prefix=ap" + unique() + "&pool=2";
   BudgetManager m(url);
