@@ -43,7 +43,7 @@ if [ "${BUDGET_TEST_QUICK:-0}" != 1 ]; then
   run "build (ASan+UBSan, -Werror)" bash -c 'cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBUDGET_DEVELOPER_MODE=ON -DBUDGET_SANITIZE=address,undefined -DBUDGET_BUILD_EXAMPLES=ON -DBUDGET_BUILD_BENCH=OFF >/dev/null && cmake --build build-asan -j2'
   run "C++/C tests (ASan+UBSan)" tools/with-redis.sh ctest --test-dir build-asan --output-on-failure -j2 -LE stress --timeout 900
   run "build (TSan)" bash -c 'cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUDGET_DEVELOPER_MODE=ON -DBUDGET_SANITIZE=thread -DBUDGET_BUILD_EXAMPLES=OFF -DBUDGET_BUILD_BENCH=OFF -DBUDGET_BUILD_SHARED=OFF >/dev/null && cmake --build build-tsan -j2 --target budget_stress'
-  run "stress tests (TSan)" tools/with-redis.sh env TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -L stress -R 'threads|diskfull' --timeout 900
+  run "stress tests (TSan)" tools/with-redis.sh env TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -L stress -R 'threads|diskfull|serverkill' --timeout 900
   run "fuzzers" bash tests/fuzz/run.sh 30
 fi
 

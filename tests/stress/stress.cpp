@@ -323,7 +323,9 @@ long run_workers(BudgetManager& m, int threads, double seconds, int tag, std::of
       }
     });
   auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
+  // serverkill: the parent ends the run (it knows when its faults are done).
+  const char* stop_file = std::getenv("BUDGET_STRESS_STOP_FILE");
+  while (std::chrono::steady_clock::now() < end && !(stop_file && std::filesystem::exists(stop_file))) {
     try {
       check_limits(m, "during the run");
     } catch (const StoreUnavailableError&) {
@@ -631,14 +633,31 @@ int mode_serverkill(const char* self, Args a) {
       "redis://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=sk&maxlen=200&ledger=" + dir + "/ledger.db";
   a.store = url + "&timeout=250";
   { BudgetManager init(options_for(url)); }
-  auto pids = spawn(self, a, a.procs, log_prefix + "-r0");
+  // The children run until the faults are over (a stop file; at most 120 s more than asked).
+  const std::string stop_file = dir + "/stop";
+  setenv("BUDGET_STRESS_STOP_FILE", stop_file.c_str(), 1);
+  Args child_args = a;
+  child_args.seconds = a.seconds + 120;
+  auto pids = spawn(self, child_args, a.procs, log_prefix + "-r0");
+  // Faults start once every child works (has a commit acknowledged): a slow start (a loaded
+  // machine, a sanitizer) must not let the faults pass while no child is running.
+  for (auto give_up = std::chrono::steady_clock::now() + 60s;;) {
+    bool all = true;
+    for (int i = 0; i < a.procs; ++i) {
+      std::error_code ec;
+      all = all && std::filesystem::file_size(log_prefix + "-r0." + std::to_string(i), ec) > 0 && !ec;
+    }
+    if (all) break;
+    if (std::chrono::steady_clock::now() > give_up) die("the children did not start working within 60 s");
+    std::this_thread::sleep_for(50ms);
+  }
   int kills = 0, flushes = 0, pauses = 0;
   long drains = 0;
   {
     BudgetManager watcher(options_for(a.store));
     std::mt19937_64 rng(static_cast<uint64_t>(::getpid()));
     auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(a.seconds);
-    while (std::chrono::steady_clock::now() < end) {
+    while (std::chrono::steady_clock::now() < end || kills == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 600));
       try {  // a ledger read drains the stream into the sink (refused while the server is down)
         LedgerQuery q;
@@ -647,7 +666,7 @@ int mode_serverkill(const char* self, Args a) {
         ++drains;
       } catch (const StoreUnavailableError&) {
       }
-      switch (rng() % 4) {
+      switch (kills == 0 ? 3 : rng() % 4) {  // the first fault is a kill
         case 0:  // the server forgets its scripts (the clients reload them)
           server.flush_scripts();
           ++flushes;
@@ -665,6 +684,7 @@ int mode_serverkill(const char* self, Args a) {
       server.start();
     }
   }
+  std::ofstream(stop_file).put('\n');
   for (pid_t p : pids) {
     int st = 0;
     waitpid(p, &st, 0);
