@@ -16,6 +16,7 @@
 #include "fork.hpp"
 #include "int128.hpp"
 #include "ledger_codec.hpp"
+#include "sha256.hpp"
 #include "stores/txn.hpp"
 #include "windows.hpp"
 
@@ -1016,21 +1017,49 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   if (hs && hs->fail_open) {
-    // Allowed while the store was down: nothing was held, so a commit is a direct record. It
-    // carries the commit's fingerprint, so repeating the commit (by reservation or by id)
-    // replays it; the state is forgotten only once the record is written, so a commit that the
-    // store refused meanwhile can be retried, by id too.
-    Receipt rc;
-    rc.request_id = request_id;
+    // Allowed while the store was down: nothing was held that this process knows of. But the
+    // reserve may have run after all (it timed out here and the server ran it later): then the
+    // store knows the id, and its request is settled like any other (below).
     if (actual) {
+      // A commit is a direct record. It carries the commit's fingerprint, so repeating the
+      // commit (by reservation or by id) replays it; the state is forgotten only once the
+      // record is written, so a commit that the store refused meanwhile can be retried.
       RequestOptions o;
       o.request_id = request_id;
       o.metadata["fail_open"] = "true";
       const Subject& subject = r ? r->subject() : hs->subject ? *hs->subject : Subject();
-      rc = record_as(subject, *actual, o, op.fingerprint);
+      try {
+        Receipt rc = record_as(subject, *actual, o, op.fingerprint);
+        forget_hold(*hs);
+        return rc;
+      } catch (const ConflictError&) {
+        // The store knows the id as another operation: the reserve, which ran after all. Held
+        // (or expired since): that hold is committed, below. Denied: the denial never reached
+        // this process, which went ahead, so the spend is recorded under an id derived from
+        // this one (the same on a repeat: a replay), naming it in the metadata.
+        auto known = store_->get_request(request_id);
+        if (known && known->state == ReqState::Denied) {
+          o.request_id = fail_open_record_id(request_id);
+          o.metadata["denied_request_id"] = request_id;
+          Receipt rc = record_as(subject, *actual, o, op.fingerprint);
+          forget_hold(*hs);
+          return rc;
+        }
+      }
+    } else {
+      // A release gives back nothing this process holds. The store's hold, if the reserve ran
+      // after all, is released too when the store answers; else it expires.
+      try {
+        store_->settle(op);
+      } catch (const NotFoundError&) {
+      } catch (const StoreUnavailableError&) {
+        ++m_.store_errors;
+      }
+      forget_hold(*hs);
+      Receipt rc;
+      rc.request_id = request_id;
+      return rc;
     }
-    forget_hold(*hs);
-    return rc;
   }
   SettleOut out = [&] {  // constructed in place
     try {
@@ -1053,6 +1082,14 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     if (out.record.plan) fire_alerts(*out.record.plan, out.before, out.after, request_id);
   }
   return receipt_from(out, &p);
+}
+
+std::string Engine::fail_open_record_id(const std::string& request_id) {
+  static constexpr std::string_view kSuffix = "/fail-open";
+  if (request_id.size() + kSuffix.size() <= 256) return request_id + std::string(kSuffix);
+  // Too long for the suffix: a prefix and the SHA-256 of the whole id (the same on a repeat, in
+  // any process).
+  return request_id.substr(0, 200) + "/" + sha256_hex(request_id).substr(0, 32) + std::string(kSuffix);
 }
 
 std::string Engine::request_id_of(const RequestOptions& o, int64_t now) {

@@ -180,6 +180,8 @@ class Engine {
   template <class F>
   auto with_fresh_limits(F&& f);
   static std::string request_id_of(const RequestOptions& o, int64_t now);  // given or generated, validated
+  // The id a fail-open commit records under when the store denied its reserve after all.
+  static std::string fail_open_record_id(const std::string& request_id);
   // record / grant / adjust: runs the direct operation on the subject's plan (or, without a
   // subject, on the `total` window of op.subject[0]) and fires the alerts it crossed.
   DirectOut run_direct(DirectOp op, const Subject* subject);

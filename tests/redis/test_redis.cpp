@@ -489,6 +489,50 @@ TEST_CASE("fail-open: a reservation is found by its request id, and a commit ref
   require_verified(m);
 }
 
+TEST_CASE("fail-open after a timeout, when the server ran the reserve after all: its hold is committed, or its denial does not lose the spend") {
+  OwnRedis r;
+  const std::string prefix = "fot" + unique();
+  Options o = opts("redis://127.0.0.1:" + std::to_string(r.port) + "/0?prefix=" + prefix + "&pool=1&timeout=300");
+  o.fail_open = true;
+  BudgetManager m(o);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
+  Raw raw(r.port);
+  // A reserve that times out here (the server hangs) and that the server runs when it resumes.
+  auto late_reserve = [&](const std::string& id, Money amount) {
+    r.stop(SIGSTOP);
+    auto d = m.reserve(Subject{"user:t"}, amount, rid(id));
+    r.stop(SIGCONT);
+    REQUIRE(d.allowed);
+    REQUIRE(d.fail_open);
+    bool ran = false;
+    for (int i = 0; i < 100 && !ran; ++i) {
+      ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:" + id}) == "1";
+      if (!ran) std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(ran);
+    return d;
+  };
+  // Allowed by the server: the commit settles that hold (it was a Conflict with it).
+  auto held = late_reserve("late-held", usd("0.6"));
+  auto rc = m.commit(held.reservation, usd("0.5"));
+  CHECK(rc.charged == usd("0.5"));
+  CHECK(m.status(Scope::parse("user:t"))[0].held == 0);
+  // Denied by the server (0.6 + 0.5 > 1): the spend is recorded under a derived id.
+  auto denied = late_reserve("late-denied", usd("0.6"));
+  auto rd = m.commit("late-denied", usd("0.2"));
+  CHECK(rd.charged == usd("0.2"));
+  CHECK(rd.request_id == "late-denied/fail-open");
+  CHECK(m.commit(denied.reservation, usd("0.2")).replayed);  // a repeat replays it
+  auto st = m.status(Scope::parse("user:t"))[0];
+  CHECK(st.spent == usd("0.7").nanos());
+  CHECK(st.held == 0);
+  auto recs = m.events(of_type(EventType::Record));
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].request_id == "late-denied/fail-open");
+  CHECK(recs[0].metadata.find("late-denied") != std::string::npos);
+  require_verified(m);
+}
+
 TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   OwnRedis r;
   auto url = r.url();

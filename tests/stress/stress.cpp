@@ -14,7 +14,7 @@
 //   budget_stress diskfull --store sqlite:PATH [--procs P] [--threads N] [--seconds S]
 //       P processes on one file, the odd ones starved of disk space on and off (a file size
 //       limit: writes past the WAL's size fail). Afterwards the same checks as crash.
-//   budget_stress serverkill --store own-redis [--procs P] [--threads N] [--seconds S]
+//   budget_stress serverkill --store own-redis [--procs P] [--threads N] [--seconds S] [--fail-open 1]
 //       P processes on a redis-server of this program's own (appendonly yes, appendfsync
 //       always; the binary: $REDIS_SERVER or redis-server) that it SIGKILLs and restarts again
 //       and again (or makes it forget its scripts, or hang) while they run, its ledger drained into a
@@ -56,6 +56,7 @@ namespace {
 struct Args {
   std::string mode, store;
   int threads = 4, procs = 4, rounds = 4;
+  bool fail_open = false;  // serverkill: the managers fail open
   double seconds = 3;
   int child_id = -1;
   std::string log;
@@ -119,7 +120,13 @@ std::vector<Scope> all_scopes() {
   return out;
 }
 
-std::atomic<long> g_refused{0};  // operations the store refused (StoreUnavailable)
+std::atomic<long> g_refused{0};      // operations the store refused (StoreUnavailable)
+std::atomic<long> g_fail_opened{0};  // reservations allowed because the store was down (fail-open)
+// serverkill: commits the store refused are retried (same request id, by reservation or by id,
+// for up to 10 s), as an application would; one that the store ran before it failed must not
+// count twice. BUDGET_STRESS_FAIL_OPEN: the managers fail open (limits may then be exceeded).
+bool retry_commits() { return std::getenv("BUDGET_STRESS_RETRY") != nullptr; }
+bool fail_open_mode() { return std::getenv("BUDGET_STRESS_FAIL_OPEN") != nullptr; }
 
 // One lifecycle; commits never exceed the hold, so no limit may ever be exceeded.
 // Returns the request id and amount when a commit was acknowledged.
@@ -134,6 +141,7 @@ std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::
     if (d.denial.reason == DenyReason::StoreUnavailable) ++g_refused;
     return std::nullopt;
   }
+  if (d.fail_open) ++g_fail_opened;
   auto r = d.reservation;
   Money committed = Money();
   int64_t tokens = 0;  // consumed (and admitted)
@@ -155,9 +163,20 @@ std::optional<std::pair<std::string, int64_t>> lifecycle(BudgetManager& m, std::
     default: {
       Money amount = committed;  // what it consumed (persisted), even nothing: see options_for
       if (amount > r.held()) amount = r.held();
-      auto rc = m.commit(r, Charge::money(amount, std::min(tokens, r.held_tokens())));
-      if (rc.over_limit && std::getenv("STRESS_DEBUG")) std::cerr << "over_limit: " << rc.over_limit_scopes.at(0) << "\n";
-      return std::make_pair(r.request_id(), amount.nanos());
+      const auto charge = Charge::money(amount, std::min(tokens, r.held_tokens()));
+      const bool retry = retry_commits();
+      const bool by_id = retry && rng() % 2 == 0;  // the C API's way: the state found by its id
+      for (auto give_up = std::chrono::steady_clock::now() + 10s;;) {
+        try {
+          auto rc = by_id ? m.commit(r.request_id(), charge) : m.commit(r, charge);
+          if (rc.over_limit && std::getenv("STRESS_DEBUG")) std::cerr << "over_limit: " << rc.over_limit_scopes.at(0) << "\n";
+          return std::make_pair(r.request_id(), amount.nanos());
+        } catch (const StoreUnavailableError&) {
+          if (!retry || std::chrono::steady_clock::now() > give_up) throw;
+          ++g_refused;
+          std::this_thread::sleep_for(20ms);
+        }
+      }
     }
   }
 }
@@ -253,7 +272,8 @@ void check_windows_by_replay(BudgetManager& m) {
 
 // verify() clean, no hold left after expiry, and per-scope spend equals the ledger's sum.
 void final_checks(BudgetManager& m) {
-  check_windows_by_replay(m);
+  const bool limits_hold = !fail_open_mode();  // fail-open admits what the store could not check
+  if (limits_hold) check_windows_by_replay(m);
   auto rep = m.verify();
   for (const auto& p : rep.problems) std::cerr << "  " << p << "\n";
   if (!rep.ok) die("verify() reported problems");
@@ -268,7 +288,7 @@ void final_checks(BudgetManager& m) {
       if (st.spent != ledger_spend[sc.str()])
         die(st.key + ": status spent " + std::to_string(st.spent) + " != ledger " +
             std::to_string(ledger_spend[sc.str()]));
-      if (st.spent > st.limit) die(st.key + " overspent");
+      if (limits_hold && st.spent > st.limit) die(st.key + " overspent");
     }
   }
   std::cout << "verify: " << rep.events << " events, " << rep.windows_checked << " counters, chain ok\n";
@@ -286,6 +306,7 @@ Options options_for(const std::string& store) {
   // over-limit commit, which the in-run limit check cannot tell from an overspend (seen on a
   // tokens-per-minute limit under ctest -j2).
   o.persist_every = Money::from_nanos(1);
+  o.fail_open = fail_open_mode();
   return o;
 }
 
@@ -327,7 +348,7 @@ long run_workers(BudgetManager& m, int threads, double seconds, int tag, std::of
   const char* stop_file = std::getenv("BUDGET_STRESS_STOP_FILE");
   while (std::chrono::steady_clock::now() < end && !(stop_file && std::filesystem::exists(stop_file))) {
     try {
-      check_limits(m, "during the run");
+      if (!fail_open_mode()) check_limits(m, "during the run");  // fail-open may exceed them
     } catch (const StoreUnavailableError&) {
       // the store is down (serverkill) or busy: no sample this time
     }
@@ -415,7 +436,7 @@ int mode_child(const Args& a) {
   std::ofstream log;
   if (!a.log.empty()) log.open(a.log, std::ios::app);
   run_workers(m, a.threads, a.seconds, a.child_id + 10, a.log.empty() ? nullptr : &log);
-  if (!a.log.empty()) std::ofstream(a.log + ".refused") << g_refused.load() << '\n';
+  if (!a.log.empty()) std::ofstream(a.log + ".refused") << g_refused.load() << ' ' << g_fail_opened.load() << '\n';
   return 0;
 }
 
@@ -461,9 +482,15 @@ size_t check_acknowledged(BudgetManager& m, const std::string& log_prefix, int r
   // a starved process's may) its expiry's charge plus the commit's adjustment of it.
   std::map<std::string, int64_t> committed;
   std::set<std::string> commit_seen;
+  // (A fail-open reservation's commit is a record of the same request id, or of
+  // "<id>/fail-open" when the store denied the reserve after all: it had timed out here.)
   for_each_event(m, {}, [&](const LedgerEvent& e) {
-    if (e.type == EventType::Commit) commit_seen.insert(e.request_id);
-    if (e.type == EventType::Commit || e.type == EventType::Expire) committed[e.request_id] += e.spent.cost;
+    const bool commit = e.type == EventType::Commit || e.type == EventType::Record;
+    std::string id = e.request_id;
+    if (e.type == EventType::Record && id.size() > 10 && id.compare(id.size() - 10, 10, "/fail-open") == 0)
+      id.resize(id.size() - 10);
+    if (commit) commit_seen.insert(id);
+    if (commit || e.type == EventType::Expire) committed[id] += e.spent.cost;
   });
   for (const auto& [id, amount] : acked) {
     auto it = committed.find(id);
@@ -474,9 +501,10 @@ size_t check_acknowledged(BudgetManager& m, const std::string& log_prefix, int r
 }
 
 // How many operations a child that logged to `log` had refused (StoreUnavailable).
-long refused_by(const std::string& log) {
-  long n = 0;
-  std::ifstream(log + ".refused") >> n;
+long refused_by(const std::string& log, long* fail_opened = nullptr) {
+  long n = 0, f = 0;
+  std::ifstream(log + ".refused") >> n >> f;
+  if (fail_opened) *fail_opened += f;
   return n;
 }
 
@@ -636,6 +664,8 @@ int mode_serverkill(const char* self, Args a) {
   // The children run until the faults are over (a stop file; at most 120 s more than asked).
   const std::string stop_file = dir + "/stop";
   setenv("BUDGET_STRESS_STOP_FILE", stop_file.c_str(), 1);
+  setenv("BUDGET_STRESS_RETRY", "1", 1);
+  if (a.fail_open) setenv("BUDGET_STRESS_FAIL_OPEN", "1", 1);
   Args child_args = a;
   child_args.seconds = a.seconds + 120;
   auto pids = spawn(self, child_args, a.procs, log_prefix + "-r0");
@@ -690,15 +720,17 @@ int mode_serverkill(const char* self, Args a) {
     waitpid(p, &st, 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) die("a child process failed");
   }
-  long refused = 0;
-  for (int i = 0; i < a.procs; ++i) refused += refused_by(log_prefix + "-r0." + std::to_string(i));
+  long refused = 0, fail_opened = 0;
+  for (int i = 0; i < a.procs; ++i) refused += refused_by(log_prefix + "-r0." + std::to_string(i), &fail_opened);
   if (refused == 0) die("no operation was refused while the server was down: the test proves nothing");
+  if (a.fail_open && fail_opened == 0) die("no reservation was allowed fail-open: the test proves nothing");
   if (drains == 0) die("the ledger was never drained while the children ran: the test proves less than it says");
   BudgetManager m(options_for(url));
   settle_everything(m);
   size_t acked = check_acknowledged(m, log_prefix, 1, a.procs);
   final_checks(m);
-  std::cout << "serverkill: " << a.procs << " processes x " << a.threads << " threads, redis-server killed " << kills
+  std::cout << "serverkill" << (a.fail_open ? " (fail-open: " + std::to_string(fail_opened) + " allowed while down)" : "")
+            << ": " << a.procs << " processes x " << a.threads << " threads, redis-server killed " << kills
             << " times (" << server.fixes() << " restarts needed redis-check-aof --fix), its scripts flushed " << flushes
             << " times, hung " << pauses << " times (" << refused
             << " operations refused, " << drains << " drains meanwhile), " << acked
@@ -746,6 +778,7 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::stod(v);
     else if (k == "--child") a.child_id = std::stoi(v);
     else if (k == "--log") a.log = v;
+    else if (k == "--fail-open") a.fail_open = v == "1";
     else die("unknown option " + k);
   }
   if (a.store.empty()) die("--store is required");
