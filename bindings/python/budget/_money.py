@@ -1,12 +1,23 @@
 """Money: an exact decimal amount of the budget currency (a ``decimal.Decimal``) with ``.nanos``."""
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Union
 
 __all__ = ["Money", "MoneyLike"]
 
 NANOS_PER_UNIT = 1_000_000_000
+# Decimal arithmetic follows the calling thread's context (an application may lower its
+# precision or trap inexact results); the nanos of an amount never depend on it.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # for exact operations only
+_NANO = Decimal("0.000000001")
+
+
+def _scaled_nanos(amount: Decimal, numerator: int, denominator: int) -> "Money":
+    """``amount * numerator / denominator`` rounded half-to-even to the nano, whatever the context."""
+    product = _EXACT.multiply(amount, numerator)
+    quotient = Context(prec=60).divide(product, denominator)  # 60 digits: far below the nano
+    return Money(_EXACT.quantize(quotient, _NANO))
 
 
 class Money(Decimal):
@@ -21,7 +32,7 @@ class Money(Decimal):
     @property
     def nanos(self) -> int:
         """The amount as an integer count of nanos (1e-9 units)."""
-        return int(self.scaleb(9))
+        return int(self.scaleb(9, context=_EXACT))
 
     @classmethod
     def from_nanos(cls, nanos: int) -> "Money":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 from decimal import Decimal
 from typing import Any, Callable, Iterator, List
@@ -201,3 +202,25 @@ def test_guard_without_pricing_needs_estimate(make: Make, fake: FakeProvider) ->
                                max_tokens=100, estimate="0.01", request_id="n1")
     assert r.usage is not None
     assert 0 < commit_event(m, "n1").amount <= Decimal("0.01")
+
+
+def test_guard_metering_ignores_the_decimal_context(make: Make, fake: FakeProvider) -> None:
+    # Without pricing the guard spreads the estimate over the expected tokens; an application's
+    # own decimal context (low precision, trapped inexact results) must not change the money.
+    def run(request_id: str) -> Decimal:
+        s = guard_chat_completions(m, oai(fake), subject="user:dc", model="test-model", messages=MSGS,
+                                   max_tokens=100, stream=True, estimate="0.012345678", request_id=request_id)
+        for _ in s:
+            pass
+        assert s.receipt is not None
+        return Decimal(s.receipt.charged)
+
+    m = make(limits={"user:*": {"day": "1"}})
+    expected = run("dc0")
+    with decimal.localcontext() as ctx:
+        ctx.prec = 4
+        ctx.traps[decimal.Inexact] = True
+        assert run("dc1") == expected
+    assert 0 < expected <= Decimal("0.012345678")
+    [st] = m.status("user:dc")
+    assert st.held == 0 and st.spent == 2 * expected

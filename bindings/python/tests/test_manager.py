@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import decimal
 import json
 import threading
 from datetime import datetime, timedelta, timezone
@@ -104,6 +105,17 @@ def test_idempotency_and_conflict(make: Make) -> None:
 def test_money_in(value: Any, nanos: int) -> None:
     assert budget.money(value).nanos == nanos
     assert budget.Money.from_nanos(nanos).nanos == nanos
+
+
+def test_money_nanos_ignore_the_decimal_context() -> None:
+    # An application's own decimal context (a low precision, trapped inexact results) must not
+    # change how much money an amount is.
+    amount = budget.money("1234567.891234567")
+    with decimal.localcontext() as ctx:
+        ctx.prec = 6
+        ctx.traps[decimal.Inexact] = True
+        assert amount.nanos == 1_234_567_891_234_567
+        assert budget.money("-9223372036.854775807").nanos == -9_223_372_036_854_775_807
 
 
 def test_money_out_is_exact_decimal() -> None:

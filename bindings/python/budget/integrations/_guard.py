@@ -16,7 +16,7 @@ from typing import (Any, AsyncGenerator, AsyncIterator, Dict, Generator, Generic
 
 from .._errors import BudgetExceededError, InvalidArgumentError
 from .._manager import BudgetManager, SubjectLike
-from .._money import Money
+from .._money import _EXACT, Money, _scaled_nanos
 from .._native import ConsumeResult, Decision, Receipt, Reservation, StreamUsage, Usage, estimate_tokens
 
 
@@ -134,7 +134,7 @@ class Meter:
         usage = self.stream.usage
         cost = self._cost(usage)
         tokens = usage.total_tokens
-        d_cost = cost - self.consumed_cost
+        d_cost = _EXACT.subtract(cost, self.consumed_cost)  # exact whatever the caller's decimal context
         d_tokens = max(0, tokens - self.consumed_tokens)
         if d_cost <= 0 and d_tokens == 0:
             return None
@@ -151,7 +151,7 @@ class Meter:
         assert self.estimate is not None and self.decision is not None
         expected = max(1, self.input_tokens + self.max_output_tokens)
         est = self.decision.estimate
-        return Money((est * usage.total_tokens / expected).quantize(Money("0.000000001")))
+        return _scaled_nanos(est, usage.total_tokens, expected)
 
     def after_consume(self, r: ConsumeResult) -> bool:
         """True when the stream must stop."""
