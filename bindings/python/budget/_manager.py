@@ -134,8 +134,9 @@ class BudgetManager(_native.BudgetManager):
         stream (raising ``BudgetExceededError`` with ``stopped=True`` on ``Stop``);
         ``h.commit(...)`` / ``h.set_usage(...)`` give the real cost. On a normal exit the
         hold is committed with the real cost if given, else with what was consumed, else
-        with the estimate; on an exception or cancellation what was consumed is committed
-        (those tokens were generated) or, if nothing was, the hold is released.
+        with the estimate; on an exception or cancellation the real cost is committed if it was
+        given, else what was consumed (those tokens were generated) or, if nothing was, the hold
+        is released.
         """
         return Hold(self, subject, estimate, kwargs)
 
@@ -276,12 +277,12 @@ class _HoldBase:
 
     def _exit_charge(self, failed: bool) -> Optional[Dict[str, Any]]:
         """What to commit on exit, or None to release."""
-        if self._final is not None and not failed:
-            return self._final
+        if self._final is not None:
+            return self._final  # the real cost, also when the block failed after it was given
         if self.last is not None and self.last.consumed > 0:
             return {"actual": self.last.consumed}
         if failed:
-            return self._final  # a failure with a known cost still charges it
+            return None
         assert self.decision is not None
         return {"actual": self.decision.estimate}
 

@@ -312,6 +312,20 @@ def test_hold_context_manager(make: Make) -> None:
     assert ei.value.scope == "user:h"
 
 
+def test_hold_exception_after_the_real_cost_charges_it(make: Make) -> None:
+    # The real cost was given, then the block failed (post-processing): charging only what was
+    # consumed so far would undercharge; the library never undercharges.
+    m = make(limits={"user:*": {"day": "1"}})
+    with pytest.raises(RuntimeError):
+        with m.hold("user:rc", "0.50") as h:
+            h.consume("0.10")
+            h.set_cost("0.30")
+            raise RuntimeError("post-processing failed")
+    assert h.receipt is not None and h.receipt.charged == Decimal("0.30")
+    [st] = m.status("user:rc")
+    assert st.spent == Decimal("0.30") and st.held == 0
+
+
 def test_hold_stop_raises_and_commits_consumed(make: Make) -> None:
     m = make(limits={"user:*": {"day": "1"}}, min_growth="0.01", growth_step=0.5)
     with pytest.raises(budget.BudgetExceededError) as ei:
