@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type,
 
 from . import _native
 from ._config import LimitsSpec, load_limits
-from ._errors import BudgetExceededError, InvalidArgumentError
+from ._errors import BudgetExceededError, InvalidArgumentError, UnknownModelError
 from ._money import Money, MoneyLike
 from ._native import (
     ConsumeResult,
@@ -349,8 +349,20 @@ class Hold(_HoldBase):
         if self.decision is None or self.receipt is not None:
             return
         charge = self._exit_charge(exc_type is not None)
+        try:
+            self._settle(charge)
+        except (InvalidArgumentError, UnknownModelError):
+            if charge is None or charge is not self._final:
+                raise
+            # The cost given to set_cost/set_usage cannot be charged: settle as a failed block
+            # (never leave the hold behind), then report the bad cost.
+            self._final = None
+            self._settle(self._exit_charge(True))
+            raise
+
+    def _settle(self, charge: Optional[Dict[str, Any]]) -> None:
         if charge is None:
-            self.release()
+            self.receipt = self.manager.release(self.reservation)
         else:
             self.receipt = self.manager.commit(self.reservation, **{k: v for k, v in charge.items() if v is not None})
 
@@ -403,6 +415,17 @@ class AsyncHold(_HoldBase):
         if self.decision is None or self.receipt is not None:
             return
         charge = self._exit_charge(exc_type is not None)
+        try:
+            await self._settle(charge)
+        except (InvalidArgumentError, UnknownModelError):
+            if charge is None or charge is not self._final:
+                raise
+            # The cost given to set_cost/set_usage cannot be charged: settle as a failed block.
+            self._final = None
+            await self._settle(self._exit_charge(True))
+            raise
+
+    async def _settle(self, charge: Optional[Dict[str, Any]]) -> None:
         # Settle even when the task is being cancelled: shield the store call.
         if charge is None:
             fut = self.manager.arelease(self.reservation)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import decimal
 import json
 import threading
@@ -324,6 +325,36 @@ def test_hold_exception_after_the_real_cost_charges_it(make: Make) -> None:
     assert h.receipt is not None and h.receipt.charged == Decimal("0.30")
     [st] = m.status("user:rc")
     assert st.spent == Decimal("0.30") and st.held == 0
+
+
+def test_hold_with_an_unchargeable_final_cost_leaves_no_hold(make: Make, pricing: budget.PricingEngine) -> None:
+    # A bad cost given to set_cost/set_usage fails at the end of the block: the error is raised,
+    # and the hold is settled as for a failed block (consumed committed, else released), not
+    # left held until its TTL.
+    m = make(limits={"user:*": {"day": "1"}}, pricing=pricing)
+    with pytest.raises(budget.InvalidArgumentError):
+        with m.hold("user:bf", "0.50") as h:
+            h.consume("0.10")
+            h.set_cost("12,50")
+    assert h.receipt is not None and h.receipt.charged == Decimal("0.10")
+    with pytest.raises(budget.InvalidArgumentError):
+        with m.hold("user:bf", "0.50") as h:
+            h.set_usage(budget.Usage(output_tokens=5))  # no model anywhere
+    assert h.receipt is not None and h.receipt.charged == 0
+    with pytest.raises(budget.UnknownModelError):
+        with m.hold("user:bf", "0.50") as h:
+            h.set_usage(budget.Usage(output_tokens=5), model="no-such-model")
+    assert h.receipt is not None and h.receipt.charged == 0
+
+    async def failing_async_block() -> None:
+        async with m.ahold("user:bf", "0.50") as ah:
+            await ah.consume("0.05")
+            ah.set_cost(float("nan"))
+
+    with pytest.raises(budget.InvalidArgumentError):
+        asyncio.run(failing_async_block())
+    [st] = m.status("user:bf")
+    assert st.held == 0 and st.spent == Decimal("0.15")
 
 
 def test_hold_stop_raises_and_commits_consumed(make: Make) -> None:
