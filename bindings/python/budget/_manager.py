@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from concurrent.futures import Executor
 from datetime import timedelta
 from decimal import Decimal
@@ -178,7 +179,33 @@ class BudgetManager(_native.BudgetManager):
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def areserve(self, subject: SubjectLike, estimate: Union[MoneyLike, Usage, None] = None, **kw: Any) -> Decision:
-        return await self._run(self.reserve, subject, estimate, **kw)
+        """Async :meth:`reserve`. A cancelled ``areserve`` holds nothing: the store call runs on
+        in the executor, and the hold it makes (unless it is a replay of an earlier reserve) is
+        released, since the cancelled caller never gets it."""
+        lock = threading.Lock()
+        delivered: List[Decision] = []
+        abandoned = False
+
+        def reserve() -> Decision:
+            d = self.reserve(subject, estimate, **kw)
+            with lock:
+                if not abandoned:
+                    delivered.append(d)
+                    return d
+            if d.allowed and not d.replayed and d.reservation is not None:
+                self.release(d.reservation)  # the caller was cancelled before the hold was made
+            return d
+
+        try:
+            return await self._run(reserve)
+        except asyncio.CancelledError:
+            with lock:
+                abandoned = True
+                landed = delivered[0] if delivered else None
+            if landed is not None and landed.allowed and not landed.replayed and landed.reservation is not None:
+                # The hold was made, the cancellation came before the result reached the caller.
+                await asyncio.shield(self.arelease(landed.reservation))
+            raise
 
     async def acheck(self, subject: SubjectLike, estimate: Union[MoneyLike, Usage, None] = None, **kw: Any) -> Decision:
         return await self._run(self.check, subject, estimate, **kw)

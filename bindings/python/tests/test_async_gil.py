@@ -94,6 +94,69 @@ def test_async_hold_cancelled_releases(make: Make) -> None:
     assert st.held == 0 and st.spent == 0
 
 
+class GateExecutor(ThreadPoolExecutor):
+    """Runs each call when the test opens the gate, either before (``when="before"``: the store
+    call starts after the awaiting task was cancelled) or after it (``"after"``: the call landed,
+    the result is not delivered yet)."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__(max_workers=2)
+        self.when = when
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        def gated() -> Any:
+            self.started.set()
+            if self.when == "before":
+                self.gate.wait(10)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self.when == "after":
+                    self.gate.wait(10)
+
+        return super().submit(gated)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_cancelled_reserve_holds_nothing(make: Make, when: str) -> None:
+    # A task cancelled while its reserve runs in the executor: the store call goes on, and its
+    # hold must not stay behind (nobody will commit or release it).
+    ex = GateExecutor(when)
+    m = make(limits={"user:*": {"day": "1"}}, executor=ex)
+    live = m.reserve("user:cr", "0.2", request_id="cr-live")  # in use elsewhere
+
+    async def request() -> None:
+        async with m.ahold("user:cr", "0.5", request_id="cr-ahold"):
+            await asyncio.sleep(60)
+
+    async def cancel_while_running(call: Callable[[], Any]) -> None:
+        ex.started.clear()
+        ex.gate.clear()
+        task = asyncio.ensure_future(call())
+        while not ex.started.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        ex.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def main() -> None:
+        await cancel_while_running(lambda: m.areserve("user:cr", "0.3", request_id="cr-areserve"))
+        await cancel_while_running(request)
+        # A cancelled retry of a reserve that is replayed leaves the first (live) hold alone.
+        await cancel_while_running(lambda: m.areserve("user:cr", "0.2", request_id="cr-live"))
+
+    asyncio.run(main())
+    ex.shutdown(wait=True)
+    for rid in ("cr-areserve", "cr-ahold"):
+        assert [e.type for e in m.events(request_id=rid)] == ["reserve", "release"]
+    [st] = m.status("user:cr")
+    assert st.held == Decimal("0.2") and st.spent == 0
+    assert m.commit(live.reservation, "0.1").charged == Decimal("0.1")
+
+
 def test_gil_released_while_store_blocks(tmp_path: Any) -> None:
     path = tmp_path / "locked.db"
     m = BudgetManager(f"sqlite:{path}", limits={"global": {"day": "10"}}, store_timeout=0.4)
