@@ -580,6 +580,33 @@ PYBIND11_MODULE(_native, mod) {
       .def_property_readonly("resets_at", [](const Denial& d) { return opt_time_out(d.resets_at); })
       .def_readonly("hard", &Denial::hard)
       .def_readonly("message", &Denial::message)
+      .def(py::pickle(  // so a BudgetExceededError carrying it crosses process boundaries
+          [](const Denial& d) {
+            py::object resets = d.resets_at ? py::object(py::int_(to_millis(*d.resets_at))) : py::none();
+            return py::make_tuple(static_cast<int>(d.reason), d.scope, d.window, static_cast<int>(d.metric), d.limit,
+                                  d.spent, d.held, d.remaining, d.requested, resets, d.hard, d.message);
+          },
+          [](const py::tuple& t) {
+            if (t.size() != 12) invalid("Denial: bad pickled state");
+            Denial d;
+            int reason = t[0].cast<int>(), metric = t[3].cast<int>();
+            if (reason < 0 || reason > static_cast<int>(DenyReason::StoreUnavailable) || metric < 0 ||
+                metric > static_cast<int>(Metric::Requests))
+              invalid("Denial: bad pickled state");
+            d.reason = static_cast<DenyReason>(reason);
+            d.scope = t[1].cast<std::string>();
+            d.window = t[2].cast<std::string>();
+            d.metric = static_cast<Metric>(metric);
+            d.limit = t[4].cast<int64_t>();
+            d.spent = t[5].cast<int64_t>();
+            d.held = t[6].cast<int64_t>();
+            d.remaining = t[7].cast<int64_t>();
+            d.requested = t[8].cast<int64_t>();
+            if (!t[9].is_none()) d.resets_at = from_millis(t[9].cast<int64_t>());
+            d.hard = t[10].cast<bool>();
+            d.message = t[11].cast<std::string>();
+            return d;
+          }))
       .def("__repr__", [](const Denial& d) {
         return std::string("Denial(") + deny_reason(d.reason) + ", scope='" + d.scope + "', window='" + d.window +
                "', hard=" + (d.hard ? "True" : "False") + ")";

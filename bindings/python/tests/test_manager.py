@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import json
+import pickle
 import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -158,6 +159,26 @@ def test_bad_input_raises_typed_and_changes_nothing(make: Make, bad: Any, exc: t
     assert len(m.events()) == before
     [st] = m.status("global")
     assert st.spent == 0 and st.held == 0
+
+
+def test_budget_exceeded_error_pickles_with_its_denial(make: Make) -> None:
+    # Errors cross process boundaries (multiprocessing, ProcessPoolExecutor) by pickling.
+    m = make(limits={"user:*": {"day": "1"}})
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        with m.hold("user:pk", "5", request_id="pk1"):
+            pass
+    e = ei.value
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is budget.BudgetExceededError and str(back) == str(e)
+    assert (back.scope, back.window, back.limit, back.remaining, back.requested, back.hard, back.request_id) == (
+        "user:pk", "day", Decimal(1), Decimal(1), Decimal(5), True, "pk1")
+    assert back.resets_at == e.resets_at is not None
+    assert e.denial is not None and back.denial is not None
+    assert (back.denial.reason, back.denial.scope, back.denial.metric, back.denial.limit, back.denial.spent,
+            back.denial.held, back.denial.remaining, back.denial.requested, back.denial.resets_at,
+            back.denial.hard, back.denial.message) == (
+        e.denial.reason, e.denial.scope, e.denial.metric, e.denial.limit, e.denial.spent, e.denial.held,
+        e.denial.remaining, e.denial.requested, e.denial.resets_at, e.denial.hard, e.denial.message)
 
 
 def test_errors_are_also_builtin_kinds() -> None:
