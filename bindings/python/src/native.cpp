@@ -189,6 +189,16 @@ Timestamp to_time(py::handle o) {
   invalid("a time must be an aware datetime or milliseconds since the epoch, not " + type_name(o));
 }
 
+// An int or float as a double (the caller checked the type); an int beyond a double's range
+// is as out of range as any other huge number of seconds or factor (not a cast error).
+double number_in(py::handle o, const std::string& out_of_range) {
+  if (PyFloat_Check(o.ptr())) return PyFloat_AS_DOUBLE(o.ptr());
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+  if (overflow != 0) invalid(out_of_range);
+  return static_cast<double>(v);
+}
+
 Duration to_duration(py::handle o, const char* what) {
   if (PyObject_IsInstance(o.ptr(), cache->timedelta_type.ptr()) == 1) {
     double s = o.attr("total_seconds")().cast<double>();
@@ -196,7 +206,7 @@ Duration to_duration(py::handle o, const char* what) {
   }
   if (PyBool_Check(o.ptr())) invalid(std::string(what) + ": expected seconds or a timedelta");
   if (PyLong_Check(o.ptr()) || PyFloat_Check(o.ptr())) {
-    double s = o.cast<double>();
+    double s = number_in(o, std::string(what) + ": invalid duration");
     if (!std::isfinite(s) || s < 0 || s > 1e12) invalid(std::string(what) + ": invalid duration");
     return Duration(static_cast<int64_t>(std::llround(s * 1000.0)));
   }
@@ -206,7 +216,7 @@ Duration to_duration(py::handle o, const char* what) {
 uint32_t to_bp(py::handle o, const char* what) {
   if (PyBool_Check(o.ptr()) || !(PyLong_Check(o.ptr()) || PyFloat_Check(o.ptr())))
     invalid(std::string(what) + ": expected a number such as 1.2");
-  double d = o.cast<double>();
+  double d = number_in(o, std::string(what) + ": expected a factor between 0 and 100");
   if (!std::isfinite(d) || d < 0 || d > 100) invalid(std::string(what) + ": expected a factor between 0 and 100");
   return static_cast<uint32_t>(std::llround(d * 10000.0));
 }

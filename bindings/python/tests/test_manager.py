@@ -8,7 +8,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 
@@ -231,6 +231,26 @@ def test_bad_other_arguments(make: Make) -> None:
         budget.Usage(input_tokens=-1)
     with pytest.raises(budget.InvalidArgumentError):
         budget.Usage(input_tokens=1, cache_read_tokens=2)
+
+
+@pytest.mark.parametrize("big", [10**400, 2**64, -(10**30)])
+def test_huge_ints_for_durations_and_factors_are_typed_errors(make: Make, clock: budget.ManualClock, big: int) -> None:
+    m = make(limits={"global": {"day": "10"}})
+    before = len(m.events())
+    per_call: List[Dict[str, Any]] = [{"ttl": big}, {"buffer": big}]
+    for kw in per_call:
+        with pytest.raises(budget.InvalidArgumentError):
+            m.reserve("user:hi", "1", **kw)
+    per_manager: List[Dict[str, Any]] = [{"default_ttl": big}, {"buffer": big}, {"growth_step": big},
+                                         {"store_timeout": big}]
+    for kw in per_manager:
+        with pytest.raises(budget.InvalidArgumentError):
+            BudgetManager("memory", **kw)
+    with pytest.raises(budget.InvalidArgumentError):
+        clock.advance(big)
+    assert len(m.events()) == before
+    [st] = m.status("global")
+    assert st.held == 0 and st.spent == 0
 
 
 def test_limits_from_dict_list_json_toml(make: Make, tmp_path: Path) -> None:
