@@ -69,12 +69,12 @@ def _one(scope: str, window_key: str, value: Any) -> Limit:
     head, sep, rest = window_key.partition(":")
     if sep and head in _METRICS:
         metric, window = head, rest
-    alerts: List[int] = []
+    alerts: Any = []
     amount = value
     if isinstance(value, Mapping):
         amount = value.get("amount")
         metric = value.get("metric", metric)
-        alerts = list(value.get("alerts", []))
+        alerts = value.get("alerts", [])  # checked by Limit: a sequence of int percentages
     if amount is None:
         raise InvalidArgumentError(f"limit {scope!r} {window_key!r} has no amount")
     if metric != "cost" and isinstance(amount, Decimal):

@@ -163,6 +163,23 @@ int64_t to_amount(py::handle o, Metric m, const char* what) {
   return to_count(o, what);
 }
 
+// Alert thresholds: a sequence of int percentages (the core checks 1..1000).
+std::vector<uint32_t> to_alerts(py::handle o) {
+  const char* msg = "alerts: a sequence of int percentages in 1..1000, such as [50, 80, 100]";
+  std::vector<uint32_t> v;
+  if (o.is_none()) return v;
+  if (PyUnicode_Check(o.ptr()) || PyBytes_Check(o.ptr()) || !PySequence_Check(o.ptr()))
+    invalid(std::string(msg) + ", not " + type_name(o));
+  for (auto item : py::reinterpret_borrow<py::sequence>(o)) {
+    if (PyBool_Check(item.ptr()) || !PyLong_Check(item.ptr())) invalid(std::string(msg) + ", not " + type_name(item));
+    int overflow = 0;
+    long long p = PyLong_AsLongLongAndOverflow(item.ptr(), &overflow);
+    if (overflow != 0 || p < 1 || p > 1000) invalid(std::string(msg) + ", not " + std::string(py::str(item)));
+    v.push_back(static_cast<uint32_t>(p));
+  }
+  return v;
+}
+
 // ---------------------------------------------------------------------------------------
 // Out.
 py::object money_out(Money m) { return cache->money_type(py::str(m.to_string())); }
@@ -548,18 +565,18 @@ PYBIND11_MODULE(_native, mod) {
   // ---- limits
   py::class_<Limit>(mod, "Limit")
       .def(py::init([](py::handle scope, py::handle window, py::handle amount, py::handle metric,
-                       std::vector<uint32_t> alerts) {
+                       py::handle alerts) {
              Limit l;
              l.scope = to_text(scope, "scope");
              l.window = Window::parse(to_text(window, "window"));
              l.metric = to_metric(metric);
              l.amount = to_amount(amount, l.metric, "limit amount");
-             l.alert_thresholds_pct = std::move(alerts);
+             l.alert_thresholds_pct = to_alerts(alerts);
              l.validate();
              return l;
            }),
            py::arg("scope"), py::arg("window"), py::arg("amount"), py::kw_only(), py::arg("metric") = "cost",
-           py::arg("alerts") = std::vector<uint32_t>{})
+           py::arg("alerts") = py::tuple())
       .def_readonly("scope", &Limit::scope)
       .def_property_readonly("window", [](const Limit& l) { return l.window.to_string(); })
       .def_property_readonly("metric", [](const Limit& l) { return metric_str(l.metric); })
@@ -1066,7 +1083,7 @@ PYBIND11_MODULE(_native, mod) {
       // limits
       .def("set_limit",
            [](PyManager& self, py::handle scope_or_limit, py::handle window, py::handle amount, py::handle metric,
-              std::vector<uint32_t> alerts) {
+              py::handle alerts) {
              Limit l;
              if (py::isinstance<Limit>(scope_or_limit)) {
                l = scope_or_limit.cast<Limit>();
@@ -1076,14 +1093,14 @@ PYBIND11_MODULE(_native, mod) {
                l.window = Window::parse(to_text(window, "window"));
                l.metric = to_metric(metric);
                l.amount = to_amount(amount, l.metric, "limit amount");
-               l.alert_thresholds_pct = std::move(alerts);
+               l.alert_thresholds_pct = to_alerts(alerts);
              }
              auto m = self.get();
              py::gil_scoped_release r;
              m->set_limit(l);
            },
            py::arg("scope"), py::arg("window") = py::none(), py::arg("amount") = py::none(), py::kw_only(),
-           py::arg("metric") = "cost", py::arg("alerts") = std::vector<uint32_t>{})
+           py::arg("metric") = "cost", py::arg("alerts") = py::tuple())
       .def("remove_limit",
            [](PyManager& self, py::handle scope, py::handle window, py::handle metric) {
              std::string s = to_text(scope, "scope");

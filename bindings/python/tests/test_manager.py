@@ -253,6 +253,24 @@ def test_huge_ints_for_durations_and_factors_are_typed_errors(make: Make, clock:
     assert st.held == 0 and st.spent == 0
 
 
+@pytest.mark.parametrize("alerts", [[-5], [50.5], [True], [2**40], ["50"], "50", 50, [None]])
+def test_bad_alert_thresholds_are_typed_errors(make: Make, alerts: Any) -> None:
+    m = make()
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.Limit("user:*", "day", "1", alerts=alerts)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.set_limit("user:*", "day", "1", alerts=alerts)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.set_limits({"user:*": {"day": {"amount": "1", "alerts": alerts}}})
+    with pytest.raises(budget.InvalidArgumentError):
+        m.set_limits([{"scope": "user:*", "window": "day", "amount": "1", "alerts": alerts}])
+    assert m.limits() == []
+    # JSON and TOML thresholds of the wrong type, too
+    with pytest.raises(budget.InvalidArgumentError):
+        budget.load_limits('{"user:*": {"day": {"amount": 1, "alerts": [50.5]}}}')
+    assert budget.Limit("user:*", "day", "1", alerts=(50, 80, 100)).alerts == [50, 80, 100]
+
+
 def test_limits_from_dict_list_json_toml(make: Make, tmp_path: Path) -> None:
     spec = {
         "defaults": {"user": {"day": "10", "tokens:minute": 1000}},
