@@ -66,6 +66,14 @@ def _coreason_subject(user_id: str, project_id: Optional[str]) -> List[str]:
     return subject
 
 
+def _spend_model(cost: MoneyLike, model: Optional[str]) -> Optional[str]:
+    # The ledger's model of a money record; a zero cost names none (the core reads a model
+    # without usage or cost as a forgotten usage), the metadata still does.
+    if not model or _native.parse_money_nanos(cost) == 0:
+        return None
+    return model
+
+
 class BudgetManager(_native.BudgetManager):
     """Enforces spend budgets over a store shared by threads, processes and hosts.
 
@@ -169,9 +177,11 @@ class BudgetManager(_native.BudgetManager):
         *,
         request_id: Optional[str] = None,
     ) -> Receipt:
-        """Records ``cost`` as spent by the user (and project); returns the receipt."""
+        """Records ``cost`` as spent by the user (and project), under ``model`` (the ledger's model
+        field: ``aggregate(by_model=True)``); returns the receipt."""
+        subject = _coreason_subject(user_id, project_id)
         metadata = {"model": model} if model else None
-        return self.record(_coreason_subject(user_id, project_id), cost, request_id=request_id, metadata=metadata)
+        return self.record(subject, cost, model=_spend_model(cost, model), request_id=request_id, metadata=metadata)
 
     # ---- asyncio ---------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -255,7 +265,8 @@ class BudgetManager(_native.BudgetManager):
         """Async :meth:`record_spend`."""
         subject = _coreason_subject(user_id, project_id)
         metadata = {"model": model} if model else None
-        return await self._run(self.record, subject, cost, request_id=request_id, metadata=metadata)
+        return await self._run(self.record, subject, cost, model=_spend_model(cost, model), request_id=request_id,
+                               metadata=metadata)
 
 
 class _HoldBase:

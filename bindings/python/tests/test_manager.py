@@ -580,6 +580,21 @@ def test_coreason_style(make: Make) -> None:
         m.record_spend("", 1)
 
 
+def test_record_spend_records_the_model(make: Make) -> None:
+    # The ledger's model field is what aggregate(by_model=True) and the exports group by.
+    m = make(pricing=True)
+    r = m.record_spend("alice", "0.25", project_id="p1", model="gpt-4o", request_id="rs1")
+    assert r.model == "gpt-4o"
+    r2 = asyncio.run(m.arecord_spend("bob", "0.5", model="my-own-model", request_id="rs2"))  # unpriced: fine
+    assert r2.model == "my-own-model"
+    assert [e.model for e in m.events(request_id="rs1")] == ["gpt-4o"]
+    rows = {(row.scope, row.model): row.spent for row in m.aggregate(by_model=True)}
+    assert rows[("user:alice", "gpt-4o")] == Decimal("0.25")
+    assert rows[("user:bob", "my-own-model")] == Decimal("0.5")
+    assert m.record_spend("carol", 0, model="gpt-4o", request_id="rs3").charged == 0  # free: fine too
+    assert [e.metadata for e in m.events(request_id="rs3")] == ['{"model":"gpt-4o"}']
+
+
 def test_worker_processes_create_their_own_manager_after_fork(make: Make, store_kind: str, store_url: str) -> None:
     # A pre-forking server (gunicorn --preload): the parent's manager refuses to work in the
     # child (a memory store is the child's own copy, so it goes on working there); one made in
