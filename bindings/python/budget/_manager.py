@@ -331,6 +331,10 @@ class _HoldBase:
             kw["model"] = model or self._model or self.reservation.model or None
         elif actual is not None:
             kw["actual"] = actual
+        else:  # no cost given: what the end of the block would charge, never zero by omission
+            charge = self._exit_charge(False)
+            assert charge is not None
+            kw.update((k, v) for k, v in charge.items() if v is not None)
         if tokens is not None:
             kw["tokens"] = tokens
         return kw
@@ -370,7 +374,8 @@ class Hold(_HoldBase):
         model: Optional[str] = None,
         tokens: Optional[int] = None,
     ) -> Receipt:
-        """Charges the real cost now (money or usage) and releases the rest of the hold."""
+        """Charges the real cost now (money or usage) and releases the rest of the hold; with
+        no cost, what the end of the block would charge (set cost, else consumed, else estimate)."""
         if self.receipt is None:
             self.receipt = self.manager.commit(self.reservation, **self._charge_kwargs(actual, usage, model, tokens))
         return self.receipt

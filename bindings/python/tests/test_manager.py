@@ -416,6 +416,30 @@ def test_hold_with_an_unchargeable_final_cost_leaves_no_hold(make: Make, pricing
     assert st.held == 0 and st.spent == Decimal("0.15")
 
 
+def test_hold_commit_without_a_cost_follows_the_exit_rule(make: Make) -> None:
+    # h.commit() with no cost charges what the end of the block would: the cost given by
+    # set_cost/set_usage, else what was consumed, else the estimate; never zero by omission.
+    m = make(limits={"user:*": {"day": "5"}})
+    with m.hold("user:hc", "0.50") as h:
+        h.consume("0.10")
+        assert h.commit().charged == Decimal("0.10")
+    with m.hold("user:hc", "0.50") as h:
+        h.consume("0.10")
+        h.set_cost("0.30")
+        assert h.commit().charged == Decimal("0.30")
+    with m.hold("user:hc", "0.50") as h:
+        assert h.commit().charged == Decimal("0.50")
+
+    async def async_block() -> Decimal:
+        async with m.ahold("user:hc", "0.50") as ah:
+            await ah.consume("0.20")
+            return Decimal((await ah.commit()).charged)
+
+    assert asyncio.run(async_block()) == Decimal("0.20")
+    [st] = m.status("user:hc")
+    assert st.spent == Decimal("1.10") and st.held == 0
+
+
 def test_hold_stop_raises_and_commits_consumed(make: Make) -> None:
     m = make(limits={"user:*": {"day": "1"}}, min_growth="0.01", growth_step=0.5)
     with pytest.raises(budget.BudgetExceededError) as ei:
