@@ -481,7 +481,12 @@ PYBIND11_MODULE(_native, mod) {
         for (auto& x : s.scopes()) l.append(x.str());
         return py::iter(l);
       })
-      .def("__eq__", [](const Subject& a, const Subject& b) { return a == b; })
+      .def("__eq__", [](const Subject& a, py::handle b) { return py::isinstance<Subject>(b) && a == b.cast<Subject>(); })
+      .def("__hash__", [](const Subject& s) {  // immutable: usable as a dict key, equal subjects hash equal
+        py::list l;
+        for (auto& x : s.scopes()) l.append(x.str());
+        return py::hash(py::tuple(l));
+      })
       .def("__str__", &Subject::to_string)
       .def("__repr__", [](const Subject& s) {
         py::list l;

@@ -209,6 +209,13 @@ def test_subject_forms(make: Make) -> None:
     assert list(subj) == ["global", "tenant:t", "user:a"] and "user:a" in subj and len(subj) == 3
 
 
+def test_subject_compares_with_anything_and_hashes() -> None:
+    a, b = budget.Subject(["tenant:t", "user:a"]), budget.Subject({"tenant": "t", "user": "a"})
+    assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
+    assert a != "user:a" and a != ["tenant:t", "user:a"] and a != budget.Subject("user:a")
+    assert "user:a" not in [a] and a in ["x", b]
+
+
 def test_bad_other_arguments(make: Make) -> None:
     m = make()
     with pytest.raises(budget.InvalidArgumentError):
