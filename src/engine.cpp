@@ -1016,6 +1016,17 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     assign_str(op.price_version, p.quote.price_version);
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
+  // A stream still metering this hold through its Reservation must stop once it is settled
+  // (by request id, a consume rebuilds the state from the store and stops too).
+  auto stop_stream = [&](const char* settled) {
+    if (!hs) return;
+    std::lock_guard lk(hs->m);
+    if (hs->stopped) return;
+    hs->stopped = true;
+    hs->denial = Denial{};
+    hs->denial.reason = DenyReason::LimitExceeded;
+    hs->denial.message = std::string("the hold is ") + settled + "; the stream must stop";
+  };
   if (hs && hs->fail_open) {
     // Allowed while the store was down: nothing was held that this process knows of. But the
     // reserve may have run after all (it timed out here and the server ran it later): then the
@@ -1030,6 +1041,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
       const Subject& subject = r ? r->subject() : hs->subject ? *hs->subject : Subject();
       try {
         Receipt rc = record_as(subject, *actual, o, op.fingerprint);
+        stop_stream("committed");
         forget_hold(*hs);
         return rc;
       } catch (const ConflictError&) {
@@ -1042,6 +1054,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
           o.request_id = fail_open_record_id(request_id);
           o.metadata["denied_request_id"] = request_id;
           Receipt rc = record_as(subject, *actual, o, op.fingerprint);
+          stop_stream("committed");
           forget_hold(*hs);
           return rc;
         }
@@ -1055,6 +1068,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
       } catch (const StoreUnavailableError&) {
         ++m_.store_errors;
       }
+      stop_stream("released");
       forget_hold(*hs);
       Receipt rc;
       rc.request_id = request_id;
@@ -1069,6 +1083,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
       throw;
     }
   }();
+  stop_stream(to_string(out.record.state));
   if (hs) forget_hold(*hs);
   else forget_hold(request_id);
   if (!out.replayed) {

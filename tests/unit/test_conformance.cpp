@@ -246,6 +246,31 @@ TEST_CASE("consume by request id works from another manager on the same store") 
   }
 }
 
+TEST_CASE("a settled hold stops its stream: consume after commit or release answers Stop") {
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    standard_limits(*env.m);
+    auto d = env->reserve(alice(), usd("0.50"));
+    REQUIRE(d.allowed);
+    auto r = d.reservation;
+    CHECK(env->consume(r, usd("0.10")).ok());
+    CHECK(env->commit(r, usd("0.10")).charged == usd("0.10"));
+    auto c = env->consume(r, usd("0.10"));  // the Reservation still carries its stream state
+    CHECK(c.verdict == Verdict::Stop);
+    CHECK(c.denial.message.find("committed") != std::string::npos);
+    CHECK(env->consume(r.request_id(), usd("0.10")).verdict == Verdict::Stop);
+    auto d2 = env->reserve(alice(), usd("0.50"));
+    REQUIRE(d2.allowed);
+    auto r2 = d2.reservation;
+    env->release(r2);
+    CHECK(env->consume(r2, usd("0.10")).verdict == Verdict::Stop);
+    auto st = env->status(Scope::parse("user:alice"))[0];
+    CHECK(st.spent == usd("0.10").nanos());
+    CHECK(st.held == 0);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit adjusts it") {
   FOR_EACH_STORE(kind) {
     Options o;

@@ -447,6 +447,26 @@ def test_hold_commit_without_a_cost_follows_the_exit_rule(make: Make) -> None:
     assert st.spent == Decimal("1.10") and st.held == 0
 
 
+def test_consume_after_the_hold_is_settled_stops(make: Make) -> None:
+    # A stream metered after its hold was committed or released must stop (the kill switch),
+    # through the Reservation as through its request id; nothing more is charged.
+    m = make(limits={"user:*": {"day": "1"}})
+    d = m.reserve("user:st", "0.50")
+    assert d.reservation is not None
+    assert m.consume(d.reservation, "0.10").ok
+    m.commit(d.reservation, "0.10")
+    r = m.consume(d.reservation, "0.10")
+    assert r.stop and r.denial is not None and "committed" in r.denial.message
+    assert m.consume(d.reservation.request_id, "0.10").stop
+    with pytest.raises(budget.BudgetExceededError) as ei:
+        with m.hold("user:st", "0.20") as h:
+            h.release()
+            h.consume("0.05")
+    assert ei.value.stopped
+    [st] = m.status("user:st")
+    assert st.spent == Decimal("0.10") and st.held == 0
+
+
 def test_hold_stop_raises_and_commits_consumed(make: Make) -> None:
     m = make(limits={"user:*": {"day": "1"}}, min_growth="0.01", growth_step=0.5)
     with pytest.raises(budget.BudgetExceededError) as ei:
