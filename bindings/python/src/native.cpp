@@ -1,9 +1,9 @@
 // budget._native — the pybind11 layer of the `budget` Python package.
 //
 // Conventions (after re2's _re2.cc):
-//  * every argument is converted to C++ while the GIL is held; the GIL is released in a
-//    `{ py::gil_scoped_release ... }` block around each call that may touch a store (or a
-//    file), and re-acquired before any Python object is built from the result;
+//  * every argument is converted to C++ while the GIL is held; the GIL is released by
+//    nogil(...) around each call that may touch a store (or a file), and re-acquired before
+//    any Python object is built from the result;
 //  * budget::Error exceptions become the Python classes of budget._errors (one per code);
 //  * money crosses the boundary as budget.Money (a decimal.Decimal subclass) on the way out
 //    and as Decimal / str / int / float on the way in (float through repr, rounded to the
@@ -17,14 +17,20 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>
+#endif
+
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace py = pybind11;
@@ -362,10 +368,32 @@ struct PyManager {
   }
 };
 
+// Runs f without the GIL, and takes the GIL back by a plain call, never from a destructor
+// (py::gil_scoped_release): at exit the interpreter ends a daemon thread that takes the GIL
+// back by pthread_exit, a forced unwind, and one leaving a noexcept destructor is
+// std::terminate (the whole process aborted at exit). Errors of f are rethrown with the GIL.
 template <class F>
-auto nogil(F&& f) {
-  py::gil_scoped_release release;
-  return f();
+auto nogil(F&& f) -> decltype(f()) {
+  using R = decltype(f());
+  std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> out;
+  std::exception_ptr error;
+  PyThreadState* ts = PyEval_SaveThread();
+  try {
+    if constexpr (std::is_void_v<R>) {
+      f();
+    } else {
+      out.emplace(f());
+    }
+#if defined(__GLIBCXX__)
+  } catch (abi::__forced_unwind&) {
+    throw;  // a callback taking the GIL at exit ends this daemon thread: let it unwind
+#endif
+  } catch (...) {
+    error = std::current_exception();
+  }
+  PyEval_RestoreThread(ts);
+  if (error) std::rethrow_exception(error);
+  if constexpr (!std::is_void_v<R>) return std::move(*out);
 }
 
 Money price_usage(PyManager& self, BudgetManager& m, const std::string& model, const Usage& u) {
@@ -388,34 +416,35 @@ std::string metric_str(Metric m) { return to_string(m); }
 // Benchmark helper: the same operations in a C++ loop (no Python), ns per operation.
 double bench_cpp(PyManager& self, const std::string& op, const Subject& subject, Money amount, int64_t n) {
   auto m = self.get();
-  py::gil_scoped_release release;
-  auto t0 = std::chrono::steady_clock::now();
-  static std::atomic<int64_t> counter{0};
-  std::string prefix = "bench-cpp-" + std::to_string(counter.fetch_add(1)) + "-";
-  if (op == "check") {
-    for (int64_t i = 0; i < n; ++i) (void)m->check(subject, Estimate(amount));
-  } else if (op == "lifecycle") {
-    for (int64_t i = 0; i < n; ++i) {
-      auto d = m->reserve(subject, Estimate(amount));
-      if (d.allowed) (void)m->commit(d.reservation, Charge(amount));
+  return nogil([&] {
+    auto t0 = std::chrono::steady_clock::now();
+    static std::atomic<int64_t> counter{0};
+    std::string prefix = "bench-cpp-" + std::to_string(counter.fetch_add(1)) + "-";
+    if (op == "check") {
+      for (int64_t i = 0; i < n; ++i) (void)m->check(subject, Estimate(amount));
+    } else if (op == "lifecycle") {
+      for (int64_t i = 0; i < n; ++i) {
+        auto d = m->reserve(subject, Estimate(amount));
+        if (d.allowed) (void)m->commit(d.reservation, Charge(amount));
+      }
+    } else if (op == "reserve_release") {
+      for (int64_t i = 0; i < n; ++i) {
+        auto d = m->reserve(subject, Estimate(amount));
+        if (d.allowed) (void)m->release(d.reservation);
+      }
+    } else if (op == "record") {
+      for (int64_t i = 0; i < n; ++i) (void)m->record(subject, Charge(amount));
+    } else if (op == "consume") {
+      auto d = m->reserve(subject, Estimate(Money::from_units(1)));
+      if (!d.allowed) invalid("bench: reserve denied");
+      for (int64_t i = 0; i < n; ++i) (void)m->consume(d.reservation, Money::from_nanos(1));
+      (void)m->release(d.reservation);
+    } else {
+      invalid("bench: unknown op " + op);
     }
-  } else if (op == "reserve_release") {
-    for (int64_t i = 0; i < n; ++i) {
-      auto d = m->reserve(subject, Estimate(amount));
-      if (d.allowed) (void)m->release(d.reservation);
-    }
-  } else if (op == "record") {
-    for (int64_t i = 0; i < n; ++i) (void)m->record(subject, Charge(amount));
-  } else if (op == "consume") {
-    auto d = m->reserve(subject, Estimate(Money::from_units(1)));
-    if (!d.allowed) invalid("bench: reserve denied");
-    for (int64_t i = 0; i < n; ++i) (void)m->consume(d.reservation, Money::from_nanos(1));
-    (void)m->release(d.reservation);
-  } else {
-    invalid("bench: unknown op " + op);
-  }
-  auto t1 = std::chrono::steady_clock::now();
-  return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(n);
+    auto t1 = std::chrono::steady_clock::now();
+    return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(n);
+  });
 }
 
 }  // namespace
@@ -885,12 +914,8 @@ PYBIND11_MODULE(_native, mod) {
   py::class_<PricingEngine, Pricer, std::shared_ptr<PricingEngine>>(mod, "PricingEngine")
       .def(py::init([]() { return std::make_shared<PricingEngine>(); }))
       .def_static("bundled", []() {
-        std::unique_ptr<PricingEngine> p;
-        {
-          py::gil_scoped_release r;
-          p = PricingEngine::bundled();
-        }
-        return std::shared_ptr<PricingEngine>(std::move(p));
+        std::shared_ptr<PricingEngine> p = nogil([] { return PricingEngine::bundled(); });
+        return p;
       })
       .def_static("bundled_table_info", []() {
         auto i = PricingEngine::bundled_table_info();
@@ -902,26 +927,21 @@ PYBIND11_MODULE(_native, mod) {
       })
       .def("load_litellm", [](PricingEngine& e, py::handle text) {
              std::string s = to_body(text);
-             py::gil_scoped_release r;
-             return e.load_litellm(s);
+             return nogil([&] { return e.load_litellm(s); });
            }, py::arg("json_text"))
       .def("load_litellm_file", [](PricingEngine& e, py::handle path) {
              std::string p = py::str(py::module_::import("os").attr("fspath")(path));
-             py::gil_scoped_release r;
-             return e.load_litellm_file(p);
+             return nogil([&] { return e.load_litellm_file(p); });
            }, py::arg("path"))
       .def("load_compact", [](PricingEngine& e, const std::string& s) {
-             py::gil_scoped_release r;
-             return e.load_compact(s);
+             return nogil([&] { return e.load_compact(s); });
            }, py::arg("text"))
       .def("load_compact_file", [](PricingEngine& e, py::handle path) {
              std::string p = py::str(py::module_::import("os").attr("fspath")(path));
-             py::gil_scoped_release r;
-             return e.load_compact_file(p);
+             return nogil([&] { return e.load_compact_file(p); });
            }, py::arg("path"))
       .def("load_bundled", [](PricingEngine& e) {
-        py::gil_scoped_release r;
-        return e.load_bundled();
+        return nogil([&] { return e.load_bundled(); });
       })
       .def("to_compact", &PricingEngine::to_compact)
       .def("set_price",
@@ -1063,10 +1083,7 @@ PYBIND11_MODULE(_native, mod) {
              if (!store_timeout.is_none()) o.store_options.timeout = to_duration(store_timeout, "store_timeout");
              auto pm = std::make_unique<PyManager>();
              pm->pricer = pricer;
-             {
-               py::gil_scoped_release r;
-               pm->m = std::make_shared<BudgetManager>(std::move(o));
-             }
+             pm->m = nogil([&] { return std::make_shared<BudgetManager>(std::move(o)); });
              return pm;
            }),
            py::arg("store") = "sqlite:budget.db", py::kw_only(), py::arg("currency") = py::none(),
@@ -1076,8 +1093,7 @@ PYBIND11_MODULE(_native, mod) {
            py::arg("utc_offset_minutes") = 0, py::arg("store_timeout") = py::none(), py::arg("time_zone") = py::none())
       .def("close", [](PyManager& self) {
         std::shared_ptr<BudgetManager> old = std::atomic_exchange(&self.m, std::shared_ptr<BudgetManager>());
-        py::gil_scoped_release r;  // the store closes without the GIL
-        old.reset();
+        nogil([&] { old.reset(); });  // the store closes without the GIL
       })
       .def_property_readonly("closed", [](const PyManager& self) { return !std::atomic_load(&self.m); })
       .def_property_readonly("store_url", [](const PyManager& self) { return self.get()->options().store; })
@@ -1101,8 +1117,7 @@ PYBIND11_MODULE(_native, mod) {
                l.alert_thresholds_pct = to_alerts(alerts);
              }
              auto m = self.get();
-             py::gil_scoped_release r;
-             m->set_limit(l);
+             nogil([&] { m->set_limit(l); });
            },
            py::arg("scope"), py::arg("window") = py::none(), py::arg("amount") = py::none(), py::kw_only(),
            py::arg("metric") = "cost", py::arg("alerts") = py::tuple())
@@ -1112,8 +1127,7 @@ PYBIND11_MODULE(_native, mod) {
              Window w = Window::parse(to_text(window, "window"));
              Metric mt = to_metric(metric);
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->remove_limit(s, mt, w);
+             return nogil([&] { return m->remove_limit(s, mt, w); });
            },
            py::arg("scope"), py::arg("window"), py::kw_only(), py::arg("metric") = "cost")
       .def("limits", [](PyManager& self) {
@@ -1130,8 +1144,7 @@ PYBIND11_MODULE(_native, mod) {
              auto e = to_cost<Estimate>(estimate, model, usage, tokens, "estimate");
              auto o = to_request(request_id, buffer, ttl, provider, metadata);
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->reserve(s, e, o);
+             return nogil([&] { return m->reserve(s, e, o); });
            },
            py::arg("subject"), py::arg("estimate") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none(), py::arg("request_id") = py::none(),
@@ -1143,8 +1156,7 @@ PYBIND11_MODULE(_native, mod) {
              Subject s = to_subject(subject);
              auto e = to_cost<Estimate>(estimate, model, usage, tokens, "estimate");
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->check(s, e);
+             return nogil([&] { return m->check(s, e); });
            },
            py::arg("subject"), py::arg("estimate") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none())
@@ -1167,8 +1179,7 @@ PYBIND11_MODULE(_native, mod) {
              } else if (!amount.is_none()) {
                amt = to_money(amount, "amount");
              }
-             py::gil_scoped_release r;
-             return res ? m->consume(*res, amt, tk) : m->consume(id, amt, tk);
+             return nogil([&] { return res ? m->consume(*res, amt, tk) : m->consume(id, amt, tk); });
            },
            py::arg("reservation"), py::arg("amount") = py::none(), py::kw_only(), py::arg("tokens") = py::none(),
            py::arg("usage") = py::none(), py::arg("model") = py::none())
@@ -1183,12 +1194,10 @@ PYBIND11_MODULE(_native, mod) {
                Reservation* res = target.cast<Reservation*>();
                if (c.usage && c.model.empty()) c.model = res->model();
                if (c.usage && c.model.empty()) invalid("actual: a usage needs model=...");
-               py::gil_scoped_release r;
-               return m->commit(*res, c);
+               return nogil([&] { return m->commit(*res, c); });
              }
              std::string id = to_text(target, "reservation or request id");
-             py::gil_scoped_release r;
-             return m->commit(id, c);
+             return nogil([&] { return m->commit(id, c); });
            },
            py::arg("reservation"), py::arg("actual") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none(), py::arg("provider") = py::none())
@@ -1197,12 +1206,10 @@ PYBIND11_MODULE(_native, mod) {
              auto m = self.get();
              if (py::isinstance<Reservation>(target)) {
                Reservation* res = target.cast<Reservation*>();
-               py::gil_scoped_release r;
-               return m->release(*res);
+               return nogil([&] { return m->release(*res); });
              }
              std::string id = to_text(target, "reservation or request id");
-             py::gil_scoped_release r;
-             return m->release(id);
+             return nogil([&] { return m->release(id); });
            },
            py::arg("reservation"))
       .def("expire_holds", [](PyManager& self) {
@@ -1217,8 +1224,7 @@ PYBIND11_MODULE(_native, mod) {
              if (!provider.is_none()) c.provider = to_text(provider, "provider");
              auto o = to_request(request_id, py::none(), py::none(), provider, metadata);
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->record(s, c, o);
+             return nogil([&] { return m->record(s, c, o); });
            },
            py::arg("subject"), py::arg("actual") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none(), py::arg("provider") = py::none(),
@@ -1230,8 +1236,7 @@ PYBIND11_MODULE(_native, mod) {
              Money a = to_money(amount, "grant amount");
              auto o = to_request(request_id, py::none(), py::none(), py::none(), metadata, reason);
              auto m = self.get();
-             py::gil_scoped_release r;
-             m->grant(sc, a, o);
+             nogil([&] { m->grant(sc, a, o); });
            },
            py::arg("scope"), py::arg("amount"), py::kw_only(), py::arg("request_id") = py::none(),
            py::arg("reason") = py::none(), py::arg("metadata") = py::none())
@@ -1242,8 +1247,7 @@ PYBIND11_MODULE(_native, mod) {
              Money a = to_money(delta, "adjustment");
              auto o = to_request(request_id, py::none(), py::none(), py::none(), metadata, reason);
              auto m = self.get();
-             py::gil_scoped_release r;
-             m->adjust(s, a, o);
+             nogil([&] { m->adjust(s, a, o); });
            },
            py::arg("subject"), py::arg("delta"), py::kw_only(), py::arg("request_id") = py::none(),
            py::arg("reason") = py::none(), py::arg("metadata") = py::none())
@@ -1251,8 +1255,7 @@ PYBIND11_MODULE(_native, mod) {
            [](PyManager& self, py::handle scope) {
              Scope sc = to_scope(scope);
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->status(sc);
+             return nogil([&] { return m->status(sc); });
            },
            py::arg("scope"))
 
@@ -1267,6 +1270,10 @@ PYBIND11_MODULE(_native, mod) {
                  (*fn)(a);
                } catch (py::error_already_set& e) {
                  e.discard_as_unraisable("budget alert callback");
+#if defined(__GLIBCXX__)
+               } catch (abi::__forced_unwind&) {
+                 throw;  // the interpreter ends this daemon thread at exit
+#endif
                } catch (...) {
                }
              });
@@ -1282,6 +1289,10 @@ PYBIND11_MODULE(_native, mod) {
                  (*fn)(d, s);
                } catch (py::error_already_set& e) {
                  e.discard_as_unraisable("budget denial callback");
+#if defined(__GLIBCXX__)
+               } catch (abi::__forced_unwind&) {
+                 throw;  // the interpreter ends this daemon thread at exit
+#endif
                } catch (...) {
                }
              });
@@ -1294,8 +1305,7 @@ PYBIND11_MODULE(_native, mod) {
                         py::handle type, int64_t after_seq, py::handle limit) {
              auto q = make_query(since, until, scope, request_id, type, after_seq, limit);
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->events(q);
+             return nogil([&] { return m->events(q); });
            },
            py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none(),
            py::arg("request_id") = py::none(), py::arg("type") = py::none(), py::arg("after_seq") = 0,
@@ -1305,10 +1315,7 @@ PYBIND11_MODULE(_native, mod) {
              auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
              auto m = self.get();
              std::ostringstream out;
-             {
-               py::gil_scoped_release r;
-               m->export_jsonl(out, q);
-             }
+             nogil([&] { m->export_jsonl(out, q); });
              return out.str();
            },
            py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none())
@@ -1317,10 +1324,7 @@ PYBIND11_MODULE(_native, mod) {
              auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
              auto m = self.get();
              std::ostringstream out;
-             {
-               py::gil_scoped_release r;
-               m->export_csv(out, q);
-             }
+             nogil([&] { m->export_csv(out, q); });
              return out.str();
            },
            py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none())
@@ -1330,8 +1334,7 @@ PYBIND11_MODULE(_native, mod) {
              auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
              GroupBy g{by_scope, by_model, by_day};
              auto m = self.get();
-             py::gil_scoped_release r;
-             return m->aggregate(q, g);
+             return nogil([&] { return m->aggregate(q, g); });
            },
            py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none(),
            py::arg("by_scope") = true, py::arg("by_model") = false, py::arg("by_day") = false)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -189,3 +191,34 @@ def test_gil_released_while_store_blocks(tmp_path: Any) -> None:
     else:
         assert not r.allowed and r.denial is not None and r.denial.reason == "store_unavailable"
     m.close()
+
+
+EXIT_WITH_A_BUSY_DAEMON_THREAD = """
+import sys, threading, time
+import budget
+m = budget.BudgetManager(sys.argv[1], limits={"user:*": {"day": "1"}})
+m.set_limit("global", "day", "1000", alerts=[1])
+m.on_alert(lambda a: None)
+m.on_denial(lambda d, s: None)
+
+def busy():
+    while True:
+        m.check("user:d", "5")                 # a denial: the denial callback takes the GIL
+        m.record("user:e", "0.000000001")      # a store write
+        m.status("user:e")
+
+for _ in range(2):
+    threading.Thread(target=busy, daemon=True).start()
+time.sleep(0.3)
+print("bye", flush=True)
+"""
+
+
+def test_interpreter_exits_cleanly_while_a_daemon_thread_is_in_a_store_call(store_url: str) -> None:
+    # At exit the interpreter ends daemon threads that take the GIL back (pthread_exit); a
+    # thread inside a store call (GIL released) or a callback must end quietly, not abort the
+    # process ("terminate called without an active exception", SIGABRT).
+    for _ in range(3):
+        p = subprocess.run([sys.executable, "-c", EXIT_WITH_A_BUSY_DAEMON_THREAD, store_url],
+                           capture_output=True, text=True, timeout=120)
+        assert (p.returncode, p.stdout) == (0, "bye\n"), p.stderr[-2000:]
