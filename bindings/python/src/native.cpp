@@ -298,7 +298,12 @@ std::string to_body(py::handle o) {  // str / bytes / JSON-able object
 RequestOptions to_request(py::handle request_id, py::handle buffer, py::handle ttl, py::handle provider,
                           py::handle metadata, py::handle reason = py::none()) {
   RequestOptions r;
-  if (!request_id.is_none()) r.request_id = to_text(request_id, "request_id");
+  if (!request_id.is_none()) {
+    r.request_id = to_text(request_id, "request_id");
+    // The core reads an empty id as "none given" and generates one: a retry with an empty
+    // key would then be charged again. None asks for a generated id.
+    if (r.request_id.empty()) invalid("request_id is empty (pass None to have one generated)");
+  }
   if (!buffer.is_none()) r.buffer_bp = to_bp(buffer, "buffer");
   if (!ttl.is_none()) r.ttl = to_duration(ttl, "ttl");
   if (!provider.is_none()) r.provider = to_text(provider, "provider");

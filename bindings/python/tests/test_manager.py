@@ -181,6 +181,27 @@ def test_budget_exceeded_error_pickles_with_its_denial(make: Make) -> None:
         e.denial.remaining, e.denial.requested, e.denial.resets_at, e.denial.hard, e.denial.message)
 
 
+def test_an_empty_request_id_is_refused_not_replaced(make: Make) -> None:
+    # An empty idempotency key (a missing header read as "") must not silently become a fresh
+    # generated id on every retry: that would charge each retry again. None asks for one.
+    m = make(limits={"global": {"day": "10"}})
+    before = len(m.events())
+    with pytest.raises(budget.InvalidArgumentError):
+        m.reserve("user:ri", "1", request_id="")
+    with pytest.raises(budget.InvalidArgumentError):
+        m.record("user:ri", "1", request_id="")
+    with pytest.raises(budget.InvalidArgumentError):
+        m.grant("user:ri", "1", request_id="")
+    with pytest.raises(budget.InvalidArgumentError):
+        m.adjust("user:ri", "1", request_id="")
+    with pytest.raises(budget.InvalidArgumentError):
+        m.record_spend("ri", "1", request_id="")
+    assert len(m.events()) == before
+    [st] = m.status("global")
+    assert st.spent == 0 and st.held == 0
+    assert m.reserve("user:ri", "1", request_id=None).request_id != ""
+
+
 def test_errors_are_also_builtin_kinds() -> None:
     assert issubclass(budget.InvalidArgumentError, ValueError)
     assert issubclass(budget.BudgetOverflowError, OverflowError)
