@@ -862,7 +862,10 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       auto est = slots ? priced<budget::Estimate>(info, 4, *slots) : to_estimate(info[1]);
       auto opts = options_arg(info, 2);
       auto d = m->reserve(*subject.subject, est, opts);
-      return decision_out(env, d, subject.simple, opts.request_id.empty() ? nullptr : &opts.request_id,
+      // The TS layer knows the id only when it passed it as the plain argument (info[2]); an id
+      // inside a full options object (info[3]) comes back through reservationExtras.
+      bool id_given = info.Length() > 2 && info[2].IsString() && !(info.Length() > 3 && !info[3].IsUndefined());
+      return decision_out(env, d, subject.simple, id_given && !opts.request_id.empty() ? &opts.request_id : nullptr,
                           slots ? &est.model : nullptr);
     });
   }

@@ -42,6 +42,27 @@ for (const kind of storeKinds()) {
       m.close();
     });
 
+    test('a request id given beside other options is the reservation\'s request id', async () => {
+      const pricing = new PricingEngine();
+      pricing.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+      const { m } = make({ pricing });
+      /** @type {[import('libbudget').EstimateInput, import('libbudget').RequestOptions][]} */
+      const cases = [
+        ['1', { requestId: 'o-buffer', buffer: 1.2 }],
+        ['1', { requestId: 'o-ttl', ttlMs: 60_000 }],
+        ['1', { requestId: 'o-meta', metadata: { k: 'v' } }],
+        [{ model: 'm-1', usage: { inputTokens: 10 } }, { requestId: 'o-priced', provider: 'acme' }],
+      ];
+      for (const [estimate, options] of cases) {
+        const d = await m.reserve(['user:a'], estimate, options);
+        assert.equal(d.reservation?.requestId, options.requestId);
+        const rc = await m.commit(/** @type {string} */ (d.reservation?.requestId), '0.5');  // by id, as another process would
+        assert.equal(rc.requestId, options.requestId);
+        assert.equal(rc.charged, usd('0.5'));
+      }
+      m.close();
+    });
+
     test('a denial is a result, not a throw; hard cap vs held headroom', async () => {
       const { m } = make({ limits: [{ scope: 'user:bob', window: 'day', amount: '1.00' }] });
       const a = await m.reserve('user:bob', '0.80');
