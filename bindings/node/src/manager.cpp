@@ -111,6 +111,40 @@ ResArg to_res_arg(const Napi::Value& v) {
   invalid("expected a Reservation or a request id string");
 }
 
+// A user callback (onAlert / onDenial) as the core calls it: the thread-safe function that
+// delivers it on the JS thread, shared by the NativeManager and the core's std::function (which
+// may run on a pool thread while the manager is closed, collected or its environment torn down).
+// `live` turns false once the function was released (close, replaced, the manager collected) or
+// finalized by Node (environment teardown: Node deletes it then, and a later Release would touch
+// freed memory); the core's calls and the release check it under the mutex.
+struct CallbackSlot {
+  std::mutex mu;
+  Napi::ThreadSafeFunction tsfn;
+  bool live = false;
+  template <class D, class F>
+  void call(D* data, F js) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!live || tsfn.NonBlockingCall(data, js) != napi_ok) delete data;
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (live) tsfn.Release(), live = false;
+  }
+};
+using CallbackPtr = std::shared_ptr<CallbackSlot>;
+
+// A thread-safe function for `fn` that does not keep the event loop alive.
+CallbackPtr make_callback(Napi::Env env, const Napi::Function& fn, const char* name) {
+  auto slot = std::make_shared<CallbackSlot>();
+  slot->tsfn = Napi::ThreadSafeFunction::New(env, fn, name, 0, 1, [slot](Napi::Env) {
+    std::lock_guard<std::mutex> lock(slot->mu);
+    slot->live = false;
+  });
+  slot->tsfn.Unref(env);
+  slot->live = true;
+  return slot;
+}
+
 // ---- NativeClock --------------------------------------------------------------------------
 class NativeClock : public Napi::ObjectWrap<NativeClock> {
  public:
@@ -258,8 +292,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
  private:
   std::shared_ptr<budget::BudgetManager> m_;
   bool offload_ = true;
-  Napi::ThreadSafeFunction alert_tsfn_, denial_tsfn_;
-  bool has_alert_ = false, has_denial_ = false;
+  CallbackPtr alert_cb_, denial_cb_;
   EnvData* ed_ = nullptr;
   // Subject cache: the scope strings last given and their parsed Subject (parsing and
   // validating the scopes is skipped when a caller repeats the same subject).
@@ -278,8 +311,8 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   }
 
   void release_callbacks() {
-    if (has_alert_) alert_tsfn_.Release(), has_alert_ = false;
-    if (has_denial_) denial_tsfn_.Release(), has_denial_ = false;
+    if (alert_cb_) alert_cb_->release(), alert_cb_.reset();
+    if (denial_cb_) denial_cb_->release(), denial_cb_.reset();
   }
 
   Napi::Value Reserve(const Napi::CallbackInfo& info) {
@@ -578,23 +611,18 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     Napi::Env env = info.Env();
     guard(env, [&] {
       auto m = mgr();
-      if (has_alert_) alert_tsfn_.Release(), has_alert_ = false;
+      if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onAlert expects a function");
+      if (alert_cb_) alert_cb_->release(), alert_cb_.reset();
       if (info[0].IsNull() || info[0].IsUndefined()) {
         m->on_alert(nullptr);
         return;
       }
-      if (!info[0].IsFunction()) invalid("onAlert expects a function");
-      alert_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "libbudget.alert", 0, 1);
-      alert_tsfn_.Unref(env);
-      has_alert_ = true;
-      Napi::ThreadSafeFunction t = alert_tsfn_;
-      m->on_alert([t](const budget::Alert& a) mutable {
-        auto* copy = new budget::Alert(a);
-        napi_status s = t.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, budget::Alert* a) {
+      alert_cb_ = make_callback(env, info[0].As<Napi::Function>(), "libbudget.alert");
+      m->on_alert([slot = alert_cb_](const budget::Alert& a) {
+        slot->call(new budget::Alert(a), [](Napi::Env env, Napi::Function cb, budget::Alert* a) {
           std::unique_ptr<budget::Alert> own(a);
           if (env && cb) cb.Call({from_alert(env, *a)});
         });
-        if (s != napi_ok) delete copy;
       });
     });
     return env.Undefined();
@@ -604,25 +632,21 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     Napi::Env env = info.Env();
     guard(env, [&] {
       auto m = mgr();
-      if (has_denial_) denial_tsfn_.Release(), has_denial_ = false;
+      if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onDenial expects a function");
+      if (denial_cb_) denial_cb_->release(), denial_cb_.reset();
       if (info[0].IsNull() || info[0].IsUndefined()) {
         m->on_denial(nullptr);
         return;
       }
-      if (!info[0].IsFunction()) invalid("onDenial expects a function");
-      denial_tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "libbudget.denial", 0, 1);
-      denial_tsfn_.Unref(env);
-      has_denial_ = true;
-      Napi::ThreadSafeFunction t = denial_tsfn_;
+      denial_cb_ = make_callback(env, info[0].As<Napi::Function>(), "libbudget.denial");
       using P = std::pair<budget::Denial, std::vector<std::string>>;
-      m->on_denial([t](const budget::Denial& d, const budget::Subject& s) mutable {
+      m->on_denial([slot = denial_cb_](const budget::Denial& d, const budget::Subject& s) {
         auto* copy = new P(d, {});
         for (const auto& sc : s.scopes()) copy->second.push_back(sc.str());
-        napi_status st = t.NonBlockingCall(copy, [](Napi::Env env, Napi::Function cb, P* p) {
+        slot->call(copy, [](Napi::Env env, Napi::Function cb, P* p) {
           std::unique_ptr<P> own(p);
           if (env && cb) cb.Call({from_denial(env, p->first), from_strings(env, p->second)});
         });
-        if (st != napi_ok) delete copy;
       });
     });
     return env.Undefined();

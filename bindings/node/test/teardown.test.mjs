@@ -42,3 +42,54 @@ for (const kind of storeKinds()) {
     assert.match(r.stdout, /main alive/);
   });
 }
+
+for (const kind of storeKinds()) {
+  test(`store=${kind}: a process or worker that exits with a manager left open, callbacks registered, ends cleanly`, () => {
+    const url = freshUrl(kind);
+    const body = `
+      const { BudgetManager } = require(${PKG});
+      const m = new BudgetManager({ store: ${JSON.stringify(url)},
+        limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [50] }],
+        onAlert: () => {}, onDenial: () => {} });
+      m.record('user:a', '0.6').then(() => m.reserve('user:a', '5'));  // an alert and a denial
+    `;
+    let r = runChild(body);  // the main thread exits with the manager open
+    assert.equal(r.signal, null, r.stderr);
+    assert.equal(r.status, 0, r.stderr);
+    r = runChild(`
+      const { Worker } = require('node:worker_threads');
+      (async () => {
+        for (let k = 0; k < 3; k++) {
+          const w = new Worker(${JSON.stringify(body)}, { eval: true });
+          await new Promise((resolve) => w.once('exit', resolve));
+        }
+        console.log('main alive');
+      })();
+    `);
+    assert.equal(r.signal, null, r.stderr);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /main alive/);
+  });
+}
+
+test('a manager with callbacks that is garbage-collected while its calls run does not crash', () => {
+  const r = spawnSync(process.execPath, ['--expose-gc', '-e', `
+    const { BudgetManager } = require(${PKG});
+    (async () => {
+      for (let k = 0; k < 20; k++) {
+        const m = new BudgetManager({ store: 'memory', offload: true,
+          limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [1, 2, 3, 50, 80] }],
+          onAlert: () => {}, onDenial: () => {} });
+        const ps = [];
+        for (let i = 0; i < 50; i++) ps.push(m.reserve('user:a', '0.03').then((d) => d.allowed && m.commit(d.reservation, '0.03')));
+        globalThis.gc();  // the JS manager is unreachable below; its calls still run
+        await Promise.all(ps);
+      }
+      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+      console.log('main alive');
+    })();
+  `], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.signal, null, r.stderr);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /main alive/);
+});
