@@ -85,6 +85,7 @@ export interface BudgetManagerOptions {
    * the memory store, which never blocks and answers in about a microsecond).
    */
   offload?: boolean;
+  /** May be async: a rejection becomes a process warning, like a throw. */
   onAlert?: (alert: Alert) => void;
   onDenial?: (denial: Denial, subject: string[]) => void;
 }
@@ -241,13 +242,21 @@ function nativeOptions(options: BudgetManagerOptions): { opts: Record<string, un
   return { opts, pricing };
 }
 
-/** Report an exception thrown by a user callback without crashing the process. */
-function safely<A extends unknown[]>(what: string, cb: (...a: A) => void): (...a: A) => void {
+/**
+ * Report an exception thrown by a user callback without crashing the process; likewise the
+ * rejection of a Promise it returns (an async callback), which would otherwise be unhandled.
+ */
+function safely<A extends unknown[]>(what: string, cb: (...a: A) => unknown): (...a: A) => void {
+  const warn = (e: unknown) =>
+    process.emitWarning(`libbudget: the ${what} callback threw: ${String((e as Error)?.stack ?? e)}`);
   return (...a: A) => {
     try {
-      cb(...a);
+      const r = cb(...a);
+      if (r !== null && typeof r === 'object' && typeof (r as PromiseLike<unknown>).then === 'function') {
+        (r as PromiseLike<unknown>).then(undefined, warn);
+      }
     } catch (e) {
-      process.emitWarning(`libbudget: the ${what} callback threw: ${String((e as Error)?.stack ?? e)}`);
+      warn(e);
     }
   };
 }

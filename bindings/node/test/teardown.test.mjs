@@ -93,3 +93,25 @@ test('a manager with callbacks that is garbage-collected while its calls run doe
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /main alive/);
 });
+
+test('a callback that returns a rejected Promise (an async callback that throws) is a warning, not a crash', () => {
+  const r = runChild(`
+    const { BudgetManager } = require(${PKG});
+    process.on('warning', (w) => console.log('warning: ' + w.message.split('\\n')[0]));
+    const m = new BudgetManager({ store: 'memory', limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [50] }],
+      onAlert: async () => { throw new Error('alert boom'); },
+      onDenial: () => Promise.reject(new Error('denial boom')) });
+    (async () => {
+      await m.record('user:a', '0.6');
+      await m.reserve('user:a', '5');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      console.log('main alive');
+      m.close();
+    })();
+  `);
+  assert.equal(r.signal, null, r.stderr);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /warning: libbudget: the alert callback threw: Error: alert boom/);
+  assert.match(r.stdout, /warning: libbudget: the denial callback threw: Error: denial boom/);
+  assert.match(r.stdout, /main alive/);
+});
