@@ -97,6 +97,15 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     }
   }
 
+  /**
+   * Aborted through `abort()` or `controller.abort()` (or by a Stop). Checked by the loop itself:
+   * openai-node ends its iterator silently on an abort, Anthropic's MessageStream may yield one
+   * more event, and a generic source may ignore the signal.
+   */
+  private aborted(): boolean {
+    return this.controller.signal.aborted;
+  }
+
   private cost(usage: Usage): bigint {
     return this.pricing.cost(this.model, usage);
   }
@@ -144,13 +153,14 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     this.iterated = true;
     try {
       for await (const event of this.source) {
-        this.accumulator.feedEvent(event as object);
+        this.accumulator.feedEvent(event as object);  // received: counted (billed), not yielded
+        if (this.aborted()) break;
         await this.meter(this.accumulator.hasFinalUsage);
         yield event;
       }
-      if (this.outcome === 'pending') this.outcome = 'completed';
+      if (this.outcome === 'pending') this.outcome = this.aborted() ? 'cancelled' : 'completed';
     } catch (e) {
-      if (this.outcome === 'pending') this.outcome = this.controller.signal.aborted ? 'cancelled' : 'failed';
+      if (this.outcome === 'pending') this.outcome = this.aborted() ? 'cancelled' : 'failed';
       throw e;
     } finally {
       // Also reached by `break` / return(): the source iterator was closed by for-await.

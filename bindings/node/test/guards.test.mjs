@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import {
-  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, guardOpenAIChatStream, guardAnthropicStream,
+  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, guardOpenAIChatStream, guardAnthropicStream, guardStream,
 } from 'libbudget';
 import { startFakeProvider } from './fake-provider.mjs';
 import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
@@ -103,6 +103,45 @@ for (const kind of storeKinds()) {
       assert.equal(findStatus(await m.status('user:c'), 'day').held, 0n);
       const ev = await m.events({ requestId: stream.reservation.requestId, type: 'commit' });
       assert.equal(ev[0].usage?.complete, false);
+      m.close();
+    });
+
+    test('abort: stream.abort() / controller.abort() in the loop ends it as cancelled, also when the source ends silently or ignores the signal', async () => {
+      const m = manager('user:c2', '1');
+      const client = openai();
+      const anth = anthropic();
+      /** @type {import('@anthropic-ai/sdk').Anthropic.MessageStreamParams} */
+      const anthParams = { model: 'claude-sonnet-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'Go' }] };
+      /** @type {[string, () => Promise<import('libbudget').GuardedStream<unknown>>, (s: import('libbudget').GuardedStream<unknown>) => void][]} */
+      const cases = [
+        // openai-node ends its iterator silently on an abort; Anthropic's MessageStream yields one more event
+        ['openai stream.abort()', () => guardOpenAIChatStream(m, { subject: 'user:c2' }, chatParams(),
+          (p, { signal }) => client.chat.completions.create(p, { signal })), (s) => s.abort()],
+        ['openai controller.abort()', () => guardOpenAIChatStream(m, { subject: 'user:c2' }, chatParams(),
+          (p, { signal }) => client.chat.completions.create(p, { signal })), (s) => s.controller.abort()],
+        ['anthropic stream.abort()', () => guardAnthropicStream(m, { subject: 'user:c2' }, anthParams,
+          (p, { signal }) => anth.messages.stream(p, { signal })), (s) => s.abort()],
+        // a source that does not look at the signal at all
+        ['generic stream.abort()', () => guardStream(m, 'openai-chat', { subject: 'user:c2' }, { model: 'gpt-4o-mini' },
+          async function* () { for (let i = 0; i < 50; i++) yield { choices: [{ delta: { content: 'word ' } }] }; }), (s) => s.abort()],
+      ];
+      for (const [name, open, abort] of cases) {
+        fake.reset({ chunks: 500, text: 'word ', delayMs: 1 });
+        const stream = await open();
+        let n = 0;
+        try {
+          for await (const _ of stream) if (++n === 3) abort(stream);
+        } catch (e) {
+          // Anthropic's MessageStream may also throw its abort error: passed through (the caller aborted)
+          assert.equal(/** @type {Error} */ (e).name, 'APIUserAbortError', name);
+        }
+        assert.equal(n, 3, `${name}: no event is yielded after the abort`);
+        assert.equal(stream.outcome, 'cancelled', name);
+        assert.ok(stream.receipt && stream.receipt.charged > 0n, name);
+        const ev = await m.events({ requestId: stream.reservation.requestId, type: 'commit' });
+        assert.equal(ev[0].usage?.complete, false, name);
+      }
+      assert.equal(findStatus(await m.status('user:c2'), 'day').held, 0n);
       m.close();
     });
 
