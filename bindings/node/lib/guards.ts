@@ -192,9 +192,13 @@ export async function guardStream<P extends { model?: string }, T>(
   const inputTokens = options.inputTokens ?? estimateTokens(messagesText(p));
   let maxOut = options.maxOutputTokens ??
     (p.max_completion_tokens ?? p.max_tokens ?? p.max_output_tokens) as number | undefined;
+  // Every event is priced: a model that the engine cannot price (no entry, no fallback price)
+  // throws UnknownModelError here, before any hold or call, also with an explicit estimate.
+  pricing.cost(model, {});
   if (maxOut === undefined) {
-    const resolved = pricing.resolve(model);  // throws UnknownModelError before any call
-    maxOut = resolved.maxOutputTokens > 0 ? resolved.maxOutputTokens : 4096;
+    // A model priced by the fallback has no entry (and no maximum) to resolve.
+    const max = pricing.knows(model) ? pricing.resolve(model).maxOutputTokens : 0;
+    maxOut = max > 0 ? max : 4096;
   }
   const estimate = options.estimate ?? { model, usage: { inputTokens, outputTokens: maxOut } };
   const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import {
-  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, guardOpenAIChatStream, guardAnthropicStream, guardStream,
+  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, UnknownModelError, guardOpenAIChatStream,
+  guardAnthropicStream, guardStream,
 } from 'libbudget';
 import { startFakeProvider } from './fake-provider.mjs';
 import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
@@ -143,6 +144,31 @@ for (const kind of storeKinds()) {
       }
       assert.equal(findStatus(await m.status('user:c2'), 'day').held, 0n);
       m.close();
+    });
+
+    test('the model: a fallback price is enough; a model nothing prices throws before any hold or call', async () => {
+      const p = new PricingEngine();
+      p.setFallback({ input: '0.000001', output: '0.000002' });
+      const m = new BudgetManager({ store: freshUrl(kind), clock: new ManualClock(T0), pricing: p,
+        limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+      const chunks = async function* () { for (let i = 0; i < 3; i++) yield { choices: [{ delta: { content: 'word ' } }] }; };
+      // priced by the fallback (as reserve prices it), no max_tokens: held for the default 4096
+      const s = await guardStream(m, 'openai-chat', { subject: 'user:m' }, { model: 'brand-new-model' }, () => chunks());
+      assert.equal(s.reservation.held, usd('0.008192'));
+      for await (const _ of s) { /* drain */ }
+      assert.equal(s.outcome, 'completed');
+      assert.ok(s.receipt && s.receipt.charged > 0n);
+
+      // no fallback: an explicit estimate and max tokens skip the price lookup, yet the model must be priceable
+      const q = new PricingEngine();
+      const m2 = new BudgetManager({ store: freshUrl(kind), clock: new ManualClock(T0), pricing: q });
+      let calls = 0;
+      await assert.rejects(guardStream(m2, 'openai-chat', { subject: 'user:m', estimate: '0.10', maxOutputTokens: 50, requestId: 'um' },
+        { model: 'brand-new-model' }, () => { calls++; return chunks(); }), UnknownModelError);
+      assert.equal(calls, 0, 'the call is never made');
+      assert.deepEqual(await m2.events({ requestId: 'um' }), [], 'nothing was held');
+      m.close();
+      m2.close();
     });
 
     test('openai: a stream without usage is committed with the estimate, marked incomplete', async () => {
