@@ -133,6 +133,29 @@ struct CallbackSlot {
 };
 using CallbackPtr = std::shared_ptr<CallbackSlot>;
 
+// The current callback of one kind. The core's on_alert/on_denial *add* an observer (there is
+// no removal, and an empty std::function would throw bad_function_call from every later
+// operation, after its state change): the manager registers one dispatcher per kind, once,
+// and setting, replacing or removing a callback only swaps the slot here.
+struct Observer {
+  std::mutex mu;
+  CallbackPtr cur;
+  bool registered = false;  // the dispatcher is registered with the core (JS thread only)
+  CallbackPtr get() {
+    std::lock_guard<std::mutex> lock(mu);
+    return cur;
+  }
+  void set(CallbackPtr p) {
+    CallbackPtr old;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      old = std::move(cur);
+      cur = std::move(p);
+    }
+    if (old) old->release();
+  }
+};
+
 // A thread-safe function for `fn` that does not keep the event loop alive.
 CallbackPtr make_callback(Napi::Env env, const Napi::Function& fn, const char* name) {
   auto slot = std::make_shared<CallbackSlot>();
@@ -292,7 +315,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
  private:
   std::shared_ptr<budget::BudgetManager> m_;
   bool offload_ = true;
-  CallbackPtr alert_cb_, denial_cb_;
+  std::shared_ptr<Observer> alerts_ = std::make_shared<Observer>(), denials_ = std::make_shared<Observer>();
   EnvData* ed_ = nullptr;
   // Subject cache: the scope strings last given and their parsed Subject (parsing and
   // validating the scopes is skipped when a caller repeats the same subject).
@@ -311,8 +334,8 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   }
 
   void release_callbacks() {
-    if (alert_cb_) alert_cb_->release(), alert_cb_.reset();
-    if (denial_cb_) denial_cb_->release(), denial_cb_.reset();
+    alerts_->set(nullptr);
+    denials_->set(nullptr);
   }
 
   Napi::Value Reserve(const Napi::CallbackInfo& info) {
@@ -612,18 +635,22 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     guard(env, [&] {
       auto m = mgr();
       if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onAlert expects a function");
-      if (alert_cb_) alert_cb_->release(), alert_cb_.reset();
       if (info[0].IsNull() || info[0].IsUndefined()) {
-        m->on_alert(nullptr);
+        alerts_->set(nullptr);
         return;
       }
-      alert_cb_ = make_callback(env, info[0].As<Napi::Function>(), "libbudget.alert");
-      m->on_alert([slot = alert_cb_](const budget::Alert& a) {
-        slot->call(new budget::Alert(a), [](Napi::Env env, Napi::Function cb, budget::Alert* a) {
-          std::unique_ptr<budget::Alert> own(a);
-          if (env && cb) cb.Call({from_alert(env, *a)});
+      if (!alerts_->registered) {
+        m->on_alert([obs = alerts_](const budget::Alert& a) {
+          CallbackPtr slot = obs->get();
+          if (!slot) return;
+          slot->call(new budget::Alert(a), [](Napi::Env env, Napi::Function cb, budget::Alert* a) {
+            std::unique_ptr<budget::Alert> own(a);
+            if (env && cb) cb.Call({from_alert(env, *a)});
+          });
         });
-      });
+        alerts_->registered = true;
+      }
+      alerts_->set(make_callback(env, info[0].As<Napi::Function>(), "libbudget.alert"));
     });
     return env.Undefined();
   }
@@ -633,31 +660,31 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     guard(env, [&] {
       auto m = mgr();
       if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onDenial expects a function");
-      if (denial_cb_) denial_cb_->release(), denial_cb_.reset();
       if (info[0].IsNull() || info[0].IsUndefined()) {
-        m->on_denial(nullptr);
+        denials_->set(nullptr);
         return;
       }
-      denial_cb_ = make_callback(env, info[0].As<Napi::Function>(), "libbudget.denial");
-      using P = std::pair<budget::Denial, std::vector<std::string>>;
-      m->on_denial([slot = denial_cb_](const budget::Denial& d, const budget::Subject& s) {
-        auto* copy = new P(d, {});
-        for (const auto& sc : s.scopes()) copy->second.push_back(sc.str());
-        slot->call(copy, [](Napi::Env env, Napi::Function cb, P* p) {
-          std::unique_ptr<P> own(p);
-          if (env && cb) cb.Call({from_denial(env, p->first), from_strings(env, p->second)});
+      if (!denials_->registered) {
+        using P = std::pair<budget::Denial, std::vector<std::string>>;
+        m->on_denial([obs = denials_](const budget::Denial& d, const budget::Subject& s) {
+          CallbackPtr slot = obs->get();
+          if (!slot) return;
+          auto* copy = new P(d, {});
+          for (const auto& sc : s.scopes()) copy->second.push_back(sc.str());
+          slot->call(copy, [](Napi::Env env, Napi::Function cb, P* p) {
+            std::unique_ptr<P> own(p);
+            if (env && cb) cb.Call({from_denial(env, p->first), from_strings(env, p->second)});
+          });
         });
-      });
+        denials_->registered = true;
+      }
+      denials_->set(make_callback(env, info[0].As<Napi::Function>(), "libbudget.denial"));
     });
     return env.Undefined();
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (m_) {
-      m_->on_alert(nullptr);
-      m_->on_denial(nullptr);
-    }
-    release_callbacks();
+    release_callbacks();  // the core's dispatchers stay registered and find no callback
     m_.reset();  // in-flight jobs keep their own reference; the store closes after them
     return info.Env().Undefined();
   }

@@ -248,6 +248,42 @@ for (const kind of storeKinds()) {
       m.close();
     });
 
+    test('callbacks removed (null) or replaced: operations still succeed; only the current callback is called', async () => {
+      const { m } = make({ limits: [{ scope: 'user:*', window: 'day', amount: '10', alerts: [20, 40, 60] }] });
+      /** @type {string[]} */
+      const calls = [];
+      m.onAlert((a) => calls.push(`first ${a.thresholdPct}`));
+      m.onAlert(null);
+      m.onDenial(() => calls.push('first denial'));
+      m.onDenial(null);
+      const rc = await m.record('user:a', '2', { requestId: 'cross-20' });  // crosses 20% with no callback
+      assert.equal(rc.charged, usd('2'));
+      const d = await m.reserve('user:a', '50');  // denied with no callback
+      assert.equal(d.allowed, false);
+      m.onAlert((a) => calls.push(`second ${a.thresholdPct}`));
+      m.onAlert((a) => calls.push(`third ${a.thresholdPct}`));
+      m.onDenial(() => calls.push('second denial'));
+      await m.record('user:a', '2');  // crosses 40%
+      assert.equal((await m.reserve('user:a', '50')).allowed, false);
+      assert.ok(await waitFor(() => calls.length >= 2));
+      await new Promise((r) => setTimeout(r, 20));  // nothing more arrives
+      assert.deepEqual(calls.sort(), ['second denial', 'third 40']);
+      assert.equal(findStatus(await m.status('user:a'), 'day').spent, usd('4'));
+      m.close();
+    });
+
+    test('close() with operations in flight that cross thresholds and are denied: they all succeed', async () => {
+      const { m } = make({ offload: true, limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [10, 20, 30, 40, 50, 60, 70, 80, 90] }],
+        onAlert: () => {}, onDenial: () => {} });
+      /** @type {Promise<string>[]} */
+      const ps = [];
+      for (let i = 0; i < 100; i++) ps.push(m.record('user:a', '0.01').then(() => 'ok', (e) => `${e.name}: ${e.message}`));
+      for (let i = 0; i < 20; i++) ps.push(m.reserve('user:a', '5').then((d) => (d.allowed ? 'allowed?' : 'ok'), (e) => `${e.name}: ${e.message}`));
+      m.close();  // in-flight calls finish; their callbacks are dropped
+      const out = await Promise.all(ps);
+      assert.deepEqual(out.filter((x) => x !== 'ok'), []);
+    });
+
     test('ledger: events, JSONL/CSV export, aggregate, verify', async () => {
       const pricing = new PricingEngine();
       pricing.setPrice('m-1', { provider: 'acme', input: '0.000001', output: '0.000002' });
