@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -108,6 +109,9 @@ budget::LedgerQuery to_ledger_query(const Napi::Value& v);
 budget::Metric to_metric(const Napi::Value& v);
 // Optional property: undefined/null -> false.
 bool has(const Napi::Object& o, const char* key, Napi::Value* out);
+// Throws InvalidArgument for an enumerable property not in `known` (a misspelt setting must
+// not yield a manager or a limit without it). For configuration objects, not per-call ones.
+void reject_unknown(const Napi::Object& o, const char* what, std::initializer_list<const char*> known);
 Napi::Object expect_object(const Napi::Value& v, const char* what);
 
 // ---- conversions out ----------------------------------------------------------------------

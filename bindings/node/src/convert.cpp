@@ -101,6 +101,19 @@ bool has(const Napi::Object& o, const char* key, Napi::Value* out) {
   return true;
 }
 
+void reject_unknown(const Napi::Object& o, const char* what, std::initializer_list<const char*> known) {
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).ToString().Utf8Value();
+    bool ok = false;
+    for (const char* n : known) ok = ok || k == n;
+    if (ok) continue;
+    std::string list;
+    for (const char* n : known) list += (list.empty() ? "" : ", ") + std::string(n);
+    invalid(std::string(what) + ": unknown field '" + k + "' (known: " + list + ")");
+  }
+}
+
 budget::Money to_money(const Napi::Value& v, const char* what) {
   switch (v.Type()) {
     case napi_bigint: {
@@ -293,6 +306,8 @@ budget::RequestOptions to_request_options(const Napi::Value& v) {
 
 budget::Limit to_limit(const Napi::Value& v) {
   Napi::Object o = expect_object(v, "limit");
+  // `key`: a Limit read back from limits() may be passed as it is
+  reject_unknown(o, "limit", {"scope", "window", "amount", "metric", "alerts", "key"});
   budget::Limit l;
   Napi::Value x;
   if (!has(o, "scope", &x)) invalid("limit.scope is required");

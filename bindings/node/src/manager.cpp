@@ -207,11 +207,16 @@ struct ParsedOptions {
 ParsedOptions parse_options(const Napi::Value& v) {
   ParsedOptions p;
   Napi::Object o = expect_object(v, "options");
+  reject_unknown(o, "options",
+                 {"store", "storeOptions", "limits", "currency", "timeZone", "utcOffsetMinutes", "defaultTtlMs", "buffer",
+                  "growthStep", "minGrowth", "persistEvery", "failOpen", "pricing", "clock", "offload", "onAlert",
+                  "onDenial"});
   Napi::Value x;
   auto& opt = p.o;
   if (has(o, "store", &x)) opt.store = to_string(x, "store");
   if (has(o, "storeOptions", &x)) {
     Napi::Object so = expect_object(x, "storeOptions");
+    reject_unknown(so, "storeOptions", {"timeoutMs", "poolSize", "streamMaxlen"});
     Napi::Value y;
     if (has(so, "timeoutMs", &y)) opt.store_options.timeout = budget::Duration(to_count(y, "storeOptions.timeoutMs"));
     if (has(so, "poolSize", &y)) {

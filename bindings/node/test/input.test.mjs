@@ -142,6 +142,32 @@ test('bad options of the constructor throw typed errors', () => {
   assert.throws(() => new BudgetManager(/** @type {any} */ ('memory')), InvalidArgumentError);
 });
 
+test('a misspelt option or limit field is an error, not a manager without that setting', async () => {
+  /** @type {any[]} */
+  const typos = [
+    { store: 'memory', limit: [{ scope: 'user:*', window: 'day', amount: '1' }] },  // limits
+    { store: 'memory', failopen: true },
+    { store: 'memory', storeOptions: { timeout: 100 } },  // timeoutMs
+    { store: 'memory', limits: [{ scope: 'user:*', window: 'minute', amount: 60, metrics: 'requests' }] },  // metric
+    { store: 'memory', limits: [{ scope: 'user:*', window: 'day', amount: '10', alert: [50] }] },  // alerts
+  ];
+  for (const o of typos) {
+    assert.throws(() => new BudgetManager(o), (/** @type {any} */ e) => e instanceof InvalidArgumentError && /unknown/.test(e.message),
+      JSON.stringify(o));
+    await assert.rejects(BudgetManager.open(o), InvalidArgumentError);
+  }
+  const m = new BudgetManager({ store: 'memory' });
+  await assert.rejects(m.setLimit(/** @type {any} */ ({ scope: 'user:*', window: 'day', amount: '1', metrics: 'tokens' })),
+    InvalidArgumentError);
+  assert.deepEqual(await m.limits(), []);
+  // a Limit read back (it carries `key`) may be set again as it is
+  const a = new BudgetManager({ store: 'memory', limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [50] }] });
+  for (const l of await a.limits()) await m.setLimit(l);
+  assert.deepEqual(await m.limits(), await a.limits());
+  a.close();
+  m.close();
+});
+
 test('sync computations throw typed errors on bad input', () => {
   const p = new PricingEngine();
   p.setPrice('m-1', { input: '0.000001', output: '0.000002' });
