@@ -260,11 +260,15 @@ T to_amount(const Napi::Value& v, const char* what) {
   Napi::Object o = expect_object(v, what);
   T t;
   Napi::Value x;
-  if (has(o, "cost", &x)) t.cost = to_money(x, "cost");
-  if (has(o, "tokens", &x)) t.tokens = to_count(x, "tokens");
-  if (has(o, "model", &x)) t.model = to_string(x, "model");
-  if (has(o, "usage", &x)) t.usage = to_usage(x);
+  bool any = false;
+  if (has(o, "cost", &x)) t.cost = to_money(x, "cost"), any = true;
+  if (has(o, "tokens", &x)) t.tokens = to_count(x, "tokens"), any = true;
+  if (has(o, "model", &x)) t.model = to_string(x, "model"), any = true;
+  if (has(o, "usage", &x)) t.usage = to_usage(x), any = true;
   if (t.usage && t.model.empty()) invalid(std::string(what) + ": usage given without a model to price it");
+  // No amount field: zero, unless the object only carries misspelt ones ({ amount: '1' }
+  // must not charge or hold nothing). Checked only then: the common shapes pay nothing.
+  if (!any) reject_unknown(o, what, {"cost", "tokens", "model", "usage", "provider"});
   return t;
 }
 }  // namespace

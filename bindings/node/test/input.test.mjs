@@ -101,6 +101,11 @@ for (const kind of storeKinds()) {
         ['commit unknown id', () => m.commit('no-such-request', '1'), NotFoundError],
         ['commit NaN', () => m.commit(res, NaN), InvalidArgumentError],
         ['commit wrong handle', () => m.commit(/** @type {any} */ ({ foo: 1 }), '1'), InvalidArgumentError],
+        // an object with no amount field is zero: one with only misspelt ones must not charge zero
+        ['commit misspelt charge', () => m.commit(res, /** @type {any} */ ({ amount: '1' })), InvalidArgumentError],
+        ['record misspelt charge', () => m.record('user:x', /** @type {any} */ ({ costs: '1' })), InvalidArgumentError],
+        ['reserve misspelt estimate', () => m.reserve('user:x', /** @type {any} */ ({ price: '1' })), InvalidArgumentError],
+        ['check misspelt estimate', () => m.check('user:x', /** @type {any} */ ({ Cost: '1' })), InvalidArgumentError],
         ['consume negative', () => m.consume(res, '-0.01'), InvalidArgumentError],
         ['consume tokens NaN', () => m.consume(res, '0.01', NaN), InvalidArgumentError],
         ['release empty id', () => m.release(''), InvalidArgumentError],
