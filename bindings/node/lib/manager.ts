@@ -99,17 +99,15 @@ type ReservationRef = Reservation | string;
 // scalars through the scratch buffer and this layer builds the result objects (see
 // src/manager.cpp, "Inline execution", for the slot layout).
 
-/** True when the options carry nothing but (maybe) a request id. */
+/**
+ * True when the options carry nothing but (maybe) a request id. Any other field, misspelt ones
+ * included, goes the general way, which rejects an unknown field (a misspelt `requestId` must
+ * not drop the idempotency key).
+ */
 function idOnly(o: RequestOptions): boolean {
-  return (
-    typeof o === 'object' &&
-    !Array.isArray(o) &&
-    o.buffer == null &&
-    o.ttlMs == null &&
-    o.provider == null &&
-    o.metadata == null &&
-    o.reason == null
-  );
+  if (typeof o !== 'object' || Array.isArray(o)) return false;
+  for (const k in o) if (k !== 'requestId') return false;
+  return true;
 }
 
 /** Per-manager copies of addon state used by the inline results (see receipt_out in manager.cpp). */

@@ -288,6 +288,8 @@ budget::RequestOptions to_request_options(const Napi::Value& v) {
   budget::RequestOptions r;
   if (v.IsUndefined() || v.IsNull()) return r;
   Napi::Object o = expect_object(v, "options");
+  // a misspelt requestId must not silently drop the idempotency key
+  reject_unknown(o, "options", {"requestId", "buffer", "ttlMs", "provider", "metadata", "reason"});
   Napi::Value x;
   if (has(o, "requestId", &x)) r.request_id = to_string(x, "requestId");
   if (has(o, "buffer", &x)) r.buffer_bp = to_basis_points(x, "buffer");

@@ -105,6 +105,11 @@ for (const kind of storeKinds()) {
         ['commit misspelt charge', () => m.commit(res, /** @type {any} */ ({ amount: '1' })), InvalidArgumentError],
         ['record misspelt charge', () => m.record('user:x', /** @type {any} */ ({ costs: '1' })), InvalidArgumentError],
         ['reserve misspelt estimate', () => m.reserve('user:x', /** @type {any} */ ({ price: '1' })), InvalidArgumentError],
+        // a misspelt request id would silently drop the idempotency key (a retry charges twice)
+        ['record misspelt requestId', () => m.record('user:x', '1', /** @type {any} */ ({ requestID: 'seed2' })), InvalidArgumentError],
+        ['reserve misspelt requestId', () => m.reserve('user:x', '1', /** @type {any} */ ({ request_id: 'r2' })), InvalidArgumentError],
+        ['reserve misspelt option', () => m.reserve('user:x', '1', /** @type {any} */ ({ requestId: 'r3', ttl: 5 })), InvalidArgumentError],
+        ['grant misspelt option', () => m.grant('user:x', '1', /** @type {any} */ ({ reson: 'x' })), InvalidArgumentError],
         ['check misspelt estimate', () => m.check('user:x', /** @type {any} */ ({ Cost: '1' })), InvalidArgumentError],
         ['consume negative', () => m.consume(res, '-0.01'), InvalidArgumentError],
         ['consume tokens NaN', () => m.consume(res, '0.01', NaN), InvalidArgumentError],
