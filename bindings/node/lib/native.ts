@@ -146,8 +146,8 @@ function num(x: unknown): number {
 /**
  * Puts a usage object in scratch slots 0-9 (the counts in the field order of budget::Usage,
  * then `complete`; NaN = absent) when every field is absent or a non-negative safe integer
- * (number or bigint) and `complete` absent or boolean; false otherwise (the general path then
- * validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
+ * (number or bigint), `complete` absent or boolean, and no other field; false otherwise (the
+ * general path then validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
  * All fields are read before the first slot is written: a getter that calls back into
  * libbudget cannot clobber a slot already written.
  */
@@ -169,6 +169,13 @@ export function putUsage(u: unknown): boolean {
   if (c === undefined || c === null) a9 = NaN;
   else if (typeof c === 'boolean') a9 = c ? 1 : 0;
   else return false;
+  // Any other field (a misspelt one, a provider's raw { prompt_tokens }), or a known one set to
+  // null/undefined: the general path, which rejects unknown fields.
+  let keys = 0;
+  for (const _ in v) keys++;
+  // eslint-disable-next-line no-self-compare
+  const known = +(a0 === a0) + +(a1 === a1) + +(a2 === a2) + +(a3 === a3) + +(a4 === a4) + +(a5 === a5) + +(a6 === a6) + +(a7 === a7) + +(a8 === a8) + +(a9 === a9);
+  if (keys !== known) return false;
   F64[0] = a0;
   F64[1] = a1;
   F64[2] = a2;

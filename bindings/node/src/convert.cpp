@@ -217,6 +217,10 @@ budget::Subject to_subject(const Napi::Value& v) {
 
 budget::Usage to_usage(const Napi::Value& v) {
   Napi::Object o = expect_object(v, "usage");
+  // a provider's raw usage ({ prompt_tokens }) or a misspelt field must not price as zero
+  reject_unknown(o, "usage",
+                 {"inputTokens", "cacheReadTokens", "cacheWriteTokens", "cacheWrite1hTokens", "outputTokens",
+                  "reasoningTokens", "images", "audioMs", "requests", "complete"});
   budget::Usage u;
   Napi::Value x;
   if (has(o, "inputTokens", &x)) u.input_tokens = to_count(x, "usage.inputTokens");

@@ -96,6 +96,10 @@ for (const kind of storeKinds()) {
         ['usage part > total', () => m.record('user:x', { model: 'm-1', usage: { inputTokens: 5, cacheReadTokens: 10 } }), InvalidArgumentError],
         ['usage huge bigint', () => m.record('user:x', { model: 'm-1', usage: { inputTokens: 2n ** 64n } }), OverflowError],
         ['usage without model', () => m.record('user:x', { usage: { inputTokens: 5 } }), InvalidArgumentError],
+        // a provider's raw usage (or a misspelt field) must not price as zero tokens
+        ['usage raw openai', () => m.record('user:x', /** @type {any} */ ({ model: 'm-1', usage: { prompt_tokens: 900, completion_tokens: 90 } })), InvalidArgumentError],
+        ['usage one misspelt', () => m.reserve('user:x', /** @type {any} */ ({ model: 'm-1', usage: { inputTokens: 5, output_tokens: 500 } })), InvalidArgumentError],
+        ['usage misspelt commit', () => m.commit(res, /** @type {any} */ ({ model: 'm-1', usage: { inputTokens: 5, outputToken: 500 } })), InvalidArgumentError],
         ['unknown model', () => m.reserve('user:x', { model: 'nope-9', usage: { inputTokens: 5 } }), UnknownModelError],
         ['tokens negative', () => m.reserve('user:x', { cost: '1', tokens: -3 }), InvalidArgumentError],
         ['commit unknown id', () => m.commit('no-such-request', '1'), NotFoundError],
@@ -183,6 +187,9 @@ test('sync computations throw typed errors on bad input', () => {
   p.setPrice('m-1', { input: '0.000001', output: '0.000002' });
   assert.throws(() => p.cost('m-1', { inputTokens: -1 }), InvalidArgumentError);
   assert.throws(() => p.cost('zzz', { inputTokens: 1 }), UnknownModelError);
+  assert.throws(() => p.cost('m-1', /** @type {any} */ ({ prompt_tokens: 1000 })), InvalidArgumentError);
+  assert.throws(() => p.cost('m-1', /** @type {any} */ ({ inputTokens: 10, output_tokens: 1000 }), { tier: 'batch' }), InvalidArgumentError);
+  assert.equal(p.cost('m-1', { inputTokens: 10, outputTokens: undefined, complete: true }), 10_000n);
   assert.throws(() => p.setPrice('m-2', { input: 'cheap' }), InvalidArgumentError);
   assert.throws(() => p.setPrice('m-2', { input: NaN }), InvalidArgumentError);
   const size = p.size;
