@@ -11,8 +11,8 @@
 // stream the moment the answer is Stop, commit with the provider's usage at the end. On an
 // error, `break` or abort: release when nothing was streamed, else commit the estimate so
 // far marked incomplete (those tokens were generated and the provider bills them).
-import { BudgetError, BudgetExceededError, InvalidArgumentError } from './errors';
-import type { BudgetManager } from './manager';
+import { BudgetError, InvalidArgumentError } from './errors';
+import { denialError, type BudgetManager } from './manager';
 import type { PricingEngine } from './pricing';
 import { estimateTokens, StreamUsage, type ApiFormat } from './providers';
 import type { MoneyInput, Receipt, RequestOptions, Reservation, SubjectInput, Usage } from './types';
@@ -122,8 +122,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     if (r.verdict === 'stop') {
       this.outcome = 'stopped';
       this.abortSource();
-      throw new BudgetExceededError(r.denial!, this.reservation.requestId,
-        `stream stopped: ${r.denial!.message || 'budget exhausted'}`);
+      throw denialError(r.denial!, this.reservation.requestId, `stream stopped: ${r.denial!.message || 'budget exhausted'}`);
     }
   }
 
@@ -203,7 +202,7 @@ export async function guardStream<P extends { model?: string }, T>(
   const estimate = options.estimate ?? { model, usage: { inputTokens, outputTokens: maxOut } };
   const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;
   const decision = await manager.reserve(subject, estimate, reqOpts);
-  if (!decision.allowed) throw new BudgetExceededError(decision.denial, options.requestId);
+  if (!decision.allowed) throw denialError(decision.denial, options.requestId);
   const reservation = decision.reservation;
   const controller = new AbortController();
   let source: AbortableStream<T>;

@@ -1,5 +1,5 @@
 // BudgetManager: hold before a call, meter a stream, charge after it.
-import { BudgetExceededError } from './errors';
+import { BudgetError, BudgetExceededError, StoreUnavailableError } from './errors';
 import { countAt, F64, I64, native, putUsage, type NativeClockHandle, type NativeManagerHandle } from './native';
 import { PricingEngine } from './pricing';
 import type {
@@ -27,6 +27,18 @@ import type {
   VerifyReport,
   WindowName,
 } from './types';
+
+/**
+ * The error of a denial in the raising conveniences and the stream guards: a fail-closed
+ * store outage (`reason: 'store_unavailable'`) is a StoreUnavailableError (as in the Python
+ * binding: an outage is not an exhausted budget, nor a 402/429), anything else a
+ * BudgetExceededError.
+ * @internal
+ */
+export function denialError(denial: Denial, requestId?: string, message?: string): BudgetError {
+  if (denial.reason === 'store_unavailable') return new StoreUnavailableError(denial.message || 'the budget store is unavailable');
+  return new BudgetExceededError(denial, requestId, message);
+}
 
 /** A clock that only moves when told to (tests: window rollover, hold expiry). */
 export class ManualClock {
@@ -333,10 +345,10 @@ export class BudgetManager {
       return Promise.reject(e);
     }
   }
-  /** `reserve`, throwing BudgetExceededError on a denial. */
+  /** `reserve`, throwing BudgetExceededError on a denial (StoreUnavailableError on a fail-closed store outage). */
   async reserveOrThrow(subject: SubjectInput, estimate: EstimateInput, options?: RequestOptions): Promise<Reservation> {
     const d = await this.reserve(subject, estimate, options);
-    if (!d.allowed) throw new BudgetExceededError(d.denial, options?.requestId);
+    if (!d.allowed) throw denialError(d.denial, options?.requestId);
     return d.reservation;
   }
   /** Adds incremental spend to a stream's hold; `verdict: 'stop'` when no scope can grow it. */
@@ -390,10 +402,10 @@ export class BudgetManager {
       return Promise.reject(e);
     }
   }
-  /** `check`, throwing BudgetExceededError on a denial. */
+  /** `check`, throwing BudgetExceededError on a denial (StoreUnavailableError on a fail-closed store outage). */
   async checkOrThrow(subject: SubjectInput, estimate: EstimateInput): Promise<void> {
     const d = await this.check(subject, estimate);
-    if (!d.allowed) throw new BudgetExceededError(d.denial);
+    if (!d.allowed) throw denialError(d.denial);
   }
   /** Direct spend after the fact, in one call. */
   record(subject: SubjectInput, actual: ChargeInput, options?: RequestOptions): Promise<Receipt> {

@@ -507,3 +507,42 @@ test('memory store inline: close() from a getter of an argument; the call comple
   await assert.rejects(m.reserve('user:c', 1n), InvalidArgumentError);
   await assert.rejects(m.commit(/** @type {any} */ (d.reservation), 1n), InvalidArgumentError);
 });
+
+test('a store outage (fail-closed) raises StoreUnavailableError from the raising conveniences and the stream guards', {
+  skip: storeKinds().includes('redis') ? false : 'needs redis (BUDGET_TEST_STORES)',
+}, async () => {
+  const { spawn } = await import('node:child_process');
+  const net = await import('node:net');
+  const { StoreUnavailableError, guardStream } = await import('libbudget');
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = /** @type {any} */ (s.address()).port; s.close(() => resolve(p)); });
+  });
+  const server = spawn(process.env.REDIS_SERVER || 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' });
+  try {
+    const pricing = new PricingEngine();
+    pricing.setPrice('m-1', { input: '0.000001', output: '0.000002' });
+    /** @type {BudgetManager | undefined} */
+    let m;
+    for (let i = 0; i < 100 && !m; i++) {
+      try { m = new BudgetManager({ store: `redis://127.0.0.1:${port}/0`, storeOptions: { timeoutMs: 500 }, pricing }); } catch { await new Promise((r) => setTimeout(r, 50)); }
+    }
+    assert.ok(m, 'redis-server started');
+    assert.equal((await m.reserve('user:a', '1')).allowed, true);
+    server.kill('SIGKILL');
+    await new Promise((r) => server.once('exit', r));
+    const d = await m.reserve('user:a', '1');  // a plain reserve: a denial result, as before
+    assert.equal(d.allowed, false);
+    assert.equal(d.denial?.reason, 'store_unavailable');
+    /** @param {unknown} e */
+    const outage = (e) => e instanceof StoreUnavailableError && /** @type {any} */ (e).code === 'STORE_UNAVAILABLE';
+    await assert.rejects(m.reserveOrThrow('user:a', '1', { requestId: 'o1' }), outage);
+    await assert.rejects(m.checkOrThrow('user:a', '1'), outage);
+    let called = false;
+    await assert.rejects(guardStream(m, 'openai-chat', { subject: 'user:a' }, { model: 'm-1' }, () => { called = true; return (async function* () {})(); }), outage);
+    assert.equal(called, false);
+    m.close();
+  } finally {
+    server.kill('SIGKILL');
+  }
+});
