@@ -78,6 +78,10 @@ export function chatCompletionsProxy(options) {
       if (e instanceof BudgetError && e.code === 'UNKNOWN_MODEL') {
         return sendError(res, 400, { message: `unknown model ${model}`, type: 'invalid_request_error', code: 'model_not_found' });
       }
+      if (e instanceof BudgetError && e.code === 'INVALID_ARGUMENT') {
+        // the request's values (max_tokens, the caller's ids) are not acceptable: the client's mistake
+        return sendError(res, 400, { message: e.message, type: 'invalid_request_error', code: 'invalid_request' });
+      }
       throw e;
     }
     if (!decision.allowed) return sendDenial(res, decision.denial, manager.now());

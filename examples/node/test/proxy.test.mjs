@@ -104,5 +104,21 @@ test('malformed requests and unknown models answer 400', async () => {
   const r = await p.post({ ...chat(), model: 'no-such-model' });
   assert.equal(r.status, 400);
   assert.equal((await r.json()).error.code, 'model_not_found');
-  await p.close();
+  // values that libbudget rejects (InvalidArgumentError): the client's mistake, an OpenAI-shaped 400
+  try {
+    for (const [body, headers] of /** @type {[object, Record<string, string> | undefined][]} */ ([
+      [{ ...chat(), max_tokens: '100' }, undefined],
+      [{ ...chat(), max_tokens: -5 }, undefined],
+      [chat(), { 'x-user-id': 'u'.repeat(300) }],
+    ])) {
+      const bad = await p.post(body, headers);
+      assert.equal(bad.status, 400, JSON.stringify(body).slice(0, 80));
+      const e = (await bad.json()).error;
+      assert.equal(e.type, 'invalid_request_error');
+      assert.equal(e.code, 'invalid_request');
+    }
+    assert.equal(fake.state.requests.length, 0);
+  } finally {
+    await p.close();
+  }
 });
