@@ -78,9 +78,26 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     return this.accumulator.usage;
   }
 
-  /** Stops the provider stream (the guard then settles as cancelled). */
+  /**
+   * Stops the provider stream; the guard then settles as cancelled (commits what was streamed,
+   * else releases the hold), at once when the stream was never read.
+   */
   abort(): void {
     this.abortSource();
+    void this.settleUnread();
+  }
+
+  /**
+   * A stream that will not be read (aborted, or its iterator closed before the first read):
+   * closes the call and releases the hold now rather than at its TTL.
+   */
+  private settleUnread(): Promise<void> {
+    if (this.iterated) return Promise.resolve();
+    this.iterated = true;
+    this.outcome = 'cancelled';
+    this.abortSource();
+    // A release that fails (the store is down) leaves the hold to its TTL; no caller to tell.
+    return this.settle().catch(() => undefined);
   }
 
   private abortSource(): void {
@@ -147,7 +164,28 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     });
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    // An async generator closed (return/throw) before its first next() never runs its body,
+    // so its `finally` would not settle: the wrapper settles such a stream itself.
+    const it = this.iterate();
+    let started = false;
+    return {
+      next: (...a: [] | [unknown]) => {
+        started = true;
+        return it.next(...a);
+      },
+      return: async () => {
+        if (!started) await this.settleUnread();
+        return it.return(undefined);
+      },
+      throw: async (e?: unknown) => {
+        if (!started) await this.settleUnread();
+        return it.throw(e);
+      },
+    };
+  }
+
+  private async *iterate(): AsyncGenerator<T, void, unknown> {
     if (this.iterated) throw new InvalidArgumentError('a guarded stream can be iterated only once');
     this.iterated = true;
     try {

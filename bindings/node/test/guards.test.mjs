@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import {
-  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, UnknownModelError, guardOpenAIChatStream,
+  BudgetManager, ManualClock, PricingEngine, BudgetExceededError, UnknownModelError, InvalidArgumentError, guardOpenAIChatStream,
   guardAnthropicStream, guardStream,
 } from 'libbudget';
 import { startFakeProvider } from './fake-provider.mjs';
@@ -143,6 +143,32 @@ for (const kind of storeKinds()) {
         assert.equal(ev[0].usage?.complete, false, name);
       }
       assert.equal(findStatus(await m.status('user:c2'), 'day').held, 0n);
+      m.close();
+    });
+
+    test('a guarded stream that is never read: abort() or an early return() releases the hold and closes the call', async () => {
+      const m = manager('user:n', '1');
+      let aborted = 0;
+      /** @param {AbortSignal} signal */
+      const source = (signal) => {
+        signal.addEventListener('abort', () => aborted++);
+        return (async function* () { for (let i = 0; i < 5; i++) yield { choices: [{ delta: { content: 'word ' } }] }; })();
+      };
+      const a = await guardStream(m, 'openai-chat', { subject: 'user:n', requestId: 'n1' }, { model: 'gpt-4o-mini', max_tokens: 10 },
+        (_p, { signal }) => source(signal));
+      a.abort();  // e.g. the client went away before the first chunk was read
+      assert.ok(await waitFor(() => a.receipt !== null));
+      assert.equal(a.outcome, 'cancelled');
+      assert.deepEqual((await m.events({ requestId: 'n1' })).map((e) => e.type), ['reserve', 'release']);
+      await assert.rejects(async () => { for await (const _ of a) { /* nothing */ } }, InvalidArgumentError);
+
+      const b = await guardStream(m, 'openai-chat', { subject: 'user:n', requestId: 'n2' }, { model: 'gpt-4o-mini', max_tokens: 10 },
+        (_p, { signal }) => source(signal));
+      await b[Symbol.asyncIterator]().return?.();  // what a consumer destroyed before its first read does
+      assert.equal(b.outcome, 'cancelled');
+      assert.deepEqual((await m.events({ requestId: 'n2' })).map((e) => e.type), ['reserve', 'release']);
+      assert.equal(aborted, 2);
+      assert.equal(findStatus(await m.status('user:n'), 'day').held, 0n);
       m.close();
     });
 
