@@ -175,13 +175,25 @@ Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engi
 // ---- limits ------------------------------------------------------------------------------------
 
 void Engine::reload_limits() {
+  // The reload that started last wins (not the highest version: a store that lost its data
+  // counts versions again from the start). A reload that read older limits than one installed
+  // meanwhile only costs one more Stale answer and reload.
+  const uint64_t ticket = reload_tickets_.fetch_add(1, std::memory_order_relaxed) + 1;
   uint64_t version = 0;
   auto all = store_->load_limits(&version);
+  if (store_->namespace_reset()) {
+    // The namespace was created anew (its data, limits included, is gone): this manager applies
+    // its configured limits again, as a manager opened now would, and reads them back.
+    for (const auto& l : opts_.limits) store_->put_limit(l);
+    all = store_->load_limits(&version);
+  }
   auto t = std::make_shared<LimitTable>();
   t->version = version;
   for (auto& l : all) t->by_scope[l.scope].push_back(std::move(l));
   std::lock_guard lk(limits_m_);
-  if (!table_ || table_->version <= version) {
+  if (ticket > installed_ticket_) {
+    installed_ticket_ = ticket;
+    t->generation = ++table_generation_;
     table_ = std::move(t);
     table_epoch_.fetch_add(1, std::memory_order_release);
   }
@@ -300,7 +312,7 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
   {
     std::lock_guard lk(stripe.m);
     auto it = stripe.map.find(std::string_view(key));
-    if (it != stripe.map.end() && it->second.version == t.version && it->second.valid_from <= now &&
+    if (it != stripe.map.end() && it->second.version == t.generation && it->second.valid_from <= now &&
         now < it->second.valid_to) {
       if (shared) *shared = it->second.subject;
       if (valid_from) *valid_from = it->second.valid_from;
@@ -309,7 +321,7 @@ std::shared_ptr<const Plan> Engine::cached_plan(const Subject& subject, int64_t 
     }
   }
   CachedPlan c;
-  c.version = t.version;
+  c.version = t.generation;
   c.plan = plan_for(subject.scopes(), now, t, &c.valid_from, &c.valid_to);
   c.subject = std::make_shared<const Subject>(subject);
   if (shared) *shared = c.subject;
@@ -349,9 +361,9 @@ Engine::SubjectMemo& Engine::subject_memo(const Subject& subject) {
 }
 
 const std::shared_ptr<const Plan>& Engine::memo_plan(SubjectMemo& m, int64_t now, const LimitTable& t) {
-  if (!m.plan || m.version != t.version || now < m.valid_from || now >= m.valid_to) {
+  if (!m.plan || m.version != t.generation || now < m.valid_from || now >= m.valid_to) {
     m.plan = cached_plan(m.subject, now, t, nullptr, &m.valid_from, &m.valid_to);
-    m.version = t.version;
+    m.version = t.generation;
     m.alerts = m.token_checks = false;
     for (const auto& c : m.plan->checks) {
       m.alerts = m.alerts || !c.alerts.empty();

@@ -16,7 +16,9 @@
 namespace budget::detail {
 
 struct LimitTable {
-  uint64_t version = 0;
+  uint64_t version = 0;     // the store's limits version (what operations are checked against)
+  uint64_t generation = 0;  // this engine's install count: plan caches key on it (a store whose
+                            // data was lost counts versions again from the start)
   std::unordered_map<std::string, std::vector<Limit>> by_scope;  // "user:alice", "user:*", "global"
 };
 
@@ -193,6 +195,9 @@ class Engine {
 
   mutable std::mutex limits_m_;
   std::shared_ptr<const LimitTable> table_;
+  uint64_t table_generation_ = 0;                 // under limits_m_
+  std::atomic<uint64_t> reload_tickets_{0};
+  uint64_t installed_ticket_ = 0;                 // under limits_m_: the reload table_ came from
 
   std::mutex cb_m_;
   std::vector<std::function<void(const Alert&)>> alert_cbs_;

@@ -269,6 +269,10 @@ class Store {
   virtual std::vector<Limit> load_limits(uint64_t* version) = 0;
   virtual uint64_t put_limit(const Limit& limit) = 0;                       // new version
   virtual bool remove_limit(const std::string& key, uint64_t* version) = 0;
+  // True (once) when load_limits found the store's namespace created anew since this store
+  // last read it: its data was lost (Redis: FLUSHALL, a restart without persistence), limits
+  // included, and its limits version started again.
+  virtual bool namespace_reset() { return false; }
 
   virtual ReserveOut reserve(const ReserveOp& op) = 0;
   virtual GrowOut grow(const GrowOp& op) = 0;

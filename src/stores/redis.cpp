@@ -288,10 +288,14 @@ class RedisStore final : public Store {
     // Read-only (it runs when Redis is out of memory); the writing form when the namespace is
     // new and still has to be marked with its key layout.
     auto r = eval_reply(load_limits_ro_, {});
-    if (r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).find("BUDGET_UNMARKED") != std::string_view::npos)
+    if (r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).find("BUDGET_UNMARKED") != std::string_view::npos) {
+      // Marked before, unmarked now: the namespace lost its data (see namespace_reset).
+      if (marked_seen_.load(std::memory_order_relaxed)) reset_.store(true, std::memory_order_relaxed);
       r = eval(load_limits_, {});
-    else if (r->type == REDIS_REPLY_ERROR)
+    } else if (r->type == REDIS_REPLY_ERROR) {
       fail(r.get());
+    }
+    marked_seen_.store(true, std::memory_order_relaxed);
     *version = static_cast<uint64_t>(num(elem(r.get(), 0)));
     std::vector<Limit> out;
     const redisReply* h = elem(r.get(), 1);
@@ -312,6 +316,7 @@ class RedisStore final : public Store {
     std::sort(out.begin(), out.end(), [](const Limit& a, const Limit& b) { return a.key() < b.key(); });
     return out;
   }
+  bool namespace_reset() override { return reset_.exchange(false, std::memory_order_relaxed); }
   uint64_t put_limit(const Limit& l) override {
     check_exact(l.amount, "a limit");
     nlohmann::json j{{"s", l.scope}, {"w", l.window.to_string()}, {"m", to_string(l.metric)}, {"a", l.amount},
@@ -861,6 +866,8 @@ class RedisStore final : public Store {
   int64_t maxlen_;
   redis::Pool pool_;
   std::string base_, lv_key_, display_;
+  std::atomic<bool> marked_seen_{false};  // load_limits found the namespace marked (or marked it)
+  std::atomic<bool> reset_{false};        // ... and later unmarked: namespace_reset()
   Script reserve_, grow_, settle_, direct_, expire_, read_, buckets_, load_limits_, load_limits_ro_, put_limit_,
       remove_limit_, drained_;
   std::string maxlen_s_, rttl_s_;

@@ -533,6 +533,32 @@ TEST_CASE("fail-open after a timeout, when the server ran the reserve after all:
   require_verified(m);
 }
 
+TEST_CASE("Redis lost its data (FLUSHALL): the managers recover, with their configured limits applied again") {
+  OwnRedis r;
+  const std::string url = r.url();
+  Options o = opts(url);
+  o.limits = {Limit::cost("user:*", Window::day(), usd("1"))};
+  BudgetManager a(o), b(o);
+  a.set_limit(Limit::cost("tenant:*", Window::day(), usd("5")));  // a runtime change: versions move on
+  Subject s{"tenant:x", "user:f"};
+  REQUIRE(a.reserve(s, usd("0.5")).allowed);
+  REQUIRE(b.reserve(s, usd("0.4")).allowed);
+  Raw(r.port).cmd({"FLUSHALL"});
+  // Everything is gone, spend and limits; the limits version starts again below theirs. Was:
+  // every reserve denied, "limits keep changing; gave up after retries", for good.
+  auto d = a.reserve(s, usd("0.6"));
+  CHECK_MESSAGE(d.allowed, d.denial.message);
+  auto over = b.reserve(s, usd("0.6"));  // the other manager follows; user:* $1 is back
+  CHECK_FALSE(over.allowed);
+  CHECK(over.denial.reason == DenyReason::LimitExceeded);
+  CHECK(over.denial.scope == "user:f");
+  auto st = a.status(Scope::parse("user:f"));
+  REQUIRE(st.size() == 1);
+  CHECK(st[0].held == usd("0.6").nanos());
+  CHECK(a.status(Scope::parse("tenant:x")).empty());  // set at run time, not configured: gone with the data
+  require_verified(a);
+}
+
 TEST_CASE("appendfsync always: a Redis restart loses no acknowledged commit") {
   OwnRedis r;
   auto url = r.url();
