@@ -98,6 +98,10 @@ RequestOptions to_request_options(const budget_request_options* o) {
   RequestOptions r;
   if (!o) return r;
   check_version(o->version, BUDGET_REQUEST_OPTIONS_VERSION, "budget_request_options");
+  // NULL asks for a generated id; "" is refused (an idempotency key read from an absent field
+  // would otherwise silently become a fresh id, and a retry would be charged again).
+  if (o->request_id && !*o->request_id)
+    throw InvalidArgumentError("request_id is empty (NULL has one generated)");
   r.request_id = std::string(opt_str(o->request_id));
   if (o->buffer_bp) r.buffer_bp = o->buffer_bp;
   if (o->ttl_ms < 0) invalid("ttl_ms is negative");

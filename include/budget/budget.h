@@ -412,7 +412,7 @@ typedef struct budget_charge {
 
 typedef struct budget_request_options {
   unsigned int version;
-  const char *request_id;      /* the idempotency key; NULL or "" = generated */
+  const char *request_id;      /* the idempotency key; NULL = generated; "" is INVALID_ARGUMENT */
   uint32_t buffer_bp;          /* 0 = the manager's default (12000 = hold 1.2 x estimate) */
   int64_t ttl_ms;              /* 0 = the manager's default */
   const char *provider;

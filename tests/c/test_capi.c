@@ -420,6 +420,19 @@ static void test_reserve_commit(void) {
   /* Releasing a committed request: CONFLICT. */
   ERR(BUDGET_ERR_CONFLICT, budget_release(&r, m, "req-1"));
 
+  /* An empty request id is refused (NULL has one generated): a key read from an absent field
+     must not silently become a fresh id, charged again on every retry. Nothing is held. */
+  ro.request_id = "";
+  d = (budget_decision *)&d;
+  ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_reserve(&d, m, ALICE, 2, &e, &ro));
+  CHECK(d == NULL);
+  ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_record(NULL, m, ALICE, 2, &c, &ro));
+  ro.request_id = NULL;
+  OK(budget_reserve(&d, m, ALICE, 2, &e, &ro));
+  CHECK(d && d->allowed && strlen(d->request_id) > 0);
+  OK(budget_release(NULL, m, d->request_id));
+  budget_free(d);
+
   /* A commit above the hold and the limit is recorded and reported. */
   ro.request_id = "req-2";
   ro.metadata_count = 0;
