@@ -86,6 +86,8 @@ int64_t to_count(const Napi::Value& v, const char* what);  // >= 0
 // A decimal ratio ("1.2", 1.2) as basis points (12000); exact or InvalidArgument.
 uint32_t to_basis_points(const Napi::Value& v, const char* what);
 std::string to_string(const Napi::Value& v, const char* what);
+// A request id given by the caller: a non-empty string.
+std::string to_request_id(const Napi::Value& v);
 // Reads a JS string into `out` (reusing its buffer): one Node-API call for short strings.
 void read_utf8(napi_env env, napi_value v, std::string& out);
 bool to_bool(const Napi::Value& v, const char* what);

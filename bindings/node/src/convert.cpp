@@ -185,6 +185,14 @@ std::string to_string(const Napi::Value& v, const char* what) {
   return s;
 }
 
+std::string to_request_id(const Napi::Value& v) {
+  std::string id = to_string(v, "requestId");
+  // Leaving it out has one generated; '' is refused: an idempotency key read from an absent
+  // header must not silently become a fresh id, charged again on every retry.
+  if (id.empty()) invalid("requestId is empty (leave it out to have one generated)");
+  return id;
+}
+
 bool to_bool(const Napi::Value& v, const char* what) {
   if (!v.IsBoolean()) invalid(std::string(what) + " must be a boolean, got " + type_name(v));
   return v.As<Napi::Boolean>().Value();
@@ -295,7 +303,7 @@ budget::RequestOptions to_request_options(const Napi::Value& v) {
   // a misspelt requestId must not silently drop the idempotency key
   reject_unknown(o, "options", {"requestId", "buffer", "ttlMs", "provider", "metadata", "reason"});
   Napi::Value x;
-  if (has(o, "requestId", &x)) r.request_id = to_string(x, "requestId");
+  if (has(o, "requestId", &x)) r.request_id = to_request_id(x);
   if (has(o, "buffer", &x)) r.buffer_bp = to_basis_points(x, "buffer");
   if (has(o, "ttlMs", &x)) r.ttl = budget::Duration(to_count(x, "ttlMs"));
   if (has(o, "provider", &x)) r.provider = to_string(x, "provider");

@@ -767,7 +767,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   static budget::RequestOptions options_arg(const Napi::CallbackInfo& info, size_t i) {
     if (info.Length() > i + 1 && !info[i + 1].IsUndefined()) return to_request_options(info[i + 1]);
     budget::RequestOptions ro;
-    if (info.Length() > i && !info[i].IsUndefined() && !info[i].IsNull()) ro.request_id = to_string(info[i], "requestId");
+    if (info.Length() > i && !info[i].IsUndefined() && !info[i].IsNull()) ro.request_id = to_request_id(info[i]);
     return ro;
   }
 

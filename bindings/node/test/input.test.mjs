@@ -113,6 +113,11 @@ for (const kind of storeKinds()) {
         ['record misspelt requestId', () => m.record('user:x', '1', /** @type {any} */ ({ requestID: 'seed2' })), InvalidArgumentError],
         ['reserve misspelt requestId', () => m.reserve('user:x', '1', /** @type {any} */ ({ request_id: 'r2' })), InvalidArgumentError],
         ['reserve misspelt option', () => m.reserve('user:x', '1', /** @type {any} */ ({ requestId: 'r3', ttl: 5 })), InvalidArgumentError],
+        // an empty key (an absent header read as '') would silently become a fresh id
+        ['reserve empty requestId', () => m.reserve('user:x', '1', { requestId: '' }), InvalidArgumentError],
+        ['reserve empty requestId with options', () => m.reserve('user:x', '1', { requestId: '', ttlMs: 5000 }), InvalidArgumentError],
+        ['record empty requestId', () => m.record('user:x', '1', { requestId: '' }), InvalidArgumentError],
+        ['grant empty requestId', () => m.grant('user:x', '1', { requestId: '' }), InvalidArgumentError],
         ['grant misspelt option', () => m.grant('user:x', '1', /** @type {any} */ ({ reson: 'x' })), InvalidArgumentError],
         ['check misspelt estimate', () => m.check('user:x', /** @type {any} */ ({ Cost: '1' })), InvalidArgumentError],
         ['consume negative', () => m.consume(res, '-0.01'), InvalidArgumentError],
