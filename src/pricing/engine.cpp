@@ -460,6 +460,8 @@ void PricingEngine::set_price(const std::string& model, const ModelPrice& price,
   if (!detail::compact_token_ok(model))
     throw InvalidArgumentError("set_price: a model name is 1-512 bytes without spaces or control characters, "
                                "not starting with '!' or '#'");
+  if (price.max_output_tokens < 0)
+    throw InvalidArgumentError("set_price '" + model + "': max_output_tokens is negative");
   RawEntry raw = raw_from_model_price(model, price);
   auto e = std::make_shared<Entry>();
   std::string why;

@@ -356,6 +356,11 @@ TEST_CASE("pricing: markups and overrides are versioned by effective date") {
   CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "-101", day(0))), InvalidArgumentError);
   CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "abc", day(0))), InvalidArgumentError);
   CHECK_THROWS_AS(e->set_price("x", mp("", "1e-40")), InvalidArgumentError);
+  // A negative default maximum of output tokens would make estimate() price a negative usage.
+  const auto version = e->price_version(day(60));
+  CHECK_THROWS_AS(e->set_price("x", [] { ModelPrice p = mp("", "0.000001"); p.max_output_tokens = -5; return p; }()),
+                  InvalidArgumentError);
+  CHECK(e->price_version(day(60)) == version);  // nothing changed
 }
 
 TEST_CASE("pricing: extra price fields in the compact syntax") {
