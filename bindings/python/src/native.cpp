@@ -1307,8 +1307,9 @@ PYBIND11_MODULE(_native, mod) {
       // ledger
       .def("events",
            [make_query](PyManager& self, py::handle since, py::handle until, py::handle scope, py::handle request_id,
-                        py::handle type, int64_t after_seq, py::handle limit) {
-             auto q = make_query(since, until, scope, request_id, type, after_seq, limit);
+                        py::handle type, py::handle after_seq, py::handle limit) {
+             // A typed error for an int beyond int64 (pybind11's own cast raised TypeError).
+             auto q = make_query(since, until, scope, request_id, type, to_count(after_seq, "after_seq"), limit);
              auto m = self.get();
              return nogil([&] { return m->events(q); });
            },

@@ -181,6 +181,16 @@ def test_budget_exceeded_error_pickles_with_its_denial(make: Make) -> None:
         e.denial.remaining, e.denial.requested, e.denial.resets_at, e.denial.hard, e.denial.message)
 
 
+def test_events_after_seq_out_of_range_is_a_typed_error(make: Make) -> None:
+    m = make()
+    m.record("user:ev", "1")
+    with pytest.raises(budget.BudgetOverflowError):
+        m.events(after_seq=10**30)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.events(after_seq="1")  # type: ignore[arg-type]
+    assert [e.seq for e in m.events(after_seq=0)] == [1]
+
+
 def test_an_empty_request_id_is_refused_not_replaced(make: Make) -> None:
     # An empty idempotency key (a missing header read as "") must not silently become a fresh
     # generated id on every retry: that would charge each retry again. None asks for one.
