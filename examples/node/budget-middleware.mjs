@@ -118,7 +118,17 @@ export function chatCompletionsProxy(options) {
     if (!stream) {
       const text = await upstream.text();
       const { usageFromResponse } = await import('libbudget');
-      await settle(usageFromResponse('openai-chat', text));
+      let usage;
+      try {
+        usage = usageFromResponse('openai-chat', text);
+      } catch {
+        // The call was made (and billed upstream) but its usage cannot be read: charge what was
+        // held rather than leave the hold to its TTL or charge nothing.
+        settled = true;
+        await manager.commit(reservation, reservation.held);
+        return sendError(res, 502, { message: 'upstream answered malformed JSON', type: 'server_error', code: 'upstream_error' });
+      }
+      await settle(usage);
       res.status(200).type('application/json').send(text);
       return;
     }

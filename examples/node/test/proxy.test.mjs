@@ -43,6 +43,18 @@ test('a streamed answer passes through and is charged the provider usage', async
   await p.close();
 });
 
+test('an upstream answer whose usage cannot be read answers 502 and charges the hold, which does not stay held', async () => {
+  fake.reset({});  // the fake answers every call with an event stream: not the JSON a non-streamed call expects
+  const p = await proxy([{ scope: 'user:*', window: 'day', amount: '1' }]);
+  const r = await p.post({ ...chat(), stream: false });
+  assert.equal(r.status, 502);
+  assert.equal((await r.json()).error.code, 'upstream_error');
+  const st = (await p.manager.status('user:alice')).find((s) => s.window === 'day');
+  assert.equal(st?.held, 0n);
+  assert.ok((st?.spent ?? 0n) > 0n);  // the hold was charged
+  await p.close();
+});
+
 test('a hard cap answers 402 with x-should-retry: false and an OpenAI-shaped error', async () => {
   fake.reset({});
   const p = await proxy([{ scope: 'user:*', window: 'day', amount: '0.001' }]);
