@@ -413,11 +413,15 @@ Engine::Priced Engine::price(const std::string& model, const std::optional<Usage
 // ---- observers ---------------------------------------------------------------------------------
 
 void Engine::on_alert(std::function<void(const Alert&)> cb) {
+  // Observers are added, never removed: an empty one would throw bad_function_call from every
+  // later crossing, after its operation was applied.
+  if (!cb) throw InvalidArgumentError("on_alert: the callback is empty");
   std::lock_guard lk(cb_m_);
   alert_cbs_.push_back(std::move(cb));
   has_alert_cbs_ = true;
 }
 void Engine::on_denial(std::function<void(const Denial&, const Subject&)> cb) {
+  if (!cb) throw InvalidArgumentError("on_denial: the callback is empty");
   std::lock_guard lk(cb_m_);
   denial_cbs_.push_back(std::move(cb));
   has_denial_cbs_ = true;

@@ -235,7 +235,8 @@ class BUDGET_API BudgetManager {
   std::vector<LimitStatus> status(const Scope& scope);
 
   // Observers: called once per window per threshold crossing (a grant that raised the cap of
-  // a `total` window re-arms it; docs/concepts.md) / for every denial.
+  // a `total` window re-arms it; docs/concepts.md) / for every denial. Observers are added,
+  // never removed; an empty callback is an InvalidArgumentError.
   void on_alert(std::function<void(const Alert&)> callback);
   void on_denial(std::function<void(const Denial&, const Subject&)> callback);
 

@@ -354,6 +354,18 @@ TEST_CASE("an expired reservation counts as a request, once: a late commit does 
   }
 }
 
+TEST_CASE("an empty alert or denial callback is refused, and later operations still work") {
+  Env env("memory");
+  env->set_limit(Limit::cost("user:cb", Window::day(), usd("1"), {50}));
+  // An empty std::function was registered as is: every later operation that crossed a
+  // threshold or was denied then threw bad_function_call, after its change was applied.
+  CHECK_THROWS_AS(env->on_alert(nullptr), InvalidArgumentError);
+  CHECK_THROWS_AS(env->on_denial(nullptr), InvalidArgumentError);
+  CHECK_NOTHROW(env->record(Subject{"user:cb"}, usd("0.60")));  // crosses 50%
+  CHECK_FALSE(env->reserve(Subject{"user:cb"}, usd("1")).allowed);  // denied
+  CHECK(env->status(Scope::parse("user:cb"))[0].spent == usd("0.60").nanos());
+}
+
 TEST_CASE("spend charged by expiry fires threshold alerts, once") {
   FOR_EACH_STORE(kind) {
     Options o;
