@@ -60,6 +60,20 @@ export class UnknownModelError extends BudgetError {
 export class InvalidArgumentError extends BudgetError {
   constructor(message: string) { super(message, 'INVALID_ARGUMENT'); }
 }
+/**
+ * JSON text of a parsed object the caller passed instead of text; an object that JSON cannot
+ * represent (a bigint, a cycle) is an InvalidArgumentError like malformed text, not a TypeError.
+ */
+export function jsonText(value: unknown, what: string): string {
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(value);
+  } catch (e) {
+    throw new InvalidArgumentError(`${what}: not representable as JSON (${(e as Error).message})`);
+  }
+  if (typeof s !== 'string') throw new InvalidArgumentError(`${what}: not representable as JSON`);
+  return s;
+}
 export class ConflictError extends BudgetError {
   constructor(message: string) { super(message, 'CONFLICT'); }
 }

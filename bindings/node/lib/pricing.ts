@@ -1,4 +1,5 @@
 // PricingEngine: exact costs from price tables (synchronous: pure computation).
+import { jsonText } from './errors';
 import { F64, I64, native, putUsage, type NativePricingHandle } from './native';
 import type { CountInput, LineItem, MoneyInput, UsageInput } from './types';
 
@@ -115,7 +116,7 @@ export class PricingEngine {
   }
   /** Loads LiteLLM's model_prices_and_context_window.json (text or parsed object). */
   loadLitellm(json: string | object): LoadReport {
-    return this.native.loadLitellm(typeof json === 'string' ? json : JSON.stringify(json));
+    return this.native.loadLitellm(typeof json === 'string' ? json : jsonText(json, 'price table'));
   }
   loadLitellmFile(path: string): LoadReport {
     return this.native.loadLitellmFile(path);

@@ -1,4 +1,5 @@
 // Usage extraction from the providers' own JSON (synchronous: pure computation).
+import { jsonText } from './errors';
 import { native, type NativeStreamUsageHandle } from './native';
 import type { Usage } from './types';
 
@@ -6,7 +7,7 @@ import type { Usage } from './types';
 export type ApiFormat = 'openai-chat' | 'openai' | 'openai-responses' | 'anthropic' | 'gemini' | 'google';
 
 function text(body: string | Uint8Array | object): string | Uint8Array {
-  return typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
+  return typeof body === 'string' || body instanceof Uint8Array ? body : jsonText(body, 'response body');
 }
 
 /** Token estimate of text: ceil(ASCII bytes / 4) + 1 per non-ASCII code point (errs high). */
@@ -34,7 +35,7 @@ export class StreamUsage {
   }
   /** One event: its JSON payload text or the parsed object (as the SDKs yield it). */
   feedEvent(event: string | object): void {
-    this.n.feedEvent(typeof event === 'string' ? event : JSON.stringify(event));
+    this.n.feedEvent(typeof event === 'string' ? event : jsonText(event, 'event'));
   }
   /** End of stream; returns the final usage (complete=false when the provider sent none). */
   finish(): Usage {

@@ -203,6 +203,15 @@ test('sync computations throw typed errors on bad input', () => {
   assert.throws(() => usageFromResponse('openai-chat', '{"usage": {"prompt_tokens": '), InvalidArgumentError);
   assert.throws(() => usageFromResponse('openai-chat', '{"usage": {"prompt_tokens": -4}}'), InvalidArgumentError);
   assert.throws(() => usageFromResponse(/** @type {any} */ ('carrier-pigeon'), '{}'), InvalidArgumentError);
+  // parsed objects that JSON cannot represent: typed errors too (a TypeError before)
+  /** @type {any} */
+  const cyclic = { usage: {} };
+  cyclic.usage.self = cyclic;
+  assert.throws(() => usageFromResponse('openai-chat', { usage: { prompt_tokens: 1n } }), InvalidArgumentError);
+  assert.throws(() => usageFromResponse('openai-chat', cyclic), InvalidArgumentError);
+  assert.throws(() => new StreamUsage('openai-chat').feedEvent(cyclic), InvalidArgumentError);
+  assert.throws(() => p.loadLitellm({ 'gpt-x': { input_cost_per_token: 1n } }), InvalidArgumentError);
+  assert.equal(p.size, size, 'the previous table stays');
   assert.throws(() => new StreamUsage(/** @type {any} */ ('nope')), InvalidArgumentError);
   assert.throws(() => toNanos(/** @type {any} */ ({})), InvalidArgumentError);
   assert.throws(() => toNanos(2n ** 63n), OverflowError);
