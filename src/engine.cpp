@@ -1055,11 +1055,14 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
       o.request_id = request_id;
       o.metadata["fail_open"] = "true";
       const Subject& subject = r ? r->subject() : hs->subject ? *hs->subject : Subject();
-      try {
+      auto record_spend = [&] {
         Receipt rc = record_as(subject, *actual, o, op.fingerprint);
         stop_stream("committed");
         forget_hold(*hs);
         return rc;
+      };
+      try {
+        return record_spend();
       } catch (const ConflictError&) {
         // The store knows the id as another operation: the reserve, which ran after all. Held
         // (or expired since): that hold is committed, below. Denied: the denial never reached
@@ -1069,10 +1072,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
         if (known && known->state == ReqState::Denied) {
           o.request_id = fail_open_record_id(request_id);
           o.metadata["denied_request_id"] = request_id;
-          Receipt rc = record_as(subject, *actual, o, op.fingerprint);
-          stop_stream("committed");
-          forget_hold(*hs);
-          return rc;
+          return record_spend();
         }
       }
     } else {
