@@ -1077,10 +1077,12 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
       }
     } else {
       // A release gives back nothing this process holds. The store's hold, if the reserve ran
-      // after all, is released too when the store answers; else it expires.
+      // after all, is released too when the store answers; else it expires. A reserve the
+      // store denied (or an id settled otherwise) holds nothing to give back either.
       try {
         store_->settle(op);
       } catch (const NotFoundError&) {
+      } catch (const ConflictError&) {
       } catch (const StoreUnavailableError&) {
         ++m_.store_errors;
       }
