@@ -725,8 +725,14 @@ int mode_serverkill(const char* self, Args a) {
   }
   long refused = 0, fail_opened = 0;
   for (int i = 0; i < a.procs; ++i) refused += refused_by(log_prefix + "-r0." + std::to_string(i), &fail_opened);
-  if (refused == 0) die("no operation was refused while the server was down: the test proves nothing");
-  if (a.fail_open && fail_opened == 0) die("no reservation was allowed fail-open: the test proves nothing");
+  // Fail-open: a reserve the server cannot answer is allowed, not refused; a commit is refused
+  // only if it happens to fall into an outage (a few short ones in a run), so the evidence
+  // there is the reservations allowed while the server was down.
+  if (a.fail_open) {
+    if (fail_opened == 0) die("no reservation was allowed fail-open: the test proves nothing");
+  } else if (refused == 0) {
+    die("no operation was refused while the server was down: the test proves nothing");
+  }
   if (drains == 0) die("the ledger was never drained while the children ran: the test proves less than it says");
   BudgetManager m(options_for(url));
   settle_everything(m);
