@@ -881,7 +881,15 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
     res.verdict = v;
     res.consumed = Money::from_nanos(hs.consumed.cost);
     res.held = Money::from_nanos(hs.held.cost);
-    if (v == Verdict::Stop) res.denial = hs.denial;
+    if (v == Verdict::Stop) {
+      if (hs.settled_as) {
+        hs.denial = Denial{};
+        hs.denial.reason = DenyReason::LimitExceeded;
+        hs.denial.message = std::string("the hold is ") + hs.settled_as + "; the stream must stop";
+        hs.settled_as = nullptr;
+      }
+      res.denial = hs.denial;
+    }
     r.held_ = hs.held;
   };
   if (hs.stopped) { finish(Verdict::Stop); return res; }
@@ -1039,9 +1047,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     std::lock_guard lk(hs->m);
     if (hs->stopped) return;
     hs->stopped = true;
-    hs->denial = Denial{};
-    hs->denial.reason = DenyReason::LimitExceeded;
-    hs->denial.message = std::string("the hold is ") + settled + "; the stream must stop";
+    hs->settled_as = settled;
   };
   if (hs && hs->fail_open) {
     // Allowed while the store was down: nothing was held that this process knows of. But the

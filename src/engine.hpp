@@ -35,6 +35,9 @@ struct HoldState {
   // commit records on, so a commit by request id charges the same scopes.
   std::shared_ptr<const Subject> subject;
   Denial denial;
+  // Settled while a stream may still meter it ("committed", "released"): its Stop denial is
+  // written when a consume asks (a settle is hot; building a denial's text is not free).
+  const char* settled_as = nullptr;
   bool alerts = false;        // the plan has threshold alerts (a settle must report counter states)
   bool token_checks = false;  // the plan limits tokens (a stream's token deficit matters)
   // The engine's table of stream states is intrusive: a state is its own node (see HoldTable).

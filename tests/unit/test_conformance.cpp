@@ -263,7 +263,11 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
     REQUIRE(d2.allowed);
     auto r2 = d2.reservation;
     env->release(r2);
-    CHECK(env->consume(r2, usd("0.10")).verdict == Verdict::Stop);
+    auto c2 = env->consume(r2, usd("0.10"));
+    CHECK(c2.verdict == Verdict::Stop);
+    CHECK(c2.denial.reason == DenyReason::LimitExceeded);
+    CHECK(c2.denial.message.find("released") != std::string::npos);
+    CHECK(env->consume(r, usd("0.10")).denial.message == c.denial.message);  // asked again: the same
     auto st = env->status(Scope::parse("user:alice"))[0];
     CHECK(st.spent == usd("0.10").nanos());
     CHECK(st.held == 0);
