@@ -96,10 +96,15 @@ void write_csv_header(std::ostream& out) {
 }
 
 namespace {
+// A text field. One that a spreadsheet would read as a formula (it starts with = + - @, a tab
+// or a carriage return: CSV injection) is written with a leading apostrophe, quoted, so an
+// export opened for invoicing shows the text and runs nothing; request ids often come from
+// end users (an idempotency header). JSON lines carry every field exactly.
 std::string csv_field(std::string_view s) {
-  bool quote = s.find_first_of(",\"\n\r") != std::string_view::npos;
+  const bool formula = !s.empty() && std::string_view("=+-@\t\r").find(s.front()) != std::string_view::npos;
+  bool quote = formula || s.find_first_of(",\"\n\r") != std::string_view::npos;
   if (!quote) return std::string(s);
-  std::string out = "\"";
+  std::string out = formula ? "\"'" : "\"";
   for (char c : s) {
     if (c == '"') out += '"';
     out += c;

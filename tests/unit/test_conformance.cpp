@@ -892,6 +892,17 @@ TEST_CASE("the ledger exports CSV and JSON lines, aggregates, and verifies") {
     CHECK(env->events(q).size() == 1);
     auto ev = env->events();
     for (size_t i = 1; i < ev.size(); ++i) CHECK(ev[i].prev_hash == ev[i - 1].hash);
+    // CSV injection: a text field a spreadsheet would run as a formula is shown as text.
+    Charge formula = Charge::money(usd("0.01"));
+    formula.model = "=HYPERLINK(\"x\",\"y\")";
+    env->record(Subject{"user:eve"}, formula, {.request_id = "@SUM(1+1)"});
+    std::ostringstream csv2;
+    LedgerQuery eve;
+    eve.scope = "user:eve";
+    env->export_csv(csv2, eve);
+    CHECK(csv2.str().find(",\"'@SUM(1+1)\",") != std::string::npos);
+    CHECK(csv2.str().find(",\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\",") != std::string::npos);
+    CHECK(env->events(eve).at(0).request_id == "@SUM(1+1)");  // the ledger keeps the exact text
     require_verified(*env.m);
   }
 }
