@@ -5,6 +5,7 @@ import asyncio
 import functools
 import os
 import threading
+import weakref
 from concurrent.futures import Executor
 from datetime import timedelta
 from decimal import Decimal
@@ -103,6 +104,7 @@ class BudgetManager(_native.BudgetManager):
         super().__init__(store, limits=load_limits(limits), pricing=engine, **options)
         self._pricing = engine
         self._executor = executor
+        self._observers: List[Callable[..., object]] = []  # see _relay
 
     # ---- configuration ---------------------------------------------------------------
     @property
@@ -128,6 +130,34 @@ class BudgetManager(_native.BudgetManager):
 
     async def __aexit__(self, *exc: object) -> None:
         await self._run(self.close)
+
+    # ---- observers -------------------------------------------------------------------
+    def on_alert(self, callback: Callable[[_native.Alert], object]) -> None:
+        """Calls ``callback(alert)`` once per limit, threshold and window when spend crosses it."""
+        super().on_alert(self._relay(callback, "on_alert"))
+
+    def on_denial(self, callback: Callable[[_native.Denial, Subject], object]) -> None:
+        """Calls ``callback(denial, subject)`` for every denial (reserve, check, stream Stop)."""
+        super().on_denial(self._relay(callback, "on_denial"))
+
+    def _relay(self, callback: Callable[..., object], what: str) -> Callable[..., None]:
+        # The engine (C++) keeps what it is given where Python's garbage collector cannot see
+        # it. So it gets a relay that refers to this manager weakly, and the callback is kept
+        # here: a callback that refers to its manager (a bound method of the service owning
+        # it, a lambda using it) is then a cycle the collector frees, not a manager (its
+        # store, its files) kept alive for good.
+        if not callable(callback):
+            raise InvalidArgumentError(f"{what} needs a callable")
+        self._observers.append(callback)
+        index = len(self._observers) - 1
+        me = weakref.ref(self)
+
+        def relay(*args: object) -> None:
+            manager = me()
+            if manager is not None:
+                manager._observers[index](*args)
+
+        return relay
 
     # ---- holds -----------------------------------------------------------------------
     def hold(

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import gc
 import json
 import pickle
 import threading
+import weakref
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -583,9 +585,31 @@ def test_alert_callbacks_from_threads(make: Make) -> None:
         t.join()
     assert sorted(a.threshold_pct for a in seen) == [50, 100]
     assert seen[0].scope == "user:cb" and seen[0].limit == Decimal("1")
-    assert not m.check("user:cb", "0.1").allowed or True
+    assert not m.check("user:cb", "0.1").allowed  # 1.2 spent of 1
     m.reserve("user:cb", "5")
     assert "user:cb" in denials
+
+
+def test_a_callback_referring_to_its_manager_does_not_keep_it_alive(store_url: str) -> None:
+    # The usual shape: a service owns the manager and observes it with its own methods.
+    class Service:
+        def __init__(self) -> None:
+            self.m = BudgetManager(store_url, limits={"user:*": {"day": {"amount": "1", "alerts": [50]}}})
+            self.alerts: List[budget.Alert] = []
+            self.m.on_alert(self.alerted)
+            self.m.on_denial(lambda d, s: self.m.status("global"))
+
+        def alerted(self, a: budget.Alert) -> None:
+            self.alerts.append(a)
+
+    svc = Service()
+    svc.m.record("user:gc", "0.6")
+    assert [a.threshold_pct for a in svc.alerts] == [50]  # the relay reaches the callback
+    assert not svc.m.reserve("user:gc", "1").allowed  # a denial callback that uses the manager
+    manager = weakref.ref(svc.m)
+    del svc
+    gc.collect()
+    assert manager() is None, "the cycle service -> manager -> callback -> service was not collected"
 
 
 def test_threads_hammering_one_manager_never_overspend(make: Make) -> None:
