@@ -1,5 +1,5 @@
 // BudgetManager: hold before a call, meter a stream, charge after it.
-import { BudgetError, BudgetExceededError, StoreUnavailableError } from './errors';
+import { BudgetError, BudgetExceededError, InvalidArgumentError, StoreUnavailableError } from './errors';
 import { countAt, F64, I64, native, putUsage, type NativeClockHandle, type NativeManagerHandle } from './native';
 import { PricingEngine } from './pricing';
 import type {
@@ -256,6 +256,23 @@ function nativeOptions(options: BudgetManagerOptions): { opts: Record<string, un
  * Report an exception thrown by a user callback without crashing the process; likewise the
  * rejection of a Promise it returns (an async callback), which would otherwise be unhandled.
  */
+interface Observers {
+  alert?: (alert: Alert) => void;
+  denial?: (denial: Denial, subject: string[]) => void;
+}
+
+// The native manager keeps the function it is given as a GC root (a thread-safe function). So
+// it gets a relay that refers to the manager weakly; the callback itself is kept on the
+// manager, where the collector sees it: a callback that refers to its manager (a service
+// observing it) is then a cycle the collector frees, not a manager and store kept for good.
+function relay(m: BudgetManager, which: keyof Observers): (...a: unknown[]) => void {
+  const ref = new WeakRef(m);
+  return (...a: unknown[]) => {
+    const fn = (ref.deref() as unknown as { observers: Observers } | undefined)?.observers[which];
+    if (fn) (fn as (...x: unknown[]) => void)(...a);
+  };
+}
+
 function safely<A extends unknown[]>(what: string, cb: (...a: A) => unknown): (...a: A) => void {
   const warn = (e: unknown) =>
     process.emitWarning(`libbudget: the ${what} callback threw: ${String((e as Error)?.stack ?? e)}`);
@@ -284,6 +301,8 @@ export class BudgetManager {
   /** Store calls run inline (synchronously, answered through settled Promises). */
   private readonly inline: boolean;
   private readonly st: InlineState = { pv: '', strs: [] };
+  /** The callbacks, held here where the garbage collector sees them (see relay). */
+  private readonly observers: Observers = {};
 
   /** Opens the store synchronously (see `BudgetManager.open` for the async form). */
   constructor(options: BudgetManagerOptions = {}) {
@@ -303,11 +322,13 @@ export class BudgetManager {
       pricing?: PricingEngine;
       inline: boolean;
       st: InlineState;
+      observers: Observers;
     };
     m.native = handle;
     m.pricing = pricing;
     m.inline = !handle.info().offload;
     m.st = { pv: '', strs: [] };
+    m.observers = {};
     (m as unknown as BudgetManager).installCallbacks(options);
     return m as unknown as BudgetManager;
   }
@@ -470,11 +491,15 @@ export class BudgetManager {
   // ---- observers and misc -----------------------------------------------------------------
   /** Called on the JS thread, once per window per threshold crossing. `null` removes it. */
   onAlert(callback: ((alert: Alert) => void) | null): void {
-    this.native.onAlert(callback ? safely('alert', callback) : null);
+    if (callback != null && typeof callback !== 'function') throw new InvalidArgumentError('onAlert expects a function');
+    this.observers.alert = callback ? safely('alert', callback) : undefined;
+    this.native.onAlert(callback ? relay(this, 'alert') : null);
   }
   /** Called on the JS thread for every denial. `null` removes it. */
   onDenial(callback: ((denial: Denial, subject: string[]) => void) | null): void {
-    this.native.onDenial(callback ? safely('denial', callback) : null);
+    if (callback != null && typeof callback !== 'function') throw new InvalidArgumentError('onDenial expects a function');
+    this.observers.denial = callback ? safely('denial', callback) : undefined;
+    this.native.onDenial(callback ? relay(this, 'denial') : null);
   }
   /** Prometheus text exposition of the manager's counters. */
   metricsText(): string {

@@ -9,9 +9,9 @@ import { storeKinds, freshUrl } from './helpers.mjs';
 
 const PKG = JSON.stringify(new URL('..', import.meta.url).pathname);
 
-/** Runs CommonJS `code` in a fresh node process. @param {string} code */
-function runChild(code) {
-  const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 60_000 });
+/** Runs CommonJS `code` in a fresh node process. @param {string} code @param {string[]} flags */
+function runChild(code, flags = []) {
+  const r = spawnSync(process.execPath, [...flags, '-e', code], { encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -115,3 +115,37 @@ test('a callback that returns a rejected Promise (an async callback that throws)
   assert.match(r.stdout, /warning: libbudget: the denial callback threw: Error: denial boom/);
   assert.match(r.stdout, /main alive/);
 });
+
+for (const kind of storeKinds()) {
+  test(`store=${kind}: callbacks that refer to their manager (a service observing it) do not keep it alive`, () => {
+    const url = freshUrl(kind);
+    const r = runChild(`
+      const { BudgetManager } = require(${PKG});
+      class Service {
+        constructor() {
+          this.alerts = [];
+          this.m = new BudgetManager({ store: ${JSON.stringify(url)},
+            limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [50] }],
+            onAlert: (a) => this.alerts.push(a.thresholdPct), onDenial: () => this.m.now() });
+        }
+      }
+      (async () => {
+        let svc = new Service();
+        await svc.m.record('user:gc', '0.6');
+        await svc.m.reserve('user:gc', '5');  // a denial callback that uses the manager
+        for (let i = 0; i < 100 && svc.alerts.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        console.log('alerts ' + svc.alerts.join(','));
+        const ref = new WeakRef(svc.m);
+        svc = null;
+        for (let i = 0; i < 20 && ref.deref(); i++) {
+          await new Promise((r) => setTimeout(r, 5));
+          globalThis.gc();
+        }
+        console.log(ref.deref() ? 'leaked' : 'collected');
+      })();
+    `, ['--expose-gc']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /alerts 50\n/);  // the relay reaches the callback
+    assert.match(r.stdout, /collected/, 'the cycle service -> manager -> callback -> service was not collected');
+  });
+}
