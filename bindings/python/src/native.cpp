@@ -1191,6 +1191,10 @@ PYBIND11_MODULE(_native, mod) {
       .def("commit",
            [](PyManager& self, py::handle target, py::handle actual, py::handle model, py::handle usage,
               py::handle tokens, py::handle provider) {
+             // No charge at all is a mistake, not a free call: commit(reservation) read as "commit
+             // the hold" would silently charge nothing (a Hold's commit() charges what was consumed).
+             if (actual.is_none() && usage.is_none() && tokens.is_none())
+               invalid("commit needs the actual charge: an amount (0 charges nothing), usage= or tokens=");
              bool by_res = py::isinstance<Reservation>(target);
              auto c = to_cost<Charge>(actual, model, usage, tokens, "actual", !by_res);
              if (!provider.is_none()) c.provider = to_text(provider, "provider");

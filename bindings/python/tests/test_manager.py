@@ -263,6 +263,18 @@ def test_bad_other_arguments(make: Make) -> None:
         m.reserve("user:a", "1", tokens=1.5)  # type: ignore[arg-type]
     with pytest.raises(budget.NotFoundError):
         m.commit("no-such-request", "1")
+    # A commit without any charge is refused, not a silent zero: the hold stays, and 0 commits.
+    r = m.reserve("user:nocharge", "1").reservation
+    assert r is not None
+    with pytest.raises(budget.InvalidArgumentError, match="actual charge"):
+        m.commit(r)
+    with pytest.raises(budget.InvalidArgumentError, match="actual charge"):
+        m.commit(r.request_id)
+    with pytest.raises(budget.InvalidArgumentError, match="actual charge"):
+        m.commit(r, model="gpt-4o")
+    assert [e.type for e in m.events(request_id=r.request_id)] == ["reserve"]  # still held
+    rc = m.commit(r, 0)  # an explicit zero is a free call
+    assert rc.charged == 0 and rc.released == 1
     with pytest.raises(budget.InvalidArgumentError):
         m.set_limit("user:*", "fortnight", "1")
     with pytest.raises(budget.InvalidArgumentError):
