@@ -105,6 +105,8 @@ budget::Usage usage_from_slots(const UsageSlots& s);
 inline budget::Usage usage_from_scratch(const EnvData& e) { return usage_from_slots(usage_slots(e)); }
 budget::Estimate to_estimate(const Napi::Value& v);
 budget::Charge to_charge(const Napi::Value& v);
+// A commit's charge: as to_charge, and an object without cost, tokens or usage is refused.
+budget::Charge to_commit_charge(const Napi::Value& v);
 budget::RequestOptions to_request_options(const Napi::Value& v);
 budget::Limit to_limit(const Napi::Value& v);
 budget::LedgerQuery to_ledger_query(const Napi::Value& v);

@@ -395,7 +395,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
     return promise_guard(env, [&] {
       auto m = mgr();
       ResArg a = to_res_arg(info[0]);
-      budget::Charge c = to_charge(info[1]);
+      budget::Charge c = to_commit_charge(info[1]);
       return run<budget::Receipt>(
           env, offload_,
           [m, a = std::move(a), c = std::move(c)] {
@@ -964,7 +964,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       auto m = mgr();  // a reference: a getter may close() the manager meanwhile
       auto slots = slots_if_priced(info, 3);
       ResArg a = res_arg(info);
-      budget::Charge c = charge_arg(info, 2, 3, slots);
+      budget::Charge c = slots ? charge_arg(info, 2, 3, slots) : to_commit_charge(info[2]);
       budget::Receipt r;
       if (a.handle) {
         std::lock_guard<std::mutex> lock(a.handle->mu);

@@ -107,6 +107,10 @@ for (const kind of storeKinds()) {
         ['commit wrong handle', () => m.commit(/** @type {any} */ ({ foo: 1 }), '1'), InvalidArgumentError],
         // an object with no amount field is zero: one with only misspelt ones must not charge zero
         ['commit misspelt charge', () => m.commit(res, /** @type {any} */ ({ amount: '1' })), InvalidArgumentError],
+        // no charge at all is refused, not a silent zero that releases the whole hold
+        ['commit empty charge', () => m.commit(res, {}), InvalidArgumentError],
+        ['commit provider only', () => m.commit(res, { provider: 'openai' }), InvalidArgumentError],
+        ['commit model only', () => m.commit(res, { model: 'm-1' }), InvalidArgumentError],
         ['record misspelt charge', () => m.record('user:x', /** @type {any} */ ({ costs: '1' })), InvalidArgumentError],
         ['reserve misspelt estimate', () => m.reserve('user:x', /** @type {any} */ ({ price: '1' })), InvalidArgumentError],
         // a misspelt request id would silently drop the idempotency key (a retry charges twice)
