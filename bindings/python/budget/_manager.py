@@ -104,7 +104,7 @@ class BudgetManager(_native.BudgetManager):
         super().__init__(store, limits=load_limits(limits), pricing=engine, **options)
         self._pricing = engine
         self._executor = executor
-        self._observers: List[Callable[..., object]] = []  # see _relay
+        self._observers: Dict[object, Callable[..., object]] = {}  # see _relay
 
     # ---- configuration ---------------------------------------------------------------
     @property
@@ -148,14 +148,14 @@ class BudgetManager(_native.BudgetManager):
         # store, its files) kept alive for good.
         if not callable(callback):
             raise InvalidArgumentError(f"{what} needs a callable")
-        self._observers.append(callback)
-        index = len(self._observers) - 1
+        key = object()  # its own key: registrations from several threads cannot mix up
+        self._observers[key] = callback
         me = weakref.ref(self)
 
         def relay(*args: object) -> None:
             manager = me()
             if manager is not None:
-                manager._observers[index](*args)
+                manager._observers[key](*args)
 
         return relay
 
