@@ -126,6 +126,19 @@ std::atomic<long> g_fail_opened{0};  // reservations allowed because the store w
 // for up to 10 s), as an application would; one that the store ran before it failed must not
 // count twice. BUDGET_STRESS_FAIL_OPEN: the managers fail open (limits may then be exceeded).
 bool retry_commits() { return std::getenv("BUDGET_STRESS_RETRY") != nullptr; }
+// A child's counters file ("<log>.refused": refused, fail-opened), rewritten while it runs so
+// the parent of a fault test can go on until its faults were seen (see mode_serverkill).
+std::string g_counts_path;
+void write_counts() {
+  if (g_counts_path.empty()) return;
+  const std::string tmp = g_counts_path + ".tmp";
+  std::ofstream out(tmp);
+  out << g_refused.load() << ' ' << g_fail_opened.load() << '\n';
+  out.close();
+  // Atomic: a reader never sees half a file; one that could not be written (diskfull starves
+  // this process's file sizes on and off) leaves the last one in place.
+  if (out) std::filesystem::rename(tmp, g_counts_path);
+}
 bool fail_open_mode() { return std::getenv("BUDGET_STRESS_FAIL_OPEN") != nullptr; }
 
 // One lifecycle; commits never exceed the hold, so no limit may ever be exceeded.
@@ -355,6 +368,7 @@ long run_workers(BudgetManager& m, int threads, double seconds, int tag, std::of
     } catch (const StoreUnavailableError&) {
       // the store is down (serverkill) or busy: no sample this time
     }
+    write_counts();
     std::this_thread::sleep_for(50ms);
   }
   stop = true;
@@ -438,8 +452,9 @@ int mode_child(const Args& a) {
   } join{stop_starving, starver};
   std::ofstream log;
   if (!a.log.empty()) log.open(a.log, std::ios::app);
+  if (!a.log.empty()) g_counts_path = a.log + ".refused";
   run_workers(m, a.threads, a.seconds, a.child_id + 10, a.log.empty() ? nullptr : &log);
-  if (!a.log.empty()) std::ofstream(a.log + ".refused") << g_refused.load() << ' ' << g_fail_opened.load() << '\n';
+  write_counts();
   return 0;
 }
 
@@ -686,11 +701,21 @@ int mode_serverkill(const char* self, Args a) {
   }
   int kills = 0, flushes = 0, pauses = 0;
   long drains = 0;
+  // The children saw the faults: some operation of theirs was refused or (fail-open) allowed
+  // while the server was down. A loaded machine can let a few short outages pass while every
+  // child is busy elsewhere (a fail-open reserve is never refused; a commit is refused only
+  // if it falls into an outage), so the faults go on until they were seen (at most 60 s more).
+  auto children_saw_faults = [&] {
+    long refused = 0, fail_opened = 0;
+    for (int i = 0; i < a.procs; ++i) refused += refused_by(log_prefix + "-r0." + std::to_string(i), &fail_opened);
+    return a.fail_open ? fail_opened > 0 : refused > 0;
+  };
   {
     BudgetManager watcher(options_for(a.store));
     std::mt19937_64 rng(static_cast<uint64_t>(::getpid()));
     auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(a.seconds);
-    while (std::chrono::steady_clock::now() < end || kills == 0) {
+    while (std::chrono::steady_clock::now() < end || kills == 0 || !children_saw_faults()) {
+      if (std::chrono::steady_clock::now() > end + 60s) break;  // judged below
       std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 600));
       try {  // a ledger read drains the stream into the sink (refused while the server is down)
         LedgerQuery q;
