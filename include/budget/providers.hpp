@@ -5,6 +5,8 @@
 //  * OpenAI Chat Completions: usage.prompt_tokens includes prompt_tokens_details.cached_tokens;
 //    completion_tokens includes completion_tokens_details.reasoning_tokens. Streams carry
 //    usage in one last chunk (empty choices) only with stream_options.include_usage.
+//    OpenAI-compatible APIs whose total_tokens = prompt + completion + reasoning (xAI) count
+//    reasoning beside completion_tokens: output = completion_tokens + reasoning_tokens.
 //  * OpenAI Responses: usage.input_tokens (incl. input_tokens_details.cached_tokens),
 //    output_tokens (incl. output_tokens_details.reasoning_tokens); streams carry it in
 //    response.completed / response.incomplete / response.failed.

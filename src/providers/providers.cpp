@@ -111,6 +111,7 @@ struct StreamState {
 
   // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
   std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
+  std::optional<int64_t> total;  // OpenAI formats: usage.total_tokens
   bool final = false;
   bool saw_finish = false;  // Gemini finishReason
   TextCount text, thinking;
@@ -138,6 +139,19 @@ struct StreamState {
     if (const json* d = member(u, in_details)) set(cached, count(*d, "cached_tokens"));
     set(out, count(u, out_key));
     if (const json* d = member(u, out_details)) set(reasoning, count(*d, "reasoning_tokens"));
+    set(total, count(u, "total_tokens"));
+  }
+
+  // OpenAI counts reasoning inside the output total (total_tokens = input + output). Some
+  // OpenAI-compatible APIs (xAI's Grok) report it beside the output instead: their
+  // total_tokens = input + output + reasoning. Only then is the output total + reasoning;
+  // with OpenAI's own numbers the condition cannot hold (reasoning > 0).
+  int64_t openai_output() const {
+    int64_t o = out.value_or(0), r = reasoning.value_or(0), sum;
+    if (r > 0 && in && total && !__builtin_add_overflow(*in, o, &sum) &&
+        !__builtin_add_overflow(sum, r, &sum) && sum == *total)
+      return checked_add(o, r);
+    return o;
   }
 
   void anthropic_usage(const json& u) {
@@ -293,7 +307,7 @@ struct StreamState {
       case ApiFormat::OpenAIResponses:
         u.input_tokens = in.value_or(0);
         u.cache_read_tokens = cached.value_or(0);
-        u.output_tokens = out.value_or(0);
+        u.output_tokens = openai_output();
         u.reasoning_tokens = reasoning.value_or(0);
         break;
       case ApiFormat::Anthropic: {

@@ -1,6 +1,7 @@
 // Usage extraction: provider fixtures (full responses and stream transcripts), framing,
 // estimates, and malformed input.
 #include <budget/error.hpp>
+#include <budget/pricing.hpp>
 #include <budget/providers.hpp>
 
 #include <doctest/doctest.h>
@@ -181,4 +182,43 @@ TEST_CASE("providers: unknown fields and odd shapes are ignored") {
   StreamUsage s(ApiFormat::Anthropic);
   s.feed("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
   CHECK_FALSE(s.finish().complete);
+}
+
+TEST_CASE("providers: OpenAI-compatible usage with reasoning outside completion_tokens (xAI Grok)") {
+  // xAI's OpenAI-compatible API reports reasoning_tokens beside completion_tokens, not inside
+  // it: total_tokens = prompt + completion + reasoning (OpenAI: prompt + completion). The
+  // reasoning is billed as output, so the output total must include it.
+  Usage u = usage_from_response(ApiFormat::OpenAIChat, R"({"model":"grok-3-mini","choices":[],
+      "usage":{"prompt_tokens":32,"completion_tokens":9,"total_tokens":135,
+               "prompt_tokens_details":{"cached_tokens":6},
+               "completion_tokens_details":{"reasoning_tokens":94}}})");
+  CHECK(u.complete);
+  CHECK(u.input_tokens == 32);
+  CHECK(u.cache_read_tokens == 6);
+  CHECK(u.output_tokens == 103);
+  CHECK(u.reasoning_tokens == 94);
+  // Reasoning smaller than the visible answer: was silently charged as 50 output tokens.
+  Usage v = usage_from_response(ApiFormat::OpenAIChat, R"({"choices":[],
+      "usage":{"prompt_tokens":100,"completion_tokens":50,"total_tokens":170,
+               "completion_tokens_details":{"reasoning_tokens":20}}})");
+  CHECK(v.output_tokens == 70);
+  CHECK(v.reasoning_tokens == 20);
+  // OpenAI's own numbers (total = prompt + completion) are unchanged.
+  Usage w = usage_from_response(ApiFormat::OpenAIChat, R"({"choices":[],
+      "usage":{"prompt_tokens":100,"completion_tokens":50,"total_tokens":150,
+               "completion_tokens_details":{"reasoning_tokens":20}}})");
+  CHECK(w.output_tokens == 50);
+  CHECK(w.reasoning_tokens == 20);
+  // The same in a stream's last chunk.
+  StreamUsage s(ApiFormat::OpenAIChat);
+  s.feed("data: {\"choices\":[{\"delta\":{\"content\":\"Paris\"}}],\"usage\":null}\n\n"
+         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":32,\"completion_tokens\":9,\"total_tokens\":135,"
+         "\"completion_tokens_details\":{\"reasoning_tokens\":94}}}\n\ndata: [DONE]\n\n");
+  Usage f = s.finish();
+  CHECK(f.complete);
+  CHECK(f.output_tokens == 103);
+  CHECK(f.reasoning_tokens == 94);
+  // Priced with the bundled table: xai/grok-3-mini in 3e-7, cached 7.5e-8, out 5e-7.
+  auto prices = PricingEngine::bundled();
+  CHECK(prices->cost("xai/grok-3-mini", u) == Money::parse("0.00005975"));  // 26*3e-7 + 6*7.5e-8 + 103*5e-7
 }
