@@ -26,6 +26,15 @@ namespace {
 
 constexpr int kMaxStaleRetries = 8;
 
+// The longest hold TTL: 100 years. A hold's expiry is now + ttl in int64 milliseconds (and a
+// Lua number, a double, in the Redis scripts): an unbounded TTL overflowed that addition.
+constexpr int64_t kMaxTtlMs = 100LL * 366 * 24 * 3600 * 1000;
+
+void check_ttl(Duration ttl, const char* what) {
+  if (ttl.count() <= 0) throw InvalidArgumentError(std::string(what) + " must be positive");
+  if (ttl.count() > kMaxTtlMs) throw InvalidArgumentError(std::string(what) + " exceeds 100 years");
+}
+
 std::string metadata_json(const std::map<std::string, std::string>& meta, const std::string& reason,
                           const char* flag = nullptr) {
   if (meta.empty() && reason.empty() && !flag) return {};
@@ -163,7 +172,7 @@ Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engi
     throw InvalidArgumentError("utc_offset_minutes must be within +/-18h");
   zone_ = Zone::named(opts_.time_zone);
   zone_.offset_minutes = opts_.utc_offset_minutes;
-  if (opts_.default_ttl.count() <= 0) throw InvalidArgumentError("default_ttl must be positive");
+  check_ttl(opts_.default_ttl, "default_ttl");
   if (opts_.default_buffer_bp < 10000) throw InvalidArgumentError("the hold buffer must be >= 1.0");
   if (opts_.currency.empty() || opts_.currency.size() > 16) throw InvalidArgumentError("invalid currency");
   for (const auto& l : opts_.limits) l.validate();
@@ -740,7 +749,8 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   uint32_t bp = o.buffer_bp.value_or(opts_.default_buffer_bp);
   if (bp < 10000 || bp > 1'000'000) throw InvalidArgumentError("buffer must be within [1.0, 100.0]");
   Duration ttl = o.ttl.value_or(opts_.default_ttl);
-  if (ttl.count() <= 0) throw InvalidArgumentError("ttl must be positive");
+  check_ttl(ttl, "ttl");
+  if (now > INT64_MAX - ttl.count()) throw OverflowError("the clock is too close to the end of int64 for a hold's expiry");
   auto p = price(est.model, est.usage, est.cost, est.tokens, now, /*brief=*/true);
   Amounts need = bp == 10000 ? Amounts{p.amounts.cost, p.amounts.tokens, 1}  // no buffer: as priced
                              : Amounts{Money::from_nanos(p.amounts.cost).mul_bp(bp).nanos(),

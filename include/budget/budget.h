@@ -325,7 +325,7 @@ typedef struct budget_options {
   unsigned int version;
   const char *currency;            /* NULL = "USD" */
   int utc_offset_minutes;          /* time zone of calendar windows (fixed offset; see time_zone) */
-  int64_t default_ttl_ms;          /* hold time-to-live; 0 = 600000 (10 minutes) */
+  int64_t default_ttl_ms;          /* hold time-to-live; 0 = 600000 (10 minutes); <= 100 years */
   uint32_t default_buffer_bp;      /* hold = estimate x buffer (basis points); 0 = 10000 */
   uint32_t growth_step_bp;         /* streaming growth step (of the first hold); 0 = 5000 */
   int64_t min_growth_nanos;        /* smallest growth of a hold; 0 = 1000 */
@@ -414,7 +414,7 @@ typedef struct budget_request_options {
   unsigned int version;
   const char *request_id;      /* the idempotency key; NULL = generated; "" is INVALID_ARGUMENT */
   uint32_t buffer_bp;          /* 0 = the manager's default (12000 = hold 1.2 x estimate) */
-  int64_t ttl_ms;              /* 0 = the manager's default */
+  int64_t ttl_ms;              /* 0 = the manager's default; at most 100 years */
   const char *provider;
   const char *const *metadata; /* key, value, key, value... recorded in the ledger */
   size_t metadata_count;       /* number of key/value PAIRS */
