@@ -49,6 +49,40 @@ std::string metadata_json(const std::map<std::string, std::string>& meta, const 
   }
 }
 
+// Text that the ledger records (model, provider, price version) must be valid UTF-8: the JSON
+// of the ledger (export, verify, the Redis events) cannot carry anything else, so one bad
+// name would make every later export and verify fail.
+void check_utf8(std::string_view s, const char* what) {
+  size_t i = 0;
+  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;  // ASCII: the usual case
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) { ++i; continue; }
+    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
+    else n = 0, cp = 0;
+    bool ok = n != 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc & 0xC0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+               (cp >= 0xD800 && cp <= 0xDFFF)))
+      ok = false;
+    if (!ok) throw InvalidArgumentError(std::string(what) + " is not valid UTF-8");
+    i += n;
+  }
+}
+void check_ledger_text(std::string_view model, std::string_view provider, std::string_view price_version) {
+  check_utf8(model, "model");
+  check_utf8(provider, "provider");
+  check_utf8(price_version, "price version");
+}
+
 std::vector<std::string> scope_strings(const Subject& s) {
   std::vector<std::string> out;
   out.reserve(s.size());
@@ -776,6 +810,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     op.expires_at = now + ttl.count();
     assign_str(op.model, p.priced ? p.quote.model : est.model);
     assign_str(op.provider, o.provider.empty() ? p.quote.provider : o.provider);
+    check_ledger_text(op.model, op.provider, {});
     assign_str(op.metadata, meta);
     op.fingerprint = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
                          .add(int64_t{bp}).str();
@@ -1048,6 +1083,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     assign_str(op.model, p.priced ? p.quote.model : actual->model);
     assign_str(op.provider, actual->provider.empty() ? p.quote.provider : actual->provider);
     assign_str(op.price_version, p.quote.price_version);
+    check_ledger_text(op.model, op.provider, op.price_version);
     op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
   }
   // A stream still metering this hold through its Reservation must stop once it is settled
@@ -1189,6 +1225,7 @@ Receipt Engine::record_as(const Subject& subject, const Charge& actual, const Re
   op.model = p.priced ? p.quote.model : actual.model;
   op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
   op.price_version = p.quote.price_version;
+  check_ledger_text(op.model, op.provider, op.price_version);
   op.metadata = metadata_json(o.metadata, o.reason);
   op.fingerprint = fingerprint.empty()
                        ? Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str()

@@ -139,6 +139,59 @@ static void test_ttl(void) {
   CHECK(m == NULL);
 }
 
+/* Text that the ledger records (model, provider) must be UTF-8: it used to be accepted, after
+ * which every JSON-lines export and (Redis) every verify failed with INTERNAL for good. */
+static void utf8_case(budget_manager *m) {
+  budget_request_options ro = BUDGET_REQUEST_OPTIONS_INIT;
+  budget_charge c = BUDGET_CHARGE_INIT;
+  budget_estimate e = BUDGET_ESTIMATE_INIT;
+  budget_receipt *r = (budget_receipt *)&r;
+  budget_decision *d = NULL;
+  budget_verify_report *v = NULL;
+  char *text = NULL;
+  size_t len = 0;
+  char user[128];
+  const char *subject[1];
+  subject[0] = scoped(user, sizeof user, "user");
+  c.cost_nanos = 5;
+  c.model = "model\xff";
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_record(&r, m, subject, 1, &c, NULL));
+  CHECK(r == NULL);
+  budget_free(r);
+  c.model = "model";
+  c.provider = "prov\xc3"; /* a truncated sequence */
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_record(&r, m, subject, 1, &c, NULL));
+  budget_free(r);
+  c.provider = NULL;
+  ro.provider = "prov\xed\xa0\x80"; /* a UTF-16 surrogate: not UTF-8 */
+  e.cost_nanos = 10;
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_reserve(&d, m, subject, 1, &e, &ro));
+  CHECK(d == NULL);
+  budget_free(d);
+  ro.provider = "openai";
+  OK(budget_reserve(&d, m, subject, 1, &e, &ro));
+  CHECK(d && d->allowed);
+  if (d) {
+    c.provider = "\xfe\xff";
+    EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_commit(&r, m, d->request_id, &c));
+    budget_free(r);
+    c.provider = "openai";
+    c.model = "gpt-\xc3\xa9"; /* valid UTF-8 is fine */
+    OK(budget_commit(&r, m, d->request_id, &c));
+    budget_free(r);
+  }
+  budget_free(d);
+  /* The ledger stays exportable and verifiable. */
+  OK(budget_export(&text, &len, m, BUDGET_EXPORT_JSONL, NULL));
+  CHECK(text && len > 0 && strstr(text, "gpt-\xc3\xa9") != NULL);
+  budget_free(text);
+  OK(budget_verify(&v, m));
+  CHECK(v && v->chain_ok);
+  budget_free(v);
+}
+
+static void test_utf8(void) { for_each_store(utf8_case, NULL); }
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -148,6 +201,7 @@ typedef struct test_case {
 
 static const test_case TESTS[] = {
     {"ttl", test_ttl},
+    {"utf8", test_utf8},
 };
 
 int main(int argc, char **argv) {
