@@ -1223,7 +1223,8 @@ Receipt Engine::record_as(const Subject& subject, const Charge& actual, const Re
   op.spent = p.amounts;
   op.usage = actual.usage;
   op.model = p.priced ? p.quote.model : actual.model;
-  op.provider = actual.provider.empty() ? p.quote.provider : actual.provider;
+  // The charge's provider, else the request options' (as a reserve takes it), else the price's.
+  op.provider = !actual.provider.empty() ? actual.provider : !o.provider.empty() ? o.provider : p.quote.provider;
   op.price_version = p.quote.price_version;
   check_ledger_text(op.model, op.provider, op.price_version);
   op.metadata = metadata_json(o.metadata, o.reason);

@@ -192,6 +192,32 @@ static void utf8_case(budget_manager *m) {
 
 static void test_utf8(void) { for_each_store(utf8_case, NULL); }
 
+/* budget_record takes the provider from the charge, else from the request options (as
+ * budget_reserve does); it used to drop budget_request_options.provider silently. */
+static void record_provider_case(budget_manager *m) {
+  budget_request_options ro = BUDGET_REQUEST_OPTIONS_INIT;
+  budget_ledger_query q = BUDGET_LEDGER_QUERY_INIT;
+  budget_charge c = BUDGET_CHARGE_INIT;
+  char *text = NULL;
+  char user[128], id[128];
+  const char *subject[1];
+  subject[0] = scoped(user, sizeof user, "user");
+  snprintf(id, sizeof id, "rec-%s", g_tag);
+  c.cost_nanos = 5;
+  ro.request_id = id;
+  ro.provider = "provider-from-options";
+  OK(budget_record(NULL, m, subject, 1, &c, &ro));
+  q.request_id = id;
+  OK(budget_export(&text, NULL, m, BUDGET_EXPORT_JSONL, &q));
+  CHECK(text && strstr(text, "\"provider-from-options\"") != NULL);
+  budget_free(text);
+  ro.provider = "prov\xed\xa0\x80"; /* and it is checked like the charge's */
+  ro.request_id = NULL;
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_record(NULL, m, subject, 1, &c, &ro));
+}
+
+static void test_record_provider(void) { for_each_store(record_provider_case, NULL); }
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -202,6 +228,7 @@ typedef struct test_case {
 static const test_case TESTS[] = {
     {"ttl", test_ttl},
     {"utf8", test_utf8},
+    {"record_provider", test_record_provider},
 };
 
 int main(int argc, char **argv) {
