@@ -270,6 +270,7 @@ bool Engine::remove_limit(std::string_view scope, Metric metric, const Window& w
   l.scope = std::string(scope);
   l.metric = metric;
   l.window = window;
+  l.validate();  // a malformed scope or window names no limit: an error, not "nothing removed"
   uint64_t v = 0;
   bool erased = store_->remove_limit(l.key(), &v);
   reload_limits();

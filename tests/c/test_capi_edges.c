@@ -218,6 +218,33 @@ static void record_provider_case(budget_manager *m) {
 
 static void test_record_provider(void) { for_each_store(record_provider_case, NULL); }
 
+/* budget_remove_limit refuses a malformed scope like budget_set_limit does (it used to answer
+ * OK with "nothing removed", hiding the caller's typo). */
+static void remove_limit_case(budget_manager *m) {
+  budget_limit l = BUDGET_LIMIT_INIT;
+  int removed = 7;
+  char user[128], kind[128];
+  l.scope = scoped(user, sizeof user, "user");
+  l.window = "day";
+  l.amount = 100;
+  OK(budget_set_limit(m, &l));
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_remove_limit(&removed, m, "not a scope", "day", BUDGET_METRIC_COST));
+  CHECK(removed == 0);
+  removed = 7;
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_remove_limit(&removed, m, "user:", "day", BUDGET_METRIC_COST));
+  CHECK(removed == 0);
+  OK(budget_remove_limit(&removed, m, l.scope, "day", BUDGET_METRIC_COST));
+  CHECK(removed == 1);
+  /* A kind-wide default is a valid scope for limits. */
+  snprintf(kind, sizeof kind, "k%s:*", g_tag);
+  l.scope = kind;
+  OK(budget_set_limit(m, &l));
+  OK(budget_remove_limit(&removed, m, kind, "day", BUDGET_METRIC_COST));
+  CHECK(removed == 1);
+}
+
+static void test_remove_limit(void) { for_each_store(remove_limit_case, NULL); }
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -229,6 +256,7 @@ static const test_case TESTS[] = {
     {"ttl", test_ttl},
     {"utf8", test_utf8},
     {"record_provider", test_record_provider},
+    {"remove_limit", test_remove_limit},
 };
 
 int main(int argc, char **argv) {
