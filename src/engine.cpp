@@ -208,7 +208,11 @@ Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engi
   zone_.offset_minutes = opts_.utc_offset_minutes;
   check_ttl(opts_.default_ttl, "default_ttl");
   if (opts_.default_buffer_bp < 10000) throw InvalidArgumentError("the hold buffer must be >= 1.0");
-  if (opts_.currency.empty() || opts_.currency.size() > 16) throw InvalidArgumentError("invalid currency");
+  // Printable ASCII without spaces: the currency is written into denial messages and into the
+  // Prometheus text (a newline there would inject lines; other bytes need not be UTF-8).
+  if (opts_.currency.empty() || opts_.currency.size() > 16 ||
+      !std::all_of(opts_.currency.begin(), opts_.currency.end(), [](char ch) { return ch > 0x20 && ch < 0x7F; }))
+    throw InvalidArgumentError("invalid currency (1-16 printable ASCII characters, no spaces)");
   for (const auto& l : opts_.limits) l.validate();
   store_ = open_store(opts_.store, opts_.store_options);
   for (const auto& l : opts_.limits) store_->put_limit(l);

@@ -323,7 +323,7 @@ typedef int64_t (*budget_clock_fn)(void *user_data);
 
 typedef struct budget_options {
   unsigned int version;
-  const char *currency;            /* NULL = "USD" */
+  const char *currency;            /* NULL = "USD"; 1-16 printable ASCII, no spaces */
   int utc_offset_minutes;          /* time zone of calendar windows (fixed offset; see time_zone) */
   int64_t default_ttl_ms;          /* hold time-to-live; 0 = 600000 (10 minutes); <= 100 years */
   uint32_t default_buffer_bp;      /* hold = estimate x buffer (basis points); 0 = 10000 */

@@ -297,6 +297,28 @@ static void test_free(void) {
   CHECK(dies_with_abort(free_foreign));
 }
 
+/* The currency is 1-16 printable ASCII characters: it is written into denial messages and the
+ * Prometheus text, where a newline injected lines and other bytes were not UTF-8. */
+static void test_currency(void) {
+  budget_options o = BUDGET_OPTIONS_INIT;
+  budget_manager *m = (budget_manager *)&m;
+  char *text = NULL;
+  const char *bad[] = {"USD\ngen_ai_client_cost_nanos_total 0", "\xff\xfe", "US D", ""};
+  size_t i;
+  for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    o.currency = bad[i];
+    EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, "memory", &o));
+    CHECK(m == NULL);
+    budget_manager_close(m);
+  }
+  o.currency = "credits";
+  OK(budget_manager_open(&m, "memory", &o));
+  OK(budget_metrics_text(&text, m));
+  CHECK(text && strstr(text, "nanos of credits.") != NULL);
+  budget_free(text);
+  budget_manager_close(m);
+}
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -310,6 +332,7 @@ static const test_case TESTS[] = {
     {"record_provider", test_record_provider},
     {"remove_limit", test_remove_limit},
     {"free", test_free},
+    {"currency", test_currency},
 };
 
 int main(int argc, char **argv) {
