@@ -506,7 +506,7 @@ BUDGET_API budget_status budget_reserve(budget_decision **out, budget_manager *m
                                         const budget_estimate *estimate,
                                         const budget_request_options *options);
 /* Adds streamed spend to a reservation; BUDGET_STOP when no scope can grow the hold.
- * NOT_FOUND for an unknown request id. */
+ * NOT_FOUND for an unknown request id; INVALID_ARGUMENT for "" or a malformed one. */
 BUDGET_API budget_status budget_consume(budget_consume_result **out, budget_manager *manager,
                                         const char *request_id, int64_t amount_nanos, int64_t tokens);
 /* The final charge: replaces the hold by the actual cost. Repeating it returns the first

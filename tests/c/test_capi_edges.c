@@ -319,6 +319,29 @@ static void test_currency(void) {
   budget_manager_close(m);
 }
 
+/* budget_consume checks its request id as budget_commit / budget_release do: "" or a malformed
+ * id is INVALID_ARGUMENT (it was NOT_FOUND, as if a well-formed id were merely unknown). */
+static void consume_id_case(budget_manager *m) {
+  budget_consume_result *cr = (budget_consume_result *)&cr;
+  budget_receipt *r = NULL;
+  char big[300];
+  memset(big, 'a', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_consume(&cr, m, "", 1, 0));
+  CHECK(cr == NULL);
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_consume(&cr, m, "id\xff", 1, 0));
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_consume(&cr, m, "id\nx", 1, 0));
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_consume(&cr, m, big, 1, 0));
+  /* the same ids, as commit and release see them */
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_release(&r, m, ""));
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_release(&r, m, "id\xff"));
+  /* a well-formed unknown id is NOT_FOUND */
+  EXPECT(BUDGET_ERR_NOT_FOUND, budget_consume(&cr, m, "never-reserved", 1, 0));
+  CHECK(cr == NULL);
+}
+
+static void test_consume_id(void) { for_each_store(consume_id_case, NULL); }
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -333,6 +356,7 @@ static const test_case TESTS[] = {
     {"remove_limit", test_remove_limit},
     {"free", test_free},
     {"currency", test_currency},
+    {"consume_id", test_consume_id},
 };
 
 int main(int argc, char **argv) {
