@@ -447,7 +447,8 @@ typedef struct budget_decision {
   int replayed;              /* the request id had been seen: this is the first result */
   int fail_open;             /* allowed only because the store was down and fail_open is on */
   int64_t estimate_nanos;    /* the priced and buffered amount asked for */
-  const char *request_id;    /* reserve: the reservation's id (generated if none given) */
+  const char *request_id;    /* reserve, allowed: the reservation's id (generated if none
+                                given); "" when denied and for check */
   int64_t held_nanos;        /* reserve, allowed: what is held */
   int64_t held_tokens;
   int64_t expires_at_ms;
@@ -500,7 +501,8 @@ typedef struct budget_limit_status_list {
 
 /* Holds estimate x buffer on every scope of the subject, all or nothing. A denial is
  * BUDGET_OK with (*out)->allowed == 0. `estimate` and `options` may be NULL (zero / defaults).
- * Reusing a request id for a different reserve: CONFLICT. */
+ * Reusing a request id for a different reserve: CONFLICT. Repeating it replays the first
+ * decision, a denial included (replayed = 1): retry a denied request with a new id. */
 BUDGET_API budget_status budget_reserve(budget_decision **out, budget_manager *manager,
                                         const char *const *subject, size_t subject_count,
                                         const budget_estimate *estimate,
