@@ -32,7 +32,8 @@
  *    arrays, nested structs) belong to it and die with it. Strings are NUL-terminated
  *    UTF-8 and never NULL ("" when absent). Structs passed IN by the caller (options,
  *    limits, usage) are read during the call only; the library keeps no pointer to them,
- *    except the `user_data` of callbacks (conventions 7).
+ *    except the `user_data` of callbacks (conventions 7) and budget_options.clock_user_data,
+ *    which must stay valid until the manager is closed.
  *    Results that contain no strings (budget_usage, counts, money) are written into caller
  *    memory instead.
  *
@@ -318,7 +319,8 @@ BUDGET_API budget_status budget_stream_estimated_output_tokens(int64_t *out, con
 
 typedef struct budget_manager budget_manager;
 
-/* A clock for tests and simulations: milliseconds since the epoch. Must be thread-safe. */
+/* A clock for tests and simulations: milliseconds since the epoch. Must be thread-safe. The
+ * manager calls it with clock_user_data until it is closed. */
 typedef int64_t (*budget_clock_fn)(void *user_data);
 
 typedef struct budget_options {
