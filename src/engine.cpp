@@ -83,6 +83,13 @@ void check_ledger_text(std::string_view model, std::string_view provider, std::s
   check_utf8(price_version, "price version");
 }
 
+// A ledger query's scope and request id name something that could exist: a malformed one
+// would match nothing and look like an empty ledger.
+void check_query(const LedgerQuery& q) {
+  if (q.scope) Scope::parse(*q.scope);
+  if (q.request_id) validate_id(*q.request_id, "request id");
+}
+
 std::vector<std::string> scope_strings(const Subject& s) {
   std::vector<std::string> out;
   out.reserve(s.size());
@@ -1310,6 +1317,7 @@ std::vector<LimitStatus> Engine::status(const Scope& scope) {
 // ---- ledger ----------------------------------------------------------------------------------------
 
 std::vector<LedgerEvent> Engine::events(const LedgerQuery& q) {
+  check_query(q);
   std::vector<LedgerEvent> out;
   store_->scan_events(q, [&](const LedgerEvent& e) {
     out.push_back(e);
@@ -1319,6 +1327,7 @@ std::vector<LedgerEvent> Engine::events(const LedgerQuery& q) {
 }
 
 void Engine::export_csv(std::ostream& out, const LedgerQuery& q) {
+  check_query(q);
   write_csv_header(out);
   store_->scan_events(q, [&](const LedgerEvent& e) {
     write_csv_row(out, e);
@@ -1327,6 +1336,7 @@ void Engine::export_csv(std::ostream& out, const LedgerQuery& q) {
 }
 
 void Engine::export_jsonl(std::ostream& out, const LedgerQuery& q) {
+  check_query(q);
   store_->scan_events(q, [&](const LedgerEvent& e) {
     out << e.to_json() << '\n';
     return true;
@@ -1334,6 +1344,7 @@ void Engine::export_jsonl(std::ostream& out, const LedgerQuery& q) {
 }
 
 std::vector<AggregateRow> Engine::aggregate(const LedgerQuery& q, GroupBy by) {
+  check_query(q);
   std::map<std::tuple<std::string, std::string, std::string>, AggregateRow> rows;
   store_->scan_events(q, [&](const LedgerEvent& e) {
     if (e.spent.is_zero()) return true;

@@ -342,6 +342,35 @@ static void consume_id_case(budget_manager *m) {
 
 static void test_consume_id(void) { for_each_store(consume_id_case, NULL); }
 
+/* A ledger query with a malformed scope or request id is INVALID_ARGUMENT (it matched nothing,
+ * so a typo looked like an empty ledger). */
+static void query_case(budget_manager *m) {
+  budget_ledger_query q = BUDGET_LEDGER_QUERY_INIT;
+  char *text = (char *)&text;
+  size_t len = 7;
+  char user[128];
+  const char *subject[1];
+  budget_charge c = BUDGET_CHARGE_INIT;
+  subject[0] = scoped(user, sizeof user, "user");
+  c.cost_nanos = 1;
+  OK(budget_record(NULL, m, subject, 1, &c, NULL));
+  q.scope = "not a scope";
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_export(&text, &len, m, BUDGET_EXPORT_CSV, &q));
+  CHECK(text == NULL && len == 0);
+  q.scope = "user:*";
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_export(&text, &len, m, BUDGET_EXPORT_JSONL, &q));
+  q.scope = NULL;
+  q.request_id = "";
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_export(&text, &len, m, BUDGET_EXPORT_JSONL, &q));
+  q.request_id = NULL;
+  q.scope = subject[0];
+  OK(budget_export(&text, &len, m, BUDGET_EXPORT_JSONL, &q));
+  CHECK(text && len > 0 && strstr(text, subject[0]) != NULL);
+  budget_free(text);
+}
+
+static void test_query(void) { for_each_store(query_case, NULL); }
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 typedef struct test_case {
@@ -357,6 +386,7 @@ static const test_case TESTS[] = {
     {"free", test_free},
     {"currency", test_currency},
     {"consume_id", test_consume_id},
+    {"query", test_query},
 };
 
 int main(int argc, char **argv) {
