@@ -51,7 +51,8 @@
  *    budget_money_parse / budget_money_format; never a float. Times are int64_t
  *    milliseconds since the Unix epoch (UTC); durations are milliseconds. A subject (the
  *    scopes a request is charged to) is an array of scope strings ("tenant:acme",
- *    "user:alice") and its length; `global` is always added. NULL is accepted only where
+ *    "user:alice") and its length; `global` is always added (at most 16 scopes with it, else
+ *    INVALID_ARGUMENT). NULL is accepted only where
  *    the documentation of a parameter says so; elsewhere it is BUDGET_ERR_INVALID_ARGUMENT.
  *
  * 7. Thread safety. A budget_manager and a budget_pricing may be used by any number of
