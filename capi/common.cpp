@@ -2,8 +2,6 @@
 #include "glue.hpp"
 
 #include <climits>
-#include <mutex>
-#include <unordered_set>
 
 namespace budget::capi {
 
@@ -29,31 +27,10 @@ void clear_error() noexcept {
   t_error.message.clear();
 }
 
-// The blocks handed out and not yet freed. budget_free() looks a pointer up here before it
-// touches the memory around it: a second free or a foreign pointer is found without reading
-// freed or foreign memory (and a block that a later result reuses is never freed for it).
-// Never destroyed: results may be freed from atexit handlers or other threads at exit.
-struct LiveBlocks {
-  std::mutex m;
-  std::unordered_set<const void*> set;
-};
-LiveBlocks& live_blocks() {
-  static auto* b = new LiveBlocks;
-  return *b;
-}
-
 void* new_block(size_t payload, Pool* pool) {
   void* raw = std::malloc(sizeof(BlockHeader) + (payload ? payload : 1));
   if (!raw) throw std::bad_alloc();
   auto* h = new (raw) BlockHeader{kBlockMagic, pool};
-  try {
-    auto& b = live_blocks();
-    std::lock_guard lk(b.m);
-    b.set.insert(h + 1);
-  } catch (...) {
-    std::free(raw);  // the pool stays the caller's (Result keeps it on a throw)
-    throw;
-  }
   return h + 1;
 }
 
@@ -195,13 +172,8 @@ const char* budget_status_name(budget_status status) {
 
 void budget_free(void* ptr) {
   if (!ptr) return;
-  {
-    auto& b = live_blocks();
-    std::lock_guard lk(b.m);
-    if (b.set.erase(ptr) == 0) std::abort();  // not ours, or freed twice
-  }
   auto* h = static_cast<BlockHeader*>(ptr) - 1;
-  if (h->magic != kBlockMagic) std::abort();  // a corrupted header
+  if (h->magic != kBlockMagic) std::abort();  // not ours, or freed twice
   h->magic = 0;
   delete h->pool;
   std::free(h);

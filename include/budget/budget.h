@@ -27,8 +27,9 @@
  *
  * 4. Ownership. Everything the library hands out through an `out` pointer — strings,
  *    buffers, result structs (budget_decision, budget_receipt, ...) — is one allocation,
- *    released with budget_free(), which accepts NULL (and aborts on a pointer that the
- *    library did not hand out, or a second free). Pointers inside a result (strings,
+ *    released with budget_free(), which accepts NULL. As with free(), a second free or a
+ *    pointer the library did not hand out is undefined behaviour (most such calls abort: a
+ *    block carries a marker, cleared when freed). Pointers inside a result (strings,
  *    arrays, nested structs) belong to it and die with it. Strings are NUL-terminated
  *    UTF-8 and never NULL ("" when absent). Structs passed IN by the caller (options,
  *    limits, usage) are read during the call only; the library keeps no pointer to them,
