@@ -18,6 +18,7 @@
 #include "ledger_codec.hpp"
 #include "sha256.hpp"
 #include "stores/txn.hpp"
+#include "utf8.hpp"
 #include "windows.hpp"
 
 namespace budget::detail {
@@ -53,29 +54,7 @@ std::string metadata_json(const std::map<std::string, std::string>& meta, const 
 // of the ledger (export, verify, the Redis events) cannot carry anything else, so one bad
 // name would make every later export and verify fail.
 void check_utf8(std::string_view s, const char* what) {
-  size_t i = 0;
-  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;  // ASCII: the usual case
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
-    else n = 0, cp = 0;
-    bool ok = n != 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      ok = (cc & 0xC0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (ok && ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-               (cp >= 0xD800 && cp <= 0xDFFF)))
-      ok = false;
-    if (!ok) throw InvalidArgumentError(std::string(what) + " is not valid UTF-8");
-    i += n;
-  }
+  if (!valid_utf8(s)) throw InvalidArgumentError(std::string(what) + " is not valid UTF-8");
 }
 void check_ledger_text(std::string_view model, std::string_view provider, std::string_view price_version) {
   check_utf8(model, "model");

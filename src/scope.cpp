@@ -1,6 +1,8 @@
 #include <budget/error.hpp>
 #include <budget/scope.hpp>
 
+#include "utf8.hpp"
+
 namespace budget {
 
 namespace {
@@ -26,6 +28,20 @@ size_t utf8_len(std::string_view s, size_t i) {
   if (cp >= 0x80 && cp <= 0x9F) return 0;  // C1 controls
   return n;
 }
+}  // namespace
+
+namespace detail {
+bool valid_utf8(std::string_view s) noexcept {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_len(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+}  // namespace detail
+
+namespace {
 std::string shown(std::string_view s) {
   std::string out;
   for (char c : s.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) ? '?' : c;
