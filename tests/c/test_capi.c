@@ -5,6 +5,8 @@
 
 #include <budget/budget.h>
 
+#include "test_driver.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1323,11 +1325,6 @@ static void test_threads(void) {
 
 /* ---- driver ---------------------------------------------------------------------------- */
 
-typedef struct test_case {
-  const char *name;
-  void (*fn)(void);
-} test_case;
-
 static const test_case TESTS[] = {
     {"version", test_version},
     {"errors", test_errors},
@@ -1348,16 +1345,5 @@ static const test_case TESTS[] = {
 };
 
 int main(int argc, char **argv) {
-  size_t i, ran = 0;
-  for (i = 0; i < sizeof TESTS / sizeof TESTS[0]; ++i) {
-    if (argc > 1 && strcmp(argv[1], TESTS[i].name) != 0) continue;
-    TESTS[i].fn();
-    ++ran;
-  }
-  if (ran == 0) {
-    fprintf(stderr, "no test named '%s'\n", argc > 1 ? argv[1] : "");
-    return 2;
-  }
-  if (g_failures) fprintf(stderr, "%d check(s) failed\n", g_failures);
-  return g_failures ? 1 : 0;
+  return run_cases(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv, &g_failures);
 }
