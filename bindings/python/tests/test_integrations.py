@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import gc
 import json
 from decimal import Decimal
 from typing import Any, Callable, Iterator, List
@@ -125,6 +126,20 @@ def test_consumer_closes_early(make: Make, pricing: budget.PricingEngine, fake: 
     assert ev.usage is not None and not ev.usage.complete and ev.amount > 0
     [st] = m.status("user:c")
     assert st.held == 0
+
+
+def test_a_stream_dropped_unread_releases_its_hold(make: Make, pricing: budget.PricingEngine, fake: FakeProvider) -> None:
+    # An error in the caller's code between the call and the loop: the stream is never read.
+    m = make(pricing=pricing, limits={"user:*": {"day": "1"}})
+    s = guard_chat_completions(m, oai(fake), subject="user:g", model="test-model", messages=MSGS,
+                               stream=True, request_id="o9")
+    [st] = m.status("user:g")
+    assert st.held > 0
+    del s
+    gc.collect()  # the stream and its generator refer to each other: the collector frees them
+    [st] = m.status("user:g")
+    assert st.held == 0 and st.spent == 0  # released, not held until the TTL
+    assert [e.type for e in m.events(request_id="o9")] == ["reserve", "release"]
 
 
 def test_openai_async_stream_and_stop(make: Make, pricing: budget.PricingEngine, fake: FakeProvider) -> None:

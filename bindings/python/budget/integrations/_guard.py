@@ -240,6 +240,19 @@ class GuardedStream(Generic[E]):
         self._settle(False)
         self._close_sdk()
 
+    def __del__(self) -> None:
+        # Dropped before it was read to the end or closed (an error in the caller's code, a
+        # stream never iterated): settled as a cancelled stream when the collector frees it —
+        # released if nothing streamed, else the estimate so far committed — instead of
+        # holding the budget until the hold's TTL. (A partly read stream settles through its
+        # generator's cleanup too; this also covers one never started.)
+        try:
+            if not self._settled:
+                self._settle(False)
+                self._close_sdk()
+        except Exception:  # a closed manager, a store down: the hold then expires by its TTL
+            pass
+
     def _close_sdk(self) -> None:
         close = getattr(self._stream, "close", None)
         if close is not None:
