@@ -142,6 +142,28 @@ def test_a_stream_dropped_unread_releases_its_hold(make: Make, pricing: budget.P
     assert [e.type for e in m.events(request_id="o9")] == ["reserve", "release"]
 
 
+def test_an_async_stream_dropped_unread_releases_its_hold(make: Make, pricing: budget.PricingEngine,
+                                                          fake: FakeProvider) -> None:
+    m = make(pricing=pricing, limits={"user:*": {"day": "1"}})
+
+    async def main() -> None:
+        s = await aguard_chat_completions(m, aoai(fake), subject="user:ag", model="test-model", messages=MSGS,
+                                          stream=True, request_id="a9")
+        [st] = await m.astatus("user:ag")
+        assert st.held > 0
+        del s
+        gc.collect()
+        for _ in range(200):  # the settle runs as a task on this loop
+            await asyncio.sleep(0.01)
+            if [e.type for e in m.events(request_id="a9")] == ["reserve", "release"]:
+                break
+
+    asyncio.run(main())
+    [st] = m.status("user:ag")
+    assert st.held == 0 and st.spent == 0  # released, not held until the TTL
+    assert [e.type for e in m.events(request_id="a9")] == ["reserve", "release"]
+
+
 def test_openai_async_stream_and_stop(make: Make, pricing: budget.PricingEngine, fake: FakeProvider) -> None:
     m = make(pricing=pricing, limits={"user:*": {"day": "0.0002"}})
 

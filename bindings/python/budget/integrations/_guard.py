@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import (Any, AsyncGenerator, AsyncIterator, Dict, Generator, Generic, Iterable, Iterator, Mapping,
-                    Optional, Tuple, TypeVar)
+                    Optional, Set, Tuple, TypeVar)
 
 from .._errors import BudgetExceededError, InvalidArgumentError
 from .._manager import BudgetManager, SubjectLike
@@ -292,6 +292,10 @@ class GuardedStream(Generic[E]):
             self._settle(finished)
 
 
+# The settles of dropped async streams in flight (a task nobody else refers to may be collected).
+_DROPPED: Set["asyncio.Task[None]"] = set()
+
+
 class AsyncGuardedStream(Generic[E]):
     """The asyncio form of :class:`GuardedStream` (``async for``, ``await close()``)."""
 
@@ -300,6 +304,7 @@ class AsyncGuardedStream(Generic[E]):
         self._stream = sdk_stream
         self._gen = self._iterate()
         self._settled = False
+        self._loop = asyncio.get_running_loop()  # made by an async guard, on its loop
 
     @property
     def receipt(self) -> Optional[Receipt]:
@@ -313,6 +318,30 @@ class AsyncGuardedStream(Generic[E]):
     @property
     def response(self) -> Any:
         return self._stream
+
+    def __del__(self) -> None:
+        # Dropped unread or unclosed (see GuardedStream.__del__): a finalizer cannot await, so
+        # the settle is scheduled on the stream's loop (while it runs) as a task kept alive
+        # until it is done.
+        try:
+            if self._settled or self._loop.is_closed():
+                return
+
+            def start() -> None:
+                task = self._loop.create_task(self._settle_dropped())
+                _DROPPED.add(task)
+                task.add_done_callback(_DROPPED.discard)
+
+            self._loop.call_soon_threadsafe(start)
+        except Exception:  # the loop is gone: the hold then expires by its TTL
+            pass
+
+    async def _settle_dropped(self) -> None:
+        try:
+            await self._settle(False)
+            await self._close_sdk()
+        except Exception:
+            pass
 
     def __aiter__(self) -> AsyncIterator[E]:
         return self
