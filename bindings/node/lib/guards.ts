@@ -41,6 +41,19 @@ export type StreamCall<P, T> = (params: P, init: { signal: AbortSignal }) => Pro
 
 export type GuardOutcome = 'pending' | 'completed' | 'stopped' | 'cancelled' | 'failed';
 
+// A stream dropped before it was read (an error in the caller's code between the call and the
+// loop): when the collector frees it, its call is aborted and its hold released, rather than
+// held until the TTL. The held value must not refer to the stream (that would keep it alive).
+interface Unread {
+  manager: BudgetManager;
+  reservation: Reservation;
+  controller: AbortController;
+}
+const unread = new FinalizationRegistry<Unread>((u) => {
+  if (!u.controller.signal.aborted) u.controller.abort();
+  u.manager.release(u.reservation).catch(() => undefined);  // a store down: the TTL ends it
+});
+
 /** An async iterable over the provider's events, metered against the budget. Iterate once. */
 export class GuardedStream<T> implements AsyncIterable<T> {
   /** The hold (request id = idempotency key). */
@@ -71,6 +84,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     this.reservation = reservation;
     this.controller = controller;
     this.accumulator = new StreamUsage(format, { inputTokensEstimate: inputTokens });
+    unread.register(this, { manager, reservation, controller }, this);
   }
 
   /** The usage so far: the provider's numbers once seen, else the running estimate. */
@@ -94,6 +108,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
   private settleUnread(): Promise<void> {
     if (this.iterated) return Promise.resolve();
     this.iterated = true;
+    unread.unregister(this);
     this.outcome = 'cancelled';
     this.abortSource();
     // A release that fails (the store is down) leaves the hold to its TTL; no caller to tell.
@@ -188,6 +203,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
   private async *iterate(): AsyncGenerator<T, void, unknown> {
     if (this.iterated) throw new InvalidArgumentError('a guarded stream can be iterated only once');
     this.iterated = true;
+    unread.unregister(this);
     try {
       for await (const event of this.source) {
         this.accumulator.feedEvent(event as object);  // received: counted (billed), not yielded

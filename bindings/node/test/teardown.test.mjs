@@ -149,3 +149,42 @@ for (const kind of storeKinds()) {
     assert.match(r.stdout, /collected/, 'the cycle service -> manager -> callback -> service was not collected');
   });
 }
+
+for (const kind of storeKinds()) {
+  test(`store=${kind}: a guarded stream dropped unread has its call aborted and its hold released when collected`, () => {
+    const url = freshUrl(kind);
+    const r = runChild(`
+      const { BudgetManager, PricingEngine, guardOpenAIChatStream } = require(${PKG});
+      const pricing = new PricingEngine();
+      pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
+      const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
+        limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+      let aborted = false;
+      (async () => {
+        let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'dropped-1' },
+          { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
+          (_p, { signal }) => {
+            signal.addEventListener('abort', () => { aborted = true; });
+            return (async function* () { yield { choices: [] }; })();
+          });
+        const held = (await m.status('user:gc'))[0].held;
+        s = null;  // an error in the caller's code: the stream is never read
+        for (let i = 0; i < 50; i++) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 10));
+          const ev = await m.events({ requestId: 'dropped-1' });
+          if (ev.length === 2) break;
+        }
+        const ev = await m.events({ requestId: 'dropped-1' });
+        const st = (await m.status('user:gc'))[0];
+        console.log(JSON.stringify({ heldBefore: String(held), held: String(st.held), types: ev.map((e) => e.type), aborted }));
+      })();
+    `, ['--expose-gc']);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim());
+    assert.notEqual(out.heldBefore, '0');
+    assert.deepEqual(out.types, ['reserve', 'release'], 'the hold was not released: it waits for its TTL');
+    assert.equal(out.held, '0');
+    assert.equal(out.aborted, true);
+  });
+}
