@@ -16,6 +16,7 @@
 #include <string>
 
 #include "pricing/loaders.hpp"
+#include "utf8.hpp"
 
 namespace budget::detail {
 namespace {
@@ -46,7 +47,7 @@ bool compact_token_ok(std::string_view s) {
   if (s.empty() || s.size() > 512 || s.front() == '!' || s.front() == '#') return false;
   for (unsigned char c : s)
     if (c < 0x21 || c == 0x7f) return false;
-  return true;
+  return valid_utf8(s);  // a name the ledger records, resolve() returns and to_compact() writes
 }
 
 ParsedTable parse_compact(std::string_view text) {

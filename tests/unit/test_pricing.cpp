@@ -151,11 +151,14 @@ TEST_CASE("pricing: names the compact format cannot write are refused, so to_com
   again.load_compact(e.to_compact());  // the newline in last_updated is not written either
   CHECK(again.cost("fine!#", tokens(1000, 0)) == e.cost("fine!#", tokens(1000, 0)));
   const ModelPrice price = mp("p", "0.000001");
-  for (const char* bad : {"", "!x", "#x", "a b", "a\nb"}) {
+  // ... nor a name that is not UTF-8 (the ledger records names; resolve() returns them).
+  for (const char* bad : {"", "!x", "#x", "a b", "a\nb", "gpt\xff", "\xc3\x28", "\xed\xa0\x80"}) {
     CAPTURE(bad);
     CHECK_THROWS_AS(e.set_price(bad, price), InvalidArgumentError);
     CHECK_THROWS_AS(e.add_alias(bad, "fine!#"), InvalidArgumentError);
   }
+  CHECK_THROWS_AS(e.load_compact("!budget-prices 1\nbad\xffname in=1e-6\n"), InvalidArgumentError);
+  CHECK(e.knows("fine!#"));  // the refused load left the table as it was
   again.load_compact(e.to_compact());
 }
 
