@@ -252,10 +252,6 @@ function nativeOptions(options: BudgetManagerOptions): { opts: Record<string, un
   return { opts, pricing };
 }
 
-/**
- * Report an exception thrown by a user callback without crashing the process; likewise the
- * rejection of a Promise it returns (an async callback), which would otherwise be unhandled.
- */
 interface Observers {
   alert?: (alert: Alert) => void;
   denial?: (denial: Denial, subject: string[]) => void;
@@ -273,6 +269,10 @@ function relay(m: BudgetManager, which: keyof Observers): (...a: unknown[]) => v
   };
 }
 
+/**
+ * Report an exception thrown by a user callback without crashing the process; likewise the
+ * rejection of a Promise it returns (an async callback), which would otherwise be unhandled.
+ */
 function safely<A extends unknown[]>(what: string, cb: (...a: A) => unknown): (...a: A) => void {
   const warn = (e: unknown) =>
     process.emitWarning(`libbudget: the ${what} callback threw: ${String((e as Error)?.stack ?? e)}`);
