@@ -897,8 +897,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
 }
 
 ConsumeResult Engine::consume(std::string_view request_id, Money amount, int64_t tokens) {
-  // As settle() does: a malformed id is the caller's error, not an unknown reservation.
-  if (request_id.empty()) throw InvalidArgumentError("empty request id");
+  // As settle() does: a malformed id (empty included) is the caller's error, not an unknown one.
   validate_id(request_id, "request id");
   Reservation r;
   r.request_id_ = std::string(request_id);

@@ -299,15 +299,14 @@ budget::Charge to_charge(const Napi::Value& v) {
 budget::Charge to_commit_charge(const Napi::Value& v) {
   // No charge at all ({} or { provider }) is a mistake, not a free call: read as "commit the
   // hold" it would silently charge nothing. 0 (or { cost: 0 }) commits a free call.
+  budget::Charge c = to_charge(v);  // first: a misspelt field is named
   if (v.IsObject() && !v.IsArray()) {
     Napi::Object o = v.As<Napi::Object>();
     Napi::Value x;
-    if (!has(o, "cost", &x) && !has(o, "tokens", &x) && !has(o, "usage", &x)) {
-      reject_unknown(o, "charge", {"cost", "tokens", "model", "usage", "provider"});  // a misspelt field, named
+    if (!has(o, "cost", &x) && !has(o, "tokens", &x) && !has(o, "usage", &x))
       invalid("commit needs the actual charge: an amount (0 charges nothing), { cost }, { usage, model } or { tokens }");
-    }
   }
-  return to_charge(v);
+  return c;
 }
 
 budget::RequestOptions to_request_options(const Napi::Value& v) {
