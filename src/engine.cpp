@@ -759,9 +759,15 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
 }
 
 // In-process stream states of holds past their TTL are dead weight: a consume would answer
-// Stop, and a later call by request id rebuilds the state from the store.
+// Stop, and a later call by request id rebuilds the state from the store. Not so a fail-open
+// reservation's: the store never knew it, and its commit, refused while the store is down, is
+// retried for as long as the outage lasts, often past the TTL. Forgetting it then turned the
+// retried commit by request id (the C API's way) into NotFound and lost the spend. It is kept
+// until committed or released, or kFailOpenKeepMs past its TTL (a bound for abandoned ones).
 void Engine::forget_expired_holds(int64_t now) {
-  holds_.clear_if([&](const HoldState& hs) { return hs.expires_at <= now; });
+  holds_.clear_if([&](const HoldState& hs) {
+    return hs.fail_open ? hs.expires_at <= now - kFailOpenKeepMs : hs.expires_at <= now;
+  });
 }
 
 void Engine::forget_hold(const std::string& request_id) { holds_.erase(request_id, fast_hash(request_id)); }

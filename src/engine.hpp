@@ -180,6 +180,7 @@ class Engine {
     if (!holds_.erase(hs)) forget_hold(hs.request_id);  // another state of the id may be listed
   }
   void forget_expired_holds(int64_t now);
+  static constexpr int64_t kFailOpenKeepMs = 3'600'000;  // a fail-open state outlives its TTL by an hour
   Receipt receipt_from(const SettleOut& out, const Priced* priced);
   // Runs f(limits) -> (stale?, result) until the store accepts the plan's limits version.
   template <class F>

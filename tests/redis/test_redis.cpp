@@ -489,6 +489,37 @@ TEST_CASE("fail-open: a reservation is found by its request id, and a commit ref
   require_verified(m);
 }
 
+TEST_CASE("fail-open: a commit retried by request id through an outage longer than the TTL still records the spend") {
+  OwnRedis r;
+  Options o = opts(r.url("&pool=1"));
+  o.fail_open = true;
+  o.store_options.timeout = Duration(300);
+  BudgetManager m(o);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("100")));
+  r.stop(SIGKILL);
+  RequestOptions ro = rid("fo-long");
+  ro.ttl = Duration(100);
+  auto d = m.reserve(Subject{"user:fl"}, usd("1"), ro);
+  REQUIRE(d.fail_open);
+  CHECK_THROWS_AS(m.commit("fo-long", usd("0.4")), StoreUnavailableError);
+  std::this_thread::sleep_for(250ms);  // the outage outlasts the TTL
+  r.start();
+  for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff; a sweep runs meanwhile
+    try {
+      m.expire_holds();
+      break;
+    } catch (const StoreUnavailableError&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  Receipt rc;
+  CHECK_NOTHROW(rc = m.commit("fo-long", usd("0.4")));  // was NotFound: the state was forgotten at its TTL
+  CHECK(rc.charged == usd("0.4"));
+  CHECK(m.commit("fo-long", usd("0.4")).replayed);
+  CHECK(m.status(Scope::parse("user:fl"))[0].spent == usd("0.4").nanos());
+  require_verified(m);
+}
+
 TEST_CASE("fail-open after a timeout, when the server ran the reserve after all: its hold is committed, or its denial does not lose the spend") {
   OwnRedis r;
   const std::string prefix = "fot" + unique();
