@@ -41,6 +41,16 @@ char* new_string(std::string_view s) {
   return p;
 }
 
+ServiceTier to_tier(int t) {
+  switch (t) {
+    case BUDGET_TIER_STANDARD: return ServiceTier::Standard;
+    case BUDGET_TIER_BATCH: return ServiceTier::Batch;
+    case BUDGET_TIER_FLEX: return ServiceTier::Flex;
+    case BUDGET_TIER_PRIORITY: return ServiceTier::Priority;
+    default: invalid("unknown service tier " + std::to_string(t));
+  }
+}
+
 Usage to_usage(const budget_usage& u) {
   check_version(u.version, BUDGET_USAGE_VERSION, "budget_usage");
   Usage r;
@@ -54,6 +64,7 @@ Usage to_usage(const budget_usage& u) {
   r.audio_ms = u.audio_ms;
   r.requests = u.requests;
   r.complete = u.complete != 0;
+  if (u.version >= 2) r.service_tier = to_tier(raw(u.service_tier));
   r.validate();
   return r;
 }
@@ -70,6 +81,7 @@ void from_usage(budget_usage& out, const Usage& u) {
   out.audio_ms = u.audio_ms;
   out.requests = u.requests;
   out.complete = u.complete ? 1 : 0;
+  if (out.version >= 2) out.service_tier = static_cast<budget_service_tier>(u.service_tier);
 }
 
 Subject to_subject(const char* const* scopes, size_t count) {

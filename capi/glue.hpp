@@ -161,6 +161,7 @@ void reset(T** out) {
 
 // ---- conversions ---------------------------------------------------------------------------
 
+ServiceTier to_tier(int t);  // a budget_service_tier, read with raw()
 Usage to_usage(const budget_usage& u);
 void from_usage(budget_usage& out, const Usage& u);  // respects out.version
 Subject to_subject(const char* const* scopes, size_t count);

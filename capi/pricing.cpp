@@ -27,16 +27,6 @@ ModelPrice to_price(const budget_model_price& c) {
   return p;
 }
 
-ServiceTier to_tier(int t) {
-  switch (t) {
-    case BUDGET_TIER_STANDARD: return ServiceTier::Standard;
-    case BUDGET_TIER_BATCH: return ServiceTier::Batch;
-    case BUDGET_TIER_FLEX: return ServiceTier::Flex;
-    case BUDGET_TIER_PRIORITY: return ServiceTier::Priority;
-    default: invalid("unknown service tier " + std::to_string(t));
-  }
-}
-
 CostOptions to_cost_options(const budget_cost_options* o) {
   CostOptions r;
   if (!o) return r;

@@ -33,6 +33,9 @@ ordered usage_json(const Usage& u) {
   j["images"] = u.images;
   j["audio_ms"] = u.audio_ms;
   j["requests"] = u.requests;
+  // Only when not standard: the events written before the field existed keep their bytes (and
+  // hashes), and most calls are standard.
+  if (u.service_tier != ServiceTier::Standard) j["service_tier"] = to_string(u.service_tier);
   j["complete"] = u.complete;
   return j;
 }
@@ -48,6 +51,8 @@ Usage usage_from(const nlohmann::json& j) {
   u.audio_ms = j.value("audio_ms", int64_t{0});
   u.requests = j.value("requests", int64_t{1});
   u.complete = j.value("complete", true);
+  if (auto t = j.find("service_tier"); t != j.end() && t->is_string())
+    u.service_tier = parse_service_tier(t->get_ref<const std::string&>());
   return u;
 }
 
@@ -197,6 +202,11 @@ bool plain_event_body(const LedgerEvent& e, std::string& out) {
     for (const auto& [k, v] : f) {
       out.append(k);
       put_int(out, v);
+    }
+    if (u.service_tier != ServiceTier::Standard) {  // as usage_json: only when not standard
+      out.append(",\"service_tier\":\"");
+      out.append(to_string(u.service_tier));
+      out += '"';
     }
     out.append(u.complete ? ",\"complete\":true}" : ",\"complete\":false}");
   }

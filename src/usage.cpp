@@ -1,9 +1,28 @@
 #include <budget/error.hpp>
 #include <budget/usage.hpp>
 
+#include <iterator>
+
 namespace budget {
 
 Pricer::~Pricer() = default;
+
+namespace {
+constexpr const char* kTierNames[] = {"standard", "batch", "flex", "priority"};
+}
+
+const char* to_string(ServiceTier t) noexcept {
+  auto i = static_cast<size_t>(t);
+  return i < std::size(kTierNames) ? kTierNames[i] : "invalid";
+}
+
+ServiceTier parse_service_tier(std::string_view name) {
+  if (name == "default") return ServiceTier::Standard;
+  for (size_t i = 0; i < std::size(kTierNames); ++i)
+    if (name == kTierNames[i]) return static_cast<ServiceTier>(i);
+  throw InvalidArgumentError("service tier must be 'standard', 'batch', 'flex' or 'priority', not '" +
+                             std::string(name.substr(0, 40)) + "'");
+}
 
 int64_t Usage::total_tokens() const { return checked_add(input_tokens, output_tokens); }
 
@@ -26,6 +45,8 @@ void Usage::validate() const {
     throw InvalidArgumentError("usage: cache_write_1h_tokens exceed cache_write_tokens");
   if (reasoning_tokens > output_tokens)
     throw InvalidArgumentError("usage: reasoning_tokens exceed output_tokens");
+  if (static_cast<size_t>(service_tier) >= std::size(kTierNames))
+    throw InvalidArgumentError("usage.service_tier is not a service tier");
 }
 
 Usage& Usage::operator+=(const Usage& o) {
@@ -39,6 +60,7 @@ Usage& Usage::operator+=(const Usage& o) {
   audio_ms = checked_add(audio_ms, o.audio_ms);
   requests = checked_add(requests, o.requests);
   complete = complete && o.complete;
+  if (service_tier == ServiceTier::Standard) service_tier = o.service_tier;
   return *this;
 }
 

@@ -126,6 +126,14 @@ BUDGET_API budget_status budget_money_format(char **out, int64_t nanos);
 
 /* ---- usage ------------------------------------------------------------------------------ */
 
+/* The provider's processing tier for a call; it selects the tier's prices. */
+typedef enum budget_service_tier {
+  BUDGET_TIER_STANDARD = 0,
+  BUDGET_TIER_BATCH = 1,
+  BUDGET_TIER_FLEX = 2,
+  BUDGET_TIER_PRIORITY = 3
+} budget_service_tier;
+
 /* What a call consumed. Totals include their parts: input_tokens includes cache reads and
  * writes; output_tokens includes reasoning. */
 typedef struct budget_usage {
@@ -140,9 +148,12 @@ typedef struct budget_usage {
   int64_t audio_ms;
   int64_t requests; /* billable requests; default 1 */
   int complete;     /* 0: an estimate (a stream cut before its usage arrived) */
+  /* version 2: the tier that served the call (the provider's answer; the extractors fill it
+   * in). Priced at that tier; budget_cost_options.tier applies only when it is STANDARD. */
+  budget_service_tier service_tier;
 } budget_usage;
-#define BUDGET_USAGE_VERSION 1
-#define BUDGET_USAGE_INIT {BUDGET_USAGE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}
+#define BUDGET_USAGE_VERSION 2
+#define BUDGET_USAGE_INIT {BUDGET_USAGE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, BUDGET_TIER_STANDARD}
 
 /* ---- the pricing engine ----------------------------------------------------------------- */
 
@@ -152,13 +163,6 @@ typedef enum budget_price_format {
   BUDGET_PRICES_LITELLM = 0, /* LiteLLM's model_prices_and_context_window.json */
   BUDGET_PRICES_COMPACT = 1  /* the project's "!budget-prices 1" format */
 } budget_price_format;
-
-typedef enum budget_service_tier {
-  BUDGET_TIER_STANDARD = 0,
-  BUDGET_TIER_BATCH = 1,
-  BUDGET_TIER_FLEX = 2,
-  BUDGET_TIER_PRIORITY = 3
-} budget_service_tier;
 
 /* A price override, a new model, or the fallback price. Decimal text in currency units
  * per unit ("0.0000025", "2.5e-6"); NULL or "" = not priced. */

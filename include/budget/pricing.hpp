@@ -50,11 +50,6 @@
 
 namespace budget {
 
-// OpenAI/Gemini service tiers. A tier price missing from an entry falls back to the
-// standard price (which overcharges a batch call, and may undercharge a priority call whose
-// table lacks priority prices — configure an override for those).
-enum class ServiceTier { Standard = 0, Batch = 1, Flex = 2, Priority = 3 };
-
 // Prices of one model, for overrides and the fallback. Decimal text in currency units per
 // unit ("0.0000025", "2.5e-6"); an empty string means "not priced". Exact, never a double.
 struct BUDGET_API ModelPrice {
@@ -89,6 +84,10 @@ struct BUDGET_API MarkupRule {
 // A later rule with the same (scope, match) replaces an earlier one from its effective date.
 
 struct BUDGET_API CostOptions {
+  // The tier to price at when the usage names none (Usage::service_tier Standard): a tier the
+  // usage names (the provider's answer) wins. A tier price missing from an entry falls back to
+  // the standard price (which overcharges a batch call, and may undercharge a priority call
+  // whose table lacks priority prices — configure an override for those).
   ServiceTier tier = ServiceTier::Standard;
   std::optional<Timestamp> at;  // time of use; default: now (system clock)
   bool apply_markup = true;
@@ -158,7 +157,7 @@ class BUDGET_API PricingEngine final : public Pricer {
   Money cost(std::string_view model, const Usage& usage, const CostOptions& options = {}) const;
   // The cost with its line items and the price version.
   PriceQuote quote(std::string_view model, const Usage& usage, const CostOptions& options = {}) const;
-  // Pricer: quote() at `at` with standard tier.
+  // Pricer: quote() at `at`, at the usage's service tier.
   PriceQuote price(std::string_view model, const Usage& usage, Timestamp at) const override;
   // Pricer: cost, model and provider only (no line items, no price version).
   PriceQuote price_brief(std::string_view model, const Usage& usage, Timestamp at) const override;

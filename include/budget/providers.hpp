@@ -20,6 +20,11 @@
 //    running totals on every chunk: the last wins, and a field missing from a chunk keeps
 //    its previous value (missing is not zero).
 //
+// Service tier (Usage::service_tier): OpenAI's top-level `service_tier` (Chat Completions
+// response and chunks; the Responses API's response object), Anthropic's usage.service_tier.
+// "priority", "flex" and "batch" map to their tiers; anything else ("default", "standard",
+// "scale", an unknown value) is Standard. Gemini reports no tier: Standard.
+//
 // Text-based estimate (estimate_tokens): ceil(ASCII bytes / 4) + one token per non-ASCII
 // code point. It errs high for most languages (English averages ~4 characters per token;
 // CJK text is about one token per character) so streaming enforcement stays conservative

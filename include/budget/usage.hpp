@@ -12,6 +12,17 @@
 
 namespace budget {
 
+// The provider's processing tier for a call (OpenAI `service_tier`, Anthropic
+// `usage.service_tier`, the Batch APIs). It selects the tier's prices (pricing.hpp); a tier
+// price missing from an entry falls back to the standard price.
+enum class ServiceTier : uint8_t { Standard = 0, Batch = 1, Flex = 2, Priority = 3 };
+
+// "standard", "batch", "flex", "priority".
+BUDGET_API const char* to_string(ServiceTier t) noexcept;
+// "standard" (or "default", OpenAI's name for it), "batch", "flex", "priority".
+// Throws InvalidArgumentError.
+BUDGET_API ServiceTier parse_service_tier(std::string_view name);
+
 // Normalised usage. Totals include their parts: input_tokens includes cache_read_tokens and
 // cache_write_tokens; output_tokens includes reasoning_tokens. Provider-specific counting
 // rules are handled by the extractors (providers.hpp), never by callers.
@@ -26,11 +37,16 @@ struct BUDGET_API Usage {
   int64_t audio_ms = 0;               // audio duration in milliseconds, where priced per second
   int64_t requests = 1;               // billable requests (per-request fees)
   bool complete = true;               // false: an estimate (e.g. a stream cut before usage)
+  // The tier that served the call (from the provider's response). Priced at that tier's prices;
+  // PricingEngine's CostOptions::tier applies only when this is Standard.
+  ServiceTier service_tier = ServiceTier::Standard;
 
   int64_t total_tokens() const;  // input + output (checked)
   // Throws InvalidArgumentError when a count is negative or a part exceeds its total.
   void validate() const;
-  Usage& operator+=(const Usage& o);  // checked; complete = both complete
+  // Checked; complete = both complete; a Standard tier takes the other's (a stream's parts are
+  // one call's).
+  Usage& operator+=(const Usage& o);
   bool operator==(const Usage&) const = default;
 };
 

@@ -381,7 +381,8 @@ class PricingEngine::Impl {
 
   void compute(std::string_view model, const Usage& u, const CostOptions& o, Computed& c) const {
     u.validate();
-    int tier = static_cast<int>(o.tier);
+    // The tier the usage names (the provider's answer) wins over the caller's default.
+    int tier = static_cast<int>(u.service_tier != ServiceTier::Standard ? u.service_tier : o.tier);
     if (tier < 0 || tier >= kNumServiceTiers) throw InvalidArgumentError("invalid service tier");
     Timestamp at = kAlways;
     if (dated) at = o.at ? *o.at : std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());

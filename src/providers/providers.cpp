@@ -112,6 +112,7 @@ struct StreamState {
   // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
   std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
   std::optional<int64_t> total;  // OpenAI formats: usage.total_tokens
+  ServiceTier tier = ServiceTier::Standard;  // as last reported
   bool final = false;
   bool saw_finish = false;  // Gemini finishReason
   TextCount text, thinking;
@@ -131,6 +132,18 @@ struct StreamState {
 
   static void set(std::optional<int64_t>& slot, std::optional<int64_t> v) {
     if (v) slot = v;
+  }
+
+  // The tier a response names: OpenAI's `service_tier` ("default", "flex", "priority", "scale"),
+  // Anthropic's usage.service_tier ("standard", "priority", "batch"). Absent keeps the last one;
+  // a value without tier prices here ("default", "scale", "auto", an unknown one) is standard.
+  void note_tier(const json* v) {
+    if (!v || !v->is_string()) return;
+    const auto& t = v->get_ref<const std::string&>();
+    tier = t == "priority" || t == "fast" ? ServiceTier::Priority
+           : t == "flex"                  ? ServiceTier::Flex
+           : t == "batch"                 ? ServiceTier::Batch
+                                          : ServiceTier::Standard;
   }
 
   void openai_usage(const json& u, const char* in_key, const char* in_details, const char* out_key,
@@ -155,6 +168,7 @@ struct StreamState {
   }
 
   void anthropic_usage(const json& u) {
+    note_tier(member(u, "service_tier"));
     set(in, count(u, "input_tokens"));
     set(cache_write, count(u, "cache_creation_input_tokens"));
     set(cached, count(u, "cache_read_input_tokens"));
@@ -182,6 +196,7 @@ struct StreamState {
     ++n_events;
     switch (format) {
       case ApiFormat::OpenAIChat: {
+        note_tier(member(obj, "service_tier"));  // on the response and on every chunk
         if (const json* ch = member(obj, "choices"); ch && ch->is_array()) {
           for (const auto& c : *ch) {
             for (const char* k : {"delta", "message"}) {
@@ -214,13 +229,16 @@ struct StreamState {
           add_string(text, member(obj, "delta"));
           add_string(thinking, member(obj, "delta"));
         } else if (t == "response.completed" || t == "response.incomplete" || t == "response.failed") {
-          if (const json* r = member(obj, "response"))
+          if (const json* r = member(obj, "response")) {
+            note_tier(member(*r, "service_tier"));
             if (const json* u = member(*r, "usage"); u && u->is_object()) {
               openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
                            "output_tokens_details");
               final = true;
             }
+          }
         } else if (t.empty() || t == "response") {
+          note_tier(member(obj, "service_tier"));
           // A whole response object.
           if (const json* outl = member(obj, "output"); outl && outl->is_array() && whole_response) {
             for (const auto& item : *outl) {
@@ -327,6 +345,7 @@ struct StreamState {
         break;
     }
     u.requests = 1;
+    u.service_tier = tier;
     if (final) {
       u.complete = true;
       try {

@@ -99,7 +99,8 @@ const redisReply* elem(const redisReply* r, size_t i) {
 }
 
 // Usage travels through the stream as 10 integers: input cache_read cache_write
-// cache_write_1h output reasoning images audio_ms requests complete.
+// cache_write_1h output reasoning images audio_ms requests complete; an 11th, the service
+// tier's code, when it is not standard (the streams written before it have 10).
 std::string encode_usage(const std::optional<Usage>& u) {
   if (!u) return {};
   std::string out;
@@ -109,12 +110,16 @@ std::string encode_usage(const std::optional<Usage>& u) {
     if (!out.empty()) out += ' ';
     out += std::to_string(v);
   }
+  if (u->service_tier != ServiceTier::Standard) {
+    out += ' ';
+    out += std::to_string(static_cast<int>(u->service_tier));
+  }
   return out;
 }
 std::optional<Usage> decode_usage(std::string_view s) {
   if (s.empty()) return std::nullopt;
   auto f = split(s, ' ');
-  if (f.size() != 10) throw InternalError("redis store: corrupted usage in the ledger stream");
+  if (f.size() != 10 && f.size() != 11) throw InternalError("redis store: corrupted usage in the ledger stream");
   Usage u;
   u.input_tokens = to_i64(f[0]);
   u.cache_read_tokens = to_i64(f[1]);
@@ -126,6 +131,12 @@ std::optional<Usage> decode_usage(std::string_view s) {
   u.audio_ms = to_i64(f[7]);
   u.requests = to_i64(f[8]);
   u.complete = f[9] == "1";
+  if (f.size() == 11) {
+    const int64_t t = to_i64(f[10]);
+    if (t < 0 || t > static_cast<int64_t>(ServiceTier::Priority))
+      throw InternalError("redis store: corrupted usage in the ledger stream");
+    u.service_tier = static_cast<ServiceTier>(t);
+  }
   return u;
 }
 

@@ -1143,6 +1143,66 @@ static void test_priced_lifecycle(void) {
   budget_manager_close(m);
 }
 
+/* The service tier a usage names: priced at it, kept in the ledger, read from responses; a
+ * version-1 budget_usage (compiled before the field existed) is neither read nor written past
+ * its end. */
+static const char TIERED[] =
+    "!budget-prices 1\n"
+    "tiered provider=openai mode=chat in=1e-6 out=2e-6 in/priority=2e-6 out/priority=4e-6\n";
+
+static void test_service_tier(void) {
+  budget_pricing *p = NULL;
+  budget_options o = BUDGET_OPTIONS_INIT;
+  budget_manager *m = NULL;
+  budget_usage u = tokens_usage(1000, 500);
+  budget_usage v1;
+  budget_charge c = BUDGET_CHARGE_INIT;
+  budget_cost_options co = BUDGET_COST_OPTIONS_INIT;
+  budget_receipt *r = NULL;
+  char *text = NULL;
+  int64_t v = 0;
+  const char prio[] = "{\"service_tier\":\"priority\",\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}";
+
+  OK(budget_pricing_new(&p));
+  OK(budget_pricing_load(NULL, p, BUDGET_PRICES_COMPACT, TIERED, sizeof TIERED - 1));
+  OK(budget_pricing_cost(&v, p, "tiered", &u, NULL));
+  CHECK(v == 2000000); /* standard: 1000 x 1e-6 + 500 x 2e-6 */
+  u.service_tier = BUDGET_TIER_PRIORITY;
+  OK(budget_pricing_cost(&v, p, "tiered", &u, NULL));
+  CHECK(v == 4000000);
+  co.tier = BUDGET_TIER_BATCH; /* the usage's tier wins over the caller's default */
+  OK(budget_pricing_cost(&v, p, "tiered", &u, &co));
+  CHECK(v == 4000000);
+  u.service_tier = (budget_service_tier)7;
+  ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_pricing_cost(&v, p, "tiered", &u, NULL));
+  /* Version 1: the field is not read (here it holds garbage) and not written. */
+  v1 = tokens_usage(1000, 500);
+  v1.version = 1;
+  v1.service_tier = (budget_service_tier)77;
+  OK(budget_pricing_cost(&v, p, "tiered", &v1, NULL));
+  CHECK(v == 2000000);
+  OK(budget_usage_from_response(&v1, BUDGET_API_OPENAI_CHAT, prio, sizeof prio - 1));
+  CHECK(v1.input_tokens == 7 && (int)v1.service_tier == 77);
+  OK(budget_usage_from_response(&u, BUDGET_API_OPENAI_CHAT, prio, sizeof prio - 1));
+  CHECK(u.input_tokens == 7 && u.service_tier == BUDGET_TIER_PRIORITY);
+
+  /* Through a manager: the commit is charged at the tier and the ledger names it. */
+  o.pricing = p;
+  OK(budget_manager_open(&m, "memory", &o));
+  budget_pricing_destroy(p);
+  u = tokens_usage(1000, 500);
+  u.service_tier = BUDGET_TIER_PRIORITY;
+  c.model = "tiered";
+  c.usage = &u;
+  OK(budget_record(&r, m, ALICE, 2, &c, NULL));
+  CHECK(r && r->charged_nanos == 4000000);
+  budget_free(r);
+  OK(budget_export(&text, NULL, m, BUDGET_EXPORT_JSONL, NULL));
+  CHECK(text && strstr(text, "\"service_tier\":\"priority\"") != NULL);
+  budget_free(text);
+  budget_manager_close(m);
+}
+
 /* ---- usage from providers ---------------------------------------------------------------- */
 
 static void test_providers(void) {
@@ -1340,6 +1400,7 @@ static const test_case TESTS[] = {
     {"ledger", test_ledger},
     {"pricing", test_pricing},
     {"priced_lifecycle", test_priced_lifecycle},
+    {"service_tier", test_service_tier},
     {"providers", test_providers},
     {"threads", test_threads},
 };

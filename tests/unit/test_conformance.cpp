@@ -861,6 +861,51 @@ TEST_CASE("check() holds nothing and writes nothing") {
   }
 }
 
+TEST_CASE("a call is priced at the service tier its usage names, and the ledger keeps the tier") {
+  FOR_EACH_STORE(kind) {
+    auto pe = std::make_shared<PricingEngine>();
+    ModelPrice mp;
+    mp.provider = "openai";
+    mp.input = "0.000001";
+    mp.output = "0.000004";
+    mp.extra = "in/priority=0.000002 out/priority=0.000008";
+    pe->set_price("tiered-model", mp);
+    Options o;
+    o.pricer = pe;
+    Env env(kind, o);
+    standard_limits(*env.m);
+    Usage u;
+    u.input_tokens = 1'000;
+    u.output_tokens = 500;
+    u.service_tier = ServiceTier::Priority;
+    auto d = env->reserve(alice(), Estimate::priced("tiered-model", u), {.request_id = "tier-1"});
+    REQUIRE(d.allowed);
+    CHECK(d.reservation.held() == usd("0.006"));  // 1000 x 2e-6 + 500 x 8e-6 (standard: 0.003)
+    auto rc = env->commit(d.reservation, Charge::priced("tiered-model", u));
+    CHECK(rc.charged == usd("0.006"));
+    Usage std_usage = u;
+    std_usage.service_tier = ServiceTier::Standard;
+    CHECK(env->record(alice(), Charge::priced("tiered-model", std_usage)).charged == usd("0.003"));
+    LedgerQuery q;
+    q.type = EventType::Commit;
+    auto ev = env->events(q);
+    REQUIRE(ev.size() == 1);
+    REQUIRE(ev[0].usage.has_value());
+    CHECK(ev[0].usage->service_tier == ServiceTier::Priority);
+    q.type = EventType::Record;
+    ev = env->events(q);
+    REQUIRE(ev.size() == 1);
+    REQUIRE(ev[0].usage.has_value());
+    CHECK(ev[0].usage->service_tier == ServiceTier::Standard);
+    std::ostringstream jsonl;
+    env->export_jsonl(jsonl);
+    const std::string text = jsonl.str();
+    CHECK(text.find("\"service_tier\":\"priority\"") != std::string::npos);
+    CHECK(text.find("\"service_tier\":\"standard\"") == std::string::npos);  // standard is not written
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("the ledger exports CSV and JSON lines, aggregates, and verifies") {
   FOR_EACH_STORE(kind) {
     Env env(kind);

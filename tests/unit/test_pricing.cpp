@@ -246,6 +246,36 @@ TEST_CASE("pricing: tiered_pricing ranges and service tiers") {
   CHECK(e->cost("gpt-4o", u, flex) == e->cost("gpt-4o", u));       // no flex prices: standard
 }
 
+TEST_CASE("pricing: the tier a usage names is priced, over the caller's default tier") {
+  auto e = small_engine();
+  Usage u = tokens(1'000, 1'000);
+  u.cache_read_tokens = 400;
+  u.service_tier = ServiceTier::Priority;
+  CHECK(e->cost("gpt-4o", u) == Money::parse("0.02005"));  // was 0.0120: priority priced as standard
+  CHECK(e->cost("gpt-4o", u, tier(ServiceTier::Batch)) == Money::parse("0.02005"));  // the usage's tier wins
+  CHECK(e->quote("gpt-4o", u).cost == Money::parse("0.02005"));
+  CHECK(e->price("gpt-4o", u, Timestamp{}).cost == Money::parse("0.02005"));  // the Pricer a manager uses
+  CHECK(e->price_brief("gpt-4o", u, Timestamp{}).cost == Money::parse("0.02005"));
+  u.service_tier = ServiceTier::Standard;  // unnamed: the caller's default applies
+  CHECK(e->cost("gpt-4o", u, tier(ServiceTier::Batch)) == Money::parse("0.00625"));
+  u.service_tier = static_cast<ServiceTier>(9);
+  CHECK_THROWS_AS(e->cost("gpt-4o", u), InvalidArgumentError);
+}
+
+TEST_CASE("service tier names") {
+  for (auto t : {ServiceTier::Standard, ServiceTier::Batch, ServiceTier::Flex, ServiceTier::Priority})
+    CHECK(parse_service_tier(to_string(t)) == t);
+  CHECK(parse_service_tier("default") == ServiceTier::Standard);
+  CHECK_THROWS_AS(parse_service_tier("Priority"), InvalidArgumentError);
+  CHECK_THROWS_AS(parse_service_tier(""), InvalidArgumentError);
+  Usage a, b;
+  b.service_tier = ServiceTier::Flex;
+  a += b;  // one call's parts: the tier is the call's
+  CHECK(a.service_tier == ServiceTier::Flex);
+  a += Usage{};
+  CHECK(a.service_tier == ServiceTier::Flex);
+}
+
 TEST_CASE("pricing: per request, per image, per audio second") {
   auto e = small_engine();
   Usage u = tokens(1'000, 1'000);

@@ -116,6 +116,45 @@ TEST_CASE("providers: feed_event with payloads already split") {
   CHECK(u.cache_read_tokens == 5);
 }
 
+TEST_CASE("providers: the service tier a response names") {
+  // OpenAI Chat: top level, on the response and on every chunk.
+  CHECK(usage_from_response(ApiFormat::OpenAIChat,
+                            R"({"service_tier":"priority","usage":{"prompt_tokens":10,"completion_tokens":5}})")
+            .service_tier == ServiceTier::Priority);
+  for (const char* name : {"default", "scale", "auto", "something-new"}) {
+    CAPTURE(name);
+    auto body = std::string(R"({"service_tier":")") + name + R"(","usage":{"prompt_tokens":1,"completion_tokens":1}})";
+    CHECK(usage_from_response(ApiFormat::OpenAIChat, body).service_tier == ServiceTier::Standard);
+  }
+  StreamUsage chat(ApiFormat::OpenAIChat);
+  chat.feed("data: {\"service_tier\":\"flex\",\"choices\":[{\"delta\":{\"content\":\"hello world\"}}]}\n\n");
+  CHECK(chat.usage().service_tier == ServiceTier::Flex);  // a cut stream's estimate too
+  chat.feed("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n");
+  auto cu = chat.finish();
+  CHECK(cu.service_tier == ServiceTier::Flex);  // a chunk without the field keeps it
+  CHECK(cu.input_tokens == 7);
+  // OpenAI Responses: the response object, whole or in response.completed.
+  CHECK(usage_from_response(ApiFormat::OpenAIResponses,
+                            R"({"object":"response","service_tier":"flex","usage":{"input_tokens":4,"output_tokens":2}})")
+            .service_tier == ServiceTier::Flex);
+  StreamUsage resp(ApiFormat::OpenAIResponses);
+  resp.feed_event(R"({"type":"response.completed","response":{"service_tier":"priority","usage":{"input_tokens":4,"output_tokens":2}}})");
+  CHECK(resp.finish().service_tier == ServiceTier::Priority);
+  // Anthropic: usage.service_tier, in the message and in message_start.
+  CHECK(usage_from_response(ApiFormat::Anthropic,
+                            R"({"type":"message","usage":{"input_tokens":3,"output_tokens":1,"service_tier":"batch"}})")
+            .service_tier == ServiceTier::Batch);
+  StreamUsage an(ApiFormat::Anthropic);
+  an.feed_event(R"({"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1,"service_tier":"priority"}}})");
+  an.feed_event(R"({"type":"message_delta","usage":{"output_tokens":9}})");
+  auto au = an.finish();
+  CHECK(au.service_tier == ServiceTier::Priority);
+  CHECK(au.output_tokens == 9);
+  // A tier that is not a string is ignored like any odd shape.
+  CHECK(usage_from_response(ApiFormat::OpenAIChat, R"({"service_tier":7,"usage":{"prompt_tokens":1}})").service_tier ==
+        ServiceTier::Standard);
+}
+
 TEST_CASE("providers: token estimate") {
   CHECK(estimate_tokens("") == 0);
   CHECK(estimate_tokens("abcd") == 1);
