@@ -9,7 +9,9 @@ the pricing rules of docs/pricing.md:
   * long-context levels: a price field `<f>_above_<N>k_tokens` or a tiered_pricing range
     starting at N applies to the whole request when input_tokens > N;
   * a component's price: the service tier's own price at the selected level or the nearest
-    lower level, else the standard price likewise; components without a price are billed
+    lower level, else the standard price likewise; when the standard price changes at a level
+    above the tier's nearest stated one, the tier's price x (standard here / standard at the
+    tier's level), the unit price rounded up to 1e-24; components without a price are billed
     with their parent (cache read / cache write -> input, 1h write -> 5m write,
     reasoning -> output); input/output/request/image/audio without a price cost nothing;
   * each line = quantity x unit price, rounded UP to the nano; audio is priced per second
@@ -124,13 +126,27 @@ def cost(prices, u, tier):
         if i > 0 and u["in"] > t:
             level_idx = i
 
+    def nearest(comp, svc, top):
+        for j in range(top, -1, -1):
+            p = prices.get((comp, svc, levels[j]))
+            if p is not None:
+                return p, j
+        return None, None
+
     def price(comp):
-        for svc in ([tier, "standard"] if tier != "standard" else ["standard"]):
-            for j in range(level_idx, -1, -1):
-                p = prices.get((comp, svc, levels[j]))
-                if p is not None:
-                    return p
-        return None
+        std, std_at = nearest(comp, "standard", level_idx)
+        if tier == "standard":
+            return std
+        own, own_at = nearest(comp, tier, level_idx)
+        if own is None:
+            return std
+        if std is not None and std_at > own_at:
+            # The standard price changes above the tier's last stated level: the tier keeps
+            # its ratio to the standard price, the unit price rounded up to 1e-24.
+            base, _ = nearest(comp, "standard", own_at)
+            if base is not None and base > 0:
+                return (std * own / base * SCALE).to_integral_value(rounding=decimal.ROUND_CEILING) / SCALE
+        return own
 
     q = {
         "in": u["in"] - u["cr"] - u["cw"], "cr": u["cr"], "cw": u["cw"] - u["cw1h"],

@@ -4,6 +4,32 @@
 
 namespace budget::detail {
 
+std::optional<int128> mul_div_ceil(int128 a, int128 b, int128 c) {
+  // The 256-bit product hi:lo from 64-bit limbs.
+  const uint128 ua = static_cast<uint128>(a), ub = static_cast<uint128>(b), uc = static_cast<uint128>(c);
+  const uint128 m64 = ~uint64_t{0};
+  const uint128 a0 = ua & m64, a1 = ua >> 64, b0 = ub & m64, b1 = ub >> 64;
+  const uint128 p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+  const uint128 mid = (p00 >> 64) + (p01 & m64) + (p10 & m64);
+  uint128 lo = (p00 & m64) | (mid << 64);
+  uint128 hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+  // Long division, one bit at a time (c < 2^127, so the remainder never needs a 129th bit).
+  uint128 q = 0, r = 0;
+  for (int i = 255; i >= 0; --i) {
+    const uint128 bit = i >= 128 ? (hi >> (i - 128)) & 1 : (lo >> i) & 1;
+    r = (r << 1) | bit;
+    const bool take = r >= uc;
+    if (take) r -= uc;
+    if (i >= 127 && take) return std::nullopt;  // the quotient needs bit 127 or more
+    if (take) q |= uint128{1} << i;
+  }
+  if (r != 0) {
+    if (q == (~uint128{0} >> 1)) return std::nullopt;
+    ++q;
+  }
+  return static_cast<int128>(q);
+}
+
 int128 pow10_128(int n) {
   int128 r = 1;
   for (int i = 0; i < n; ++i) r *= 10;

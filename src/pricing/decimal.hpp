@@ -32,6 +32,10 @@ std::string format_scaled(int128 value, int scale);
 // 10^n for 0 <= n <= 38.
 int128 pow10_128(int n);
 
+// ceil(a * b / c) for a, b >= 0 and c > 0, exact through a 256-bit product; std::nullopt when
+// the result exceeds int128. For derived prices (a tier's ratio), not the cost path.
+std::optional<int128> mul_div_ceil(int128 a, int128 b, int128 c);
+
 // ceil(a / b) for b > 0.
 inline int128 ceil_div(int128 a, int128 b) {
   if (a >= 0) {  // the cost path: one unsigned division (fast path for a 64-bit divisor)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <optional>
 
 namespace budget::detail {
 
@@ -86,16 +87,36 @@ bool compile_entry(const RawEntry& raw, Entry& out, std::string* why) {
     for (int s = 0; s < kNumServiceTiers; ++s) {
       Resolved& r = out.levels[k][static_cast<size_t>(s)];
       for (int c = 0; c < kNumComps; ++c) {
-        const RawPrice* found = nullptr;
-        // The service tier's own prices from this level down, then the standard ones.
-        for (int pass = 0; pass < 2 && !found; ++pass) {
-          int svc = pass == 0 ? s : 0;
-          if (pass == 1 && s == 0) break;
-          for (size_t j = k + 1; j-- > 0 && !found;)
-            found = raw.find(static_cast<Comp>(c), svc, out.thresholds[j]);
+        const auto comp = static_cast<Comp>(c);
+        // The nearest price of service `svc` at level k or below, and its level.
+        auto nearest = [&](int svc, size_t level, size_t* at) -> const RawPrice* {
+          for (size_t j = level + 1; j-- > 0;)
+            if (const RawPrice* p = raw.find(comp, svc, out.thresholds[j])) {
+              if (at) *at = j;
+              return p;
+            }
+          return nullptr;
+        };
+        size_t tier_at = 0, std_at = 0;
+        const RawPrice* tier_p = s == 0 ? nullptr : nearest(s, k, &tier_at);
+        const RawPrice* std_p = nearest(0, k, &std_at);
+        std::optional<Price> price;
+        if (tier_p) {
+          price = tier_p->value;
+          // The tier states no price at this long-context level, the standard does (a level
+          // above the tier's last price): the tier keeps its ratio to the standard price
+          // (batch at half the base price is half the long-context price), rounded up to the
+          // 1e-24 unit. Without it a discount tier was billed its *base* price for a long
+          // request (gpt-5.4 batch above 272k input: $1.25/M instead of $2.50/M).
+          const RawPrice* std_base = std_p && std_at > tier_at ? nearest(0, tier_at, nullptr) : nullptr;
+          if (std_base && std_base->value > 0)
+            if (auto scaled = mul_div_ceil(std_p->value, tier_p->value, std_base->value); scaled && *scaled <= kMaxPrice)
+              price = *scaled;
+        } else if (std_p) {
+          price = std_p->value;
         }
-        if (found) {
-          r.price[static_cast<size_t>(c)] = found->value;
+        if (price) {
+          r.price[static_cast<size_t>(c)] = *price;
           r.own[static_cast<size_t>(c)] = true;
         }
       }

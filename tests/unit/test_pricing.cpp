@@ -246,6 +246,36 @@ TEST_CASE("pricing: tiered_pricing ranges and service tiers") {
   CHECK(e->cost("gpt-4o", u, flex) == e->cost("gpt-4o", u));       // no flex prices: standard
 }
 
+TEST_CASE("pricing: a service tier without a long-context price keeps its ratio to the standard price") {
+  PricingEngine e;
+  e.load_compact(
+      "!budget-prices 1\n"
+      "half provider=openai in=2e-6 in@1000=4e-6 out=1e-5 in/batch=1e-6 out/batch=5e-6\n"
+      "prio provider=openai in=5.5e-6 in@272000=1.1e-5 out=3.3e-5 out@272000=4.95e-5 "
+      "in/priority=1.375e-5 out/priority=8.25e-5\n"
+      "third provider=openai in=3e-6 in@1000=1e-5 in/flex=1e-6\n"
+      "own provider=openai in=2e-6 in@1000=4e-6 in/batch=1e-6 in/batch@1000=3e-6\n");
+  auto unit = [&](const char* model, ServiceTier t, int64_t in, int64_t out, const char* item) {
+    Usage u = tokens(in, out);
+    u.service_tier = t;
+    for (const auto& li : e.quote(model, u).items)
+      if (li.name == item) return li.unit_price;
+    return std::string("(none)");
+  };
+  // Below the long-context level nothing changes.
+  CHECK(unit("half", ServiceTier::Batch, 1'000, 10, "input") == "0.000001");
+  // Above it: batch is half the long-context price (was its base price, 0.000001: undercharged).
+  CHECK(unit("half", ServiceTier::Batch, 1'001, 10, "input") == "0.000002");
+  CHECK(unit("half", ServiceTier::Batch, 1'001, 10, "output") == "0.000005");  // standard has no level: as stated
+  // Priority 2.5x, prices whose 1e-24 product needs more than 128 bits (4.95e19 x 8.25e19).
+  CHECK(unit("prio", ServiceTier::Priority, 272'001, 10, "input") == "0.0000275");
+  CHECK(unit("prio", ServiceTier::Priority, 272'001, 10, "output") == "0.00012375");
+  // A ratio that does not end: the unit price is rounded up at the 24th decimal.
+  CHECK(unit("third", ServiceTier::Flex, 1'001, 0, "input") == "0.000003333333333333333334");
+  // A tier's own long-context price wins.
+  CHECK(unit("own", ServiceTier::Batch, 1'001, 0, "input") == "0.000003");
+}
+
 TEST_CASE("pricing: the tier a usage names is priced, over the caller's default tier") {
   auto e = small_engine();
   Usage u = tokens(1'000, 1'000);
