@@ -319,6 +319,13 @@ RequestOptions to_request(py::handle request_id, py::handle buffer, py::handle t
   return r;
 }
 
+// A service tier by name (budget::parse_service_tier: "standard" or "default", "batch", "flex",
+// "priority"); None names none, which is standard. Anything else is an InvalidArgumentError.
+ServiceTier to_service_tier(py::handle o, const char* what) {
+  if (o.is_none()) return ServiceTier::Standard;
+  return parse_service_tier(to_text(o, what));
+}
+
 Usage to_usage(py::handle o) {
   if (py::isinstance<Usage>(o)) return o.cast<Usage>();
   invalid("usage must be a budget.Usage, not " + type_name(o));
@@ -533,7 +540,8 @@ PYBIND11_MODULE(_native, mod) {
   py::class_<Usage>(mod, "Usage")
       .def(py::init([](py::handle input_tokens, py::handle output_tokens, py::handle cache_read_tokens,
                        py::handle cache_write_tokens, py::handle cache_write_1h_tokens, py::handle reasoning_tokens,
-                       py::handle images, py::handle audio_ms, py::handle requests, bool complete) {
+                       py::handle images, py::handle audio_ms, py::handle requests, bool complete,
+                       py::handle service_tier) {
              Usage u;
              u.input_tokens = to_count(input_tokens, "input_tokens");
              u.output_tokens = to_count(output_tokens, "output_tokens");
@@ -545,12 +553,14 @@ PYBIND11_MODULE(_native, mod) {
              u.audio_ms = to_count(audio_ms, "audio_ms");
              u.requests = to_count(requests, "requests");
              u.complete = complete;
+             u.service_tier = to_service_tier(service_tier, "service_tier");
              u.validate();
              return u;
            }),
            py::kw_only(), py::arg("input_tokens") = 0, py::arg("output_tokens") = 0, py::arg("cache_read_tokens") = 0,
            py::arg("cache_write_tokens") = 0, py::arg("cache_write_1h_tokens") = 0, py::arg("reasoning_tokens") = 0,
-           py::arg("images") = 0, py::arg("audio_ms") = 0, py::arg("requests") = 1, py::arg("complete") = true)
+           py::arg("images") = 0, py::arg("audio_ms") = 0, py::arg("requests") = 1, py::arg("complete") = true,
+           py::arg("service_tier") = "standard")
       .def_readonly("input_tokens", &Usage::input_tokens)
       .def_readonly("output_tokens", &Usage::output_tokens)
       .def_readonly("cache_read_tokens", &Usage::cache_read_tokens)
@@ -561,11 +571,13 @@ PYBIND11_MODULE(_native, mod) {
       .def_readonly("audio_ms", &Usage::audio_ms)
       .def_readonly("requests", &Usage::requests)
       .def_readonly("complete", &Usage::complete)
+      .def_property_readonly("service_tier", [](const Usage& u) { return std::string(to_string(u.service_tier)); })
       .def_property_readonly("total_tokens", &Usage::total_tokens)
       .def("__eq__", [](const Usage& a, py::handle b) { return py::isinstance<Usage>(b) && a == b.cast<Usage>(); })
       .def("__hash__", [](const Usage& u) {
         return py::hash(py::make_tuple(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
-                                       u.reasoning_tokens, u.requests, u.complete));
+                                       u.reasoning_tokens, u.requests, u.complete,
+                                       static_cast<int>(u.service_tier)));
       })
       .def("__add__", [](const Usage& a, const Usage& b) { Usage r = a; r += b; return r; })
       .def("to_dict", [](const Usage& u) {
@@ -574,6 +586,7 @@ PYBIND11_MODULE(_native, mod) {
         d["cache_read_tokens"] = u.cache_read_tokens; d["cache_write_tokens"] = u.cache_write_tokens;
         d["cache_write_1h_tokens"] = u.cache_write_1h_tokens; d["reasoning_tokens"] = u.reasoning_tokens;
         d["images"] = u.images; d["audio_ms"] = u.audio_ms; d["requests"] = u.requests; d["complete"] = u.complete;
+        d["service_tier"] = to_string(u.service_tier);
         return d;
       })
       .def("__repr__", [](const Usage& u) {
@@ -587,6 +600,7 @@ PYBIND11_MODULE(_native, mod) {
         if (u.audio_ms) s << ", audio_ms=" << u.audio_ms;
         if (u.requests != 1) s << ", requests=" << u.requests;
         if (!u.complete) s << ", complete=False";
+        if (u.service_tier != ServiceTier::Standard) s << ", service_tier='" << to_string(u.service_tier) << "'";
         s << ")";
         return s.str();
       });
@@ -899,14 +913,8 @@ PYBIND11_MODULE(_native, mod) {
   };
   auto cost_opts = [](py::handle tier, py::handle at, bool markup) {
     CostOptions o;
-    if (!tier.is_none()) {
-      std::string t = to_text(tier, "tier");
-      if (t == "standard" || t == "default") o.tier = ServiceTier::Standard;
-      else if (t == "batch") o.tier = ServiceTier::Batch;
-      else if (t == "flex") o.tier = ServiceTier::Flex;
-      else if (t == "priority") o.tier = ServiceTier::Priority;
-      else invalid("tier must be 'standard', 'batch', 'flex' or 'priority', not '" + t + "'");
-    }
+    // The tier to price at when the usage names none: a tier the usage names wins (core).
+    o.tier = to_service_tier(tier, "tier");
     if (!at.is_none()) o.at = to_time(at);
     o.apply_markup = markup;
     return o;
