@@ -24,6 +24,7 @@ class FakeProvider:
         self.disconnects = 0
         self.fail_status: Optional[int] = None
         self.ignore_max_tokens = False  # stream past max_tokens (a runaway answer)
+        self.service_tier: Optional[str] = None  # OpenAI: sent on every chunk and the response when set
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,12 +106,14 @@ class FakeProvider:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         }
-        base = {"id": "chatcmpl-fake123", "created": int(time.time()), "model": model,
-                "system_fingerprint": "fp_fake"}
+        base: Dict[str, Any] = {"id": "chatcmpl-fake123", "created": int(time.time()), "model": model,
+                                "system_fingerprint": "fp_fake"}
+        if self.service_tier is not None:
+            base["service_tier"] = self.service_tier
         if not body.get("stream"):
-            h._json(200, {**base, "object": "chat.completion", "choices": [
+            h._json(200, {"service_tier": "default", **base, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None},
-                 "logprobs": None, "finish_reason": "stop"}], "usage": usage, "service_tier": "default"})
+                 "logprobs": None, "finish_reason": "stop"}], "usage": usage})
             return
         h._sse_start()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -128,6 +128,34 @@ def test_consumer_closes_early(make: Make, pricing: budget.PricingEngine, fake: 
     assert st.held == 0
 
 
+def test_openai_priority_tier_is_charged_and_kept(make: Make, fake: FakeProvider) -> None:
+    # The tier the provider reports is committed with the usage: a complete stream, a stream cut
+    # by the consumer (its estimate is rebuilt as incomplete and must keep the tier) and a
+    # non-streamed response, each priced at priority.
+    p = budget.PricingEngine()
+    p.load_compact("!budget-prices 1\ntier-model provider=openai mode=chat in=1e-6 out=4e-6 "
+                   "in/priority=2e-6 out/priority=8e-6\n")
+    fake.service_tier = "priority"
+    m = make(pricing=p, limits={"user:*": {"day": "1"}})
+    with guard_chat_completions(m, oai(fake), subject="user:t", model="tier-model", messages=MSGS,
+                                stream=True, request_id="t-full") as s:
+        for _ in s:
+            pass
+    with guard_chat_completions(m, oai(fake), subject="user:t", model="tier-model", messages=MSGS,
+                                stream=True, request_id="t-cut") as s:
+        for i, _ in enumerate(s):
+            if i == 3:
+                break
+    guard_chat_completions(m, oai(fake), subject="user:t", model="tier-model", messages=MSGS,
+                           request_id="t-plain")
+    for rid, complete in (("t-full", True), ("t-cut", False), ("t-plain", True)):
+        ev = commit_event(m, rid)
+        assert ev.usage is not None and ev.usage.complete == complete, rid
+        assert ev.usage.service_tier == "priority", rid
+        assert ev.amount == p.cost("tier-model", ev.usage) > p.cost("tier-model", budget.Usage(
+            **{**ev.usage.to_dict(), "service_tier": "standard"})), rid  # type: ignore[arg-type]
+
+
 def test_a_stream_dropped_unread_releases_its_hold(make: Make, pricing: budget.PricingEngine, fake: FakeProvider) -> None:
     # An error in the caller's code between the call and the loop: the stream is never read.
     m = make(pricing=pricing, limits={"user:*": {"day": "1"}})
