@@ -156,6 +156,23 @@ def test_openai_priority_tier_is_charged_and_kept(make: Make, fake: FakeProvider
             **{**ev.usage.to_dict(), "service_tier": "standard"})), rid  # type: ignore[arg-type]
 
 
+def test_openai_priority_request_is_estimated_at_priority(make: Make, fake: FakeProvider) -> None:
+    p = budget.PricingEngine()
+    p.load_compact("!budget-prices 1\ntier-model provider=openai mode=chat in=1e-6 out=4e-6 "
+                   "in/priority=2e-6 out/priority=8e-6\n")
+    fake.service_tier = "priority"
+    m = make(pricing=p, limits={"user:*": {"day": "1"}})
+    for rid, tier in (("e-prio", "priority"), ("e-auto", "auto")):
+        with guard_chat_completions(m, oai(fake), subject="user:e", model="tier-model", messages=MSGS,
+                                    max_tokens=100, stream=True, request_id=rid, service_tier=tier) as s:
+            for _ in s:
+                pass
+        assert fake.requests[-1]["body"]["service_tier"] == tier  # passed through to the provider
+    est = {e.request_id: e.held_delta for e in m.events(type="reserve")}
+    assert est["e-prio"] == 2 * est["e-auto"] > 0  # priority prices are twice the standard ones here
+    assert commit_event(m, "e-auto").usage.service_tier == "priority"  # type: ignore[union-attr]
+
+
 def test_a_stream_dropped_unread_releases_its_hold(make: Make, pricing: budget.PricingEngine, fake: FakeProvider) -> None:
     # An error in the caller's code between the call and the loop: the stream is never read.
     m = make(pricing=pricing, limits={"user:*": {"day": "1"}})

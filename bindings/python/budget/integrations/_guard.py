@@ -83,6 +83,7 @@ class Meter:
         metadata: Optional[Mapping[str, str]] = None,
         ttl: Optional[Any] = None,
         buffer: Optional[float] = None,
+        service_tier: str = "standard",
     ) -> None:
         if not isinstance(model, str) or not model:
             raise InvalidArgumentError("the request needs a model")
@@ -100,6 +101,7 @@ class Meter:
         self.metadata = dict(metadata) if metadata else None
         self.ttl = ttl
         self.buffer = buffer
+        self.service_tier = service_tier  # the tier the reserve estimate is priced at
         self.stream = StreamUsage(fmt, input_tokens_estimate=input_tokens)
         self.reservation: Optional[Reservation] = None
         self.decision: Optional[Decision] = None
@@ -117,7 +119,8 @@ class Meter:
             kw["tokens"] = self.input_tokens + self.max_output_tokens
             return (self.subject, self.estimate), kw
         kw["model"] = self.model
-        usage = Usage(input_tokens=self.input_tokens, output_tokens=self.max_output_tokens)
+        usage = Usage(input_tokens=self.input_tokens, output_tokens=self.max_output_tokens,
+                      service_tier=self.service_tier)
         return (self.subject, usage), kw
 
     def on_decision(self, d: Decision) -> None:

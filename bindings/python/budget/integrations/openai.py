@@ -9,7 +9,9 @@ The request is estimated from its messages and ``max_completion_tokens``/``max_t
 reserved first (``BudgetExceededError`` when denied: nothing is sent). Streams ask for
 usage (``stream_options.include_usage``); each chunk is metered; on ``Stop`` the SDK stream
 is closed and ``BudgetExceededError(stopped=True)`` raised; the provider's usage is
-committed at the end (the estimate, marked incomplete, when the stream is cut).
+committed at the end (the estimate, marked incomplete, when the stream is cut), priced at the
+service tier the response reports. A request with ``service_tier="priority"`` (or ``"flex"``)
+is estimated at that tier's prices.
 """
 from __future__ import annotations
 
@@ -25,8 +27,11 @@ def _meter(manager: BudgetManager, subject: SubjectLike, kwargs: dict[str, Any],
     model = kwargs.get("model")
     max_out = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens") or default_max_output(manager, str(model))
     input_tokens = estimate_input_tokens(kwargs.get("messages"), tools=kwargs.get("tools"))
+    # A request for priority or flex processing is estimated at that tier's prices; "auto" and
+    # "default" (the tier is the project's, known only from the response) at standard prices.
+    tier = kwargs.get("service_tier")
     return Meter(manager, "openai-chat", "openai", subject, model,  # type: ignore[arg-type]
-                 input_tokens, int(max_out), **opts)
+                 input_tokens, int(max_out), service_tier=tier if tier in ("priority", "flex") else "standard", **opts)
 
 
 def _prepare(kwargs: dict[str, Any]) -> bool:
