@@ -16,7 +16,6 @@ export {
   type ModelPrice,
   type PriceQuote,
   type ResolvedModel,
-  type ServiceTier,
 } from './pricing';
 export { estimateTokens, usageFromResponse, StreamUsage, type ApiFormat } from './providers';
 export {

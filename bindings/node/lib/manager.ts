@@ -220,7 +220,7 @@ let pricedProvider: string | undefined;
 
 /**
  * The model of a `{ model, usage }` estimate or charge whose usage this call put in the
- * scratch buffer (slots 0-9); undefined for any other shape (the addon then converts the
+ * scratch buffer (slots 0-10); undefined for any other shape (the addon then converts the
  * value itself, with its checks and errors). Every field is read before the slots are
  * written; call it last before the native call (no user code may run in between).
  */

@@ -13,6 +13,8 @@ export interface NativeAddon {
   /** Benchmark baseline: feeds `text` n times to a C++ StreamUsage; elapsed ns. */
   benchFeedEvent(format: string, text: string, n: number): number;
   usageFromResponse(format: string, body: unknown): any;
+  /** The service tier names the core accepts ('default' included) and their codes. */
+  serviceTiers: Record<string, number>;
   version: string;
   napiVersion: number;
   withRedis: boolean;
@@ -54,7 +56,7 @@ export interface NativeManagerHandle {
   close(): void;
   benchLoop(subject: unknown, estimate: unknown, n: number, prefix?: string, charge?: unknown): number;
   // Inline execution (offload false): synchronous, scalars in the scratch buffer.
-  // `model` set: the estimate / charge is { model, usage (in scratch slots 0-9), provider }.
+  // `model` set: the estimate / charge is { model, usage (in scratch slots 0-10), provider }.
   reserveI(subject: unknown, estimate: unknown, requestId: unknown, options: unknown, model?: string): unknown;
   checkI(subject: unknown, estimate: unknown, model?: string): unknown;
   consumeI(res: unknown, handle: unknown, amount: unknown, tokens: unknown): any;
@@ -86,7 +88,7 @@ export interface NativePricingHandle {
   resolve(model: unknown, at?: unknown): any;
   knows(model: unknown): boolean;
   cost(model: unknown, usage: unknown, options?: unknown): bigint;
-  /** cost() fast path: usage counts in scratch slots 0-9, the cost in slot 0. */
+  /** cost() fast path: the usage in scratch slots 0-10, the options in 11-13, the cost in slot 0. */
   costF(model: string): void;
   quote(model: unknown, usage: unknown, options?: unknown): any;
   estimate(model: unknown, inputTokens: unknown, maxOutputTokens?: unknown, options?: unknown): bigint;
@@ -134,6 +136,16 @@ export const native: NativeAddon = load();
 export const F64 = new Float64Array(native.scratch);
 export const I64 = new BigInt64Array(native.scratch);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Service tier name -> code (budget::ServiceTier), as the core names them; no prototype. */
+export const TIERS: Readonly<Record<string, number>> = Object.freeze(Object.assign(Object.create(null), native.serviceTiers));
+
+/** A service tier's code for the scratch buffer: NaN = absent, -1 = needs the general path. */
+export function tierCode(x: unknown): number {
+  if (x === undefined || x === null) return NaN;
+  if (typeof x !== 'string') return -1;
+  const t = TIERS[x];
+  return t === undefined ? -1 : t;
+}
 
 /** A usage count for the scratch buffer: NaN = absent, -1 = needs the general path. */
 function num(x: unknown): number {
@@ -144,9 +156,10 @@ function num(x: unknown): number {
 }
 
 /**
- * Puts a usage object in scratch slots 0-9 (the counts in the field order of budget::Usage,
- * then `complete`; NaN = absent) when every field is absent or a non-negative safe integer
- * (number or bigint), `complete` absent or boolean, and no other field; false otherwise (the
+ * Puts a usage object in scratch slots 0-10 (the counts in the field order of budget::Usage,
+ * then `complete`, then the service tier's code; NaN = absent) when every count is absent or a
+ * non-negative safe integer (number or bigint), `complete` absent or boolean, `serviceTier`
+ * absent or a tier name, and no other field; false otherwise (the
  * general path then validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
  * All fields are read before the first slot is written: a getter that calls back into
  * libbudget cannot clobber a slot already written.
@@ -155,6 +168,7 @@ export function putUsage(u: unknown): boolean {
   if (typeof u !== 'object' || u === null || Array.isArray(u)) return false;
   const v = u as Record<string, unknown>;
   const c = v.complete;
+  const a10 = tierCode(v.serviceTier);
   const a0 = num(v.inputTokens);
   const a1 = num(v.cacheReadTokens);
   const a2 = num(v.cacheWriteTokens);
@@ -164,7 +178,7 @@ export function putUsage(u: unknown): boolean {
   const a6 = num(v.images);
   const a7 = num(v.audioMs);
   const a8 = num(v.requests);
-  if (a0 < 0 || a1 < 0 || a2 < 0 || a3 < 0 || a4 < 0 || a5 < 0 || a6 < 0 || a7 < 0 || a8 < 0) return false;
+  if (a0 < 0 || a1 < 0 || a2 < 0 || a3 < 0 || a4 < 0 || a5 < 0 || a6 < 0 || a7 < 0 || a8 < 0 || a10 < 0) return false;
   let a9: number;
   if (c === undefined || c === null) a9 = NaN;
   else if (typeof c === 'boolean') a9 = c ? 1 : 0;
@@ -174,7 +188,7 @@ export function putUsage(u: unknown): boolean {
   let keys = 0;
   for (const _ in v) keys++;
   // eslint-disable-next-line no-self-compare
-  const known = +(a0 === a0) + +(a1 === a1) + +(a2 === a2) + +(a3 === a3) + +(a4 === a4) + +(a5 === a5) + +(a6 === a6) + +(a7 === a7) + +(a8 === a8) + +(a9 === a9);
+  const known = +(a0 === a0) + +(a1 === a1) + +(a2 === a2) + +(a3 === a3) + +(a4 === a4) + +(a5 === a5) + +(a6 === a6) + +(a7 === a7) + +(a8 === a8) + +(a9 === a9) + +(a10 === a10);
   if (keys !== known) return false;
   F64[0] = a0;
   F64[1] = a1;
@@ -186,6 +200,7 @@ export function putUsage(u: unknown): boolean {
   F64[7] = a7;
   F64[8] = a8;
   F64[9] = a9;
+  F64[10] = a10;
   return true;
 }
 

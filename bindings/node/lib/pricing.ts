@@ -1,9 +1,7 @@
 // PricingEngine: exact costs from price tables (synchronous: pure computation).
 import { jsonText } from './errors';
-import { F64, I64, native, putUsage, type NativePricingHandle } from './native';
-import type { CountInput, LineItem, MoneyInput, UsageInput } from './types';
-
-const TIERS: Record<string, number> = { standard: 0, batch: 1, flex: 2, priority: 3 };
+import { F64, I64, native, putUsage, tierCode, type NativePricingHandle } from './native';
+import type { CountInput, LineItem, MoneyInput, ServiceTier, UsageInput } from './types';
 
 /** The common shapes of cost(): plain counts and options (see NativePricing::CostF). */
 function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
@@ -14,10 +12,8 @@ function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
   if (o !== undefined && o !== null) {
     if (typeof o !== 'object' || Array.isArray(o)) return false;
     const { tier, at, applyMarkup } = o;
-    if (tier !== undefined && tier !== null) {
-      if (typeof tier !== 'string' || !Object.prototype.hasOwnProperty.call(TIERS, tier)) return false;
-      t = TIERS[tier];
-    }
+    t = tierCode(tier);
+    if (t < 0) return false;
     if (at !== undefined && at !== null) {
       if (typeof at === 'number' && Number.isSafeInteger(at)) a = at;
       else if (at instanceof Date && Number.isFinite(at.getTime())) a = at.getTime();
@@ -29,16 +25,17 @@ function fastArgs(u: UsageInput, o: CostOptions | undefined): boolean {
     }
   }
   if (!putUsage(u)) return false;
-  F64[10] = t;
-  F64[11] = a;
-  F64[12] = k;
+  F64[11] = t;
+  F64[12] = a;
+  F64[13] = k;
   return true;
 }
 
-export type ServiceTier = 'standard' | 'batch' | 'flex' | 'priority';
+export type { ServiceTier } from './types';
 
 export interface CostOptions {
-  tier?: ServiceTier;
+  /** The tier to price at when the usage names none (its serviceTier absent or standard). */
+  tier?: ServiceTier | 'default';
   /** Time of use (rules in force then); default now. */
   at?: Date | number;
   applyMarkup?: boolean;

@@ -14,6 +14,13 @@ export type Metric = 'cost' | 'tokens' | 'requests';
 /** `minute` `hour` `day` `week` `month` `total` `rolling:<duration>` `custom:<start>/<end>` */
 export type WindowName = string;
 
+/**
+ * The provider's processing tier for a call (OpenAI `service_tier`, Anthropic
+ * `usage.service_tier`); it selects the tier's prices. As input, 'default' (OpenAI's name for
+ * standard) is accepted too.
+ */
+export type ServiceTier = 'standard' | 'batch' | 'flex' | 'priority';
+
 export interface UsageInput {
   inputTokens?: CountInput;
   cacheReadTokens?: CountInput;
@@ -25,6 +32,8 @@ export interface UsageInput {
   audioMs?: CountInput;
   requests?: CountInput;
   complete?: boolean;
+  /** The tier that served the call; priced at its prices (wins over CostOptions.tier). Default standard. */
+  serviceTier?: ServiceTier | 'default';
 }
 
 /** Normalised usage; totals include their parts (inputTokens includes cache reads/writes). */
@@ -40,6 +49,8 @@ export interface Usage {
   requests: number;
   /** false when the numbers are an estimate (e.g. a stream cut before its usage arrived). */
   complete: boolean;
+  /** The tier that served the call (the provider's answer; 'standard' when it named none). */
+  serviceTier: ServiceTier;
 }
 
 /** What to hold or check: money, or a model + expected usage that the pricing engine prices. */

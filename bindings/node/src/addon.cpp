@@ -44,6 +44,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("formatMoney", Napi::Function::New(env, FormatMoney));
   exports.Set("parseScope", Napi::Function::New(env, ParseScope));
   exports.Set("parseWindow", Napi::Function::New(env, ParseWindow));
+  // { standard: 0, batch: 1, flex: 2, priority: 3, default: 0 }: the service tier names the
+  // core accepts (budget::parse_service_tier) and their codes, for the TS fast paths.
+  Napi::Object tiers = Napi::Object::New(env);
+  for (int t = 0; t <= static_cast<int>(budget::ServiceTier::Priority); ++t)
+    tiers.Set(budget::to_string(static_cast<budget::ServiceTier>(t)), Napi::Number::New(env, t));
+  tiers.Set("default", Napi::Number::New(env, static_cast<int>(budget::parse_service_tier("default"))));
+  exports.Set("serviceTiers", tiers);
   exports.Set("version", Napi::String::New(env, BUDGET_VERSION_STRING));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
 #ifdef BUDGET_NODE_WITH_REDIS

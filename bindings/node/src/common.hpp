@@ -93,12 +93,17 @@ void read_utf8(napi_env env, napi_value v, std::string& out);
 bool to_bool(const Napi::Value& v, const char* what);
 budget::Timestamp to_time(const Napi::Value& v, const char* what);  // Date or ms number
 budget::Subject to_subject(const Napi::Value& v);
+// A service tier name (budget::parse_service_tier: "standard" or "default", "batch", "flex",
+// "priority"); anything else is InvalidArgument naming `what`.
+budget::ServiceTier to_service_tier(const Napi::Value& v, const char* what);
 budget::Usage to_usage(const Napi::Value& v);
-// The usage put in scratch slots 0-9 by the TS layer (putUsage in lib/native.ts): copied
-// at the entry of a call (before converting other arguments can run user code), validated
-// when its turn comes.
+// The usage put in scratch slots 0-10 by the TS layer (putUsage in lib/native.ts): the counts
+// in the field order of budget::Usage (0-8), `complete` (9), the service tier's code (10);
+// NaN = absent (the Usage default). Copied at the entry of a call (before converting other
+// arguments can run user code), validated when its turn comes.
 struct UsageSlots {
-  double v[10];
+  static constexpr size_t kCount = 11;
+  double v[kCount];
 };
 UsageSlots usage_slots(const EnvData& e);
 budget::Usage usage_from_slots(const UsageSlots& s);

@@ -223,12 +223,21 @@ budget::Subject to_subject(const Napi::Value& v) {
   return budget::Subject(scopes);
 }
 
+budget::ServiceTier to_service_tier(const Napi::Value& v, const char* what) {
+  std::string name = to_string(v, what);
+  try {
+    return budget::parse_service_tier(name);  // the names are the core's
+  } catch (const budget::InvalidArgumentError& e) {
+    invalid(std::string(what) + ": " + e.what());
+  }
+}
+
 budget::Usage to_usage(const Napi::Value& v) {
   Napi::Object o = expect_object(v, "usage");
   // a provider's raw usage ({ prompt_tokens }) or a misspelt field must not price as zero
   reject_unknown(o, "usage",
                  {"inputTokens", "cacheReadTokens", "cacheWriteTokens", "cacheWrite1hTokens", "outputTokens",
-                  "reasoningTokens", "images", "audioMs", "requests", "complete"});
+                  "reasoningTokens", "images", "audioMs", "requests", "complete", "serviceTier"});
   budget::Usage u;
   Napi::Value x;
   if (has(o, "inputTokens", &x)) u.input_tokens = to_count(x, "usage.inputTokens");
@@ -241,13 +250,14 @@ budget::Usage to_usage(const Napi::Value& v) {
   if (has(o, "audioMs", &x)) u.audio_ms = to_count(x, "usage.audioMs");
   if (has(o, "requests", &x)) u.requests = to_count(x, "usage.requests");
   if (has(o, "complete", &x)) u.complete = to_bool(x, "usage.complete");
+  if (has(o, "serviceTier", &x)) u.service_tier = to_service_tier(x, "usage.serviceTier");
   u.validate();
   return u;
 }
 
 UsageSlots usage_slots(const EnvData& e) {
   UsageSlots s;
-  for (size_t k = 0; k < 10; ++k) s.v[k] = e.f64(k);
+  for (size_t k = 0; k < UsageSlots::kCount; ++k) s.v[k] = e.f64(k);
   return s;
 }
 
@@ -261,6 +271,12 @@ budget::Usage usage_from_slots(const UsageSlots& s) {
   }
   double c = s.v[9];
   if (c == c) u.complete = c != 0;
+  double t = s.v[10];  // a code from the addon's serviceTiers map (lib/native.ts)
+  if (t == t) {
+    if (!(t >= 0 && t <= static_cast<double>(budget::ServiceTier::Priority)) || t != static_cast<int>(t))
+      invalid("usage.serviceTier: not a service tier code");
+    u.service_tier = static_cast<budget::ServiceTier>(static_cast<int>(t));
+  }
   u.validate();
   return u;
 }
@@ -412,6 +428,7 @@ Napi::Object from_usage(Napi::Env env, const budget::Usage& u) {
   o.Set("audioMs", count(env, u.audio_ms));
   o.Set("requests", count(env, u.requests));
   o.Set("complete", Napi::Boolean::New(env, u.complete));
+  o.Set("serviceTier", budget::to_string(u.service_tier));  // always, as every other field
   return o;
 }
 

@@ -41,14 +41,7 @@ budget::CostOptions to_cost_options(const Napi::Value& v) {
   if (v.IsUndefined() || v.IsNull()) return c;
   Napi::Object o = expect_object(v, "cost options");
   Napi::Value x;
-  if (has(o, "tier", &x)) {
-    std::string t = to_string(x, "tier");
-    if (t == "standard") c.tier = budget::ServiceTier::Standard;
-    else if (t == "batch") c.tier = budget::ServiceTier::Batch;
-    else if (t == "flex") c.tier = budget::ServiceTier::Flex;
-    else if (t == "priority") c.tier = budget::ServiceTier::Priority;
-    else invalid("tier must be one of standard, batch, flex, priority");
-  }
+  if (has(o, "tier", &x)) c.tier = to_service_tier(x, "tier");
   if (has(o, "at", &x)) c.at = to_time(x, "at");
   if (has(o, "applyMarkup", &x)) c.apply_markup = to_bool(x, "applyMarkup");
   return c;
@@ -110,9 +103,9 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
   // The fast path of cost(model, usage, options) for usage fields that are absent or
   // non-negative safe integers (number or bigint) and plain options (the TS layer checks;
   // anything else takes Cost, whose validation and errors are the reference). (model) with
-  // the counts in scratch slots 0-8 (NaN = absent: the Usage default) in the field order of
-  // budget::Usage, `complete` in slot 9, the options in slots 10-12 (tier code, `at` ms,
-  // applyMarkup; NaN = absent). The cost (nanos) is returned in slot 0.
+  // the usage in scratch slots 0-10 (UsageSlots: the counts, `complete`, the usage's service
+  // tier code; NaN = absent: the Usage default), the options in slots 11-13 (tier code, `at`
+  // ms, applyMarkup; NaN = absent). The cost (nanos) is returned in slot 0.
   Napi::Value CostF(const Napi::CallbackInfo& i) {
     Napi::Env env = i.Env();
     return guard(env, [&] {
@@ -128,7 +121,7 @@ class NativePricing : public Napi::ObjectWrap<NativePricing> {
       EnvData& e = *ed_;
       budget::Usage u = usage_from_scratch(e);
       budget::CostOptions o;
-      double tier = e.f64(10), at = e.f64(11), markup = e.f64(12);
+      double tier = e.f64(11), at = e.f64(12), markup = e.f64(13);
       if (tier == tier) o.tier = static_cast<budget::ServiceTier>(static_cast<int>(tier));
       if (at == at) o.at = budget::from_millis(static_cast<int64_t>(at));
       if (markup == markup) o.apply_markup = markup != 0;
