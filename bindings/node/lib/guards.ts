@@ -15,7 +15,7 @@ import { BudgetError, InvalidArgumentError } from './errors';
 import { denialError, type BudgetManager } from './manager';
 import type { PricingEngine } from './pricing';
 import { estimateTokens, StreamUsage, type ApiFormat } from './providers';
-import type { MoneyInput, Receipt, RequestOptions, Reservation, SubjectInput, Usage } from './types';
+import type { MoneyInput, Receipt, RequestOptions, Reservation, ServiceTier, SubjectInput, Usage } from './types';
 
 export interface GuardOptions extends RequestOptions {
   subject: SubjectInput;
@@ -253,7 +253,14 @@ export async function guardStream<P extends { model?: string }, T>(
     const max = pricing.knows(model) ? pricing.resolve(model).maxOutputTokens : 0;
     maxOut = max > 0 ? max : 4096;
   }
-  const estimate = options.estimate ?? { model, usage: { inputTokens, outputTokens: maxOut } };
+  // An OpenAI request for priority or flex processing is held at that tier's prices; "auto" and
+  // "default" (the project's tier, known only from the response) at standard prices. The
+  // commit is priced at the tier the response reports either way.
+  const asked = p.service_tier;
+  const serviceTier: ServiceTier | undefined =
+    format.startsWith('openai') && (asked === 'priority' || asked === 'flex') ? asked : undefined;
+  const estimate = options.estimate ??
+    { model, usage: serviceTier ? { inputTokens, outputTokens: maxOut, serviceTier } : { inputTokens, outputTokens: maxOut } };
   const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;
   const decision = await manager.reserve(subject, estimate, reqOpts);
   if (!decision.allowed) throw denialError(decision.denial, options.requestId);

@@ -228,5 +228,21 @@ for (const kind of storeKinds()) {
       assert.equal(await spent(m), PRIORITY);
       m.close();
     });
+
+    test('a guarded OpenAI request for service_tier "priority" is held at the priority price ("auto" at standard)', async () => {
+      const m = make();
+      /** @returns {AsyncIterable<any>} */
+      async function* source() { yield* chatChunks('priority'); }
+      const opts = { subject: ['user:a'], provider: 'openai', inputTokens: 1000, maxOutputTokens: 100 };
+      const held = async (/** @type {string} */ id, /** @type {any} */ params) => {
+        const stream = await guardStream(m, 'openai-chat', { ...opts, requestId: id }, params, () => source());
+        const h = (await m.status('user:a')).find((s) => s.metric === 'cost')?.held;
+        for await (const _ of stream) { /* drain */ }
+        return h;
+      };
+      assert.equal(await held('g-p', { model: 'tiered', service_tier: 'priority' }), PRIORITY);  // was STANDARD
+      assert.equal(await held('g-a', { model: 'tiered', service_tier: 'auto' }), STANDARD);
+      m.close();
+    });
   });
 }
