@@ -22,8 +22,9 @@
 //
 // Service tier (Usage::service_tier): OpenAI's top-level `service_tier` (Chat Completions
 // response and chunks; the Responses API's response object), Anthropic's usage.service_tier.
-// "priority", "flex" and "batch" map to their tiers; anything else ("default", "standard",
-// "scale", an unknown value) is Standard. Gemini reports no tier: Standard.
+// "priority" (and "fast", an alias some gateways use), "flex" and "batch" map to their tiers;
+// anything else ("default", "standard", "scale", an unknown value) is Standard. Gemini reports
+// no tier: Standard.
 //
 // Text-based estimate (estimate_tokens): ceil(ASCII bytes / 4) + one token per non-ASCII
 // code point. It errs high for most languages (English averages ~4 characters per token;
