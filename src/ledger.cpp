@@ -51,8 +51,15 @@ Usage usage_from(const nlohmann::json& j) {
   u.audio_ms = j.value("audio_ms", int64_t{0});
   u.requests = j.value("requests", int64_t{1});
   u.complete = j.value("complete", true);
-  if (auto t = j.find("service_tier"); t != j.end() && t->is_string())
-    u.service_tier = parse_service_tier(t->get_ref<const std::string&>());
+  // A name this build does not know (written by a newer one sharing the store, in a rolling
+  // deploy) reads as standard rather than making the event unreadable: the tier is what the
+  // cost was priced at, and the amounts (which verify checks) are recorded beside it.
+  if (auto t = j.find("service_tier"); t != j.end() && t->is_string()) {
+    try {
+      u.service_tier = parse_service_tier(t->get_ref<const std::string&>());
+    } catch (const InvalidArgumentError&) {
+    }
+  }
   return u;
 }
 

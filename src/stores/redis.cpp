@@ -132,10 +132,10 @@ std::optional<Usage> decode_usage(std::string_view s) {
   u.requests = to_i64(f[8]);
   u.complete = f[9] == "1";
   if (f.size() == 11) {
+    // A code this build does not know (a newer one's, in a rolling deploy) reads as standard,
+    // as the ledger's JSON does: the event stays readable.
     const int64_t t = to_i64(f[10]);
-    if (t < 0 || t > static_cast<int64_t>(ServiceTier::Priority))
-      throw InternalError("redis store: corrupted usage in the ledger stream");
-    u.service_tier = static_cast<ServiceTier>(t);
+    if (t >= 0 && t <= static_cast<int64_t>(ServiceTier::Priority)) u.service_tier = static_cast<ServiceTier>(t);
   }
   return u;
 }

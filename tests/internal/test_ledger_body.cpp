@@ -57,6 +57,14 @@ TEST_CASE("ledger body: the direct writer matches the reference for plain events
   u.complete = false;
   e.usage = u;
   same_as_reference(e, true);
+  for (auto t : {ServiceTier::Batch, ServiceTier::Flex, ServiceTier::Priority}) {  // written when not standard
+    e.usage->service_tier = t;
+    same_as_reference(e, true);
+    CHECK(event_body(e).find(std::string("\"service_tier\":\"") + to_string(t) + "\"") != std::string::npos);
+    CHECK(event_from_body(event_body(e)).usage->service_tier == t);
+  }
+  e.usage->service_tier = ServiceTier::Standard;
+  CHECK(event_body(e).find("service_tier") == std::string::npos);  // old events keep their bytes
   e.windows.clear();
   same_as_reference(e, true);
   for (int t = 0; t < 9; ++t) {
@@ -88,4 +96,22 @@ TEST_CASE("ledger body: anything not plain goes through the reference encoder") 
     d.windows.push_back("user:" + odd + "|day|0");
     CHECK(event_body(d) == event_body_json(d));
   }
+}
+
+TEST_CASE("ledger body: a service tier this build does not know reads as standard, the event stays readable") {
+  auto e = sample();
+  Usage u;
+  u.input_tokens = 10;
+  u.service_tier = ServiceTier::Priority;
+  e.usage = u;
+  std::string body = event_body(e);
+  const std::string known = "\"service_tier\":\"priority\"";
+  auto pos = body.find(known);
+  REQUIRE(pos != std::string::npos);
+  body.replace(pos, known.size(), "\"service_tier\":\"ultrafast\"");  // a newer build's tier
+  LedgerEvent back;
+  CHECK_NOTHROW(back = event_from_body(body));
+  REQUIRE(back.usage.has_value());
+  CHECK(back.usage->service_tier == ServiceTier::Standard);
+  CHECK(back.usage->input_tokens == 10);
 }
