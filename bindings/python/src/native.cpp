@@ -603,7 +603,24 @@ PYBIND11_MODULE(_native, mod) {
         if (u.service_tier != ServiceTier::Standard) s << ", service_tier='" << to_string(u.service_tier) << "'";
         s << ")";
         return s.str();
-      });
+      })
+      .def(py::pickle(  // a value: it crosses process boundaries (multiprocessing, task queues)
+          [](const Usage& u) {
+            return py::make_tuple(u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
+                                  u.output_tokens, u.reasoning_tokens, u.images, u.audio_ms, u.requests, u.complete,
+                                  to_string(u.service_tier));
+          },
+          [](const py::tuple& t) {
+            if (t.size() != 11) invalid("Usage: bad pickled state");
+            Usage u;
+            int64_t* counts[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
+                                 &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
+            for (size_t i = 0; i < std::size(counts); ++i) *counts[i] = to_count(t[i], "Usage state");
+            u.complete = t[9].cast<bool>();
+            u.service_tier = to_service_tier(t[10], "Usage state");
+            u.validate();
+            return u;
+          }));
 
   py::class_<LineItem>(mod, "LineItem")
       .def_readonly("name", &LineItem::name)

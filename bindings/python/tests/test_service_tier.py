@@ -139,3 +139,23 @@ def test_bad_tier_changes_nothing(make: Make, tiered: budget.PricingEngine) -> N
         m.reserve("user:t", Usage(input_tokens=1000, service_tier="PRIORITY"), model="tiered")
     assert len(m.events()) == before
     assert [(s.spent, s.held) for s in m.status("user:t")] == [(0, 0)]
+
+
+def test_usage_pickles_with_every_field() -> None:
+    import multiprocessing.reduction
+    import pickle
+
+    u = Usage(input_tokens=1000, cache_read_tokens=200, cache_write_tokens=100, cache_write_1h_tokens=40,
+              output_tokens=500, reasoning_tokens=60, images=2, audio_ms=1500, requests=3, complete=False,
+              service_tier="priority")
+    back = pickle.loads(pickle.dumps(u))
+    assert back == u
+    assert back.to_dict() == u.to_dict()
+    assert pickle.loads(multiprocessing.reduction.ForkingPickler.dumps(u)) == u
+    assert pickle.loads(pickle.dumps(Usage())) == Usage()
+    # A tampered state is refused like bad constructor input, not accepted half-valid.
+    state = u.__getstate__()
+    bad = list(state)
+    bad[1] = 5000  # cache reads above the input total
+    with pytest.raises(budget.InvalidArgumentError):
+        Usage.__new__(Usage).__setstate__(tuple(bad))
