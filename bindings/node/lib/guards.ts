@@ -41,17 +41,34 @@ export type StreamCall<P, T> = (params: P, init: { signal: AbortSignal }) => Pro
 
 export type GuardOutcome = 'pending' | 'completed' | 'stopped' | 'cancelled' | 'failed';
 
-// A stream dropped before it was read (an error in the caller's code between the call and the
-// loop): when the collector frees it, its call is aborted and its hold released, rather than
-// held until the TTL. The held value must not refer to the stream (that would keep it alive).
-interface Unread {
+// A stream dropped before it was settled — never read (an error in the caller's code between
+// the call and the loop), or read part-way through an iterator that was then dropped without
+// return() — is settled when the collector frees it, rather than holding its budget until the
+// TTL: its call is aborted; what it streamed is committed as the estimate marked incomplete
+// (those tokens are billed by the provider), else the hold is released. A stream being read
+// is not collectable (its pending read keeps it alive), so this never races the loop. The held
+// value must not refer to the stream (that would keep it alive).
+interface Dropped {
   manager: BudgetManager;
   reservation: Reservation;
   controller: AbortController;
+  accumulator: StreamUsage;
+  model: string;
+  provider: string;
 }
-const unread = new FinalizationRegistry<Unread>((u) => {
-  if (!u.controller.signal.aborted) u.controller.abort();
-  u.manager.release(u.reservation).catch(() => undefined);  // a store down: the TTL ends it
+const dropped = new FinalizationRegistry<Dropped>((d) => {
+  if (!d.controller.signal.aborted) d.controller.abort();
+  // A store down: the TTL ends the hold (no caller to tell).
+  if (d.accumulator.events === 0) {
+    d.manager.release(d.reservation).catch(() => undefined);
+    return;
+  }
+  const usage = d.accumulator.usage;
+  d.manager.commit(d.reservation, {
+    model: d.model,
+    usage: d.accumulator.hasFinalUsage ? usage : { ...usage, complete: false },
+    provider: d.provider || undefined,
+  }).catch(() => undefined);
 });
 
 /** An async iterable over the provider's events, metered against the budget. Iterate once. */
@@ -84,7 +101,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     this.reservation = reservation;
     this.controller = controller;
     this.accumulator = new StreamUsage(format, { inputTokensEstimate: inputTokens });
-    unread.register(this, { manager, reservation, controller }, this);
+    dropped.register(this, { manager, reservation, controller, accumulator: this.accumulator, model, provider }, this);
   }
 
   /** The usage so far: the provider's numbers once seen, else the running estimate. */
@@ -108,7 +125,6 @@ export class GuardedStream<T> implements AsyncIterable<T> {
   private settleUnread(): Promise<void> {
     if (this.iterated) return Promise.resolve();
     this.iterated = true;
-    unread.unregister(this);
     this.outcome = 'cancelled';
     this.abortSource();
     // A release that fails (the store is down) leaves the hold to its TTL; no caller to tell.
@@ -160,6 +176,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
 
   private async settle(): Promise<void> {
     if (this.receipt) return;
+    dropped.unregister(this);  // settled here; the finalizer must not settle it again
     const events = this.accumulator.events;
     let usage: Usage;
     try {
@@ -203,7 +220,6 @@ export class GuardedStream<T> implements AsyncIterable<T> {
   private async *iterate(): AsyncGenerator<T, void, unknown> {
     if (this.iterated) throw new InvalidArgumentError('a guarded stream can be iterated only once');
     this.iterated = true;
-    unread.unregister(this);
     try {
       for await (const event of this.source) {
         this.accumulator.feedEvent(event as object);  // received: counted (billed), not yielded

@@ -188,3 +188,51 @@ for (const kind of storeKinds()) {
     assert.equal(out.aborted, true);
   });
 }
+
+for (const kind of storeKinds()) {
+  test(`store=${kind}: a guarded stream dropped part-way through is committed as the estimate when collected`, () => {
+    const url = freshUrl(kind);
+    const r = runChild(`
+      const { BudgetManager, PricingEngine, guardOpenAIChatStream } = require(${PKG});
+      const pricing = new PricingEngine();
+      pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
+      const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
+        limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+      let aborted = false;
+      (async () => {
+        let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'partial-1' },
+          { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
+          (_p, { signal }) => {
+            signal.addEventListener('abort', () => { aborted = true; });
+            return (async function* () {
+              for (let i = 0; i < 5; i++) yield { choices: [{ delta: { content: 'twelve chars' } }] };
+            })();
+          });
+        let it = s[Symbol.asyncIterator]();
+        await it.next();
+        await it.next();  // two chunks read, then the caller drops the stream without return()
+        it = null;
+        s = null;
+        for (let i = 0; i < 50; i++) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 10));
+          const ev = await m.events({ requestId: 'partial-1' });
+          if (ev.some((e) => e.type === 'commit' || e.type === 'release')) break;
+        }
+        const ev = await m.events({ requestId: 'partial-1' });
+        const st = (await m.status('user:gc'))[0];
+        const commit = ev.find((e) => e.type === 'commit');
+        console.log(JSON.stringify({ held: String(st.held), spent: String(st.spent), types: ev.map((e) => e.type),
+          complete: commit && commit.usage ? commit.usage.complete : null, aborted }));
+      })();
+    `, ['--expose-gc']);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim());
+    assert.equal(out.types.filter((/** @type {string} */ t) => t === 'commit').length, 1, `not committed when collected: ${out.types}`);
+    assert.equal(out.types.includes('release'), false);
+    assert.equal(out.held, '0');
+    assert.notEqual(out.spent, '0');  // what streamed is billed
+    assert.equal(out.complete, false);
+    assert.equal(out.aborted, true);
+  });
+}
