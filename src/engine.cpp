@@ -897,6 +897,13 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
            !next_deadline_.compare_exchange_weak(next, out.expires_at, std::memory_order_relaxed)) {
     }
     auto listed = holds_.insert(hs);  // another thread may have listed a state of this id first
+    if (listed != hs && listed->fail_open) {
+      // A fail-open state of this id, from a reserve made while the store was down (kept past
+      // its TTL for its commit): the store's hold, made now, is the one to meter. Adopting the
+      // fail-open state metered this reservation without limits (its consume never stops).
+      holds_.erase(*listed);
+      listed = holds_.insert(hs);
+    }
     r.state_ = listed == hs ? std::move(hs) : std::move(listed);
   }
   return d;

@@ -996,3 +996,40 @@ TEST_CASE("Redis out of memory: writes fail closed, status keeps working, and al
   CHECK(status_of(m, "user:oom").spent == recorded + usd("0.01").nanos());
   require_verified(m);
 }
+
+TEST_CASE("fail-open: a reserve of the same id once the store is back is metered against the store's hold") {
+  // The fail-open state outlives its TTL (for its commit); a new reserve of the id must not
+  // adopt it (its consume never stops: $5 against a $1 limit went on).
+  OwnRedis r;
+  Options o = opts(r.url("&pool=1"));
+  o.fail_open = true;
+  o.store_options.timeout = Duration(300);
+  BudgetManager m(o);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
+  r.stop(SIGKILL);
+  RequestOptions ro = rid("fo-reuse");
+  ro.ttl = Duration(100);
+  auto d = m.reserve(Subject{"user:fr"}, usd("0.5"), ro);
+  REQUIRE(d.fail_open);
+  std::this_thread::sleep_for(250ms);
+  r.start();
+  for (int i = 0; i < 100; ++i) {
+    try {
+      m.expire_holds();
+      break;
+    } catch (const StoreUnavailableError&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  RequestOptions ro2 = rid("fo-reuse");
+  ro2.ttl = Duration(60'000);
+  auto d2 = m.reserve(Subject{"user:fr"}, usd("0.5"), ro2);
+  REQUIRE(d2.allowed);
+  CHECK_FALSE(d2.fail_open);
+  auto c = m.consume(d2.reservation, usd("5"));  // far past the $1 limit
+  CHECK_FALSE(c.ok());
+  auto rc = m.commit(d2.reservation, usd("0.5"));
+  CHECK(rc.charged == usd("0.5"));
+  CHECK(m.status(Scope::parse("user:fr"))[0].held == 0);
+  require_verified(m);
+}
