@@ -843,7 +843,8 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
         hs->subject = d.reservation.subject_;
         hs->expires_at = now + ttl.count();
         // Listed like any stream state, so consume / commit / release by request id (the C API,
-        // the bindings' id forms) find it; forgotten after its commit or its TTL.
+        // the bindings' id forms) find it; forgotten after its commit or release, or an hour
+        // past its TTL (forget_expired_holds).
         auto listed = holds_.insert(hs);
         d.reservation.state_ = listed == hs ? std::move(hs) : std::move(listed);
       }
