@@ -877,7 +877,14 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   r.expires_at_ = from_millis(out.expires_at);
   assign_str(r.model_, p.priced ? p.quote.model : est.model);
   if (out.replayed) {
-    r.state_ = hold_state(request_id, true);
+    auto st = hold_state(request_id, true);
+    if (st->fail_open) {
+      // The first reserve timed out here (fail-open) but ran on the server; this repeat is
+      // its replay. As below: the store's hold is the one to meter, not the fail-open state.
+      holds_.erase(*st);
+      st = hold_state(request_id, true);
+    }
+    r.state_ = std::move(st);
   } else {
     auto hs = std::make_shared<HoldState>();
     hs->request_id = std::move(request_id);

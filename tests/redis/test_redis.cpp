@@ -1033,3 +1033,40 @@ TEST_CASE("fail-open: a reserve of the same id once the store is back is metered
   CHECK(m.status(Scope::parse("user:fr"))[0].held == 0);
   require_verified(m);
 }
+
+TEST_CASE("fail-open after a timeout: a repeated reserve, replayed by the store, meters the store's hold") {
+  // The reserve timed out here (fail-open state listed) but ran on the server; the same request
+  // retried is a replay there. The replayed reservation must not adopt the fail-open state
+  // (unmetered: its consume never stops).
+  OwnRedis r;
+  const std::string prefix = "forp" + unique();
+  Options o = opts("redis://127.0.0.1:" + std::to_string(r.port) + "/0?prefix=" + prefix + "&pool=1&timeout=300");
+  o.fail_open = true;
+  BudgetManager m(o);
+  m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
+  Raw raw(r.port);
+  r.stop(SIGSTOP);
+  auto d = m.reserve(Subject{"user:rp"}, usd("0.6"), rid("late-replay"));
+  r.stop(SIGCONT);
+  REQUIRE(d.fail_open);
+  bool ran = false;
+  for (int i = 0; i < 100 && !ran; ++i) {
+    ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:late-replay"}) == "1";
+    if (!ran) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(ran);
+  Decision again;
+  for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff
+    again = m.reserve(Subject{"user:rp"}, usd("0.6"), rid("late-replay"));
+    if (!again.fail_open) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(again.allowed);
+  REQUIRE_FALSE(again.fail_open);
+  CHECK(again.replayed);
+  CHECK_FALSE(m.consume(again.reservation, usd("5")).ok());  // far past the $1 limit: Stop
+  auto rc = m.commit(again.reservation, usd("0.6"));
+  CHECK(rc.charged == usd("0.6"));
+  CHECK(m.status(Scope::parse("user:rp"))[0].held == 0);
+  require_verified(m);
+}
