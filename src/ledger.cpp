@@ -51,13 +51,16 @@ Usage usage_from(const nlohmann::json& j) {
   u.audio_ms = j.value("audio_ms", int64_t{0});
   u.requests = j.value("requests", int64_t{1});
   u.complete = j.value("complete", true);
-  // A name this build does not know (written by a newer one sharing the store, in a rolling
-  // deploy) reads as standard rather than making the event unreadable: the tier is what the
-  // cost was priced at, and the amounts (which verify checks) are recorded beside it.
+  // A name this build does not know (a newer build's, sharing the store) is an error, not
+  // standard: read as standard, the event would be re-encoded without it and verify() would
+  // report the hash chain broken where nothing was altered.
   if (auto t = j.find("service_tier"); t != j.end() && t->is_string()) {
+    const auto& name = t->get_ref<const std::string&>();
     try {
-      u.service_tier = parse_service_tier(t->get_ref<const std::string&>());
+      u.service_tier = parse_service_tier(name);
     } catch (const InvalidArgumentError&) {
+      throw InvalidArgumentError("ledger event with an unknown service tier '" + name.substr(0, 40) +
+                                 "' (written by a newer libbudget?)");
     }
   }
   return u;

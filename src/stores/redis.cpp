@@ -132,10 +132,12 @@ std::optional<Usage> decode_usage(std::string_view s) {
   u.requests = to_i64(f[8]);
   u.complete = f[9] == "1";
   if (f.size() == 11) {
-    // A code this build does not know (a newer one's, in a rolling deploy) reads as standard,
-    // as the ledger's JSON does: the event stays readable.
+    // A code this build does not know is an error, as in the ledger's JSON (read as standard,
+    // the event's hash would no longer match).
     const int64_t t = to_i64(f[10]);
-    if (t >= 0 && t <= static_cast<int64_t>(ServiceTier::Priority)) u.service_tier = static_cast<ServiceTier>(t);
+    if (t < 0 || t > static_cast<int64_t>(ServiceTier::Priority))
+      throw InternalError("redis store: unknown service tier code in the ledger stream (a newer libbudget?)");
+    u.service_tier = static_cast<ServiceTier>(t);
   }
   return u;
 }
