@@ -21,7 +21,8 @@
 //    its previous value (missing is not zero).
 //
 // Service tier (Usage::service_tier): OpenAI's top-level `service_tier` (Chat Completions
-// response and chunks; the Responses API's response object), Anthropic's usage.service_tier.
+// response and chunks; the Responses API's response object, also on response.created), and
+// Anthropic's usage.service_tier.
 // "priority" (and "fast", an alias some gateways use), "flex" and "batch" map to their tiers;
 // anything else ("default", "standard", "scale", an unknown value) is Standard. Gemini reports
 // no tier: Standard.

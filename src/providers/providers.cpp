@@ -222,6 +222,9 @@ struct StreamState {
       case ApiFormat::OpenAIResponses: {
         const json* type = member(obj, "type");
         std::string_view t = type && type->is_string() ? std::string_view(type->get_ref<const std::string&>()) : "";
+        // The response object rides on the lifecycle events (response.created, .in_progress,
+        // .completed, ...): its tier is known from the first, so a stream cut early is priced at it.
+        if (const json* r = member(obj, "response"); r && r->is_object()) note_tier(member(*r, "service_tier"));
         if (t == "response.output_text.delta" || t == "response.refusal.delta" ||
             t == "response.function_call_arguments.delta") {
           add_string(text, member(obj, "delta"));
@@ -230,7 +233,6 @@ struct StreamState {
           add_string(thinking, member(obj, "delta"));
         } else if (t == "response.completed" || t == "response.incomplete" || t == "response.failed") {
           if (const json* r = member(obj, "response")) {
-            note_tier(member(*r, "service_tier"));
             if (const json* u = member(*r, "usage"); u && u->is_object()) {
               openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
                            "output_tokens_details");

@@ -140,6 +140,14 @@ TEST_CASE("providers: the service tier a response names") {
   StreamUsage resp(ApiFormat::OpenAIResponses);
   resp.feed_event(R"({"type":"response.completed","response":{"service_tier":"priority","usage":{"input_tokens":4,"output_tokens":2}}})");
   CHECK(resp.finish().service_tier == ServiceTier::Priority);
+  // Known from response.created: a stream cut before response.completed is priced at it (was
+  // standard: about half of a priority call).
+  StreamUsage cut(ApiFormat::OpenAIResponses);
+  cut.feed_event(R"({"type":"response.created","response":{"id":"resp_1","status":"in_progress","service_tier":"priority"}})");
+  cut.feed_event(R"({"type":"response.output_text.delta","delta":"some text"})");
+  auto cu2 = cut.finish();
+  CHECK_FALSE(cu2.complete);
+  CHECK(cu2.service_tier == ServiceTier::Priority);
   // Anthropic: usage.service_tier, in the message and in message_start.
   CHECK(usage_from_response(ApiFormat::Anthropic,
                             R"({"type":"message","usage":{"input_tokens":3,"output_tokens":1,"service_tier":"batch"}})")
