@@ -616,6 +616,7 @@ PYBIND11_MODULE(_native, mod) {
             int64_t* counts[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
                                  &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
             for (size_t i = 0; i < std::size(counts); ++i) *counts[i] = to_count(t[i], "Usage state");
+            if (!py::isinstance<py::bool_>(t[9])) invalid("Usage state: complete is not a bool");
             u.complete = t[9].cast<bool>();
             u.service_tier = to_service_tier(t[10], "Usage state");
             u.validate();

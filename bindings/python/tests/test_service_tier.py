@@ -159,3 +159,8 @@ def test_usage_pickles_with_every_field() -> None:
     bad[1] = 5000  # cache reads above the input total
     with pytest.raises(budget.InvalidArgumentError):
         Usage.__new__(Usage).__setstate__(tuple(bad))
+    for i, value in ((9, "yes"), (10, "gold"), (0, -1)):
+        bad = list(state)
+        bad[i] = value
+        with pytest.raises(budget.InvalidArgumentError):
+            Usage.__new__(Usage).__setstate__(tuple(bad))
