@@ -489,6 +489,40 @@ TEST_CASE("fail-open: a reservation is found by its request id, and a commit ref
   require_verified(m);
 }
 
+namespace {
+// After r.start(): waits until the manager's pool reaches the server again (it reconnects with
+// backoff), running an expiry sweep on the way (which forgets in-process states past their TTL).
+void sweep_when_back(BudgetManager& m) {
+  for (int i = 0; i < 100; ++i) {
+    try {
+      m.expire_holds();
+      return;
+    } catch (const StoreUnavailableError&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  FAIL("the store did not come back");
+}
+
+// A reserve that times out here (the server hangs: fail-open) and that the server runs when it
+// resumes; returns once the server knows the id.
+Decision late_reserve(OwnRedis& r, BudgetManager& m, Raw& raw, const std::string& prefix, const Subject& s,
+                      const std::string& id, Money amount) {
+  r.stop(SIGSTOP);
+  auto d = m.reserve(s, amount, rid(id));
+  r.stop(SIGCONT);
+  REQUIRE(d.allowed);
+  REQUIRE(d.fail_open);
+  bool ran = false;
+  for (int i = 0; i < 100 && !ran; ++i) {
+    ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:" + id}) == "1";
+    if (!ran) std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(ran);
+  return d;
+}
+}  // namespace
+
 TEST_CASE("fail-open: a commit retried by request id through an outage longer than the TTL still records the spend") {
   OwnRedis r;
   Options o = opts(r.url("&pool=1"));
@@ -504,14 +538,7 @@ TEST_CASE("fail-open: a commit retried by request id through an outage longer th
   CHECK_THROWS_AS(m.commit("fo-long", usd("0.4")), StoreUnavailableError);
   std::this_thread::sleep_for(250ms);  // the outage outlasts the TTL
   r.start();
-  for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff; a sweep runs meanwhile
-    try {
-      m.expire_holds();
-      break;
-    } catch (const StoreUnavailableError&) {
-      std::this_thread::sleep_for(50ms);
-    }
-  }
+  sweep_when_back(m);
   Receipt rc;
   CHECK_NOTHROW(rc = m.commit("fo-long", usd("0.4")));  // was NotFound: the state was forgotten at its TTL
   CHECK(rc.charged == usd("0.4"));
@@ -528,29 +555,17 @@ TEST_CASE("fail-open after a timeout, when the server ran the reserve after all:
   BudgetManager m(o);
   m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
   Raw raw(r.port);
-  // A reserve that times out here (the server hangs) and that the server runs when it resumes.
-  auto late_reserve = [&](const std::string& id, Money amount) {
-    r.stop(SIGSTOP);
-    auto d = m.reserve(Subject{"user:t"}, amount, rid(id));
-    r.stop(SIGCONT);
-    REQUIRE(d.allowed);
-    REQUIRE(d.fail_open);
-    bool ran = false;
-    for (int i = 0; i < 100 && !ran; ++i) {
-      ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:" + id}) == "1";
-      if (!ran) std::this_thread::sleep_for(20ms);
-    }
-    REQUIRE(ran);
-    return d;
+  auto late = [&](const std::string& id, Money amount) {
+    return late_reserve(r, m, raw, prefix, Subject{"user:t"}, id, amount);
   };
   // Allowed by the server: the commit settles that hold (it was a Conflict with it).
-  auto held = late_reserve("late-held", usd("0.6"));
+  auto held = late("late-held", usd("0.6"));
   auto rc = m.commit(held.reservation, usd("0.5"));
   CHECK(rc.charged == usd("0.5"));
   CHECK(m.status(Scope::parse("user:t"))[0].held == 0);
   // Denied by the server (0.6 + 0.5 > 1): the spend is recorded under a derived id.
-  auto denied = late_reserve("late-denied", usd("0.6"));
-  auto lost = late_reserve("late-denied-released", usd("0.6"));  // denied there too; released here
+  auto denied = late("late-denied", usd("0.6"));
+  auto lost = late("late-denied-released", usd("0.6"));  // denied there too; released here
   CHECK_NOTHROW(m.release(lost.reservation));  // was a ConflictError ("already denied")
   auto rd = m.commit("late-denied", usd("0.2"));
   CHECK(rd.charged == usd("0.2"));
@@ -1013,14 +1028,7 @@ TEST_CASE("fail-open: a reserve of the same id once the store is back is metered
   REQUIRE(d.fail_open);
   std::this_thread::sleep_for(250ms);
   r.start();
-  for (int i = 0; i < 100; ++i) {
-    try {
-      m.expire_holds();
-      break;
-    } catch (const StoreUnavailableError&) {
-      std::this_thread::sleep_for(50ms);
-    }
-  }
+  sweep_when_back(m);
   RequestOptions ro2 = rid("fo-reuse");
   ro2.ttl = Duration(60'000);
   auto d2 = m.reserve(Subject{"user:fr"}, usd("0.5"), ro2);
@@ -1045,16 +1053,7 @@ TEST_CASE("fail-open after a timeout: a repeated reserve, replayed by the store,
   BudgetManager m(o);
   m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
   Raw raw(r.port);
-  r.stop(SIGSTOP);
-  auto d = m.reserve(Subject{"user:rp"}, usd("0.6"), rid("late-replay"));
-  r.stop(SIGCONT);
-  REQUIRE(d.fail_open);
-  bool ran = false;
-  for (int i = 0; i < 100 && !ran; ++i) {
-    ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:late-replay"}) == "1";
-    if (!ran) std::this_thread::sleep_for(20ms);
-  }
-  REQUIRE(ran);
+  late_reserve(r, m, raw, prefix, Subject{"user:rp"}, "late-replay", usd("0.6"));
   Decision again;
   for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff
     again = m.reserve(Subject{"user:rp"}, usd("0.6"), rid("late-replay"));

@@ -150,16 +150,26 @@ for (const kind of storeKinds()) {
   });
 }
 
-for (const kind of storeKinds()) {
-  test(`store=${kind}: a guarded stream dropped unread has its call aborted and its hold released when collected`, () => {
-    const url = freshUrl(kind);
-    const r = runChild(`
+/**
+ * The child's preamble for the dropped-stream tests: a manager `m` on `url` with a $1 daily
+ * limit per user, a price for 'm-1', and an `aborted` flag for the call's signal.
+ * @param {string} url
+ */
+function guardedChild(url) {
+  return `
       const { BudgetManager, PricingEngine, guardOpenAIChatStream } = require(${PKG});
       const pricing = new PricingEngine();
       pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
       const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
         limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
-      let aborted = false;
+      let aborted = false;`;
+}
+
+for (const kind of storeKinds()) {
+  test(`store=${kind}: a guarded stream dropped unread has its call aborted and its hold released when collected`, () => {
+    const url = freshUrl(kind);
+    const r = runChild(`
+${guardedChild(url)}
       (async () => {
         let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'dropped-1' },
           { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
@@ -193,12 +203,7 @@ for (const kind of storeKinds()) {
   test(`store=${kind}: a guarded stream dropped part-way through is committed as the estimate when collected`, () => {
     const url = freshUrl(kind);
     const r = runChild(`
-      const { BudgetManager, PricingEngine, guardOpenAIChatStream } = require(${PKG});
-      const pricing = new PricingEngine();
-      pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
-      const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
-        limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
-      let aborted = false;
+${guardedChild(url)}
       (async () => {
         let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'partial-1' },
           { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },

@@ -128,13 +128,19 @@ def test_consumer_closes_early(make: Make, pricing: budget.PricingEngine, fake: 
     assert st.held == 0
 
 
+def tiered_pricing() -> budget.PricingEngine:
+    """A model priced twice as much at the priority tier."""
+    p = budget.PricingEngine()
+    p.load_compact("!budget-prices 1\ntier-model provider=openai mode=chat in=1e-6 out=4e-6 "
+                   "in/priority=2e-6 out/priority=8e-6\n")
+    return p
+
+
 def test_openai_priority_tier_is_charged_and_kept(make: Make, fake: FakeProvider) -> None:
     # The tier the provider reports is committed with the usage: a complete stream, a stream cut
     # by the consumer (its estimate is rebuilt as incomplete and must keep the tier) and a
     # non-streamed response, each priced at priority.
-    p = budget.PricingEngine()
-    p.load_compact("!budget-prices 1\ntier-model provider=openai mode=chat in=1e-6 out=4e-6 "
-                   "in/priority=2e-6 out/priority=8e-6\n")
+    p = tiered_pricing()
     fake.service_tier = "priority"
     m = make(pricing=p, limits={"user:*": {"day": "1"}})
     with guard_chat_completions(m, oai(fake), subject="user:t", model="tier-model", messages=MSGS,
@@ -157,9 +163,7 @@ def test_openai_priority_tier_is_charged_and_kept(make: Make, fake: FakeProvider
 
 
 def test_openai_priority_request_is_estimated_at_priority(make: Make, fake: FakeProvider) -> None:
-    p = budget.PricingEngine()
-    p.load_compact("!budget-prices 1\ntier-model provider=openai mode=chat in=1e-6 out=4e-6 "
-                   "in/priority=2e-6 out/priority=8e-6\n")
+    p = tiered_pricing()
     fake.service_tier = "priority"
     m = make(pricing=p, limits={"user:*": {"day": "1"}})
     for rid, tier in (("e-prio", "priority"), ("e-auto", "auto")):
