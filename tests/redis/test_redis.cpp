@@ -450,12 +450,84 @@ TEST_CASE("after a Redis restart the first call succeeds: an idle connection the
   require_verified(m);
 }
 
-TEST_CASE("fail-open: a reservation is found by its request id, and a commit refused while the store is still down can be retried") {
-  OwnRedis r;
+namespace {
+// A fail-open manager's options on `r`'s server: one connection, a 300 ms timeout.
+Options fail_open_opts(OwnRedis& r) {
   Options o = opts(r.url("&pool=1"));
   o.fail_open = true;
   o.store_options.timeout = Duration(300);
-  BudgetManager m(o);
+  return o;
+}
+
+// After r.start(): waits until the manager's pool reaches the server again (it reconnects with
+// backoff), running an expiry sweep on the way (which forgets in-process states past their TTL).
+void sweep_when_back(BudgetManager& m) {
+  for (int i = 0; i < 100; ++i) {
+    try {
+      m.expire_holds();
+      return;
+    } catch (const StoreUnavailableError&) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  FAIL("the store did not come back");
+}
+
+// A fail-open reservation (TTL 100 ms) made while the server is down; `while_down` runs then.
+// The outage outlasts the TTL; returns once the server is back and a sweep ran.
+template <class F>
+Decision fail_open_past_ttl(OwnRedis& r, BudgetManager& m, const Subject& s, const std::string& id, Money amount,
+                            F&& while_down) {
+  r.stop(SIGKILL);
+  RequestOptions ro = rid(id);
+  ro.ttl = Duration(100);
+  auto d = m.reserve(s, amount, ro);
+  REQUIRE(d.fail_open);
+  while_down();
+  std::this_thread::sleep_for(250ms);  // the outage outlasts the TTL
+  r.start();
+  sweep_when_back(m);
+  return d;
+}
+
+// A fail-open manager (timeout 300 ms, one connection, $1 a day per user) on a server of its own,
+// with a raw connection to see what the server ran: for reserves that time out here and that
+// the server runs when it resumes.
+struct LateRig {
+  OwnRedis r;
+  std::string prefix;
+  BudgetManager m;
+  Raw raw;
+  explicit LateRig(const std::string& tag) : prefix(tag + unique()), m(options(r, prefix)), raw(r.port) {
+    m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
+  }
+  static Options options(OwnRedis& r, const std::string& prefix) {
+    Options o = opts("redis://127.0.0.1:" + std::to_string(r.port) + "/0?prefix=" + prefix + "&pool=1&timeout=300");
+    o.fail_open = true;
+    return o;
+  }
+  // A reserve that times out here (the server hangs: fail-open) and that the server runs when
+  // it resumes; returns once the server knows the id.
+  Decision late_reserve(const Subject& s, const std::string& id, Money amount) {
+    r.stop(SIGSTOP);
+    auto d = m.reserve(s, amount, rid(id));
+    r.stop(SIGCONT);
+    REQUIRE(d.allowed);
+    REQUIRE(d.fail_open);
+    bool ran = false;
+    for (int i = 0; i < 100 && !ran; ++i) {
+      ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:" + id}) == "1";
+      if (!ran) std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(ran);
+    return d;
+  }
+};
+}  // namespace
+
+TEST_CASE("fail-open: a reservation is found by its request id, and a commit refused while the store is still down can be retried") {
+  OwnRedis r;
+  BudgetManager m(fail_open_opts(r));
   m.set_limit(Limit::cost("user:*", Window::day(), usd("100")));
   Subject s{"user:fo"};
   r.stop(SIGKILL);
@@ -489,56 +561,14 @@ TEST_CASE("fail-open: a reservation is found by its request id, and a commit ref
   require_verified(m);
 }
 
-namespace {
-// After r.start(): waits until the manager's pool reaches the server again (it reconnects with
-// backoff), running an expiry sweep on the way (which forgets in-process states past their TTL).
-void sweep_when_back(BudgetManager& m) {
-  for (int i = 0; i < 100; ++i) {
-    try {
-      m.expire_holds();
-      return;
-    } catch (const StoreUnavailableError&) {
-      std::this_thread::sleep_for(50ms);
-    }
-  }
-  FAIL("the store did not come back");
-}
-
-// A reserve that times out here (the server hangs: fail-open) and that the server runs when it
-// resumes; returns once the server knows the id.
-Decision late_reserve(OwnRedis& r, BudgetManager& m, Raw& raw, const std::string& prefix, const Subject& s,
-                      const std::string& id, Money amount) {
-  r.stop(SIGSTOP);
-  auto d = m.reserve(s, amount, rid(id));
-  r.stop(SIGCONT);
-  REQUIRE(d.allowed);
-  REQUIRE(d.fail_open);
-  bool ran = false;
-  for (int i = 0; i < 100 && !ran; ++i) {
-    ran = raw.cmd({"EXISTS", "{" + prefix + "}:r:" + id}) == "1";
-    if (!ran) std::this_thread::sleep_for(20ms);
-  }
-  REQUIRE(ran);
-  return d;
-}
-}  // namespace
 
 TEST_CASE("fail-open: a commit retried by request id through an outage longer than the TTL still records the spend") {
   OwnRedis r;
-  Options o = opts(r.url("&pool=1"));
-  o.fail_open = true;
-  o.store_options.timeout = Duration(300);
-  BudgetManager m(o);
+  BudgetManager m(fail_open_opts(r));
   m.set_limit(Limit::cost("user:*", Window::day(), usd("100")));
-  r.stop(SIGKILL);
-  RequestOptions ro = rid("fo-long");
-  ro.ttl = Duration(100);
-  auto d = m.reserve(Subject{"user:fl"}, usd("1"), ro);
-  REQUIRE(d.fail_open);
-  CHECK_THROWS_AS(m.commit("fo-long", usd("0.4")), StoreUnavailableError);
-  std::this_thread::sleep_for(250ms);  // the outage outlasts the TTL
-  r.start();
-  sweep_when_back(m);
+  fail_open_past_ttl(r, m, Subject{"user:fl"}, "fo-long", usd("1"), [&] {
+    CHECK_THROWS_AS(m.commit("fo-long", usd("0.4")), StoreUnavailableError);
+  });
   Receipt rc;
   CHECK_NOTHROW(rc = m.commit("fo-long", usd("0.4")));  // was NotFound: the state was forgotten at its TTL
   CHECK(rc.charged == usd("0.4"));
@@ -548,16 +578,9 @@ TEST_CASE("fail-open: a commit retried by request id through an outage longer th
 }
 
 TEST_CASE("fail-open after a timeout, when the server ran the reserve after all: its hold is committed, or its denial does not lose the spend") {
-  OwnRedis r;
-  const std::string prefix = "fot" + unique();
-  Options o = opts("redis://127.0.0.1:" + std::to_string(r.port) + "/0?prefix=" + prefix + "&pool=1&timeout=300");
-  o.fail_open = true;
-  BudgetManager m(o);
-  m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
-  Raw raw(r.port);
-  auto late = [&](const std::string& id, Money amount) {
-    return late_reserve(r, m, raw, prefix, Subject{"user:t"}, id, amount);
-  };
+  LateRig rig("fot");
+  auto& m = rig.m;
+  auto late = [&](const std::string& id, Money amount) { return rig.late_reserve(Subject{"user:t"}, id, amount); };
   // Allowed by the server: the commit settles that hold (it was a Conflict with it).
   auto held = late("late-held", usd("0.6"));
   auto rc = m.commit(held.reservation, usd("0.5"));
@@ -1016,19 +1039,9 @@ TEST_CASE("fail-open: a reserve of the same id once the store is back is metered
   // The fail-open state outlives its TTL (for its commit); a new reserve of the id must not
   // adopt it (its consume never stops: $5 against a $1 limit went on).
   OwnRedis r;
-  Options o = opts(r.url("&pool=1"));
-  o.fail_open = true;
-  o.store_options.timeout = Duration(300);
-  BudgetManager m(o);
+  BudgetManager m(fail_open_opts(r));
   m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
-  r.stop(SIGKILL);
-  RequestOptions ro = rid("fo-reuse");
-  ro.ttl = Duration(100);
-  auto d = m.reserve(Subject{"user:fr"}, usd("0.5"), ro);
-  REQUIRE(d.fail_open);
-  std::this_thread::sleep_for(250ms);
-  r.start();
-  sweep_when_back(m);
+  fail_open_past_ttl(r, m, Subject{"user:fr"}, "fo-reuse", usd("0.5"), [] {});
   RequestOptions ro2 = rid("fo-reuse");
   ro2.ttl = Duration(60'000);
   auto d2 = m.reserve(Subject{"user:fr"}, usd("0.5"), ro2);
@@ -1046,14 +1059,9 @@ TEST_CASE("fail-open after a timeout: a repeated reserve, replayed by the store,
   // The reserve timed out here (fail-open state listed) but ran on the server; the same request
   // retried is a replay there. The replayed reservation must not adopt the fail-open state
   // (unmetered: its consume never stops).
-  OwnRedis r;
-  const std::string prefix = "forp" + unique();
-  Options o = opts("redis://127.0.0.1:" + std::to_string(r.port) + "/0?prefix=" + prefix + "&pool=1&timeout=300");
-  o.fail_open = true;
-  BudgetManager m(o);
-  m.set_limit(Limit::cost("user:*", Window::day(), usd("1")));
-  Raw raw(r.port);
-  late_reserve(r, m, raw, prefix, Subject{"user:rp"}, "late-replay", usd("0.6"));
+  LateRig rig("forp");
+  auto& m = rig.m;
+  rig.late_reserve(Subject{"user:rp"}, "late-replay", usd("0.6"));
   Decision again;
   for (int i = 0; i < 100; ++i) {  // the pool reconnects with backoff
     again = m.reserve(Subject{"user:rp"}, usd("0.6"), rid("late-replay"));
