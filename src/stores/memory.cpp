@@ -34,11 +34,12 @@ namespace {
 constexpr size_t kStripes = 1024;  // an operation locks ~7: few collisions between threads
 // Request records, their events and deadlines live in the first kRequestStripes stripes only.
 // Every lifecycle appends to its request's stripe (a record, events, a heap entry) and probes
-// its index: spread over all 1024 stripes, those tails and headers fall out of the caches
-// (bench_core measured the lifecycle ~1.5x slower); 64 keep them warm, and two threads still
-// meet on a request stripe only once in 64 operations. Scopes keep all 1024 (a hot subject's
-// counters stay hot in any case; unrelated subjects rarely share one).
-constexpr size_t kRequestStripes = 64;
+// its index: spread over all 1024 stripes, those tails and headers fall out of the CPU caches
+// (bench_core: single-thread lifecycle p50 ~1.7x slower, p99 ~2.3x). Fewer is not better: with
+// 64, two threads write the same stripes' lines so often that 2 threads on distinct subjects
+// fell to 1.4-1.8x one thread (128: 1.9-2.1x). Scopes keep all 1024 (a hot subject's counters
+// stay hot in any case; unrelated subjects rarely share one).
+constexpr size_t kRequestStripes = 128;
 static_assert(kRequestStripes <= kStripes);
 
 struct BucketRow {
