@@ -25,3 +25,11 @@ fi
 for tool in cmake ninja c++ clang++ redis-server redis-cli redis-check-aof python3 node npm pkg-config; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-deps: FATAL: $tool is missing" >&2; exit 1; }
 done
+# The Node addon builds with cmake-js 8, which needs Node >= 20.17 (bindings/node/package.json
+# "engines"); Debian 12's own nodejs package is 18.x. Say so now, not halfway through the tests.
+node_ok=$(node -e 'const [a,b]=process.versions.node.split(".").map(Number); console.log(a>20||(a===20&&b>=17)?1:0)')
+if [ "$node_ok" != 1 ]; then
+  echo "install-deps: FATAL: Node $(node --version) is too old: the Node addon needs >= 20.17" \
+       "(Debian 12 ships 18.x; install Node 20 or 22, e.g. from NodeSource's apt repository)" >&2
+  exit 1
+fi

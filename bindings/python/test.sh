@@ -2,12 +2,22 @@
 # Builds and installs the `libbudget` Python package from this checkout, then runs its pytest
 # suite (bindings/python/tests and examples/python/tests) and the type checks.
 # Run from the repository root:  bindings/python/test.sh
-# Env: PYTHON (default python3), BUDGET_TEST_STORES (default "memory,sqlite"; add "redis"
+# Env: PYTHON (default: bindings/python/.venv, created from python3), BUDGET_TEST_STORES (default "memory,sqlite"; add "redis"
 # with BUDGET_TEST_REDIS_URL=redis://host:port/db), CMAKE_BUILD_PARALLEL_LEVEL (default 2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-PY="${PYTHON:-python3}"
+# Into a virtual environment of its own unless PYTHON names an interpreter: Debian 12's system
+# Python refuses `pip install` (externally managed, PEP 668). Kept between runs (incremental).
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  venv="$root/bindings/python/.venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating the virtual environment $venv"
+    python3 -m venv "$venv"
+  fi
+  PY="$venv/bin/python"
+fi
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
