@@ -19,6 +19,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -67,7 +68,6 @@ struct MemRecord {
   RequestRecord rec;
   size_t hash = 0;                // hash_id(rec.request_id)
   uint32_t heap_slot = kNoSlot;   // in its stripe's deadline heap while held
-  bool drafted = false;           // handed out by RecordTable::next_slot
   // The subject, shared with the other records of the plan (MemHandles::subject), in which
   // case rec.subject is empty; else null.
   const std::vector<std::string>* shared_subject = nullptr;
@@ -101,19 +101,24 @@ class RecordTable {
   }
   // The slot the next record will take, empty; it stays free until commit_slot.
   MemRecord* next_slot() {
-    if (chunks_.empty() || used_ == chunk_size_) {
-      chunk_size_ = chunks_.empty() ? 4 : std::min<size_t>(chunk_size_ * 2, 256);
-      chunks_.push_back(std::make_unique<MemRecord[]>(chunk_size_));
+    if (chunks_.empty() || used_ == chunks_.back()->cap) {
+      chunks_.push_back(std::make_unique<Chunk>(chunks_.empty() ? 4 : std::min<size_t>(chunks_.back()->cap * 2, 256)));
       used_ = 0;
     }
-    MemRecord* r = &chunks_.back()[used_];
-    if (r->drafted) *r = MemRecord{};  // handed out before and not committed (an exception)
-    r->drafted = true;
+    Chunk& c = *chunks_.back();
+    MemRecord* r = c.at(used_);
+    if (used_ < c.built) {
+      *r = MemRecord{};  // handed out before and not committed (an exception)
+    } else {
+      new (r) MemRecord();
+      ++c.built;
+    }
     return r;
   }
   // Indexes the record in the slot next_slot gave (the caller checked that its id is absent).
   MemRecord* commit_slot(MemRecord* r, size_t h) {
-    if (r != &chunks_.back()[used_]) throw InternalError("memory store: record slot out of turn");
+    if (chunks_.empty() || r != chunks_.back()->at(used_) || used_ >= chunks_.back()->built)
+      throw InternalError("memory store: record slot out of turn");
     if ((n_ + 1) * 2 > slots_.size()) grow();
     ++used_;
     r->hash = h;
@@ -124,8 +129,8 @@ class RecordTable {
   template <class F>
   void for_each(F&& f) {
     for (size_t c = 0; c < chunks_.size(); ++c) {
-      size_t n = c + 1 == chunks_.size() ? used_ : (c >= 6 ? size_t{256} : size_t{4} << c);
-      for (size_t i = 0; i < n; ++i) f(chunks_[c][i]);
+      const size_t n = c + 1 == chunks_.size() ? used_ : chunks_[c]->cap;
+      for (size_t i = 0; i < n; ++i) f(*chunks_[c]->at(i));
     }
   }
   size_t size() const { return n_; }
@@ -149,8 +154,29 @@ class RecordTable {
   }
   std::vector<Slot> slots_;
   size_t mask_ = 0, n_ = 0;
-  std::vector<std::unique_ptr<MemRecord[]>> chunks_;
-  size_t chunk_size_ = 0, used_ = 0;
+  // Raw storage for `cap` records, each constructed when its slot is handed out. Constructed
+  // all at once with the chunk (up to 256 records, ~100 KB), a slot was written long before
+  // its reserve came, which then stalled reading it back from memory. The pages are touched
+  // here, so the page faults stay with the allocation rather than spread over the reserves.
+  struct Chunk {
+    explicit Chunk(size_t n)
+        : cap(n), mem(static_cast<MemRecord*>(::operator new(n * sizeof(MemRecord), std::align_val_t{alignof(MemRecord)}))) {
+      auto* bytes = reinterpret_cast<volatile unsigned char*>(mem);
+      for (size_t off = 0; off < n * sizeof(MemRecord); off += 4096) bytes[off] = 0;
+    }
+    ~Chunk() {
+      for (size_t i = 0; i < built; ++i) mem[i].~MemRecord();
+      ::operator delete(mem, std::align_val_t{alignof(MemRecord)});
+    }
+    Chunk(const Chunk&) = delete;
+    Chunk& operator=(const Chunk&) = delete;
+    MemRecord* at(size_t i) const { return mem + i; }
+    const size_t cap;
+    size_t built = 0;  // records constructed: [0, built); the last may be an uncommitted draft
+    MemRecord* const mem;
+  };
+  std::vector<std::unique_ptr<Chunk>> chunks_;
+  size_t used_ = 0;  // committed records of the last chunk
 };
 
 // Deadlines of the held records of one stripe: a binary min-heap of (deadline, record) whose
