@@ -122,7 +122,7 @@ class RecordTable {
     if ((n_ + 1) * 2 > slots_.size()) grow();
     ++used_;
     r->hash = h;
-    place(r);
+    place(Slot{h, r});
     ++n_;
     return r;
   }
@@ -140,17 +140,17 @@ class RecordTable {
     size_t hash = 0;
     MemRecord* rec = nullptr;
   };
-  void place(MemRecord* r) {
-    size_t i = r->hash & mask_;
+  void place(const Slot& s) {
+    size_t i = s.hash & mask_;
     while (slots_[i].rec) i = (i + 1) & mask_;
-    slots_[i] = {r->hash, r};
+    slots_[i] = s;
   }
   void grow() {
     std::vector<Slot> old = std::move(slots_);
     slots_.assign(old.empty() ? 8 : old.size() * 2, Slot{});
     mask_ = slots_.size() - 1;
-    for (const auto& s : old)
-      if (s.rec) place(s.rec);
+    for (const auto& s : old)  // the slot's copy of the hash: no record is read (they are cold)
+      if (s.rec) place(s);
   }
   std::vector<Slot> slots_;
   size_t mask_ = 0, n_ = 0;
