@@ -422,6 +422,9 @@ class MemTxn final : public Txn {
   std::string_view id_;
   size_t id_hash_;
   MemRecord* cached_ = nullptr;
+  // A look-up of the operation's own id found nothing: storing a record of it needs no second
+  // look-up (nothing else stores one while the stripes are locked).
+  bool id_absent_ = false;
   // The record last handed out by edit_request, with its deadline state at that time.
   MemRecord* edited_ = nullptr;
   bool edited_held_ = false;
@@ -724,6 +727,7 @@ MemRecord* MemTxn::record(std::string_view id) {
   size_t h = hash_of(id);
   MemRecord* r = s_.stripes_[stripe_of_hash(h)].requests.find(id, h);
   if (r) cached_ = r;
+  else if (id == id_) id_absent_ = true;
   return r;
 }
 
@@ -913,6 +917,7 @@ const RequestRecord& MemTxn::adopt_request(RequestRecord&& rec) {
   auto& st = s_.stripes_[stripe_of_hash(h)];
   if (st.requests.find(rec.request_id, h)) throw InternalError("request record stored twice: " + rec.request_id);
   MemRecord* r = st.requests.insert(std::move(rec), h);
+  id_absent_ = false;  // (conservative: whichever id it was)
   last_ = cached_ = r;
   track_deadline(*r, false, 0);
   return r->rec;
@@ -945,8 +950,10 @@ const RequestRecord& MemTxn::adopt_draft(RequestRecord& rec) {
     return adopt_request(std::move(tmp));
   }
   auto& st = s_.stripes_[stripe_of_hash(id_hash_)];
-  if (st.requests.find(rec.request_id, id_hash_)) throw InternalError("request record stored twice: " + rec.request_id);
+  if (!id_absent_ && st.requests.find(rec.request_id, id_hash_))
+    throw InternalError("request record stored twice: " + rec.request_id);
   st.requests.commit_slot(r, id_hash_);
+  id_absent_ = false;
   last_ = cached_ = r;
   track_deadline(*r, false, 0);
   return r->rec;
