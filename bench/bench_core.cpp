@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -219,7 +220,7 @@ double floor_lifecycle_p50(int n) {
   };
   static Stripe stripes[1024];
   Bucket buckets[6];
-  std::vector<std::pair<uint64_t, Record*>> index(size_t{1} << 21);
+  std::vector<std::pair<uint64_t, Record*>> index(std::bit_ceil(static_cast<size_t>(n) * 4));  // never fuller than 1/4
   const size_t mask = index.size() - 1;
   std::vector<std::unique_ptr<Record[]>> records;
   size_t used = 256;
@@ -244,7 +245,8 @@ double floor_lifecycle_p50(int n) {
     for (int k = 0; k < 15; ++k) id[k] = static_cast<char>('a' + ((rng >> (4 * k)) & 15));
     id[15] = 0;
     const uint64_t h = rng * 0x9e3779b97f4a7c15ULL;
-    const size_t locks[4] = {3, 300, 600, 900 + (h >> 58)};  // 3 scopes + the request's, ascending
+    // The request's stripe among the first 128 (as the memory store's), then 3 scopes', ascending.
+    const size_t locks[4] = {h >> 57, 300, 600, 900};
     // reserve
     for (size_t k : locks) stripes[k].m.lock();
     bool room = true;

@@ -140,17 +140,21 @@ class RecordTable {
     size_t hash = 0;
     MemRecord* rec = nullptr;
   };
-  void place(const Slot& s) {
-    size_t i = s.hash & mask_;
-    while (slots_[i].rec) i = (i + 1) & mask_;
-    slots_[i] = s;
+  static void place(std::vector<Slot>& slots, size_t mask, const Slot& s) {
+    size_t i = s.hash & mask;
+    while (slots[i].rec) i = (i + 1) & mask;
+    slots[i] = s;
   }
+  void place(const Slot& s) { place(slots_, mask_, s); }
   void grow() {
-    std::vector<Slot> old = std::move(slots_);
-    slots_.assign(old.empty() ? 8 : old.size() * 2, Slot{});
-    mask_ = slots_.size() - 1;
-    for (const auto& s : old)  // the slot's copy of the hash: no record is read (they are cold)
-      if (s.rec) place(s);
+    // The new table is complete before it replaces the old one: a failed allocation leaves the
+    // index as it was (emptied, every record would be invisible to look-ups).
+    std::vector<Slot> bigger(slots_.empty() ? 8 : slots_.size() * 2);
+    const size_t mask = bigger.size() - 1;
+    for (const auto& s : slots_)  // the slot's copy of the hash: no record is read (they are cold)
+      if (s.rec) place(bigger, mask, s);
+    slots_.swap(bigger);
+    mask_ = mask;
   }
   std::vector<Slot> slots_;
   size_t mask_ = 0, n_ = 0;
