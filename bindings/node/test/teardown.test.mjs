@@ -152,7 +152,8 @@ for (const kind of storeKinds()) {
 
 /**
  * The child's preamble for the dropped-stream tests: a manager `m` on `url` with a $1 daily
- * limit per user, a price for 'm-1', and an `aborted` flag for the call's signal.
+ * limit per user, a price for 'm-1', an `aborted` flag for the call's signal, and
+ * `eventsOnceCollected(requestId)`.
  * @param {string} url
  */
 function guardedChild(url) {
@@ -162,7 +163,17 @@ function guardedChild(url) {
       pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
       const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
         limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
-      let aborted = false;`;
+      let aborted = false;
+      // Collects garbage until the request is settled (committed or released); its events.
+      async function eventsOnceCollected(requestId) {
+        for (let i = 0; i < 50; i++) {
+          globalThis.gc();
+          await new Promise((r) => setTimeout(r, 10));
+          const ev = await m.events({ requestId });
+          if (ev.some((e) => e.type === 'commit' || e.type === 'release')) break;
+        }
+        return m.events({ requestId });
+      }`;
 }
 
 for (const kind of storeKinds()) {
@@ -179,13 +190,7 @@ ${guardedChild(url)}
           });
         const held = (await m.status('user:gc'))[0].held;
         s = null;  // an error in the caller's code: the stream is never read
-        for (let i = 0; i < 50; i++) {
-          globalThis.gc();
-          await new Promise((r) => setTimeout(r, 10));
-          const ev = await m.events({ requestId: 'dropped-1' });
-          if (ev.length === 2) break;
-        }
-        const ev = await m.events({ requestId: 'dropped-1' });
+        const ev = await eventsOnceCollected('dropped-1');
         const st = (await m.status('user:gc'))[0];
         console.log(JSON.stringify({ heldBefore: String(held), held: String(st.held), types: ev.map((e) => e.type), aborted }));
       })();
@@ -218,13 +223,7 @@ ${guardedChild(url)}
         await it.next();  // two chunks read, then the caller drops the stream without return()
         it = null;
         s = null;
-        for (let i = 0; i < 50; i++) {
-          globalThis.gc();
-          await new Promise((r) => setTimeout(r, 10));
-          const ev = await m.events({ requestId: 'partial-1' });
-          if (ev.some((e) => e.type === 'commit' || e.type === 'release')) break;
-        }
-        const ev = await m.events({ requestId: 'partial-1' });
+        const ev = await eventsOnceCollected('partial-1');
         const st = (await m.status('user:gc'))[0];
         const commit = ev.find((e) => e.type === 'commit');
         console.log(JSON.stringify({ held: String(st.held), spent: String(st.spent), types: ev.map((e) => e.type),
