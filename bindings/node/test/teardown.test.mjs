@@ -152,8 +152,8 @@ for (const kind of storeKinds()) {
 
 /**
  * The child's preamble for the dropped-stream tests: a manager `m` on `url` with a $1 daily
- * limit per user, a price for 'm-1', an `aborted` flag for the call's signal, and
- * `eventsOnceCollected(requestId)`.
+ * limit per user, a price for 'm-1', an `aborted` flag for the call's signal,
+ * `guardedStream(requestId, chunks)` and `eventsOnceCollected(requestId)`.
  * @param {string} url
  */
 function guardedChild(url) {
@@ -164,6 +164,16 @@ function guardedChild(url) {
       const m = new BudgetManager({ store: ${JSON.stringify(url)}, pricing,
         limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
       let aborted = false;
+      // A guarded OpenAI stream of 'user:gc' whose (fake) call yields \`chunks\`; an abort of the
+      // call's signal sets \`aborted\`.
+      function guardedStream(requestId, chunks) {
+        return guardOpenAIChatStream(m, { subject: ['user:gc'], requestId },
+          { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
+          (_p, { signal }) => {
+            signal.addEventListener('abort', () => { aborted = true; });
+            return (async function* () { yield* chunks; })();
+          });
+      }
       // Collects garbage until the request is settled (committed or released); its events.
       async function eventsOnceCollected(requestId) {
         for (let i = 0; i < 50; i++) {
@@ -182,12 +192,7 @@ for (const kind of storeKinds()) {
     const r = runChild(`
 ${guardedChild(url)}
       (async () => {
-        let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'dropped-1' },
-          { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
-          (_p, { signal }) => {
-            signal.addEventListener('abort', () => { aborted = true; });
-            return (async function* () { yield { choices: [] }; })();
-          });
+        let s = await guardedStream('dropped-1', [{ choices: [] }]);
         const held = (await m.status('user:gc'))[0].held;
         s = null;  // an error in the caller's code: the stream is never read
         const ev = await eventsOnceCollected('dropped-1');
@@ -210,14 +215,8 @@ for (const kind of storeKinds()) {
     const r = runChild(`
 ${guardedChild(url)}
       (async () => {
-        let s = await guardOpenAIChatStream(m, { subject: ['user:gc'], requestId: 'partial-1' },
-          { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
-          (_p, { signal }) => {
-            signal.addEventListener('abort', () => { aborted = true; });
-            return (async function* () {
-              for (let i = 0; i < 5; i++) yield { choices: [{ delta: { content: 'twelve chars' } }] };
-            })();
-          });
+        let s = await guardedStream('partial-1',
+          Array.from({ length: 5 }, () => ({ choices: [{ delta: { content: 'twelve chars' } }] })));
         let it = s[Symbol.asyncIterator]();
         await it.next();
         await it.next();  // two chunks read, then the caller drops the stream without return()
