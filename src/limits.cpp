@@ -29,6 +29,10 @@ Metric parse_metric(std::string_view t) {
 
 namespace {
 
+// The longest rolling window: 100 years. Its buckets are summed from start - (n - 1) x bucket
+// in int64 milliseconds; an unbounded length overflowed that arithmetic.
+constexpr int64_t kMaxRollingMs = 100LL * 366 * 24 * 3600 * 1000;
+
 int64_t parse_int(std::string_view s, std::string_view what) {
   int64_t v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -51,7 +55,9 @@ Duration parse_duration(std::string_view s) {
   else if (unit == "d") ms = 86'400'000;
   else if (unit == "w") ms = 7 * 86'400'000LL;
   else throw InvalidArgumentError("invalid duration unit in '" + std::string(s.substr(0, 40)) + "' (ms, s, m, h, d, w)");
-  int64_t total = checked_mul(n, ms);
+  int64_t total;
+  if (__builtin_mul_overflow(n, ms, &total) || total > kMaxRollingMs)
+    throw InvalidArgumentError("a rolling window lasts at most 100 years");
   if (total < 1000) throw InvalidArgumentError("a rolling window lasts at least 1s");
   return Duration(total);
 }
@@ -74,6 +80,7 @@ int64_t parse_instant(std::string_view s) {
 
 Window Window::rolling(Duration d) {
   if (d.count() < 1000) throw InvalidArgumentError("a rolling window lasts at least 1s");
+  if (d.count() > kMaxRollingMs) throw InvalidArgumentError("a rolling window lasts at most 100 years");
   Window w{Kind::Rolling};
   w.length = d;
   return w;
@@ -142,6 +149,8 @@ void Limit::validate() const {
     if (a == 0 || a > 1000) throw InvalidArgumentError("alert thresholds are percentages in 1..1000");
   if (window.kind == Window::Kind::Rolling && window.length.count() < 1000)
     throw InvalidArgumentError("a rolling window lasts at least 1s");
+  if (window.kind == Window::Kind::Rolling && window.length.count() > kMaxRollingMs)
+    throw InvalidArgumentError("a rolling window lasts at most 100 years");
   if (window.kind == Window::Kind::Custom && !(window.start < window.end))
     throw InvalidArgumentError("a custom window needs start < end");
 }

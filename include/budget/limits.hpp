@@ -23,6 +23,7 @@ BUDGET_API Metric parse_metric(std::string_view text);  // "cost" | "tokens" | "
 //   total: never resets (a prepaid balance or a lifetime cap; grants raise it);
 //   rolling:<duration> ("rolling:90s", "rolling:1h", "rolling:7d"): sliding, counted in
 //     buckets of max(1 s, duration / 60), so spend leaves the window up to one bucket late;
+//     1 s to 100 years;
 //   custom:<start>/<end>: a fixed [start, end) in ms since the epoch or ISO-8601 UTC
 //     ("custom:2026-01-01T00:00:00Z/2026-02-01T00:00:00Z"); outside it the limit does not apply.
 struct BUDGET_API Window {

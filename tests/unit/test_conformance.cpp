@@ -987,6 +987,29 @@ TEST_CASE("bad input is a typed error and changes nothing") {
   }
 }
 
+TEST_CASE("a rolling window is at most 100 years; a longer one is refused, not overflowed") {
+  // "rolling:9223372036854775807ms" used to be accepted, and the bucket arithmetic of every
+  // later reserve on its scope overflowed int64 (UBSan abort; garbage windows in release); a
+  // duration whose product overflowed was an OverflowError, not a malformed window.
+  CHECK_THROWS_AS(Window::parse("rolling:9223372036854775807ms"), InvalidArgumentError);
+  CHECK_THROWS_AS(Window::parse("rolling:1000000000000w"), InvalidArgumentError);
+  CHECK_THROWS_AS(Window::parse("rolling:36700d"), InvalidArgumentError);
+  CHECK_THROWS_AS(Window::rolling(Duration(INT64_MAX)), InvalidArgumentError);
+  CHECK(Window::parse("rolling:36500d").length == Duration(36500LL * 86'400'000));
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    Limit l = Limit::cost("user:*", Window::day(), usd("1"));
+    l.window.kind = Window::Kind::Rolling;  // built by hand, past Window::rolling()'s check
+    l.window.length = Duration(INT64_MAX);
+    CHECK_THROWS_AS(env->set_limit(l), InvalidArgumentError);
+    CHECK(env->limits().empty());
+    env->set_limit(Limit::cost("user:*", Window::parse("rolling:36500d"), usd("1")));
+    CHECK(env->reserve(alice(), usd("0.5")).allowed);
+    CHECK_FALSE(env->reserve(alice(), usd("0.6")).allowed);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("a second manager on the same store sees limit changes") {
   for (const auto& kind : testutil::store_kinds()) {
     if (kind == "memory") continue;
