@@ -298,6 +298,8 @@ class Store {
   virtual bool expires_counters() const { return false; }
 };
 
+// The longest store timeout (StoreOptions::timeout, a Redis URL's `timeout`): 100 years.
+inline constexpr int64_t kMaxStoreTimeoutMs = 100LL * 366 * 24 * 3600 * 1000;
 std::unique_ptr<Store> open_store(const std::string& url, const StoreOptions& options);
 std::unique_ptr<Store> make_memory_store();
 std::unique_ptr<Store> make_sqlite_store(const std::string& path, const StoreOptions& options);

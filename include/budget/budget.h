@@ -339,8 +339,8 @@ typedef struct budget_options {
   int64_t min_growth_nanos;        /* smallest growth of a hold; 0 = 1000 */
   int64_t persist_every_nanos;     /* persist consumed spend every N nanos; 0 = on growth only */
   int fail_open;                   /* store down: 0 = deny (default), 1 = allow */
-  int64_t store_timeout_ms;        /* 0 = 2000 */
-  int store_pool_size;             /* Redis connections; 0 = 4 */
+  int64_t store_timeout_ms;        /* 0 = 2000; at most 100 years */
+  int store_pool_size;             /* Redis connections; 0 = 4; at most 256 */
   const budget_pricing *pricing;   /* prices models; NULL = none (money-only estimates) */
   budget_clock_fn clock;           /* NULL = the system clock */
   void *clock_user_data;

@@ -37,8 +37,8 @@ struct HoldState;
 
 // Options of a store opened from a URL (see docs/stores.md).
 struct BUDGET_API StoreOptions {
-  Duration timeout{2000};             // connect/command/busy timeout
-  int pool_size = 4;                  // Redis connections
+  Duration timeout{2000};             // connect/command/busy timeout (0..100 years)
+  int pool_size = 4;                  // Redis connections (at most 256)
   int64_t stream_maxlen = 1'000'000;  // Redis ledger stream cap (approximate)
 };
 

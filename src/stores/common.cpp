@@ -47,6 +47,13 @@ const char* to_string(ReqState s) noexcept {
 }
 
 std::unique_ptr<Store> open_store(const std::string& url, const StoreOptions& options) {
+  // Bounds, not policy: SQLite adds the timeout to steady_clock::now() in nanoseconds (a
+  // timeout near INT64_MAX ms overflowed that at open: UB), and the Redis pool makes its
+  // connection slots up front (INT_MAX of them exhausted memory). The Redis URL's `pool`
+  // has the same 1..256 bound.
+  if (options.timeout.count() < 0 || options.timeout.count() > kMaxStoreTimeoutMs)
+    throw InvalidArgumentError("store timeout must be within 0..100 years");
+  if (options.pool_size > 256) throw InvalidArgumentError("store pool size must be at most 256");
   auto starts = [&](std::string_view p) { return url.rfind(p, 0) == 0; };
   if (url == "memory" || url == "memory:" || url == "memory://") return make_memory_store();
   if (starts("sqlite://")) return make_sqlite_store(url.substr(9), options);

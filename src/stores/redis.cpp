@@ -288,6 +288,7 @@ class RedisStore final : public Store {
         maxlen_s_(std::to_string(maxlen_)),
         rttl_s_(std::to_string(url_.request_ttl_ms)) {
     if (timeout_ms_ <= 0) throw InvalidArgumentError("redis store: the timeout must be positive");
+    if (timeout_ms_ > kMaxStoreTimeoutMs) throw InvalidArgumentError("redis store: the timeout exceeds 100 years");
     display_ = "redis://" + url_.host + ":" + std::to_string(url_.port) + "/" + std::to_string(url_.db) +
                "?prefix=" + url_.prefix;
     if (!url_.ledger.empty()) sink_ = std::make_unique<LedgerSink>(url_.ledger, url_.prefix, timeout_ms_);

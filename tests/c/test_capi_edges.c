@@ -332,6 +332,30 @@ static void query_case(budget_manager *m) {
 
 static void test_query(void) { for_each_store(query_case, NULL); }
 
+/* Store settings out of range are INVALID_ARGUMENT at open. A timeout near INT64_MAX ms
+ * overflowed SQLite's deadline arithmetic at open (UBSan abort); a pool of INT_MAX Redis
+ * connection slots exhausted memory. */
+static void test_store_options(void) {
+  static const char *urls[] = {"memory", "sqlite:" BUDGET_TEST_TMP_DIR "/edges-options.db"};
+  size_t i;
+  remove(BUDGET_TEST_TMP_DIR "/edges-options.db");
+  for (i = 0; i < sizeof urls / sizeof urls[0]; ++i) {
+    budget_manager *m = (budget_manager *)&m;
+    budget_options o = BUDGET_OPTIONS_INIT;
+    o.store_timeout_ms = INT64_MAX;
+    EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, urls[i], &o));
+    CHECK(m == NULL);
+    o.store_timeout_ms = 0;
+    o.store_pool_size = 2147483647;
+    EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, urls[i], &o));
+    CHECK(m == NULL);
+    o.store_pool_size = 256;
+    o.store_timeout_ms = 100LL * 365 * 24 * 3600 * 1000;
+    OK(budget_manager_open(&m, urls[i], &o));
+    budget_manager_close(m);
+  }
+}
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 static const test_case TESTS[] = {
@@ -343,6 +367,7 @@ static const test_case TESTS[] = {
     {"currency", test_currency},
     {"consume_id", test_consume_id},
     {"query", test_query},
+    {"store_options", test_store_options},
 };
 
 int main(int argc, char **argv) {
