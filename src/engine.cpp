@@ -193,7 +193,9 @@ Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engi
   zone_ = Zone::named(opts_.time_zone);
   zone_.offset_minutes = opts_.utc_offset_minutes;
   check_ttl(opts_.default_ttl, "default_ttl");
-  if (opts_.default_buffer_bp < 10000) throw InvalidArgumentError("the hold buffer must be >= 1.0");
+  // The range reserve() accepts per call: a default outside it made every reserve fail.
+  if (opts_.default_buffer_bp < 10000 || opts_.default_buffer_bp > 1'000'000)
+    throw InvalidArgumentError("the hold buffer must be within [1.0, 100.0]");
   // Printable ASCII without spaces: the currency is written into denial messages and into the
   // Prometheus text (a newline there would inject lines; other bytes need not be UTF-8).
   if (opts_.currency.empty() || opts_.currency.size() > 16 ||

@@ -334,7 +334,7 @@ typedef struct budget_options {
   const char *currency;            /* NULL = "USD"; 1-16 printable ASCII, no spaces */
   int utc_offset_minutes;          /* time zone of calendar windows (fixed offset; see time_zone) */
   int64_t default_ttl_ms;          /* hold time-to-live; 0 = 600000 (10 minutes); <= 100 years */
-  uint32_t default_buffer_bp;      /* hold = estimate x buffer (basis points); 0 = 10000 */
+  uint32_t default_buffer_bp;      /* hold = estimate x buffer (basis points, <= 1000000); 0 = 10000 */
   uint32_t growth_step_bp;         /* streaming growth step (of the first hold); 0 = 5000 */
   int64_t min_growth_nanos;        /* smallest growth of a hold; 0 = 1000 */
   int64_t persist_every_nanos;     /* persist consumed spend every N nanos; 0 = on growth only */

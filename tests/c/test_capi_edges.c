@@ -356,6 +356,25 @@ static void test_store_options(void) {
   }
 }
 
+/* A default hold buffer above x100 is refused at open, as reserve refuses it per call; it was
+ * accepted, and then every reserve without its own buffer_bp failed with INVALID_ARGUMENT. */
+static void test_default_buffer(void) {
+  budget_manager *m = (budget_manager *)&m;
+  budget_options o = BUDGET_OPTIONS_INIT;
+  budget_estimate e = BUDGET_ESTIMATE_INIT;
+  budget_decision *d = NULL;
+  o.default_buffer_bp = 1000001;
+  EXPECT(BUDGET_ERR_INVALID_ARGUMENT, budget_manager_open(&m, "memory", &o));
+  CHECK(m == NULL);
+  o.default_buffer_bp = 1000000;
+  OK(budget_manager_open(&m, "memory", &o));
+  e.cost_nanos = 10;
+  OK(budget_reserve(&d, m, NULL, 0, &e, NULL));
+  CHECK(d && d->allowed && d->held_nanos == 1000);
+  budget_free(d);
+  budget_manager_close(m);
+}
+
 /* ---- driver ---------------------------------------------------------------------------- */
 
 static const test_case TESTS[] = {
@@ -368,6 +387,7 @@ static const test_case TESTS[] = {
     {"consume_id", test_consume_id},
     {"query", test_query},
     {"store_options", test_store_options},
+    {"default_buffer", test_default_buffer},
 };
 
 int main(int argc, char **argv) {
