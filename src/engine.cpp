@@ -757,6 +757,9 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   hs->persisted = rec->consumed;
   hs->expires_at = rec->expires_at;
   hs->stopped = rec->state != ReqState::Held;
+  // Settled already (or never held): a consume answers Stop and says why, as it does through
+  // the Reservation of a hold settled while it streamed (a bare Stop had reason None).
+  if (hs->stopped) hs->settled_as = to_string(rec->state);
   return holds_.insert(hs);
 }
 

@@ -259,6 +259,20 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
     CHECK(c.verdict == Verdict::Stop);
     CHECK(c.denial.message.find("committed") != std::string::npos);
     CHECK(env->consume(r.request_id(), usd("0.10")).verdict == Verdict::Stop);
+    // By request id (the C API's way; the state is rebuilt from the store): the Stop says why,
+    // as through the Reservation. It was a denial with reason None and no message.
+    auto by_id = env->consume(r.request_id(), usd("0.10"));
+    CHECK(by_id.verdict == Verdict::Stop);
+    CHECK(by_id.denial.reason == DenyReason::LimitExceeded);
+    CHECK(by_id.denial.message.find("committed") != std::string::npos);
+    auto other = env->consume(std::string(r.request_id()), usd("0.10"));  // asked again: the same
+    CHECK(other.denial.message == by_id.denial.message);
+    auto refused = env->reserve(alice(), usd("50"), {.request_id = "refused-1"});
+    REQUIRE_FALSE(refused.allowed);
+    auto on_denied = env->consume("refused-1", usd("0.10"));
+    CHECK(on_denied.verdict == Verdict::Stop);
+    CHECK(on_denied.denial.reason == DenyReason::LimitExceeded);
+    CHECK(on_denied.denial.message.find("denied") != std::string::npos);
     auto d2 = env->reserve(alice(), usd("0.50"));
     REQUIRE(d2.allowed);
     auto r2 = d2.reservation;
