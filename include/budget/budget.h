@@ -198,7 +198,7 @@ typedef struct budget_markup {
   budget_markup_scope scope;
   const char *match;         /* provider, model or pattern; ignored for BUDGET_MARKUP_ALL */
   const char *percent;       /* decimal percent: "20" = +20%, "-12.5"; NULL = "0" */
-  int64_t fixed_nanos;       /* added per billable request */
+  int64_t fixed_nanos;       /* added per billable request; >= 0 */
   int64_t effective_from_ms;
 } budget_markup;
 #define BUDGET_MARKUP_VERSION 1

@@ -76,7 +76,7 @@ struct BUDGET_API MarkupRule {
   // ('*' any run, '?' one character). Ignored for Scope::All.
   std::string match;
   std::string percent = "0";  // decimal percent of the priced cost: "20" = +20%, "-12.5"; >= -100
-  Money fixed;                // added per billable request (Usage::requests)
+  Money fixed;                // added per billable request (Usage::requests); >= 0
   Timestamp effective_from{};  // in force for uses at or after this instant
 };
 

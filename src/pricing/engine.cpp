@@ -492,6 +492,9 @@ void PricingEngine::add_markup(const MarkupRule& rule) {
   auto ppm = parse_scaled(rule.percent, 4, &why);  // percent with 4 decimals = ppm
   if (!ppm) throw InvalidArgumentError("markup percent '" + rule.percent.substr(0, 64) + "': " + why);
   if (*ppm < -1'000'000) throw InvalidArgumentError("markup percent below -100");
+  // A discount is a negative percent (down to -100): a negative fixed fee could price a call
+  // below zero.
+  if (rule.fixed.is_negative()) throw InvalidArgumentError("markup fixed fee is negative");
   if (rule.scope != MarkupRule::Scope::All && rule.match.empty())
     throw InvalidArgumentError("markup rule: empty match");
   std::string canon = "markup " + std::to_string(static_cast<int>(rule.scope)) + " " + rule.match +

@@ -418,6 +418,13 @@ TEST_CASE("pricing: markups and overrides are versioned by effective date") {
   CHECK(a.price_version(day(11)) == b.price_version(day(11)));
   CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "-101", day(0))), InvalidArgumentError);
   CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "abc", day(0))), InvalidArgumentError);
+  // A negative fixed fee is refused, as a percent below -100 is: it made costs negative
+  // (-100% and -1 per request priced gpt-4o at -1.00), and every priced reserve, commit and
+  // record then failed with "amount is negative".
+  const std::string v_before = e->price_version(day(60));
+  CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "-100", day(0), Money::parse("-1"))), InvalidArgumentError);
+  CHECK_THROWS_AS(e->add_markup(rule(S::All, "", "0", day(0), Money::from_nanos(-1))), InvalidArgumentError);
+  CHECK(e->price_version(day(60)) == v_before);  // refused: nothing added
   CHECK_THROWS_AS(e->set_price("x", mp("", "1e-40")), InvalidArgumentError);
   // A negative default maximum of output tokens would make estimate() price a negative usage.
   const auto version = e->price_version(day(60));
