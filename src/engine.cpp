@@ -120,6 +120,19 @@ class Fingerprint {
     for (const auto& x : s.scopes()) add(x.str());
     return *this;
   }
+  Fingerprint& add(const Usage& u) {
+    for (int64_t v : {u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
+                      u.output_tokens, u.reasoning_tokens, u.images, u.audio_ms, u.requests})
+      add(v);
+    return add(int64_t{u.complete}).add(static_cast<int64_t>(u.service_tier));
+  }
+  // What a charge asked: a priced one by its model and usage (a retry after the prices changed
+  // is the same call, not a different amount), else the money; and the tokens.
+  Fingerprint& add_charge(bool priced, const Charge& c, const Amounts& charged) {
+    if (priced) add("priced").add(c.model).add(*c.usage).add(c.tokens);
+    else add(charged.cost).add(charged.tokens);
+    return *this;
+  }
   std::string str() const {
     static const char* hex = "0123456789abcdef";
     std::string out(15, '0');
@@ -1103,7 +1116,7 @@ Receipt Engine::settle(const Reservation* r, std::string_view request_id_in, con
     assign_str(op.provider, actual->provider.empty() ? p.quote.provider : actual->provider);
     assign_str(op.price_version, p.quote.price_version);
     check_ledger_text(op.model, op.provider, op.price_version);
-    op.fingerprint = Fingerprint().add("commit").add(op.charge.cost).add(op.charge.tokens).str();
+    op.fingerprint = Fingerprint().add("commit").add_charge(p.priced, *actual, op.charge).str();
   }
   // A stream still metering this hold through its Reservation must stop once it is settled
   // (by request id, a consume rebuilds the state from the store and stops too).
@@ -1248,7 +1261,7 @@ Receipt Engine::record_as(const Subject& subject, const Charge& actual, const Re
   check_ledger_text(op.model, op.provider, op.price_version);
   op.metadata = metadata_json(o.metadata, o.reason);
   op.fingerprint = fingerprint.empty()
-                       ? Fingerprint().add("record").add(subject).add(p.amounts.cost).add(p.amounts.tokens).str()
+                       ? Fingerprint().add("record").add(subject).add_charge(p.priced, actual, p.amounts).str()
                        : std::move(fingerprint);
   auto out = run_direct(std::move(op), &subject);
   if (!out.replayed) {

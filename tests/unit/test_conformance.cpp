@@ -920,6 +920,53 @@ TEST_CASE("a call is priced at the service tier its usage names, and the ledger 
   }
 }
 
+TEST_CASE("a priced commit or record retried after the prices changed replays; other usage conflicts") {
+  // The idempotency key of a priced charge is what the caller asked (model and usage), not the
+  // price it came to: a retry with the same arguments after a markup took effect (or a table
+  // reload) was a ConflictError "with a different amount", though nothing differed.
+  FOR_EACH_STORE(kind) {
+    auto pe = std::make_shared<PricingEngine>();
+    ModelPrice mp;
+    mp.provider = "openai";
+    mp.input = "0.000001";
+    mp.output = "0.000004";
+    pe->set_price("retry-model", mp);
+    Options o;
+    o.pricer = pe;
+    Env env(kind, o);
+    standard_limits(*env.m);
+    Usage u;
+    u.input_tokens = 1'000;
+    u.output_tokens = 500;
+    auto d = env->reserve(alice(), usd("0.01"), {.request_id = "pc-1"});
+    REQUIRE(d.allowed);
+    auto c1 = env->commit("pc-1", Charge::priced("retry-model", u));
+    CHECK(c1.charged == usd("0.003"));
+    auto r1 = env->record(alice(), Charge::priced("retry-model", u), {.request_id = "pr-1"});
+    CHECK(r1.charged == usd("0.003"));
+    MarkupRule plus;
+    plus.percent = "50";
+    plus.effective_from = env.clock->now() + Duration(1'000);
+    pe->add_markup(plus);
+    env.clock->advance(Duration(2'000));
+    const size_t n = env->events().size();
+    auto c2 = env->commit("pc-1", Charge::priced("retry-model", u));
+    CHECK(c2.replayed);
+    CHECK(c2.charged == c1.charged);
+    auto r2 = env->record(alice(), Charge::priced("retry-model", u), {.request_id = "pr-1"});
+    CHECK(r2.replayed);
+    CHECK(r2.charged == r1.charged);
+    CHECK(env->events().size() == n);
+    Usage more = u;
+    more.output_tokens = 501;
+    CHECK_THROWS_AS(env->commit("pc-1", Charge::priced("retry-model", more)), ConflictError);
+    CHECK_THROWS_AS(env->record(alice(), Charge::priced("retry-model", more), {.request_id = "pr-1"}), ConflictError);
+    CHECK_THROWS_AS(env->commit("pc-1", Charge::money(usd("0.003"))), ConflictError);
+    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("0.006").nanos());
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("the ledger exports CSV and JSON lines, aggregates, and verifies") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
