@@ -552,8 +552,10 @@ Denial Engine::make_denial(const Plan& plan, int failing, const CheckState& st, 
   d.remaining = remaining_of(limit, st.spent, st.held);
   d.requested = metric_of(need, c.metric);
   if (c.resets_at) d.resets_at = from_millis(c.resets_at);
-  d.hard = !is_rate_window(w.window) && static_cast<int128>(st.spent) + d.requested >= d.limit &&
-           !(d.requested == 0 && st.spent < d.limit);
+  // Spend alone leaves no room: spent + requested > limit (a request of 0 needs spent < limit;
+  // a request that fills the limit exactly fits once the holds in its way end).
+  d.hard = !is_rate_window(w.window) &&
+           (d.requested == 0 ? st.spent >= d.limit : static_cast<int128>(st.spent) + d.requested > d.limit);
   auto unit = [&](int64_t v) {
     return c.metric == Metric::Cost ? Money::from_nanos(v).to_string() + " " + opts_.currency : std::to_string(v);
   };

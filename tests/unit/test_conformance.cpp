@@ -88,6 +88,12 @@ TEST_CASE("a denial names the first exhausted scope and holds nothing anywhere")
     REQUIRE(d.denial.resets_at.has_value());
     CHECK(*d.denial.resets_at == from_millis(1'773'187'200'000));  // next UTC midnight
     CHECK_FALSE(d.denial.hard);  // in-flight holds are the cause: retry later (429)
+    // Exactly the room that the holds take: spend alone leaves room (spent + need == limit),
+    // so not hard. It was reported hard (402, do not retry) though it fits once the hold ends.
+    auto exact = env->reserve(alice(), usd("2"));
+    REQUIRE_FALSE(exact.allowed);
+    CHECK(exact.denial.requested == exact.denial.limit - exact.denial.spent);
+    CHECK_FALSE(exact.denial.hard);
     // All-or-nothing: the tenant holds only the first reservation.
     CHECK(env->status(Scope::parse("tenant:acme"))[0].held == usd("1.50").nanos());
     // A hard cap: spend alone leaves no room.
@@ -95,6 +101,9 @@ TEST_CASE("a denial names the first exhausted scope and holds nothing anywhere")
     auto d2 = env->reserve(alice(), usd("0.20"));
     REQUIRE_FALSE(d2.allowed);
     CHECK(d2.denial.hard);
+    auto d3 = env->reserve(alice(), usd("0.10"));  // 1.90 + 0.10 = the limit: waits for the hold
+    REQUIRE_FALSE(d3.allowed);
+    CHECK_FALSE(d3.denial.hard);
     require_verified(*env.m);
   }
 }
