@@ -775,6 +775,11 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   // Settled already (or never held): a consume answers Stop and says why, as it does through
   // the Reservation of a hold settled while it streamed (a bare Stop had reason None).
   if (hs->stopped) hs->settled_as = to_string(rec->state);
+  try {
+    if (!rec->subject.empty()) hs->subject = std::make_shared<const Subject>(rec->subject);
+  } catch (const Error&) {
+    // only what a denial observer is told; the stream is metered without it
+  }
   return holds_.insert(hs);
 }
 
@@ -918,6 +923,7 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     }
     hs->initial = hs->held = out.held;
     hs->expires_at = out.expires_at;
+    hs->subject = r.subject_;  // what a denial observer of its stream is told
     // The sweep in maybe_expire() must not wait for a hold that expires before the deadline
     // it knew of (it refreshes that only when it sweeps): lower it, rarely a write.
     int64_t next = next_deadline_.load(std::memory_order_relaxed);
@@ -947,6 +953,16 @@ ConsumeResult Engine::consume(std::string_view request_id, Money amount, int64_t
 }
 
 ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
+  bool denied = false;
+  ConsumeResult res = consume_locked(r, amount, tokens, denied);
+  // A stream refused by a limit (or a fail-closed store) is a denial like a refused reserve:
+  // observers hear of it once, when it stops, outside the stream state's lock (a callback may
+  // call the manager). By request id the subject comes from the stream state.
+  if (denied) notify_denial(res.denial, r.subject_ ? *r.subject_ : r.state_->subject ? *r.state_->subject : Subject());
+  return res;
+}
+
+ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t tokens, bool& denied) {
   if (amount.is_negative()) throw InvalidArgumentError("consumed amount is negative");
   if (tokens < 0) throw InvalidArgumentError("consumed token count is negative");
   if (!r.state_) {
@@ -1007,6 +1023,7 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
           hs.stopped = true;
           hs.denial.reason = DenyReason::StoreUnavailable;
           hs.denial.message = "store unavailable while metering the stream (fail-closed)";
+          denied = true;
           { finish(Verdict::Stop); return res; }
         }
       }
@@ -1058,6 +1075,8 @@ ConsumeResult Engine::consume(Reservation& r, Money amount, int64_t tokens) {
   }
   hs.stopped = true;
   ++m_.stream_stops;
+  // Refused by a limit or the store; not when the hold was already settled (no budget denial).
+  denied = hs.denial.reason == DenyReason::StoreUnavailable || !hs.denial.scope.empty();
   { finish(Verdict::Stop); return res; }
 }
 

@@ -31,8 +31,9 @@ struct HoldState {
   int64_t expires_at = INT64_MAX;
   bool stopped = false;
   bool fail_open = false;
-  // A fail-open state (allowed while the store was down, nothing held): the subject its
-  // commit records on, so a commit by request id charges the same scopes.
+  // The request's subject: what on_denial is told when its stream is refused, and for a
+  // fail-open state (allowed while the store was down, nothing held) the subject its commit
+  // records on, so a commit by request id charges the same scopes.
   std::shared_ptr<const Subject> subject;
   Denial denial;
   // Settled while a stream may still meter it ("committed", "released"): its Stop denial is
@@ -113,6 +114,9 @@ class Engine {
 
   Decision reserve(const Subject& subject, const Estimate& estimate, const RequestOptions& opts, bool dry_run);
   ConsumeResult consume(Reservation& r, Money amount, int64_t tokens);
+  // consume() under the stream state's lock; `denied` is set when this call was refused by a
+  // limit or a fail-closed store (a new Stop that on_denial reports, outside the lock).
+  ConsumeResult consume_locked(Reservation& r, Money amount, int64_t tokens, bool& denied);
   ConsumeResult consume(std::string_view request_id, Money amount, int64_t tokens);
   Receipt settle(const Reservation* r, std::string_view request_id, const Charge* actual);
   size_t expire_holds();

@@ -870,6 +870,20 @@ TEST_CASE("denials are observable") {
     CHECK_FALSE(env->reserve(Subject{"user:x"}, usd("2")).allowed);
     CHECK(denials == 1);
     CHECK(env->events({.type = EventType::Deny}).size() == 1);
+    // A stream refused by the limit is a denial too, reported once (not again while stopped,
+    // nor for a stream whose hold was settled).
+    auto d = env->reserve(Subject{"user:x"}, usd("0.5"));
+    REQUIRE(d.allowed);
+    CHECK(env->consume(d.reservation, usd("2")).verdict == Verdict::Stop);
+    CHECK(denials == 2);
+    CHECK(env->consume(d.reservation, usd("0.1")).verdict == Verdict::Stop);
+    CHECK(denials == 2);
+    env->release(d.reservation);
+    auto d2 = env->reserve(Subject{"user:x"}, usd("0.5"));
+    REQUIRE(d2.allowed);
+    env->commit(d2.reservation, usd("0.5"));
+    CHECK(env->consume(d2.reservation, usd("0.1")).verdict == Verdict::Stop);
+    CHECK(denials == 2);
   }
 }
 

@@ -248,6 +248,28 @@ for (const kind of storeKinds()) {
       m.close();
     });
 
+    test('a stream refused by a limit (Stop) is reported to onDenial once', async () => {
+      /** @type {[string, string[]][]} */
+      const denied = [];
+      const { m } = make({
+        limits: [{ scope: 'user:*', window: 'day', amount: '1' }],
+        onDenial: (d, subject) => denied.push([d.scope, subject]),
+      });
+      const d = await m.reserve(['tenant:t', 'user:st'], '0.5');
+      assert.ok(d.allowed);
+      assert.equal((await m.consume(d.reservation, '0.4')).verdict, 'continue');
+      assert.equal((await m.consume(d.reservation, '0.7')).verdict, 'stop');  // 1.1 > 1: cannot grow
+      assert.equal((await m.consume(d.reservation, '0.1')).verdict, 'stop');  // still stopped: not again
+      await m.commit(d.reservation, '1.1');
+      assert.equal((await m.consume(d.reservation, '0.1')).verdict, 'stop');  // settled: no budget denial
+      await m.reserve('user:st2', '0.5', { requestId: 'st-2' });
+      assert.equal((await m.consume('st-2', '2')).verdict, 'stop');  // by request id
+      await waitFor(() => denied.length >= 2);
+      await new Promise((r) => setTimeout(r, 20));  // nothing more arrives
+      assert.deepEqual(denied, [['user:st', ['global', 'tenant:t', 'user:st']], ['user:st2', ['global', 'user:st2']]]);
+      m.close();
+    });
+
     test('callbacks removed (null) or replaced: operations still succeed; only the current callback is called', async () => {
       const { m } = make({ limits: [{ scope: 'user:*', window: 'day', amount: '10', alerts: [20, 40, 60] }] });
       /** @type {string[]} */

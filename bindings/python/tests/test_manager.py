@@ -757,3 +757,26 @@ def test_worker_processes_create_their_own_manager_after_fork(make: Make, store_
     assert child_id and child_id not in parent_ids
     assert m.reserve(["user:p"], "0.10").allowed  # the parent goes on
     assert m.verify().ok
+
+
+def test_a_stream_stop_is_reported_to_on_denial(make: Make) -> None:
+    # on_denial is documented for every denial: reserve, check and a stream's Stop (the C API:
+    # "the budget_consume that was denied"). A Stop was never reported.
+    m = make(limits={"user:*": {"day": "1.00"}})
+    seen: List[Any] = []
+    m.on_denial(lambda d, s: seen.append((d.scope, d.window, list(s))))
+    res = m.reserve(["tenant:t", "user:st"], "0.50", request_id="st-1").reservation
+    assert res is not None
+    assert m.consume(res, "0.40").ok
+    assert seen == []
+    assert m.consume(res, "0.70").stop  # 1.10 > 1.00: the hold cannot grow
+    assert seen == [("user:st", "day", ["global", "tenant:t", "user:st"])]
+    assert m.consume(res, "0.01").stop  # still stopped: reported once
+    assert len(seen) == 1
+    m.commit(res, "1.10")
+    assert m.consume(res, "0.01").stop  # committed: no budget denial, nothing reported
+    assert len(seen) == 1
+    # By request id: the subject comes from the stream state.
+    m.reserve("user:st2", "0.50", request_id="st-2")
+    assert m.consume("st-2", "2.00").stop
+    assert seen[-1] == ("user:st2", "day", ["global", "user:st2"])
