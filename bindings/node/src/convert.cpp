@@ -381,6 +381,9 @@ budget::LedgerQuery to_ledger_query(const Napi::Value& v) {
   budget::LedgerQuery q;
   if (v.IsUndefined() || v.IsNull()) return q;
   Napi::Object o = expect_object(v, "query");
+  // A misspelt field (Python's since/until, requestID) must not silently widen the query: an
+  // export meant for one tenant and one month would carry every event.
+  reject_unknown(o, "query", {"from", "to", "scope", "requestId", "type", "afterSeq", "limit"});
   Napi::Value x;
   if (has(o, "from", &x)) q.from = to_time(x, "query.from");
   if (has(o, "to", &x)) q.to = to_time(x, "query.to");

@@ -571,6 +571,7 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
       budget::GroupBy by;
       if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
         Napi::Object o = expect_object(info[1], "groupBy");
+        reject_unknown(o, "groupBy", {"scope", "model", "day"});  // { models: true } is no grouping
         Napi::Value x;
         by.scope = has(o, "scope", &x) ? to_bool(x, "groupBy.scope") : false;
         by.model = has(o, "model", &x) ? to_bool(x, "groupBy.model") : false;

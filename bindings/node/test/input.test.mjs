@@ -137,6 +137,13 @@ for (const kind of storeKinds()) {
         ['limit not object', () => m.setLimit(/** @type {any} */ (null)), InvalidArgumentError],
         ['status bad scope', () => m.status('::'), InvalidArgumentError],
         ['events bad type', () => m.events({ type: /** @type {any} */ ('explode') }), InvalidArgumentError],
+        // A misspelt ledger query field (Python's since/until, requestID, scopes) must not silently
+        // widen the query: an invoice export of one tenant over a month would get every event.
+        ['events misspelt query', () => m.events(/** @type {any} */ ({ requestID: 'r1' })), InvalidArgumentError],
+        ['exportCsv python names', () => m.exportCsv(/** @type {any} */ ({ since: 0, until: 1, scope: 'user:x' })), InvalidArgumentError],
+        ['exportJsonl misspelt scope', () => m.exportJsonl(/** @type {any} */ ({ scopes: 'user:x' })), InvalidArgumentError],
+        ['aggregate misspelt query', () => m.aggregate(/** @type {any} */ ({ form: 0 })), InvalidArgumentError],
+        ['aggregate misspelt groupBy', () => m.aggregate({}, /** @type {any} */ ({ models: true })), InvalidArgumentError],
       ];
       for (const [name, call, cls] of cases) {
         const p = call();
