@@ -413,7 +413,15 @@ struct StreamState {
       std::string_view line(buf.data() + pos, eol - pos);
       size_t next = eol + 1;
       if (buf[eol] == '\r' && next < buf.size() && buf[next] == '\n') ++next;
-      sse_line(line);
+      try {
+        sse_line(line);
+      } catch (...) {
+        // The bad event is dropped with the lines before it: the next feed goes on after it
+        // (left in the buffer, it was read again by every later feed, which then failed too,
+        // and the events before it in this read were counted again each time).
+        buf.erase(0, next);
+        throw;
+      }
       pos = next;
     }
     buf.erase(0, pos);
@@ -439,6 +447,9 @@ struct StreamState {
         } else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ',' || c == '[' || c == ']') {
           // separators of the array stream
         } else {
+          buf.erase(0, scan + 1);  // dropped with what was read before it: the next feed goes on
+          scan = 0;
+          obj_start = 0;
           throw InvalidArgumentError("malformed JSON stream: unexpected character outside an object");
         }
         continue;
@@ -456,7 +467,15 @@ struct StreamState {
       } else if (c == '}' || c == ']') {
         if (--depth == 0) {
           std::string_view obj(buf.data() + obj_start, scan + 1 - obj_start);
-          process(parse_json(obj), false);
+          try {
+            process(parse_json(obj), false);
+          } catch (...) {
+            // Drop the bad object: the next feed resumes after it (as for an SSE event).
+            buf.erase(0, scan + 1);
+            scan = 0;
+            obj_start = 0;
+            throw;
+          }
         }
       }
     }

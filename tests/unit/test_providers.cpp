@@ -208,6 +208,17 @@ TEST_CASE("providers: malformed or truncated JSON is an InvalidArgumentError") {
   CHECK_THROWS_AS(bad.feed("[{\"a\":1} x"), InvalidArgumentError);
   StreamUsage bad2(ApiFormat::OpenAIChat);
   CHECK_THROWS_AS(bad2.feed("data: {not json}\n\n"), InvalidArgumentError);
+  // The bad event (object, character) is dropped: the stream goes on and reads the final usage.
+  CHECK_NOTHROW(bad2.feed("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"));
+  CHECK(bad2.finish().output_tokens == 4);
+  CHECK_NOTHROW(bad.feed(",{\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":5}}]"));
+  CHECK(bad.finish().output_tokens == 5);
+  StreamUsage bad3(ApiFormat::OpenAIChat);
+  CHECK_THROWS_AS(bad3.feed("data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}\n\ndata: {cut\n\n"),
+                  InvalidArgumentError);
+  CHECK(bad3.usage().output_tokens == 2);
+  bad3.feed(": keep-alive\n\n");
+  CHECK(bad3.usage().output_tokens == 2);  // the event before the bad one is not counted again
 }
 
 TEST_CASE("providers: unknown fields and odd shapes are ignored") {

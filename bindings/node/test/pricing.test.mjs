@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PricingEngine, UnknownModelError, usageFromResponse, StreamUsage, estimateTokens, BudgetManager } from 'libbudget';
+import { PricingEngine, UnknownModelError, InvalidArgumentError, usageFromResponse, StreamUsage, estimateTokens, BudgetManager } from 'libbudget';
 import { REPO_ROOT, usd } from './helpers.mjs';
 
 const LITELLM = path.join(REPO_ROOT, '..', 'shared', 'data', 'model_prices_and_context_window.json');
@@ -185,4 +185,19 @@ test('cost(): number, bigint and option shapes price alike; bad counts are typed
     p.setPrice(name, { input: '0.000002' });
     assert.equal(p.cost(name, { inputTokens: 3 }, { applyMarkup: false }), 6000n, name.length.toString());
   }
+});
+
+test('a malformed stream event throws once; the stream goes on and reads the final usage', () => {
+  // The bad event stayed in the buffer: every later feed threw again, the final usage was never
+  // read, and the good event before it in the same read was counted again by each later feed.
+  const good = `data: {"choices":[{"delta":{"content":"${'x'.repeat(400)}"}}]}\n\n`;
+  const s = new StreamUsage('openai-chat', { inputTokensEstimate: 100 });
+  assert.throws(() => s.feed(good + 'data: {"choices":[{"delta":{"content":"cut\n\n'), InvalidArgumentError);
+  assert.equal(s.usage.outputTokens, 100);
+  s.feed(': keep-alive\n\n');
+  s.feed(good);
+  assert.equal(s.usage.outputTokens, 200);
+  s.feed('data: {"choices":[],"usage":{"prompt_tokens":120,"completion_tokens":180}}\n\ndata: [DONE]\n\n');
+  const fin = s.finish();
+  assert.deepEqual([fin.complete, fin.inputTokens, fin.outputTokens], [true, 120, 180]);
 });

@@ -124,3 +124,30 @@ def test_usage_bad_input() -> None:
     with pytest.raises(budget.InvalidArgumentError):
         budget.usage_from_response("openai", {"usage": {"prompt_tokens": -1}})
     assert budget.estimate_tokens("abcdefgh") == 2
+
+
+def test_a_malformed_stream_event_raises_once_and_the_stream_goes_on() -> None:
+    # "Events processed before an error stay counted": the bad event raised, but it stayed in
+    # the buffer, so every later feed raised again, the provider's final usage was never read,
+    # and the good event before it in the same read was counted again by each later feed.
+    good = b'data: {"choices":[{"delta":{"content":"' + b"x" * 400 + b'"}}]}\n\n'
+    bad = b'data: {"choices":[{"delta":{"content":"cut\n\n'
+    s = budget.StreamUsage("openai", input_tokens_estimate=100)
+    with pytest.raises(budget.InvalidArgumentError):
+        s.feed(good + bad)
+    assert s.usage.output_tokens == 100  # the good event, once
+    s.feed(b": keep-alive\n\n")
+    s.feed(good)
+    assert s.usage.output_tokens == 200  # counted once more, not again and again
+    s.feed(b'data: {"choices":[],"usage":{"prompt_tokens":120,"completion_tokens":180}}\n\ndata: [DONE]\n\n')
+    fin = s.finish()
+    assert fin.complete and (fin.input_tokens, fin.output_tokens) == (120, 180)
+
+    # The same for a JSON-array stream (Gemini): a bad object is dropped, the next one read.
+    g = budget.StreamUsage("gemini")
+    with pytest.raises(budget.InvalidArgumentError):
+        g.feed(b'[{"usageMetadata":{"promptTokenCount":"x"}}')
+    g.feed(b',{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}],'
+           b'"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7}}]')
+    fin = g.finish()
+    assert fin.complete and (fin.input_tokens, fin.output_tokens) == (5, 7)
