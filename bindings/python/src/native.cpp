@@ -1064,9 +1064,12 @@ PYBIND11_MODULE(_native, mod) {
           },
           py::arg("format"), py::arg("body"));
   py::class_<StreamUsage>(mod, "StreamUsage")
-      .def(py::init([](const std::string& format, int64_t input_tokens_estimate) {
+      .def(py::init([](const std::string& format, py::handle input_tokens_estimate) {
              StreamOptions o;
-             o.input_tokens_estimate = input_tokens_estimate;
+             // Typed errors (not pybind11's TypeError), and a negative count is refused as in
+             // Node: it was read as 0 (the prompt then metered as free until the usage came).
+             o.input_tokens_estimate = to_count(input_tokens_estimate, "input_tokens_estimate");
+             if (o.input_tokens_estimate < 0) invalid("input_tokens_estimate must not be negative");
              return std::make_unique<StreamUsage>(parse_api_format(format), o);
            }),
            py::arg("format"), py::kw_only(), py::arg("input_tokens_estimate") = 0)

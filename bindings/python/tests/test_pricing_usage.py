@@ -124,6 +124,10 @@ def test_usage_bad_input() -> None:
     with pytest.raises(budget.InvalidArgumentError):
         budget.usage_from_response("openai", {"usage": {"prompt_tokens": -1}})
     assert budget.estimate_tokens("abcdefgh") == 2
+    # A negative prompt estimate was read as 0 (Node refuses it); a float or bool is no count.
+    for bad in (-5, 1.5, True):
+        with pytest.raises(budget.InvalidArgumentError):
+            budget.StreamUsage("openai", input_tokens_estimate=bad)  # type: ignore[arg-type]
 
 
 def test_a_malformed_stream_event_raises_once_and_the_stream_goes_on() -> None:
