@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <map>
 #include <ostream>
 #include <random>
@@ -15,6 +16,7 @@
 
 #include "fork.hpp"
 #include "int128.hpp"
+#include "json_text.hpp"
 #include "ledger_codec.hpp"
 #include "sha256.hpp"
 #include "stores/txn.hpp"
@@ -36,13 +38,25 @@ void check_ttl(Duration ttl, const char* what) {
   if (ttl.count() > kMaxTtlMs) throw InvalidArgumentError(std::string(what) + " exceeds 100 years");
 }
 
-std::string metadata_json(const std::map<std::string, std::string>& meta, const std::string& reason,
-                          const char* flag = nullptr) {
-  if (meta.empty() && reason.empty() && !flag) return {};
+std::string metadata_json(const std::map<std::string, std::string>& meta, const std::string& reason) {
+  if (meta.empty() && reason.empty()) return {};
+  // Written directly (see json_text.hpp): the bytes of nlohmann's ordered dump below (the
+  // entries in key order; "reason" replaces the value of a key of that name, else comes last).
+  std::string out = "{";
+  bool plain = true;
+  auto entry = [&](std::string_view k, std::string_view v) {
+    if (out.size() > 1) out += ',';
+    plain = plain && append_json_string(out, k);
+    out += ':';
+    plain = plain && append_json_string(out, v);
+  };
+  for (const auto& [k, v] : meta) entry(k, !reason.empty() && k == "reason" ? reason : v);
+  if (!reason.empty() && !meta.count("reason")) entry("reason", reason);
+  out += '}';
+  if (plain) return out;
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   for (const auto& [k, v] : meta) j[k] = v;
   if (!reason.empty()) j["reason"] = reason;
-  if (flag) j[flag] = true;
   try {
     return j.dump();
   } catch (const nlohmann::json::exception&) {
@@ -993,6 +1007,16 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
   next.tokens = checked_add(next.tokens, tokens);
   Amounts deficit{std::max<int64_t>(0, next.cost - hs.held.cost),
                   hs.token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
+  // A call that throws (the store failed other than unavailable, memory ran out) changes
+  // nothing: the consumption is taken back, so the same chunk consumed again counts once.
+  struct TakeBackOnThrow {
+    Amounts& consumed;
+    Amounts before;
+    int exceptions = std::uncaught_exceptions();
+    ~TakeBackOnThrow() {
+      if (std::uncaught_exceptions() > exceptions) consumed = before;
+    }
+  } take_back{hs.consumed, hs.consumed};
   hs.consumed = next;
   if (hs.fail_open) { finish(Verdict::Continue); return res; }
   const int64_t now = now_ms();

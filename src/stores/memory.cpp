@@ -435,6 +435,11 @@ class MemTxn final : public Txn {
   int64_t edited_deadline_ = 0;
   MemRecord* last_ = nullptr;  // the record last stored or edited (events refer to it)
   MemRecord* draft_ = nullptr;  // the slot draft_request handed out
+
+ public:
+  // Whether the operation changed anything yet (counters, a record, an event, a deadline): an
+  // exception after that (an allocation that failed) leaves a change the store cannot undo.
+  bool changed = false;
 };
 
 class MemoryStore final : public Store {
@@ -527,6 +532,7 @@ class MemoryStore final : public Store {
   int64_t next_deadline() override { return next_deadline_.load(std::memory_order_relaxed); }
 
   std::optional<RequestRecord> get_request(const std::string& id) override {
+    check_usable();
     const size_t h = hash_id(id);
     auto& st = stripes_[stripe_of_hash(h)];
     std::lock_guard lk(st.m);
@@ -543,6 +549,7 @@ class MemoryStore final : public Store {
   }
 
   void scan_events(const LedgerQuery& q, const std::function<bool(const LedgerEvent&)>& f) override {
+    check_usable();
     std::lock_guard lk(seal_m_);
     seal();
     size_t n = 0;
@@ -556,6 +563,7 @@ class MemoryStore final : public Store {
   }
 
   void scan_counters(const std::function<void(const StoredCounter&)>& f) override {
+    check_usable();
     for (auto& st : stripes_) {
       std::lock_guard lk(st.m);
       for (auto& [series, row] : st.series)
@@ -660,8 +668,24 @@ class MemoryStore final : public Store {
         for (auto it = set->end(); it != set->begin();) s->stripes_[*--it].m.unlock();
       }
     } unlock{this, &set};
+    check_usable();
     MemTxn t(*this, h, id, id_hash);
-    return f(t);
+    try {
+      return f(t);
+    } catch (...) {
+      // The state machine checks everything that can refuse before its first change; what
+      // fails after one is an allocation (out of memory). The memory store keeps no undo log,
+      // so it stops here rather than go on with counters, records and ledger out of step:
+      // every later call throws InternalError (a restart starts a new, empty store anyway).
+      if (t.changed) broken_.store(true, std::memory_order_relaxed);
+      throw;
+    }
+  }
+
+  void check_usable() const {
+    if (broken_.load(std::memory_order_relaxed))
+      throw InternalError("memory store: an earlier operation failed half-way (out of memory) and the store "
+                          "cannot undo it; it refuses every call");
   }
 
   void refresh_deadline() {
@@ -718,6 +742,7 @@ class MemoryStore final : public Store {
   std::mutex limits_m_;
   std::map<std::string, Limit> limits_;
   std::atomic<uint64_t> limits_version_{1};
+  std::atomic<bool> broken_{false};  // see locked(); read with limits_version_ by every operation
   std::mutex seal_m_;
   std::vector<LedgerEvent> sealed_, staging_;
   // Handles that could not be attached to their plan (lost a race): kept for this call only.
@@ -838,6 +863,7 @@ void MemTxn::add_all(const Plan& p, const Counters& d) {
                  int{dg && add_overflows(c.granted, d.granted)}) != 0;
   }
   if (overflow) throw_overflow("integer overflow in addition");
+  changed = true;
   for (size_t i = 0; i < n; ++i) {
     auto& c = rows[i]->c;
     if (ds) add_unchecked(c.spent, d.spent);
@@ -866,6 +892,7 @@ RequestRecord* MemTxn::edit_request(const std::string& id) {
 }
 
 void MemTxn::track_deadline(MemRecord& r, bool was_held, int64_t old_deadline) {
+  changed = true;
   bool held = r.rec.state == ReqState::Held;
   if (was_held == held && (!held || old_deadline == r.rec.expires_at)) return;
   auto& st = stripe(r);
@@ -878,6 +905,7 @@ void MemTxn::track_deadline(MemRecord& r, bool was_held, int64_t old_deadline) {
 }
 
 void MemTxn::save_request(const RequestRecord& rec) {
+  changed = true;  // (an edited record was changed in place before this call)
   if (edited_ && &edited_->rec == &rec) {  // changed in place
     track_deadline(*edited_, edited_held_, edited_deadline_);
     edited_held_ = rec.state == ReqState::Held;
@@ -888,6 +916,7 @@ void MemTxn::save_request(const RequestRecord& rec) {
 }
 
 void MemTxn::put_request(const RequestRecord& rec) {
+  changed = true;
   auto* r = record(rec.request_id);
   if (!r) {
     adopt_request(RequestRecord(rec));
@@ -970,6 +999,7 @@ void MemTxn::record_event(const EventDraft& d) {
   if (!r) throw InternalError("event of an unknown request: " + d.rec.request_id);
   auto& st = stripe(*r);
   MemEvent& m = st.new_event();
+  changed = true;
   m.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   m.time = d.now;
   m.type = d.type;
@@ -992,6 +1022,7 @@ void MemTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   if (plan && plan != r->rec.plan) r->old_plans.push_back(plan);  // the event points to it
   auto& st = stripe(*r);
   MemEvent& m = st.new_event();
+  changed = true;
   m.seq = s_.seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   m.time = to_millis(e.time);
   m.type = e.type;

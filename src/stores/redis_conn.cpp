@@ -380,13 +380,27 @@ Reply Pool::call(const std::vector<std::string_view>& args, const Script* script
     std::vector<Call*> batch;
     batch.swap(c.queue);
     lk.unlock();
-    run(c, batch);
+    try {
+      run(c, batch);
+    } catch (...) {
+      // Something run() does not expect (an allocation that failed): the pipeline's state is
+      // unknown, so the connection goes, and every call of the batch without its reply fails
+      // with that exception. Without this, `busy` stayed set and every later call on the
+      // connection waited forever.
+      drop(c, std::string());  // (an empty string allocates nothing)
+      for (auto* x : batch)
+        if (!x->reply || !x->error.empty()) x->exception = std::current_exception();
+    }
     lk.lock();
     for (auto* x : batch) x->done = true;
     c.busy = false;
     c.cv.notify_all();
   }
   lk.unlock();
+  if (call.exception) {
+    if (call.reply) freeReplyObject(call.reply);
+    std::rethrow_exception(call.exception);
+  }
   if (!call.error.empty()) {
     if (call.reply) freeReplyObject(call.reply);
     throw StoreUnavailableError(call.error);

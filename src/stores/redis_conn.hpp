@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -75,6 +76,7 @@ class Pool {
     const Script* script = nullptr;
     redisReply* reply = nullptr;
     std::string error;
+    std::exception_ptr exception;  // run() failed unexpectedly (out of memory): rethrown
     bool done = false;
   };
   struct Conn {

@@ -57,6 +57,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "json_text.hpp"
 #include "fork.hpp"
 #include "ledger_codec.hpp"
 #include "stores/txn.hpp"
@@ -539,16 +540,13 @@ RequestRecord record_from_columns(Stmt& s, int64_t* plan_id) {
   return r;
 }
 
-// JSON array of strings, as nlohmann::json(v).dump() writes it.
+// JSON array of strings, as nlohmann::json(v).dump() writes it (written directly where it can:
+// see json_text.hpp).
 std::string json_strings(const std::vector<std::string>& v) {
   std::string out = "[";
   for (const auto& x : v) {
-    for (unsigned char c : x)
-      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) return nlohmann::json(v).dump();
     if (out.size() > 1) out += ',';
-    out += '"';
-    out += x;
-    out += '"';
+    if (!append_json_string(out, x)) return nlohmann::json(v).dump();
   }
   return out + "]";
 }
@@ -875,7 +873,7 @@ class SqliteStore final : public Store {
       Stmt ins(db_, "INSERT INTO plans(text, windows) VALUES (?,?)");
       for (const auto& text : texts) {
         auto plan = decode_plan(text);
-        ins.reset().bind(text).bind(nlohmann::json(window_keys(*plan)).dump()).exec();
+        ins.reset().bind(text).bind(json_strings(window_keys(*plan))).exec();
       }
     }
     exec(kMigrateV1b);
@@ -1512,9 +1510,11 @@ class SqliteStore final : public Store {
     std::string encoded;
     const std::string& text = p.encoded.empty() ? (encoded = encode_plan(p)) : p.encoded;
     if (auto it = plan_ids_.find(text); it != plan_ids_.end()) {
-      auto& row = plans_by_id_[it->second];
-      if (!row.plan && sp) row.plan = *sp;
-      return row;
+      if (auto r = plans_by_id_.find(it->second); r != plans_by_id_.end()) {
+        if (!r->second.plan && sp) r->second.plan = *sp;
+        return r->second;
+      }
+      plan_ids_.erase(it);  // (not expected: see cache_plan_row) read again below
     }
     if (plan_ids_.size() >= 4096) {
       plan_ids_.clear();
@@ -1530,13 +1530,25 @@ class SqliteStore final : public Store {
       q.finish();
     } else {
       q.finish();
-      std::string windows = nlohmann::json(window_keys(p)).dump();
+      std::string windows = json_strings(window_keys(p));
       st(kAddPlan).reset().bind(text).bind(windows).exec();
       row.id = sqlite3_last_insert_rowid(db_);
       row.windows_field = ",\"windows\":" + windows;
     }
-    plan_ids_[text] = row.id;
-    return plans_by_id_[row.id] = std::move(row);
+    return cache_plan_row(text, std::move(row));
+  }
+  // Both maps or neither: an entry of plan_ids_ without its row (an allocation that failed in
+  // between) was read as an empty row, and the next event was written without its windows.
+  const PlanRow& cache_plan_row(const std::string& text, PlanRow&& row) {
+    const int64_t id = row.id;
+    auto it = plans_by_id_.insert_or_assign(id, std::move(row)).first;
+    try {
+      plan_ids_[text] = id;
+    } catch (...) {
+      plans_by_id_.erase(it);
+      throw;
+    }
+    return it->second;
   }
   const PlanRow& plan_by_id(int64_t id) {
     auto it = plans_by_id_.find(id);
@@ -1556,8 +1568,7 @@ class SqliteStore final : public Store {
     auto plan = std::make_shared<Plan>(*decode_plan(text));
     plan->encoded = text;
     row.plan = std::move(plan);
-    plan_ids_[text] = id;
-    return plans_by_id_[id] = std::move(row);
+    return cache_plan_row(text, std::move(row));
   }
 
   // ---- group commit -------------------------------------------------------------------
@@ -1572,6 +1583,7 @@ class SqliteStore final : public Store {
     bool lead = false;  // guarded by qm_: this caller leads next
     std::atomic<bool> ready{false};  // done or lead (a hint read without qm_)
     std::condition_variable cv;
+    Job* next_to_wake = nullptr;  // guarded by qm_: the list of answered callers (to_wake_)
   };
 
   template <class F>
@@ -1608,14 +1620,19 @@ class SqliteStore final : public Store {
   // Answered callers are woken one after the other: the leader wakes the first and gets on
   // with the next batch, each woken caller wakes the next. Under qm_: a caller leaves only
   // after taking itself off the list (under qm_), so a job is never notified after it is gone.
-  void wake_next(Job* self) {
-    if (self) {
-      auto it = std::find(to_wake_.begin(), to_wake_.end(), self);
-      if (it != to_wake_.end()) to_wake_.erase(it);
-    }
-    if (to_wake_.empty()) return;
-    Job* next = to_wake_.front();
-    to_wake_.pop_front();
+  // The list is intrusive (no allocation): nothing between a batch's end and its callers'
+  // wake-up may throw, or they would wait forever.
+  void wake_next(Job* self) noexcept {
+    if (self)
+      for (Job** p = &to_wake_; *p; p = &(*p)->next_to_wake)
+        if (*p == self) {
+          *p = self->next_to_wake;
+          break;
+        }
+    Job* next = to_wake_;
+    if (!next) return;
+    to_wake_ = next->next_to_wake;
+    next->next_to_wake = nullptr;
     next->cv.notify_one();
   }
 
@@ -1641,15 +1658,29 @@ class SqliteStore final : public Store {
         next->cv.notify_one();
         return;
       }
-      std::vector<Job*> batch(queue_.begin(), queue_.end());
-      queue_.clear();
+      std::vector<Job*> batch;
+      batch.swap(queue_);  // no allocation: from here to the callers' wake-up nothing throws
       lk.unlock();
-      execute(batch);
+      try {
+        execute(batch);
+      } catch (...) {
+        // Something execute() does not expect (an allocation that failed between its own
+        // checks): nothing of the batch is committed; every caller is told so. Without this
+        // the leader's exception left leader_ set and the queue waiting: every later call of
+        // the process hung.
+        rollback();
+        for (auto* j : batch) j->error = std::current_exception();
+      }
       lk.lock();
+      Job** tail = &to_wake_;
+      while (*tail) tail = &(*tail)->next_to_wake;
       for (auto* j : batch) {
         j->done = true;
         j->ready.store(true, std::memory_order_release);
-        if (j != &self) to_wake_.push_back(j);
+        if (j != &self) {
+          *tail = j;
+          tail = &j->next_to_wake;
+        }
       }
       wake_next(nullptr);
       expected_ = batch.size();
@@ -1790,8 +1821,8 @@ class SqliteStore final : public Store {
   std::chrono::steady_clock::time_point busy_since_;  // of the wait on_busy is in
   std::vector<std::unique_ptr<Stmt>> stmts_;
   std::mutex qm_;
-  std::deque<Job*> queue_;
-  std::deque<Job*> to_wake_;  // answered callers not woken yet
+  std::vector<Job*> queue_;
+  Job* to_wake_ = nullptr;  // answered callers not woken yet (a list through Job::next_to_wake)
   bool leader_ = false;
   size_t expected_ = 1;  // operations in the last batch
 

@@ -99,6 +99,8 @@ std::vector<CheckState> txn_read(Txn& t, const Plan& plan);
 
 // Plan encoding for stores that persist request records (JSON text).
 std::string encode_plan(const Plan& plan);
+// The same text through nlohmann::json (the reference encode_plan is tested against).
+std::string encode_plan_json(const Plan& plan);
 std::shared_ptr<const Plan> decode_plan(std::string_view text);
 // The event's `windows` field: the keys of the plan's windows.
 std::vector<std::string> window_keys(const Plan& plan);

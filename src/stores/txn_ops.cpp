@@ -5,8 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
 
 #include "int128.hpp"
+#include "json_text.hpp"
 
 namespace budget::detail {
 
@@ -201,13 +204,8 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
     out.failing_state = st[failing];
   }
   if (op.dry_run) return out;
-  if (failing < 0) {
-    Counters delta;
-    delta.held = op.amount;
-    add_all(t, *op.plan, delta);
-    out.held = op.amount;
-    out.expires_at = op.expires_at;
-  }
+  // The record is drafted (allocated, its strings copied) before the first change, so that an
+  // allocation that fails leaves nothing changed (the memory store cannot undo a change).
   RequestRecord& rec = t.draft_request();
   rec.request_id = op.request_id;
   rec.plan = op.plan;
@@ -224,6 +222,11 @@ ReserveOut txn_reserve(Txn& t, const ReserveOp& op) {
   } else {
     rec.state = ReqState::Held;
     rec.held = op.amount;
+    Counters delta;
+    delta.held = op.amount;
+    add_all(t, *op.plan, delta);
+    out.held = op.amount;
+    out.expires_at = op.expires_at;
   }
   const auto& stored = t.adopt_draft(rec);
   Txn::EventDraft e{failing >= 0 ? EventType::Deny : EventType::Reserve, stored, op.now};
@@ -248,6 +251,12 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
     out.status = GrowOut::NotHeld;
     return out;
   }
+  // Built before the first change (an allocation that fails then changes nothing).
+  std::string meta = "{\"consumed\":";  // nlohmann's dump of the same object (see json_text.hpp)
+  append_json_int(meta, op.consumed.cost);
+  meta += ",\"consumed_tokens\":";
+  append_json_int(meta, op.consumed.tokens);
+  meta += '}';
   bool grown = false;
   if (!op.delta.is_zero()) {
     States st;
@@ -269,8 +278,6 @@ GrowOut txn_grow(Txn& t, const GrowOp& op) {
   }
   rec->consumed = op.consumed;
   t.save_request(*rec);
-  std::string meta =
-      nlohmann::json{{"consumed", op.consumed.cost}, {"consumed_tokens", op.consumed.tokens}}.dump();
   Txn::EventDraft e{EventType::Consume, *rec, op.now};
   if (grown) e.held = op.delta;
   e.metadata = meta;
@@ -467,6 +474,58 @@ std::vector<CheckState> txn_read(Txn& t, const Plan& plan) { return states(t, pl
 
 // ---- plan encoding --------------------------------------------------------------------------
 std::string encode_plan(const Plan& p) {
+  // As encode_plan_json writes it (keys sorted, no spaces): {"c":[...],"v":N,"w":[...]}.
+  std::string out;
+  out.reserve(64 + 64 * (p.windows.size() + p.checks.size()));
+  auto str = [&](const std::string& s) {
+    if (!append_json_string(out, s)) throw std::invalid_argument("not UTF-8");  // caught below
+  };
+  try {
+    out += "{\"c\":[";
+    for (size_t i = 0; i < p.checks.size(); ++i) {
+      const auto& c = p.checks[i];
+      out += i ? ",[" : "[";
+      append_json_int(out, c.window);
+      out += ',';
+      append_json_int(out, static_cast<int>(c.metric));
+      out += ',';
+      append_json_int(out, c.limit);
+      out += c.grantable ? ",true," : ",false,";
+      append_json_int(out, c.resets_at);
+      out += ',';
+      str(c.limit_key);
+      out += ",[";
+      for (size_t k = 0; k < c.alerts.size(); ++k) {
+        if (k) out += ',';
+        append_json_int(out, c.alerts[k]);
+      }
+      out += "]]";
+    }
+    out += "],\"v\":";
+    append_json_int(out, p.limits_version);
+    out += ",\"w\":[";
+    for (size_t i = 0; i < p.windows.size(); ++i) {
+      const auto& w = p.windows[i];
+      out += i ? ",[" : "[";
+      str(w.scope);
+      out += ',';
+      str(w.window);
+      out += ',';
+      append_json_int(out, w.start);
+      out += ',';
+      append_json_int(out, w.end);
+      out += ',';
+      append_json_int(out, w.read_from);
+      out += ']';
+    }
+    out += "]}";
+  } catch (const std::invalid_argument&) {
+    return encode_plan_json(p);  // a string that is not plain UTF-8: nlohmann decides
+  }
+  return out;
+}
+
+std::string encode_plan_json(const Plan& p) {
   nlohmann::json j;
   j["v"] = p.limits_version;
   auto& ws = j["w"] = nlohmann::json::array();
@@ -477,7 +536,91 @@ std::string encode_plan(const Plan& p) {
   return j.dump();
 }
 
+namespace {
+// A strict reader of exactly what encode_plan writes when its strings needed no escapes (the
+// usual case): a plan is decoded on the operation path (the Redis and SQLite stores), where an
+// allocation that fails must not meet nlohmann (see json_text.hpp). Anything else: nullopt.
+class PlanReader {
+ public:
+  explicit PlanReader(std::string_view t) : t_(t) {}
+  std::optional<std::shared_ptr<Plan>> read() {
+    auto p = std::make_shared<Plan>();
+    if (!lit("{\"c\":[")) return std::nullopt;
+    for (bool first = true; !lit("]"); first = false) {
+      if (!first && !lit(",")) return std::nullopt;
+      Check k;
+      int64_t window, metric;
+      bool grantable;
+      if (!(lit("[") && num(window) && lit(",") && num(metric) && lit(",") && num(k.limit) && lit(",") &&
+            boolean(grantable) && lit(",") && num(k.resets_at) && lit(",") && str(k.limit_key) && lit(",[")))
+        return std::nullopt;
+      if (window < 0 || window > UINT16_MAX || metric < 0 || metric > 2) return std::nullopt;
+      k.window = static_cast<uint16_t>(window);
+      k.metric = static_cast<Metric>(metric);
+      k.grantable = grantable;
+      for (bool f = true; !lit("]"); f = false) {
+        int64_t a;
+        if ((!f && !lit(",")) || !num(a) || a < 0 || a > UINT32_MAX) return std::nullopt;
+        k.alerts.push_back(static_cast<uint32_t>(a));
+      }
+      if (!lit("]")) return std::nullopt;
+      p->checks.push_back(std::move(k));
+    }
+    int64_t version;
+    if (!lit(",\"v\":") || !num(version) || version < 0 || !lit(",\"w\":[")) return std::nullopt;
+    p->limits_version = static_cast<uint64_t>(version);
+    for (bool first = true; !lit("]"); first = false) {
+      WindowRef w;
+      if (!(( first || lit(",")) && lit("[") && str(w.scope) && lit(",") && str(w.window) && lit(",") && num(w.start) &&
+            lit(",") && num(w.end) && lit(",") && num(w.read_from) && lit("]")))
+        return std::nullopt;
+      w.seal();
+      p->windows.push_back(std::move(w));
+    }
+    if (!lit("}") || i_ != t_.size()) return std::nullopt;
+    for (const auto& c : p->checks)
+      if (c.window >= p->windows.size()) return std::nullopt;
+    return p;
+  }
+
+ private:
+  bool lit(std::string_view s) {
+    if (t_.substr(i_, s.size()) != s) return false;
+    i_ += s.size();
+    return true;
+  }
+  bool num(int64_t& v) {
+    const char* b = t_.data() + i_;
+    auto r = std::from_chars(b, t_.data() + t_.size(), v);
+    if (r.ec != std::errc() || r.ptr == b || (*b == '0' && r.ptr - b > 1) || (*b == '-' && b[1] == '0')) return false;
+    i_ += static_cast<size_t>(r.ptr - b);
+    return true;
+  }
+  bool boolean(bool& v) {
+    if (lit("true")) return v = true, true;
+    if (lit("false")) return v = false, true;
+    return false;
+  }
+  bool str(std::string& v) {  // plain strings only: no escapes, no control or non-ASCII bytes
+    if (!lit("\"")) return false;
+    size_t j = i_;
+    while (j < t_.size() && t_[j] != '"') {
+      const auto c = static_cast<unsigned char>(t_[j]);
+      if (c == '\\' || c < 0x20 || c >= 0x80) return false;
+      ++j;
+    }
+    if (j == t_.size()) return false;
+    v.assign(t_.substr(i_, j - i_));
+    i_ = j + 1;
+    return true;
+  }
+  std::string_view t_;
+  size_t i_ = 0;
+};
+}  // namespace
+
 std::shared_ptr<const Plan> decode_plan(std::string_view text) {
+  if (auto p = PlanReader(text).read()) return std::move(*p);
   try {
     auto j = nlohmann::json::parse(text);
     auto p = std::make_shared<Plan>();

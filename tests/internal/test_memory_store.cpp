@@ -13,6 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include <budget/budget.hpp>
+#include <nlohmann/json.hpp>
+
 #include "engine.hpp"
 #include "hash.hpp"
 #include "spinlock.hpp"
@@ -279,4 +282,48 @@ TEST_CASE("stripe lock: mutual exclusion, and sleeping waiters are woken by the 
   CHECK(counter == long{threads} * rounds);
   CHECK(lock.try_lock());
   lock.unlock();
+}
+
+// The direct JSON writers of the operation path (json_text.hpp) write nlohmann's bytes.
+TEST_CASE("plans and metadata are written as nlohmann writes them, and plans read back") {
+  for (const std::string& scope : {std::string("user:alice"), std::string("user:a\"b\\c"), std::string("user:\xc3\xa9t\xc3\xa9"),
+                                  std::string("user:tab\tnl\n\x01")}) {
+    auto p = std::make_shared<Plan>(*plan_for_scope(scope));
+    p->windows.push_back(WindowRef{"tenant:t", "rolling:1h", -3600000, 0, -7200000, {}, 0});
+    p->windows.back().seal();
+    Check c = p->checks[0];
+    c.window = 1;
+    c.metric = Metric::Tokens;
+    c.grantable = false;
+    c.resets_at = 1773144060000;
+    c.alerts = {50, 80, 100};
+    p->checks.push_back(c);
+    p->limits_version = 42;
+    const std::string text = encode_plan(*p);
+    CHECK(text == encode_plan_json(*p));
+    auto back = decode_plan(text);
+    CHECK(back->windows == p->windows);
+    CHECK(back->checks == p->checks);
+    CHECK(back->limits_version == 42);
+  }
+  Options o;
+  o.store = "memory";
+  BudgetManager m(o);
+  RequestOptions r;
+  r.metadata = {{"b", "x\ny \"q\" \\"}, {"a", "\xc3\xa9"}, {"reason", "replaced"}, {"ctl", "\x01\x1f\x7f"}};
+  r.reason = "why";
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : r.metadata) j[k] = v;
+  j["reason"] = r.reason;
+  m.grant(Scope::parse("user:u"), Money::parse("1"), r);
+  auto events = m.events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].metadata == j.dump());
+  r.metadata.erase("reason");
+  r.request_id = "second";
+  m.grant(Scope::parse("user:u"), Money::parse("1"), r);
+  nlohmann::ordered_json j2 = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : r.metadata) j2[k] = v;
+  j2["reason"] = r.reason;
+  CHECK(m.events().back().metadata == j2.dump());
 }

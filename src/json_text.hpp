@@ -1,0 +1,62 @@
+// Small JSON writers for the operation path (internal).
+//
+// Why not nlohmann::json here: its values can crash while they are destroyed after an
+// allocation failed half-way through building them (nlohmann/json#4653; tests/internal/
+// test_alloc_failure.cpp found it), and an operation must fail cleanly, changing nothing, when
+// memory runs out. These write the same bytes as nlohmann's dump() of the same value (tested
+// against it), for the strings they accept.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "utf8.hpp"
+
+namespace budget::detail {
+
+// Appends `s` as a JSON string, escaped as nlohmann's dump() escapes it (", \, \b \f \n \r \t,
+// other controls as \u00xx; everything else as is). Returns false, having appended nothing,
+// when `s` is not ASCII and not well-formed UTF-8 by valid_utf8 (stricter than nlohmann,
+// which also accepts C1 controls): the caller falls back to nlohmann, which decides.
+inline bool append_json_string(std::string& out, std::string_view s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) {
+      if (!valid_utf8(s)) return false;
+      break;
+    }
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 15];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return true;
+}
+
+template <class Int>
+inline void append_json_int(std::string& out, Int v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+}  // namespace budget::detail

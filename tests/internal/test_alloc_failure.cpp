@@ -1,0 +1,222 @@
+// Allocation failure at every point of every operation, on every store of BUDGET_TEST_STORES.
+//
+// This program replaces the global operator new so that the k-th allocation of the calling
+// thread fails (std::bad_alloc), for k = 1, 2, ... until the operation runs through. After each
+// failed call the manager must be in one of two states, never in between:
+//   - all or nothing: what the public API shows (limit status of every scope, the ledger) is
+//     either as before the call or as after a successful one, verify() is clean, and the same
+//     call repeated (same request id) succeeds and leaves exactly what one successful call
+//     leaves;
+//   - or, where the store cannot undo a half-applied change (the memory store has no
+//     rollback), it stops: every later call throws InternalError, nothing is misreported.
+// The manager, the store and their threads are built before the failures are armed; only the
+// allocations of the test's thread inside the call under test fail.
+#include <doctest/doctest.h>
+
+#include <budget/budget.hpp>
+
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../unit/store_fixture.hpp"
+
+namespace {
+thread_local long t_countdown = 0;  // 0: disarmed; else the allocation that fails (1: the next)
+thread_local long t_seen = 0;       // allocations since arming
+
+void* allocate(std::size_t n) {
+  if (t_countdown > 0) {
+    ++t_seen;
+    if (--t_countdown == 0) throw std::bad_alloc();
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* allocate_aligned(std::size_t n, std::align_val_t al) {
+  if (t_countdown > 0) {
+    ++t_seen;
+    if (--t_countdown == 0) throw std::bad_alloc();
+  }
+  const auto a = static_cast<std::size_t>(al);
+  if (void* p = std::aligned_alloc(a, (n + a - 1) / a * a)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return allocate(n); }
+void* operator new[](std::size_t n) { return allocate(n); }
+void* operator new(std::size_t n, std::align_val_t al) { return allocate_aligned(n, al); }
+void* operator new[](std::size_t n, std::align_val_t al) { return allocate_aligned(n, al); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+using namespace budget;
+using testutil::Env;
+
+namespace {
+
+Money usd(const char* s) { return Money::parse(s); }
+
+Options options() {
+  Options o;
+  o.limits = {Limit::cost("tenant:*", Window::day(), usd("10")), Limit::cost("user:*", Window::total(), usd("5")),
+              Limit::tokens("user:*", Window::minute(), 100000)};
+  o.default_buffer_bp = 10000;  // hold exactly the estimate
+  return o;
+}
+
+const Subject kWho{"tenant:a", "user:u"};
+
+// Inside a call under test (REQUIRE would catch the injected failure).
+void expect(bool ok, const char* what) {
+  if (!ok) throw std::logic_error(std::string("unexpected result: ") + what);
+}
+
+RequestOptions id(const char* request_id) {
+  RequestOptions r;
+  r.request_id = request_id;
+  return r;
+}
+
+// What the public API shows: every limit of the subject's scopes, and the ledger.
+std::string snapshot(BudgetManager& m) {
+  std::ostringstream out;
+  for (const char* scope : {"global", "tenant:a", "user:u"})
+    for (const auto& s : m.status(Scope::parse(scope)))
+      out << s.key << " limit=" << s.limit << " spent=" << s.spent << " held=" << s.held << "\n";
+  for (const auto& e : m.events())
+    out << e.seq << ' ' << to_string(e.type) << ' ' << e.request_id << " spent=" << e.spent.cost
+        << " held=" << e.held.cost << " granted=" << e.granted.cost << "\n";
+  return out.str();
+}
+
+struct Case {
+  const char* name;
+  // Brings a fresh manager to the state before the call; may keep a reservation in `r`.
+  void (*setup)(BudgetManager& m, Reservation& r);
+  void (*call)(BudgetManager& m, Reservation& r);
+  // Its ledger event carries metadata (a consume's {"consumed":...}). The SQLite and Redis
+  // stores build such an event's canonical body with nlohmann::ordered_json, whose values can
+  // crash while destroyed after an allocation failed inside them (nlohmann/json#4653, open in
+  // the 3.11.2 that Debian 12 ships): swept on the memory store only, until that body is
+  // written directly too (events without metadata already are).
+  bool metadata_event = false;
+};
+
+void reserve_held(BudgetManager& m, Reservation& r) {
+  auto d = m.reserve(kWho, Estimate::money(usd("1")), id("held-1"));
+  REQUIRE(d.allowed);
+  r = d.reservation;
+}
+
+const Case kCases[] = {
+    {"reserve", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { expect(m.reserve(kWho, Estimate::money(usd("1")), id("r-1")).allowed, "allowed"); }},
+    {"reserve denied", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { expect(!m.reserve(kWho, Estimate::money(usd("6")), id("r-2")).allowed, "denied"); }},
+    {"consume (the hold grows)", reserve_held,
+     [](BudgetManager& m, Reservation& r) { expect(m.consume(r, usd("1.5")).verdict == Verdict::Continue, "continue"); },
+     true},
+    {"commit", reserve_held,
+     [](BudgetManager& m, Reservation& r) { m.commit(r, Charge::money(usd("0.75"))); }},
+    {"commit by id", reserve_held,
+     [](BudgetManager& m, Reservation&) { m.commit(std::string_view("held-1"), Charge::money(usd("0.75"))); }},
+    {"release", reserve_held, [](BudgetManager& m, Reservation& r) { m.release(r); }},
+    {"record", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { m.record(kWho, Charge::money(usd("0.5")), id("rec-1")); }},
+    {"grant", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { m.grant(Scope::parse("user:u"), usd("2"), id("grant-1")); }},
+    {"adjust", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { m.adjust(kWho, usd("0.25"), id("adj-1")); }},
+};
+
+// True when the manager refuses every call (a store that stopped after a half-applied change).
+bool stopped(BudgetManager& m) {
+  try {
+    (void)m.status(Scope::parse("user:u"));
+    return false;
+  } catch (const InternalError&) {
+    try {
+      (void)m.reserve(kWho, Estimate::money(usd("0.01")));
+    } catch (const InternalError&) {
+      return true;
+    }
+    FAIL("the store refused a status read but then allowed a reserve");
+    return true;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("an allocation that fails at any point of an operation leaves all of it or none of it") {
+  for (const auto& kind : testutil::store_kinds()) {
+    for (const Case& c : kCases) {
+      if (c.metadata_event && kind != "memory") continue;
+      CAPTURE(kind);
+      CAPTURE(std::string(c.name));
+      // The reference: the state before and after one successful call.
+      std::string before, after;
+      {
+        Env env(kind, options());
+        Reservation r;
+        c.setup(*env.m, r);
+        before = snapshot(*env.m);
+        c.call(*env.m, r);
+        after = snapshot(*env.m);
+      }
+      REQUIRE(before != after);
+      long failures = 0, undone = 0, applied = 0, stops = 0;
+      for (long k = 1;; ++k) {
+        REQUIRE_MESSAGE(k < 100000, "the call never ran through");
+        Env env(kind, options());
+        Reservation r;
+        c.setup(*env.m, r);
+        bool threw = false;
+        t_seen = 0;
+        t_countdown = k;
+        try {
+          c.call(*env.m, r);
+        } catch (const std::bad_alloc&) {
+          threw = true;
+        } catch (const InternalError&) {  // a wrapped bad_alloc
+          threw = true;
+        }
+        t_countdown = 0;
+        if (!threw) {
+          CHECK(t_seen < k);  // it ran through because no k-th allocation came
+          CHECK(snapshot(*env.m) == after);
+          break;
+        }
+        CAPTURE(k);
+        ++failures;
+        if (stopped(*env.m)) {
+          ++stops;
+          continue;
+        }
+        const std::string now = snapshot(*env.m);
+        if (now == before) ++undone;
+        else if (now == after) ++applied;
+        else FAIL_CHECK("half applied:\nbefore:\n" << before << "now:\n" << now << "after:\n" << after);
+        auto v = env.m->verify();
+        CHECK_MESSAGE(v.ok, (v.problems.empty() ? std::string() : v.problems.front()));
+        // The same call again: as one successful call.
+        c.call(*env.m, r);
+        CHECK(snapshot(*env.m) == after);
+        CHECK(env.m->verify().ok);
+      }
+      MESSAGE(kind << " / " << std::string(c.name) << ": " << failures << " failure points: " << undone << " undone, "
+                   << applied << " applied, " << stops << " stopped the store");
+      // (0: the call allocates nothing on this store, e.g. a commit on the memory store)
+    }
+  }
+}
