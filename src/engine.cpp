@@ -715,8 +715,11 @@ std::shared_ptr<HoldState> HoldTable::insert(const std::shared_ptr<HoldState>& h
 }
 
 void HoldTable::grow(Stripe& st) {
+  // The new array first: a failed allocation leaves the table as it was (it was moved out
+  // first, and every stream state of the stripe was lost, fail-open ones included).
+  std::vector<HoldState*> bigger(st.buckets.empty() ? 16 : st.buckets.size() * 2, nullptr);
   std::vector<HoldState*> old = std::move(st.buckets);
-  st.buckets.assign(old.empty() ? 16 : old.size() * 2, nullptr);
+  st.buckets = std::move(bigger);
   for (HoldState* x : old)
     while (x) {
       HoldState* next = x->next_in_table;
