@@ -1011,15 +1011,9 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
   Amounts deficit{std::max<int64_t>(0, next.cost - hs.held.cost),
                   hs.token_checks ? std::max<int64_t>(0, next.tokens - hs.held.tokens) : 0, 0};
   // A call that throws (the store failed other than unavailable, memory ran out) changes
-  // nothing: the consumption is taken back, so the same chunk consumed again counts once.
-  struct TakeBackOnThrow {
-    Amounts& consumed;
-    Amounts before;
-    int exceptions = std::uncaught_exceptions();
-    ~TakeBackOnThrow() {
-      if (std::uncaught_exceptions() > exceptions) consumed = before;
-    }
-  } take_back{hs.consumed, hs.consumed};
+  // nothing: the store calls below take the consumption back before they rethrow, so the same
+  // chunk consumed again counts once.
+  const Amounts consumed_before = hs.consumed;
   hs.consumed = next;
   if (hs.fail_open) { finish(Verdict::Continue); return res; }
   const int64_t now = now_ms();
@@ -1053,6 +1047,9 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
           denied = true;
           { finish(Verdict::Stop); return res; }
         }
+      } catch (...) {
+        hs.consumed = consumed_before;
+        throw;
       }
     }
     { finish(Verdict::Continue); return res; }
@@ -1099,6 +1096,9 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
     hs.denial = Denial{};
     hs.denial.reason = DenyReason::StoreUnavailable;
     hs.denial.message = std::string("store unavailable while metering the stream (fail-closed): ") + e.what();
+  } catch (...) {
+    hs.consumed = consumed_before;
+    throw;
   }
   hs.stopped = true;
   ++m_.stream_stops;
