@@ -898,17 +898,23 @@ TEST_CASE("check() holds nothing and writes nothing") {
   }
 }
 
+// A pricer that knows one OpenAI model at $1 / $4 per million input / output tokens (plus
+// `extra` prices, e.g. per service tier).
+std::shared_ptr<PricingEngine> one_model_pricer(const char* model, const char* extra = "") {
+  auto pe = std::make_shared<PricingEngine>();
+  ModelPrice mp;
+  mp.provider = "openai";
+  mp.input = "0.000001";
+  mp.output = "0.000004";
+  mp.extra = extra;
+  pe->set_price(model, mp);
+  return pe;
+}
+
 TEST_CASE("a call is priced at the service tier its usage names, and the ledger keeps the tier") {
   FOR_EACH_STORE(kind) {
-    auto pe = std::make_shared<PricingEngine>();
-    ModelPrice mp;
-    mp.provider = "openai";
-    mp.input = "0.000001";
-    mp.output = "0.000004";
-    mp.extra = "in/priority=0.000002 out/priority=0.000008";
-    pe->set_price("tiered-model", mp);
     Options o;
-    o.pricer = pe;
+    o.pricer = one_model_pricer("tiered-model", "in/priority=0.000002 out/priority=0.000008");
     Env env(kind, o);
     standard_limits(*env.m);
     Usage u;
@@ -948,12 +954,7 @@ TEST_CASE("a priced commit or record retried after the prices changed replays; o
   // price it came to: a retry with the same arguments after a markup took effect (or a table
   // reload) was a ConflictError "with a different amount", though nothing differed.
   FOR_EACH_STORE(kind) {
-    auto pe = std::make_shared<PricingEngine>();
-    ModelPrice mp;
-    mp.provider = "openai";
-    mp.input = "0.000001";
-    mp.output = "0.000004";
-    pe->set_price("retry-model", mp);
+    auto pe = one_model_pricer("retry-model");
     Options o;
     o.pricer = pe;
     Env env(kind, o);
