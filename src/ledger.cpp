@@ -6,6 +6,7 @@
 #include <charconv>
 #include <ostream>
 
+#include "json_text.hpp"
 #include "ledger_codec.hpp"
 #include "sha256.hpp"
 
@@ -149,11 +150,6 @@ bool plain(std::string_view v) {
     if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
   return true;
 }
-void put_int(std::string& out, int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
 void put_str(std::string& out, std::string_view v) {
   out += '"';
   out.append(v);
@@ -161,11 +157,11 @@ void put_str(std::string& out, std::string_view v) {
 }
 void put_amounts(std::string& out, const char* key, const Amounts& a) {
   out.append(key);
-  put_int(out, a.cost);
+  append_json_int(out, a.cost);
   out += ',';
-  put_int(out, a.tokens);
+  append_json_int(out, a.tokens);
   out += ',';
-  put_int(out, a.requests);
+  append_json_int(out, a.requests);
   out += ']';
 }
 }  // namespace
@@ -178,7 +174,7 @@ bool plain_event_body(const LedgerEvent& e, std::string& out) {
   out.clear();
   out.reserve(256);
   out.append("{\"time\":");
-  put_int(out, to_millis(e.time));
+  append_json_int(out, to_millis(e.time));
   out.append(",\"type\":");
   put_str(out, to_string(e.type));
   out.append(",\"request_id\":");
@@ -211,7 +207,7 @@ bool plain_event_body(const LedgerEvent& e, std::string& out) {
     out.append(",\"usage\":");
     for (const auto& [k, v] : f) {
       out.append(k);
-      put_int(out, v);
+      append_json_int(out, v);
     }
     if (u.service_tier != ServiceTier::Standard) {  // as usage_json: only when not standard
       out.append(",\"service_tier\":\"");
