@@ -23,6 +23,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <cstdio>
@@ -324,7 +325,15 @@ double raw_sqlite_txn_rate(const std::string& path, int n, const char* vfs = nul
 }  // namespace
 
 int main(int argc, char** argv) {
-  double secs = argc > 1 ? std::stod(argv[1]) : 2.0;
+  double secs = 2.0;
+  if (argc > 1) {
+    char* end = nullptr;
+    secs = std::strtod(argv[1], &end);
+    if (argc > 2 || end == argv[1] || *end != '\0' || !(secs > 0 && secs <= 600)) {
+      std::fprintf(stderr, "usage: %s [seconds per throughput figure, default 2]\n", argv[0]);
+      return 2;
+    }
+  }
   std::printf("libbudget core benchmark (lifecycle = reserve + 4 consume + commit, 3 scopes x 2 limits)\n\n");
 
   // ---- memory: latency --------------------------------------------------------------------

@@ -132,6 +132,12 @@ RequestOptions to_request_options(const budget_request_options* o) {
   return r;
 }
 
+static_assert(static_cast<int>(DenyReason::None) == BUDGET_DENY_NONE &&
+              static_cast<int>(DenyReason::LimitExceeded) == BUDGET_DENY_LIMIT_EXCEEDED &&
+              static_cast<int>(DenyReason::StoreUnavailable) == BUDGET_DENY_STORE_UNAVAILABLE &&
+              static_cast<int>(DenyReason::NotHeld) == BUDGET_DENY_NOT_HELD,
+              "the C deny reasons are the C++ ones");
+
 const budget_denial* make_denial(Pool& pool, const Denial& d) {
   auto* c = pool.obj<budget_denial>();
   c->reason = static_cast<budget_deny_reason>(static_cast<int>(d.reason));

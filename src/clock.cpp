@@ -12,9 +12,12 @@ Timestamp SystemClock::now() const {
 }
 
 std::string format_time(Timestamp t) {
-  auto ms = to_millis(t);
-  auto secs = std::chrono::sys_seconds(std::chrono::seconds(ms >= 0 ? ms / 1000 : (ms - 999) / 1000));
-  int rem = static_cast<int>(ms - secs.time_since_epoch().count() * 1000);
+  // Floor division without overflow (ms - 999 overflowed near INT64_MIN).
+  const int64_t ms = to_millis(t);
+  int64_t q = ms / 1000, r = ms % 1000;
+  if (r < 0) --q, r += 1000;
+  auto secs = std::chrono::sys_seconds(std::chrono::seconds(q));
+  int rem = static_cast<int>(r);
   return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", secs, rem);
 }
 

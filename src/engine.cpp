@@ -40,8 +40,15 @@ void check_ttl(Duration ttl, const char* what) {
 
 std::string metadata_json(const std::map<std::string, std::string>& meta, const std::string& reason) {
   if (meta.empty() && reason.empty()) return {};
+  // The reason is recorded as the metadata key "reason": given both ways with two values, one
+  // would silently be lost.
+  if (!reason.empty()) {
+    auto it = meta.find("reason");
+    if (it != meta.end() && it->second != reason)
+      throw InvalidArgumentError("metadata key \"reason\" differs from the reason option; give the reason once");
+  }
   // Written directly (see json_text.hpp): the bytes of nlohmann's ordered dump below (the
-  // entries in key order; "reason" replaces the value of a key of that name, else comes last).
+  // entries in key order; "reason" comes last unless a key of that name is there).
   std::string out = "{";
   bool plain = true;
   auto entry = [&](std::string_view k, std::string_view v) {
@@ -779,6 +786,11 @@ std::shared_ptr<HoldState> Engine::hold_state(std::string_view request_id, bool 
   // Not reserved by this process (or restarted): rebuild from the store.
   auto rec = store_->get_request(std::string(request_id));
   if (!rec) throw NotFoundError("unknown request id '" + std::string(request_id) + "'");
+  // A record, grant or adjustment never held anything: metering it is a different operation
+  // under the same id (as committing it is), not a stream to stop.
+  if (rec->state == ReqState::Recorded || rec->state == ReqState::Granted || rec->state == ReqState::Adjusted)
+    throw ConflictError("request id '" + rec->request_id + "' is already " + to_string(rec->state) +
+                        "; it holds nothing to consume");
   auto hs = std::make_shared<HoldState>();
   hs->request_id = rec->request_id;
   hs->id_hash = h;
@@ -851,8 +863,13 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
     assign_str(op.provider, o.provider.empty() ? p.quote.provider : o.provider);
     check_ledger_text(op.model, op.provider, {});
     assign_str(op.metadata, meta);
-    op.fingerprint = Fingerprint(memo.fp_reserve).add(est.model).add(p.amounts.cost).add(p.amounts.tokens)
-                         .add(int64_t{bp}).str();
+    // A priced estimate is keyed by what was asked (model and usage), not the price it came to:
+    // a retry after the prices changed replays the first decision (as a priced commit does).
+    Fingerprint fp(memo.fp_reserve);
+    fp.add(est.model);
+    if (p.priced) fp.add("priced").add(*est.usage).add(est.tokens);
+    else fp.add(p.amounts.cost).add(p.amounts.tokens);
+    op.fingerprint = fp.add(int64_t{bp}).str();
     op.dry_run = dry_run;
     out = with_fresh_limits([&](const LimitTable& t) {
       const auto& plan = memo_plan(memo, now, t);
@@ -914,8 +931,10 @@ Decision Engine::reserve(const Subject& subject, const Estimate& est, const Requ
   r.request_id_ = request_id;
   r.subject_ = std::move(shared_subject);
   // A replay answers the first decision: what was held then (the request's fingerprint, which
-  // a replay matched, fixes the amount), not the hold as a stream may have grown it since.
-  r.held_ = out.replayed ? need : out.held;
+  // a replay matched, fixes the amount), not the hold as a stream may have grown it since. A
+  // priced estimate's fingerprint fixes the model and usage, not the price: its replay answers
+  // the hold the store keeps (the first one, unless a stream grew it), not today's price of it.
+  r.held_ = out.replayed && !p.priced ? need : out.held;
   r.expires_at_ = from_millis(out.expires_at);
   assign_str(r.model_, p.priced ? p.quote.model : est.model);
   if (out.replayed) {
@@ -996,7 +1015,7 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
     if (v == Verdict::Stop) {
       if (hs.settled_as) {
         hs.denial = Denial{};
-        hs.denial.reason = DenyReason::LimitExceeded;
+        hs.denial.reason = DenyReason::NotHeld;
         hs.denial.message = std::string("the hold is ") + hs.settled_as + "; the stream must stop";
         hs.settled_as = nullptr;
       }
@@ -1021,7 +1040,7 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
     // The TTL passed: the hold is (or is about to be) settled by expiry; the stream must stop.
     hs.stopped = true;
     hs.denial = Denial{};
-    hs.denial.reason = DenyReason::LimitExceeded;
+    hs.denial.reason = DenyReason::NotHeld;
     hs.denial.message = "the hold expired; the stream must stop";
     ++m_.stream_stops;
     { finish(Verdict::Stop); return res; }
@@ -1033,7 +1052,7 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
         hs.persisted = next;
         if (out.status == GrowOut::NotHeld) {
           hs.stopped = true;
-          hs.denial.reason = DenyReason::LimitExceeded;
+          hs.denial.reason = DenyReason::NotHeld;
           hs.denial.message = std::string("the hold is ") + to_string(out.state);
           ++m_.stream_stops;
           { finish(Verdict::Stop); return res; }
@@ -1081,7 +1100,7 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
       }
       if (out.status == GrowOut::NotHeld) {
         hs.denial = Denial{};
-        hs.denial.reason = DenyReason::LimitExceeded;
+        hs.denial.reason = DenyReason::NotHeld;
         hs.denial.message = std::string("the hold is ") + to_string(out.state) + "; the stream must stop";
         break;
       }

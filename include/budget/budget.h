@@ -434,7 +434,8 @@ typedef struct budget_request_options {
 typedef enum budget_deny_reason {
   BUDGET_DENY_NONE = 0,
   BUDGET_DENY_LIMIT_EXCEEDED = 1,
-  BUDGET_DENY_STORE_UNAVAILABLE = 2
+  BUDGET_DENY_STORE_UNAVAILABLE = 2,
+  BUDGET_DENY_NOT_HELD = 3 /* consume: the request holds nothing (expired, settled, denied) */
 } budget_deny_reason;
 
 /* Why a reserve/check/consume was refused. Amounts in the metric's unit. */

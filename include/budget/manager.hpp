@@ -102,10 +102,16 @@ struct BUDGET_API RequestOptions {
   std::optional<Duration> ttl;             // default Options::default_ttl
   std::string provider;
   std::map<std::string, std::string> metadata;  // recorded in the ledger (no prompt text!)
-  std::string reason;                      // grants and adjustments
+  std::string reason;                      // grants and adjustments; recorded as metadata key
+                                           // "reason" (that key with another value: InvalidArgument)
 };
 
-enum class DenyReason : uint8_t { None, LimitExceeded, StoreUnavailable };
+// LimitExceeded: a limit has no room (Denial::scope names it). StoreUnavailable: the store
+// could not answer (fail-closed). NotHeld (a consume's Stop): the request holds nothing — its
+// hold expired or was committed or released (here or by another process), or its reserve was
+// denied: the stream must stop, but no limit refused it (scope empty; not reported to denial
+// observers).
+enum class DenyReason : uint8_t { None, LimitExceeded, StoreUnavailable, NotHeld };
 
 // Why a reserve/check/consume was refused.
 struct BUDGET_API Denial {

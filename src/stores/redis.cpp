@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <charconv>
 #include <cstring>
 #include <mutex>
@@ -199,7 +200,8 @@ class LedgerSink {
       db_ = nullptr;
       throw StoreUnavailableError("redis ledger sink: cannot open '" + path + "': " + msg);
     }
-    sqlite3_busy_timeout(db_, static_cast<int>(std::max<int64_t>(timeout_ms, 5000)));
+    // At least 5 s; SQLite takes an int (the store's timeout may be up to 100 years).
+    sqlite3_busy_timeout(db_, static_cast<int>(std::clamp<int64_t>(timeout_ms, 5000, INT_MAX)));
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
     exec("CREATE TABLE IF NOT EXISTS sink_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"

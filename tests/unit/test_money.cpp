@@ -1,3 +1,4 @@
+#include <budget/clock.hpp>
 #include <budget/error.hpp>
 #include <budget/money.hpp>
 
@@ -48,4 +49,16 @@ TEST_CASE("Money arithmetic is checked") {
   CHECK(Money::from_nanos(10).mul_bp(12000).nanos() == 12);
   CHECK(Money::from_nanos(11).mul_bp(12000).nanos() == 14);  // 13.2 rounds up
   CHECK_THROWS_AS(max.mul_bp(20000), budget::OverflowError);
+}
+
+TEST_CASE("format_time writes UTC with milliseconds, rounding down before 1970, at both ends of int64") {
+  using budget::format_time;
+  using budget::from_millis;
+  CHECK(format_time(from_millis(0)) == "1970-01-01T00:00:00.000Z");
+  CHECK(format_time(from_millis(-1)) == "1969-12-31T23:59:59.999Z");
+  CHECK(format_time(from_millis(-1001)) == "1969-12-31T23:59:58.999Z");
+  CHECK(format_time(from_millis(1'700'000'000'123)) == "2023-11-14T22:13:20.123Z");
+  CHECK(format_time(from_millis(INT64_MAX)) == "292278994-08-17T07:12:55.807Z");
+  // Near INT64_MIN the floor division overflowed (and the milliseconds came out as "1808").
+  CHECK(format_time(from_millis(INT64_MIN)) == "-292275055-05-16T16:47:04.192Z");
 }

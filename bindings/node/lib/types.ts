@@ -97,7 +97,7 @@ export interface Limit {
 }
 
 export interface Denial {
-  reason: 'limit_exceeded' | 'store_unavailable' | 'none';
+  reason: 'limit_exceeded' | 'store_unavailable' | 'not_held' | 'none';
   scope: string;
   window: string;
   metric: Metric;

@@ -439,6 +439,7 @@ Napi::Object from_denial(Napi::Env env, const budget::Denial& d) {
   Napi::Object o = Napi::Object::New(env);
   const char* reason = d.reason == budget::DenyReason::StoreUnavailable ? "store_unavailable"
                        : d.reason == budget::DenyReason::LimitExceeded  ? "limit_exceeded"
+                       : d.reason == budget::DenyReason::NotHeld      ? "not_held"
                                                                         : "none";
   o.Set("reason", reason);
   o.Set("scope", d.scope);

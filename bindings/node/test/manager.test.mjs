@@ -258,10 +258,20 @@ for (const kind of storeKinds()) {
       const d = await m.reserve(['tenant:t', 'user:st'], '0.5');
       assert.ok(d.allowed);
       assert.equal((await m.consume(d.reservation, '0.4')).verdict, 'continue');
-      assert.equal((await m.consume(d.reservation, '0.7')).verdict, 'stop');  // 1.1 > 1: cannot grow
+      const refused = await m.consume(d.reservation, '0.7');  // 1.1 > 1: cannot grow
+      assert.equal(refused.verdict, 'stop');
+      assert.equal(refused.denial?.reason, 'limit_exceeded');
       assert.equal((await m.consume(d.reservation, '0.1')).verdict, 'stop');  // still stopped: not again
       await m.commit(d.reservation, '1.1');
       assert.equal((await m.consume(d.reservation, '0.1')).verdict, 'stop');  // settled: no budget denial
+      // A hold committed while its stream ran: Stop, reason not_held (no limit refused it).
+      const other = (await m.reserve('user:st3', '0.1')).reservation;
+      assert.ok(other);
+      await m.commit(other, '0.05');
+      const settled = await m.consume(other, '0.01');
+      assert.equal(settled.verdict, 'stop');
+      assert.equal(settled.denial?.reason, 'not_held');
+      assert.equal(settled.denial?.scope, '');
       await m.reserve('user:st2', '0.5', { requestId: 'st-2' });
       assert.equal((await m.consume('st-2', '2')).verdict, 'stop');  // by request id
       await waitFor(() => denied.length >= 2);

@@ -418,6 +418,7 @@ const char* deny_reason(DenyReason r) {
     case DenyReason::None: return "none";
     case DenyReason::LimitExceeded: return "limit_exceeded";
     case DenyReason::StoreUnavailable: return "store_unavailable";
+    case DenyReason::NotHeld: return "not_held";
   }
   return "none";
 }
@@ -688,7 +689,7 @@ PYBIND11_MODULE(_native, mod) {
             if (t.size() != 12) invalid("Denial: bad pickled state");
             Denial d;
             int reason = t[0].cast<int>(), metric = t[3].cast<int>();
-            if (reason < 0 || reason > static_cast<int>(DenyReason::StoreUnavailable) || metric < 0 ||
+            if (reason < 0 || reason > static_cast<int>(DenyReason::NotHeld) || metric < 0 ||
                 metric > static_cast<int>(Metric::Requests))
               invalid("Denial: bad pickled state");
             d.reason = static_cast<DenyReason>(reason);

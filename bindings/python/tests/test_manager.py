@@ -775,6 +775,13 @@ def test_a_stream_stop_is_reported_to_on_denial(make: Make) -> None:
     assert len(seen) == 1
     m.commit(res, "1.10")
     assert m.consume(res, "0.01").stop  # committed: no budget denial, nothing reported
+    # A hold committed while its stream ran: Stop, reason not_held (no limit refused it).
+    other = m.reserve("user:st3", "0.10").reservation
+    assert other is not None
+    m.commit(other, "0.05")
+    settled = m.consume(other, "0.01")
+    assert settled.stop
+    assert settled.denial is not None and settled.denial.reason == "not_held" and settled.denial.scope == ""
     assert len(seen) == 1
     # By request id: the subject comes from the stream state.
     m.reserve("user:st2", "0.50", request_id="st-2")
