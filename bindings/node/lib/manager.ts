@@ -252,22 +252,30 @@ function nativeOptions(options: BudgetManagerOptions): { opts: Record<string, un
   return { opts, pricing };
 }
 
+/**
+ * The callbacks of each kind, in registration order (each wrapped by `safely`, so one that
+ * throws does not keep the others from running). Replaced, never mutated: a callback that
+ * removes itself or registers another during a delivery does not change that delivery.
+ */
 interface Observers {
-  alert?: (alert: Alert) => void;
-  denial?: (denial: Denial, subject: string[]) => void;
+  alert: ReadonlyArray<(...a: unknown[]) => void>;
+  denial: ReadonlyArray<(...a: unknown[]) => void>;
 }
 
 // The native manager keeps the function it is given as a GC root (a thread-safe function). So
-// it gets a relay that refers to the manager weakly; the callback itself is kept on the
-// manager, where the collector sees it: a callback that refers to its manager (a service
+// it gets a relay that refers to the manager weakly; the callbacks themselves are kept on the
+// manager, where the collector sees them: a callback that refers to its manager (a service
 // observing it) is then a cycle the collector frees, not a manager and store kept for good.
 function relay(m: BudgetManager, which: keyof Observers): (...a: unknown[]) => void {
   const ref = new WeakRef(m);
   return (...a: unknown[]) => {
-    const fn = (ref.deref() as unknown as { observers: Observers } | undefined)?.observers[which];
-    if (fn) (fn as (...x: unknown[]) => void)(...a);
+    const fns = (ref.deref() as unknown as { observers: Observers } | undefined)?.observers[which];
+    if (fns) for (const fn of fns) fn(...a);
   };
 }
+
+/** What `onAlert(null)` / `onDenial(null)` return: there is no registration to remove. */
+function nothingToRemove(): void {}
 
 /**
  * Report an exception thrown by a user callback without crashing the process; likewise the
@@ -302,7 +310,7 @@ export class BudgetManager {
   private readonly inline: boolean;
   private readonly st: InlineState = { pv: '', strs: [] };
   /** The callbacks, held here where the garbage collector sees them (see relay). */
-  private readonly observers: Observers = {};
+  private readonly observers: Observers = { alert: [], denial: [] };
 
   /** Opens the store synchronously (see `BudgetManager.open` for the async form). */
   constructor(options: BudgetManagerOptions = {}) {
@@ -328,7 +336,7 @@ export class BudgetManager {
     m.pricing = pricing;
     m.inline = !handle.info().offload;
     m.st = { pv: '', strs: [] };
-    m.observers = {};
+    m.observers = { alert: [], denial: [] };
     (m as unknown as BudgetManager).installCallbacks(options);
     return m as unknown as BudgetManager;
   }
@@ -489,17 +497,47 @@ export class BudgetManager {
   }
 
   // ---- observers and misc -----------------------------------------------------------------
-  /** Called on the JS thread, once per window per threshold crossing. `null` removes it. */
-  onAlert(callback: ((alert: Alert) => void) | null): void {
-    if (callback != null && typeof callback !== 'function') throw new InvalidArgumentError('onAlert expects a function');
-    this.observers.alert = callback ? safely('alert', callback) : undefined;
-    this.native.onAlert(callback ? relay(this, 'alert') : null);
+  /**
+   * Adds a callback, called on the JS thread once per limit, window and threshold crossing.
+   * Registering again adds another (as in C++ and Python): each is called, in registration
+   * order. Returns a function that removes this registration; `onAlert(null)` removes every
+   * alert callback.
+   */
+  onAlert(callback: ((alert: Alert) => void) | null): () => void {
+    return this.observe('alert', callback);
   }
-  /** Called on the JS thread for every denial. `null` removes it. */
-  onDenial(callback: ((denial: Denial, subject: string[]) => void) | null): void {
-    if (callback != null && typeof callback !== 'function') throw new InvalidArgumentError('onDenial expects a function');
-    this.observers.denial = callback ? safely('denial', callback) : undefined;
-    this.native.onDenial(callback ? relay(this, 'denial') : null);
+  /**
+   * Adds a callback, called on the JS thread for every denial (reserve, check, a stream's
+   * Stop). Registering again adds another; returns a function that removes this registration;
+   * `onDenial(null)` removes every denial callback.
+   */
+  onDenial(callback: ((denial: Denial, subject: string[]) => void) | null): () => void {
+    return this.observe('denial', callback);
+  }
+  private observe(which: keyof Observers, callback: ((...a: never[]) => void) | null | undefined): () => void {
+    const name = which === 'alert' ? 'onAlert' : 'onDenial';
+    const setNative = (fn: ((...a: unknown[]) => void) | null) =>
+      which === 'alert' ? this.native.onAlert(fn) : this.native.onDenial(fn);
+    if (callback == null) {
+      this.observers[which] = [];
+      setNative(null);  // lets go of the thread-safe function (a no-op once closed)
+      return nothingToRemove;
+    }
+    if (typeof callback !== 'function') throw new InvalidArgumentError(`${name} expects a function (or null to remove every callback)`);
+    // (Re)installs the relay: throws when the manager is closed, before anything is added.
+    setNative(relay(this, which));
+    const entry = safely(which, callback as (...a: unknown[]) => unknown);
+    this.observers[which] = [...this.observers[which], entry];
+    const ref = new WeakRef(this);
+    return () => {
+      const m = ref.deref();
+      if (!m) return;
+      const before = m.observers[which];
+      const left = before.filter((e) => e !== entry);
+      if (left.length === before.length) return;  // removed already
+      m.observers[which] = left;
+      if (left.length === 0) (which === 'alert' ? m.native.onAlert(null) : m.native.onDenial(null));
+    };
   }
   /** Prometheus text exposition of the manager's counters. */
   metricsText(): string {

@@ -639,12 +639,12 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value OnAlert(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     guard(env, [&] {
-      auto m = mgr();
       if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onAlert expects a function");
-      if (info[0].IsNull() || info[0].IsUndefined()) {
+      if (info[0].IsNull() || info[0].IsUndefined()) {  // removing needs no store: a no-op once closed
         alerts_->set(nullptr);
         return;
       }
+      auto m = mgr();
       if (!alerts_->registered) {
         m->on_alert([obs = alerts_](const budget::Alert& a) {
           CallbackPtr slot = obs->get();
@@ -664,12 +664,12 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
   Napi::Value OnDenial(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     guard(env, [&] {
-      auto m = mgr();
       if (!info[0].IsNull() && !info[0].IsUndefined() && !info[0].IsFunction()) invalid("onDenial expects a function");
-      if (info[0].IsNull() || info[0].IsUndefined()) {
+      if (info[0].IsNull() || info[0].IsUndefined()) {  // removing needs no store: a no-op once closed
         denials_->set(nullptr);
         return;
       }
+      auto m = mgr();
       if (!denials_->registered) {
         using P = std::pair<budget::Denial, std::vector<std::string>>;
         m->on_denial([obs = denials_](const budget::Denial& d, const budget::Subject& s) {

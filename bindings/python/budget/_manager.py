@@ -10,7 +10,7 @@ from concurrent.futures import Executor
 from datetime import timedelta
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from . import _native
 from ._config import LimitsSpec, load_limits
@@ -75,6 +75,28 @@ def _spend_model(cost: MoneyLike, model: Optional[str]) -> Optional[str]:
     return model
 
 
+def _nothing_to_remove() -> None:
+    """What on_alert(None) / on_denial(None) return: there is no registration to remove."""
+
+
+def _dispatcher(manager: "BudgetManager", kind: str) -> Callable[..., None]:
+    """The one callable the engine holds per kind: calls the manager's current callbacks."""
+    me = weakref.ref(manager)
+    where = f"budget {kind} callback"
+
+    def dispatch(*args: object) -> None:
+        m = me()
+        if m is None:
+            return
+        for _, callback in m._callbacks[kind]:
+            try:
+                callback(*args)
+            except Exception as e:  # never into the engine; the next callbacks still run
+                _native._report_unraisable(e, where)
+
+    return dispatch
+
+
 class BudgetManager(_native.BudgetManager):
     """Enforces spend budgets over a store shared by threads, processes and hosts.
 
@@ -86,7 +108,8 @@ class BudgetManager(_native.BudgetManager):
     (1.2 = hold 20 % more than the estimate), ``growth_step``, ``min_growth``,
     ``persist_every``, ``fail_open``, ``time_zone`` (an IANA name such as ``"Europe/Paris"``
     for calendar windows; default UTC), ``utc_offset_minutes``, ``store_timeout``,
-    ``executor`` (for the ``a``-prefixed asyncio methods; default: the loop's executor).
+    ``executor`` (for the ``a``-prefixed asyncio methods; default: the loop's executor),
+    ``on_alert`` / ``on_denial`` (a first callback, as :meth:`on_alert` / :meth:`on_denial` add).
 
     Every method may be called from any thread; the GIL is released while the store works.
     """
@@ -98,13 +121,24 @@ class BudgetManager(_native.BudgetManager):
         limits: LimitsSpec = None,
         pricing: PricingSpec = None,
         executor: Optional[Executor] = None,
+        on_alert: Optional[Callable[[_native.Alert], object]] = None,
+        on_denial: Optional[Callable[[_native.Denial, Subject], object]] = None,
         **options: Any,
     ) -> None:
         engine = _make_pricing(pricing)
+        for what, cb in (("on_alert", on_alert), ("on_denial", on_denial)):
+            if cb is not None and not callable(cb):  # before the store is opened
+                raise InvalidArgumentError(f"{what} needs a callable")
         super().__init__(store, limits=load_limits(limits), pricing=engine, **options)
         self._pricing = engine
         self._executor = executor
-        self._observers: Dict[object, Callable[..., object]] = {}  # see _relay
+        self._observer_lock = threading.Lock()
+        self._callbacks: Dict[str, Tuple[Tuple[object, Callable[..., object]], ...]] = {"alert": (), "denial": ()}
+        self._dispatching: Set[str] = set()  # kinds whose dispatcher the engine holds (see _observe)
+        if on_alert is not None:
+            self.on_alert(on_alert)
+        if on_denial is not None:
+            self.on_denial(on_denial)
 
     # ---- configuration ---------------------------------------------------------------
     @property
@@ -132,32 +166,55 @@ class BudgetManager(_native.BudgetManager):
         await self._run(self.close)
 
     # ---- observers -------------------------------------------------------------------
-    def on_alert(self, callback: Callable[[_native.Alert], object]) -> None:
-        """Calls ``callback(alert)`` once per limit, threshold and window when spend crosses it."""
-        super().on_alert(self._relay(callback, "on_alert"))
+    # Registering adds a callback (as C++ BudgetManager::on_alert/on_denial, the C API and the
+    # Node package do): registering twice calls both (a function registered twice is called
+    # twice). Each registration returns a function that removes it; None removes every callback
+    # of the kind. Callbacks run in registration order; one that raises is reported as
+    # unraisable and the others still run.
+    def on_alert(self, callback: Optional[Callable[[_native.Alert], object]]) -> Callable[[], None]:
+        """Adds ``callback(alert)``, called once per limit, threshold and window when spend
+        crosses it. Returns a function that removes this callback; ``on_alert(None)`` removes
+        every alert callback."""
+        return self._observe("alert", callback)
 
-    def on_denial(self, callback: Callable[[_native.Denial, Subject], object]) -> None:
-        """Calls ``callback(denial, subject)`` for every denial (reserve, check, stream Stop)."""
-        super().on_denial(self._relay(callback, "on_denial"))
+    def on_denial(self, callback: Optional[Callable[[_native.Denial, Subject], object]]) -> Callable[[], None]:
+        """Adds ``callback(denial, subject)``, called for every denial (reserve, check, stream
+        Stop). Returns a function that removes this callback; ``on_denial(None)`` removes every
+        denial callback."""
+        return self._observe("denial", callback)
 
-    def _relay(self, callback: Callable[..., object], what: str) -> Callable[..., None]:
+    def _observe(self, kind: str, callback: Optional[Callable[..., object]]) -> Callable[[], None]:
         # The engine (C++) keeps what it is given where Python's garbage collector cannot see
-        # it. So it gets a relay that refers to this manager weakly, and the callback is kept
-        # here: a callback that refers to its manager (a bound method of the service owning
-        # it, a lambda using it) is then a cycle the collector frees, not a manager (its
-        # store, its files) kept alive for good.
+        # it, and never lets go of it. So it gets one dispatcher per kind, registered on first
+        # use, that refers to this manager weakly; the callbacks are kept here: a callback that
+        # refers to its manager (a bound method of the service owning it, a lambda using it) is
+        # then a cycle the collector frees, not a manager (its store, its files) kept alive for
+        # good, and removing one needs nothing from the engine.
+        if callback is None:
+            with self._observer_lock:
+                self._callbacks[kind] = ()
+            return _nothing_to_remove
         if not callable(callback):
-            raise InvalidArgumentError(f"{what} needs a callable")
-        key = object()  # its own key: registrations from several threads cannot mix up
-        self._observers[key] = callback
+            raise InvalidArgumentError(f"on_{kind} needs a callable (or None to remove every {kind} callback)")
+        token = object()  # this registration (the same function may be registered twice)
+        with self._observer_lock:
+            if kind not in self._dispatching:
+                register = self._on_alert if kind == "alert" else self._on_denial
+                register(_dispatcher(self, kind))  # raises when the manager is closed
+                self._dispatching.add(kind)
+            elif self.closed:
+                raise InvalidArgumentError("this BudgetManager is closed")
+            # Copy on write: the dispatcher reads the tuple without the lock, from any thread.
+            self._callbacks[kind] = self._callbacks[kind] + ((token, callback),)
         me = weakref.ref(self)
 
-        def relay(*args: object) -> None:
+        def remove() -> None:
             manager = me()
             if manager is not None:
-                manager._observers[key](*args)
+                with manager._observer_lock:
+                    manager._callbacks[kind] = tuple(e for e in manager._callbacks[kind] if e[0] is not token)
 
-        return relay
+        return remove
 
     # ---- holds -----------------------------------------------------------------------
     def hold(

@@ -495,6 +495,13 @@ PYBIND11_MODULE(_native, mod) {
   mod.def("parse_money_nanos", [](py::handle o) { return to_money(o).nanos(); }, py::arg("amount"),
           "Nanos of a money value (Decimal/str/int/float) as the library reads it.");
   mod.def("format_money", [](int64_t nanos) { return Money::from_nanos(nanos).to_string(); }, py::arg("nanos"));
+  // Reports an exception as unraisable (sys.unraisablehook), as the engine's relays do: the
+  // manager's observer dispatcher calls every callback and reports each failure this way.
+  mod.def("_report_unraisable", [](py::object exc, py::object where) {
+    py::object tb = exc.attr("__traceback__");
+    PyErr_Restore(py::type::of(exc).inc_ref().ptr(), exc.inc_ref().ptr(), tb.is_none() ? nullptr : tb.inc_ref().ptr());
+    PyErr_WriteUnraisable(where.ptr());
+  }, py::arg("exc"), py::arg("where"));
 
   // ---- time
   py::class_<Clock, std::shared_ptr<Clock>>(mod, "Clock");
@@ -1299,7 +1306,10 @@ PYBIND11_MODULE(_native, mod) {
            py::arg("scope"))
 
       // observers
-      .def("on_alert",
+      // The registration primitives: each call adds an observer to the engine, for good.
+      // budget.BudgetManager.on_alert / on_denial register one dispatcher per kind and keep the
+      // callbacks themselves (added, removable) where the garbage collector sees them.
+      .def("_on_alert",
            [](PyManager& self, py::object callback) {
              if (!PyCallable_Check(callback.ptr())) invalid("on_alert needs a callable");
              PyFn fn = hold_callable(std::move(callback));
@@ -1318,7 +1328,7 @@ PYBIND11_MODULE(_native, mod) {
              });
            },
            py::arg("callback"))
-      .def("on_denial",
+      .def("_on_denial",
            [](PyManager& self, py::object callback) {
              if (!PyCallable_Check(callback.ptr())) invalid("on_denial needs a callable");
              PyFn fn = hold_callable(std::move(callback));

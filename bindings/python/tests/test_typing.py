@@ -37,7 +37,8 @@ def test_stubtest_matches_runtime() -> None:
 
 def test_mypy_strict_on_package_examples_and_tests() -> None:
     targets = [str(p) for p in sorted((ROOT / "examples" / "python").rglob("*.py"))]
-    targets += [str(HERE / "test_manager.py"), str(HERE / "test_pricing_usage.py"), str(HERE / "test_service_tier.py")]
+    targets += [str(HERE / "test_manager.py"), str(HERE / "test_pricing_usage.py"), str(HERE / "test_service_tier.py"),
+                str(HERE / "test_binding_parity.py")]
     if not targets:
         pytest.fail("nothing to type-check")
     for args in (["-p", "budget"], targets):  # mypy takes a package or files, not both

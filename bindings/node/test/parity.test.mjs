@@ -1,0 +1,112 @@
+// @ts-check
+// Where the Node and Python packages must agree (docs/node.md and docs/python.md say so):
+// observers are added and removable. The Python side is
+// bindings/python/tests/test_binding_parity.py.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { BudgetManager, ManualClock, InvalidArgumentError } from 'libbudget';
+import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
+
+/** Lets queued callbacks arrive (they are delivered on the JS thread after the operation). */
+const settle = () => new Promise((r) => setTimeout(r, 30));
+
+for (const kind of storeKinds()) {
+  describe(`store=${kind}`, () => {
+    /** @param {Partial<import('libbudget').BudgetManagerOptions>} [o] */
+    function make(o = {}) {
+      return new BudgetManager({ store: freshUrl(kind), clock: new ManualClock(T0), ...o });
+    }
+
+    test('onAlert adds a callback (as in C++ and Python) and returns a function that removes it', async () => {
+      const m = make({ limits: [{ scope: 'user:*', window: 'day', amount: '10', alerts: [20, 40, 60, 80] }] });
+      /** @type {string[]} */
+      const calls = [];
+      const removeFirst = m.onAlert((a) => calls.push(`first ${a.thresholdPct}`));
+      assert.equal(typeof removeFirst, 'function');
+      m.onAlert((a) => calls.push(`second ${a.thresholdPct}`));
+      await m.record('user:obs', '2');  // 20%: both, in registration order
+      assert.ok(await waitFor(() => calls.length >= 2));
+      await settle();
+      assert.deepEqual(calls, ['first 20', 'second 20']);
+      removeFirst();
+      removeFirst();  // a no-op the second time
+      await m.record('user:obs', '2');  // 40%
+      assert.ok(await waitFor(() => calls.length >= 3));
+      await settle();
+      assert.deepEqual(calls.slice(2), ['second 40']);
+      m.onAlert(null);  // removes every alert callback
+      await m.record('user:obs', '2');  // 60%: nobody
+      await settle();
+      assert.equal(calls.length, 3);
+      /** @param {import('libbudget').Alert} a */
+      const cb = (a) => calls.push(`twice ${a.thresholdPct}`);
+      m.onAlert(cb);
+      m.onAlert(cb);  // the same function registered twice is called twice
+      await m.record('user:obs', '2');  // 80%
+      assert.ok(await waitFor(() => calls.length >= 5));
+      await settle();
+      assert.deepEqual(calls.slice(3), ['twice 80', 'twice 80']);
+      assert.equal(findStatus(await m.status('user:obs'), 'day').spent, usd('8'));
+      m.close();
+    });
+
+    test('onDenial adds a callback too; the constructor option is one more registration', async () => {
+      /** @type {string[]} */
+      const seen = [];
+      const m = make({ limits: [{ scope: 'user:*', window: 'day', amount: '1' }], onDenial: (d) => seen.push(`ctor ${d.scope}`) });
+      const removeA = m.onDenial((d) => seen.push(`a ${d.scope}`));
+      m.onDenial((_d, subject) => seen.push(`b ${subject.join(',')}`));
+      assert.equal((await m.reserve('user:den', '5')).allowed, false);
+      assert.ok(await waitFor(() => seen.length >= 3));
+      await settle();
+      assert.deepEqual(seen, ['ctor user:den', 'a user:den', 'b global,user:den']);
+      removeA();
+      assert.equal((await m.check('user:den', '5')).allowed, false);
+      assert.ok(await waitFor(() => seen.length >= 5));
+      await settle();
+      assert.deepEqual(seen.slice(3), ['ctor user:den', 'b global,user:den']);
+      m.onDenial(null);
+      assert.equal((await m.check('user:den', '5')).allowed, false);
+      await settle();
+      assert.equal(seen.length, 5);
+      m.close();
+    });
+
+    test('a callback that throws does not keep the others from running', async () => {
+      const m = make({ limits: [{ scope: 'user:*', window: 'day', amount: '1', alerts: [50] }] });
+      /** @type {number[]} */
+      const got = [];
+      /** @type {string[]} */
+      const warnings = [];
+      /** @param {Error} w */
+      const onWarning = (w) => warnings.push(w.message);
+      process.on('warning', onWarning);
+      try {
+        m.onAlert(() => { throw new Error('boom'); });
+        m.onAlert((a) => got.push(a.thresholdPct));
+        assert.equal((await m.record('user:boom', '0.6')).charged, usd('0.6'));
+        assert.ok(await waitFor(() => got.length >= 1 && warnings.length >= 1));
+        assert.deepEqual(got, [50]);
+        assert.match(warnings[0], /boom/);
+      } finally {
+        process.off('warning', onWarning);
+        m.close();
+      }
+    });
+
+    test('observers of a closed manager: adding throws, removing is a no-op', () => {
+      const m = make();
+      const remove = m.onAlert(() => {});
+      m.close();
+      remove();
+      m.onAlert(null);
+      m.onDenial(null);
+      assert.throws(() => m.onAlert(() => {}), InvalidArgumentError);
+      assert.throws(() => m.onDenial(() => {}), InvalidArgumentError);
+      const m2 = make();
+      assert.throws(() => m2.onAlert(/** @type {any} */ ('x')), InvalidArgumentError);
+      m2.close();
+    });
+  });
+}
+
