@@ -573,7 +573,9 @@ class NativeManager : public Napi::ObjectWrap<NativeManager> {
         Napi::Object o = expect_object(info[1], "groupBy");
         reject_unknown(o, "groupBy", {"scope", "model", "day"});  // { models: true } is no grouping
         Napi::Value x;
-        by.scope = has(o, "scope", &x) ? to_bool(x, "groupBy.scope") : false;
+        // An absent field keeps C++'s default (GroupBy: by scope, not by model nor day), as
+        // Python's by_scope=True: { model: true } groups by scope and model.
+        by.scope = has(o, "scope", &x) ? to_bool(x, "groupBy.scope") : true;
         by.model = has(o, "model", &x) ? to_bool(x, "groupBy.model") : false;
         by.day = has(o, "day", &x) ? to_bool(x, "groupBy.day") : false;
       }

@@ -1,7 +1,7 @@
 // @ts-check
 // Where the Node and Python packages must agree (docs/node.md and docs/python.md say so):
-// observers are added and removable. The Python side is
-// bindings/python/tests/test_binding_parity.py.
+// observers are added and removable, aggregate's groupBy keeps C++'s defaults for the fields it
+// leaves out. The Python side is bindings/python/tests/test_binding_parity.py.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { BudgetManager, ManualClock, InvalidArgumentError } from 'libbudget';
@@ -106,6 +106,21 @@ for (const kind of storeKinds()) {
       const m2 = make();
       assert.throws(() => m2.onAlert(/** @type {any} */ ('x')), InvalidArgumentError);
       m2.close();
+    });
+
+    test("aggregate: a groupBy that leaves `scope` out groups by scope (C++'s and Python's default)", async () => {
+      const m = make();
+      await m.record(['tenant:g', 'user:g'], { cost: '0.25', model: 'm-2' });  // money, recorded under a model
+      await m.record(['tenant:g', 'user:g'], '0.75');
+      const rows = await m.aggregate({}, { model: true });
+      const by = new Map(rows.map((r) => [`${r.scope}|${r.model}`, r.spent]));
+      assert.equal(by.get('user:g|m-2'), usd('0.25'));
+      assert.equal(by.get('user:g|'), usd('0.75'));
+      assert.ok(rows.every((r) => r.scope !== ''), 'every row names its scope');
+      const modelOnly = await m.aggregate({}, { scope: false, model: true });
+      assert.ok(modelOnly.every((r) => r.scope === ''));
+      assert.equal(modelOnly.find((r) => r.model === 'm-2')?.spent, usd('0.25'));
+      m.close();
     });
   });
 }

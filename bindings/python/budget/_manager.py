@@ -325,7 +325,7 @@ class BudgetManager(_native.BudgetManager):
     async def aadjust(self, subject: SubjectLike, delta: MoneyLike, **kw: Any) -> None:
         await self._run(self.adjust, subject, delta, **kw)
 
-    async def astatus(self, scope: str) -> List[LimitStatus]:
+    async def astatus(self, scope: str = "global") -> List[LimitStatus]:
         return await self._run(self.status, scope)
 
     async def aexpire_holds(self) -> int:

@@ -568,11 +568,12 @@ class BudgetManager:
         reason: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
     ) -> None: ...
-    def status(self, scope: str) -> List[LimitStatus]: ...
+    def status(self, scope: str = "global") -> List[LimitStatus]: ...
     # The registration primitives (each call adds an observer to the engine, for good): the
     # `budget.BudgetManager` methods on_alert / on_denial register one dispatcher per kind.
     def _on_alert(self, callback: Callable[[Alert], object]) -> None: ...
     def _on_denial(self, callback: Callable[[Denial, Subject], object]) -> None: ...
+    # Ledger queries (the same filters for all four, as Node's LedgerQuery; None = no filter).
     def events(
         self,
         *,
@@ -581,14 +582,30 @@ class BudgetManager:
         scope: Optional[str] = None,
         request_id: Optional[str] = None,
         type: Optional[str] = None,
-        after_seq: int = 0,
+        after_seq: Optional[int] = 0,
         limit: Optional[int] = None,
     ) -> List[LedgerEvent]: ...
     def export_jsonl(
-        self, *, since: Optional[_Time] = None, until: Optional[_Time] = None, scope: Optional[str] = None
+        self,
+        *,
+        since: Optional[_Time] = None,
+        until: Optional[_Time] = None,
+        scope: Optional[str] = None,
+        request_id: Optional[str] = None,
+        type: Optional[str] = None,
+        after_seq: Optional[int] = 0,
+        limit: Optional[int] = None,
     ) -> str: ...
     def export_csv(
-        self, *, since: Optional[_Time] = None, until: Optional[_Time] = None, scope: Optional[str] = None
+        self,
+        *,
+        since: Optional[_Time] = None,
+        until: Optional[_Time] = None,
+        scope: Optional[str] = None,
+        request_id: Optional[str] = None,
+        type: Optional[str] = None,
+        after_seq: Optional[int] = 0,
+        limit: Optional[int] = None,
     ) -> str: ...
     def aggregate(
         self,
@@ -596,6 +613,10 @@ class BudgetManager:
         since: Optional[_Time] = None,
         until: Optional[_Time] = None,
         scope: Optional[str] = None,
+        request_id: Optional[str] = None,
+        type: Optional[str] = None,
+        after_seq: Optional[int] = 0,
+        limit: Optional[int] = None,
         by_scope: bool = True,
         by_model: bool = False,
         by_day: bool = False,

@@ -861,16 +861,50 @@ PYBIND11_MODULE(_native, mod) {
         return std::string("VerifyReport(ok=") + (r.ok ? "True" : "False") + ", events=" + std::to_string(r.events) + ")";
       });
 
-  auto make_query = [](py::handle since, py::handle until, py::handle scope, py::handle request_id, py::handle type,
-                       int64_t after_seq, py::handle limit) {
+  // The ledger query of events / export_jsonl / export_csv / aggregate, from their keyword
+  // arguments: the fields of C++ LedgerQuery and of Node's query (since/until are its from/to),
+  // the same for all four (aggregate also takes by_scope/by_model/by_day when `by` is given).
+  // None is "no filter". An unknown keyword is an InvalidArgumentError, as an unknown field is
+  // in Node (a misspelt filter must not widen an export); so is a bad value: a negative limit
+  // or after_seq (a negative limit was read as 0: an empty export), a non-bool grouping.
+  auto make_query = [](const char* fn, const py::kwargs& kw, GroupBy* by) {
+    static const char* const known_query[] = {"since", "until", "scope", "request_id", "type", "after_seq", "limit"};
     LedgerQuery q;
-    if (!since.is_none()) q.from = to_time(since);
-    if (!until.is_none()) q.to = to_time(until);
-    if (!scope.is_none()) q.scope = to_scope(scope).str();
-    if (!request_id.is_none()) q.request_id = to_text(request_id, "request_id");
-    if (!type.is_none()) q.type = parse_event_type(to_text(type, "type"));
-    q.after_seq = after_seq;
-    if (!limit.is_none()) q.limit = static_cast<size_t>(std::max<int64_t>(0, to_count(limit, "limit")));
+    for (auto item : kw) {
+      std::string k = py::str(item.first);
+      py::handle v = item.second;
+      if (by != nullptr && (k == "by_scope" || k == "by_model" || k == "by_day")) {
+        if (!PyBool_Check(v.ptr())) invalid(std::string(fn) + ": " + k + " must be True or False, not " + type_name(v));
+        bool b = v.ptr() == Py_True;
+        (k == "by_scope" ? by->scope : k == "by_model" ? by->model : by->day) = b;
+        continue;
+      }
+      bool known = false;
+      for (const char* n : known_query) known = known || k == n;
+      if (!known) {
+        std::string list;
+        for (const char* n : known_query) list += (list.empty() ? "" : ", ") + std::string(n);
+        if (by != nullptr) list += ", by_scope, by_model, by_day";
+        invalid(std::string(fn) + ": unknown argument '" + k + "' (known: " + list + ")");
+      }
+      if (v.is_none()) continue;
+      if (k == "since") {
+        q.from = to_time(v);
+      } else if (k == "until") {
+        q.to = to_time(v);
+      } else if (k == "scope") {
+        q.scope = to_scope(v).str();
+      } else if (k == "request_id") {
+        q.request_id = to_text(v, "request_id");
+      } else if (k == "type") {
+        q.type = parse_event_type(to_text(v, "type"));
+      } else {
+        int64_t n = to_count(v, k.c_str());
+        if (n < 0) invalid(k + " must not be negative");
+        if (k == "after_seq") q.after_seq = n;
+        else q.limit = static_cast<size_t>(n);
+      }
+    }
     return q;
   };
 
@@ -1303,7 +1337,7 @@ PYBIND11_MODULE(_native, mod) {
              auto m = self.get();
              return nogil([&] { return m->status(sc); });
            },
-           py::arg("scope"))
+           py::arg("scope") = "global")  // as Node's status()
 
       // observers
       // The registration primitives: each call adds an observer to the engine, for good.
@@ -1350,44 +1384,38 @@ PYBIND11_MODULE(_native, mod) {
 
       // ledger
       .def("events",
-           [make_query](PyManager& self, py::handle since, py::handle until, py::handle scope, py::handle request_id,
-                        py::handle type, py::handle after_seq, py::handle limit) {
-             // A typed error for an int beyond int64 (pybind11's own cast raised TypeError).
-             auto q = make_query(since, until, scope, request_id, type, to_count(after_seq, "after_seq"), limit);
+           [make_query](PyManager& self, const py::kwargs& kw) {
+             auto q = make_query("events", kw, nullptr);
              auto m = self.get();
              return nogil([&] { return m->events(q); });
            },
-           py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none(),
-           py::arg("request_id") = py::none(), py::arg("type") = py::none(), py::arg("after_seq") = 0,
-           py::arg("limit") = py::none())
+           "events(*, since=None, until=None, scope=None, request_id=None, type=None, after_seq=0, limit=None) -> list[LedgerEvent]")
       .def("export_jsonl",
-           [make_query](PyManager& self, py::handle since, py::handle until, py::handle scope) {
-             auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
+           [make_query](PyManager& self, const py::kwargs& kw) {
+             auto q = make_query("export_jsonl", kw, nullptr);
              auto m = self.get();
              std::ostringstream out;
              nogil([&] { m->export_jsonl(out, q); });
              return out.str();
            },
-           py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none())
+           "export_jsonl(*, since=None, until=None, scope=None, request_id=None, type=None, after_seq=0, limit=None) -> str")
       .def("export_csv",
-           [make_query](PyManager& self, py::handle since, py::handle until, py::handle scope) {
-             auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
+           [make_query](PyManager& self, const py::kwargs& kw) {
+             auto q = make_query("export_csv", kw, nullptr);
              auto m = self.get();
              std::ostringstream out;
              nogil([&] { m->export_csv(out, q); });
              return out.str();
            },
-           py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none())
+           "export_csv(*, since=None, until=None, scope=None, request_id=None, type=None, after_seq=0, limit=None) -> str")
       .def("aggregate",
-           [make_query](PyManager& self, py::handle since, py::handle until, py::handle scope, bool by_scope,
-                        bool by_model, bool by_day) {
-             auto q = make_query(since, until, scope, py::none(), py::none(), 0, py::none());
-             GroupBy g{by_scope, by_model, by_day};
+           [make_query](PyManager& self, const py::kwargs& kw) {
+             GroupBy g;  // by scope unless told otherwise (C++'s default; Node's too)
+             auto q = make_query("aggregate", kw, &g);
              auto m = self.get();
              return nogil([&] { return m->aggregate(q, g); });
            },
-           py::kw_only(), py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("scope") = py::none(),
-           py::arg("by_scope") = true, py::arg("by_model") = false, py::arg("by_day") = false)
+           "aggregate(*, since=None, until=None, scope=None, request_id=None, type=None, after_seq=0, limit=None, by_scope=True, by_model=False, by_day=False) -> list[AggregateRow]")
       .def("verify", [](PyManager& self) {
         auto m = self.get();
         return nogil([&] { return m->verify(); });

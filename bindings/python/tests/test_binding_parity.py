@@ -1,7 +1,12 @@
 """Where the Python and Node packages must agree (docs/python.md and docs/node.md say so):
-observers are added and removable. The Node side is bindings/node/test/parity.test.mjs."""
+observers are added and removable, ledger queries take the same filters in every call and
+refuse unknown or bad ones, status() defaults to global. The Node side is
+bindings/node/test/parity.test.mjs."""
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from decimal import Decimal
 from typing import Any, Callable, List, Tuple
@@ -102,3 +107,80 @@ def test_observers_of_a_closed_manager(make: Make) -> None:
         m.on_denial(lambda d, s: None)
     with pytest.raises(budget.InvalidArgumentError):
         make().on_alert("x")  # type: ignore[arg-type]
+
+
+# ---- ledger queries -------------------------------------------------------------------------
+
+def _ledger(make: Make) -> BudgetManager:
+    m = make(limits={"global": {"day": "100"}})
+    d = m.reserve(["tenant:q", "user:q"], "2", request_id="q-1", model="m-1")
+    assert d.reservation is not None
+    m.commit(d.reservation, "1.5")
+    m.record(["tenant:q", "user:r"], "0.25", request_id="q-2", model="m-2")
+    m.record(["tenant:q", "user:r"], "0.75", request_id="q-3")
+    return m
+
+
+def test_every_ledger_call_filters_by_request_id_type_after_seq_and_limit(make: Make) -> None:
+    m = _ledger(make)
+    # events (the reference)
+    assert [e.type for e in m.events(request_id="q-1")] == ["reserve", "commit"]
+    assert [e.request_id for e in m.events(type="record")] == ["q-2", "q-3"]
+    # JSON lines
+    lines = [json.loads(x) for x in m.export_jsonl(request_id="q-1").splitlines()]
+    assert [(x["request_id"], x["type"]) for x in lines] == [("q-1", "reserve"), ("q-1", "commit")]
+    lines = [json.loads(x) for x in m.export_jsonl(type="commit").splitlines()]
+    assert [x["request_id"] for x in lines] == ["q-1"]
+    # CSV (a header line, then one row per event)
+    rows = list(csv.DictReader(io.StringIO(m.export_csv(type="record", request_id="q-3"))))
+    assert [(r["request_id"], r["type"]) for r in rows] == [("q-3", "record")]
+    first = m.events()[0].seq
+    rows = list(csv.DictReader(io.StringIO(m.export_csv(after_seq=first, limit=2))))
+    assert [r["seq"] for r in rows] == [str(first + 1), str(first + 2)]
+    # aggregate
+    spent = {r.scope: r.spent for r in m.aggregate(request_id="q-2")}
+    assert spent == {"global": Decimal("0.25"), "tenant:q": Decimal("0.25"), "user:r": Decimal("0.25")}
+    spent = {r.scope: r.spent for r in m.aggregate(type="commit", by_scope=True)}
+    assert spent["tenant:q"] == Decimal("1.5")
+    assert {r.scope for r in m.aggregate(scope="user:r", limit=1)} <= {"global", "tenant:q", "user:r"}
+    # None is "no filter" everywhere
+    assert len(m.export_jsonl(request_id=None, type=None, limit=None).splitlines()) == len(m.events())
+
+
+@pytest.mark.parametrize("call", ["events", "export_jsonl", "export_csv", "aggregate"])
+@pytest.mark.parametrize("kwargs", [
+    {"requestId": "q-1"},            # Node's spelling
+    {"from_": 0},
+    {"to": 0},                       # Node's name; Python's is until
+    {"scopes": "user:q"},
+    {"by_models": True},
+    {"type": "explode"},             # not an event type
+    {"limit": -1},                   # was read as 0: an empty export
+    {"after_seq": -1},
+    {"limit": 1.5},
+    {"scope": "not a scope"},
+    {"request_id": 5},
+    {"since": "yesterday"},
+])
+def test_unknown_or_bad_query_arguments_are_invalid_argument_errors(make: Make, call: str, kwargs: Any) -> None:
+    m = _ledger(make)
+    with pytest.raises(budget.InvalidArgumentError):
+        getattr(m, call)(**kwargs)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_aggregate_groupings_are_bools(make: Make, bad: Any) -> None:
+    m = _ledger(make)
+    with pytest.raises(budget.InvalidArgumentError):
+        m.aggregate(by_model=bad)
+    # by_model alone groups by scope (the default) and model, as in C++ and Node
+    rows = {(r.scope, r.model): r.spent for r in m.aggregate(by_model=True)}
+    assert rows[("user:r", "m-2")] == Decimal("0.25") and rows[("user:r", "")] == Decimal("0.75")
+    assert all(scope for scope, _ in rows)
+
+
+def test_status_defaults_to_global(make: Make) -> None:
+    m = make(limits={"global": {"day": "10"}})
+    m.record("user:s", "1")
+    [st] = m.status()
+    assert st.scope == "global" and st.spent == Decimal("1")
