@@ -1,7 +1,8 @@
 // @ts-check
 // Where the Node and Python packages must agree (docs/node.md and docs/python.md say so):
 // observers are added and removable, aggregate's groupBy keeps C++'s defaults for the fields it
-// leaves out. The Python side is bindings/python/tests/test_binding_parity.py.
+// leaves out, metadata values are written alike. The Python side is
+// bindings/python/tests/test_binding_parity.py.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { BudgetManager, ManualClock, InvalidArgumentError } from 'libbudget';
@@ -124,4 +125,32 @@ for (const kind of storeKinds()) {
     });
   });
 }
+
+test('metadata values are written as Python writes them (booleans as true/false)', async () => {
+  const m = new BudgetManager({ store: 'memory' });
+  await m.record('user:md', '1', { requestId: 'md-1', metadata: { s: 'text', retry: true, cached: false, n: 2, x: 1.5 } });
+  const [e] = await m.events({ requestId: 'md-1' });
+  assert.deepEqual(JSON.parse(e.metadata), { s: 'text', retry: 'true', cached: 'false', n: '2', x: '1.5' });
+  for (const bad of [null, { a: 1 }, [1, 2]]) {
+    await assert.rejects(m.record('user:md', '1', { metadata: /** @type {any} */ ({ k: bad }) }), InvalidArgumentError);
+  }
+  assert.equal((await m.events()).length, 1);
+  m.close();
+});
+
+test('buffer: exact, at most 4 decimals, as Python reads it; consume needs an amount', async () => {
+  const m = new BudgetManager({ store: 'memory' });
+  assert.equal((await m.reserve('user:f', '1', { buffer: '1.5' })).estimate, usd('1.5'));
+  assert.equal((await m.reserve('user:f', '1', { buffer: 1.2 })).estimate, usd('1.2'));
+  for (const bad of [1.23456, '1.23456', 'abc', Infinity, true]) {
+    await assert.rejects(m.reserve('user:f', '1', { buffer: /** @type {any} */ (bad) }), InvalidArgumentError);
+  }
+  assert.throws(() => new BudgetManager({ store: 'memory', growthStep: 0.12345 }), InvalidArgumentError);
+  new BudgetManager({ store: 'memory', growthStep: 200, buffer: '1.2' }).close();
+  const d = await m.reserve('user:cn', '1');
+  assert.ok(d.allowed);
+  await assert.rejects(m.consume(d.reservation, /** @type {any} */ (undefined)), InvalidArgumentError);
+  assert.equal((await m.consume(d.reservation, 0, 5)).verdict, 'continue');
+  m.close();
+});
 

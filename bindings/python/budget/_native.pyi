@@ -13,6 +13,10 @@ _Time = Union[datetime, int]
 _SubjectIn = Union[str, Sequence[str], Mapping[str, str], "Subject"]
 _Body = Union[str, bytes, bytearray, Dict[str, Any], List[Any]]
 _Amount = Union[Money, int]
+# A factor (buffer, growth_step): exact, at most 4 decimals, 0..10000 (the hold buffer 1..100).
+_Factor = Union[float, int, str, Decimal]
+# Ledger metadata: str values as they are; int / float / Decimal as str(); a bool as "true"/"false".
+_Metadata = Mapping[str, Union[str, int, float, Decimal, bool]]
 
 __version__: str
 NANOS_PER_UNIT: int
@@ -464,14 +468,16 @@ class BudgetManager:
         pricing: Optional[PricingEngine] = None,
         clock: Optional[Clock] = None,
         default_ttl: Optional[_Seconds] = None,
-        buffer: Optional[float] = None,
-        growth_step: Optional[float] = None,
+        buffer: Optional[_Factor] = None,
+        growth_step: Optional[_Factor] = None,
         min_growth: Optional[_MoneyIn] = None,
         persist_every: Optional[_MoneyIn] = None,
         fail_open: bool = False,
         utc_offset_minutes: int = 0,
         store_timeout: Optional[_Seconds] = None,
         time_zone: Optional[str] = None,
+        store_pool_size: Optional[int] = None,
+        store_stream_maxlen: Optional[int] = None,
     ) -> None: ...
     def close(self) -> None: ...
     @property
@@ -503,10 +509,11 @@ class BudgetManager:
         usage: Optional[Usage] = None,
         tokens: Optional[int] = None,
         request_id: Optional[str] = None,
-        buffer: Optional[float] = None,
+        buffer: Optional[_Factor] = None,
         ttl: Optional[_Seconds] = None,
         provider: Optional[str] = None,
-        metadata: Optional[Mapping[str, str]] = None,
+        metadata: Optional[_Metadata] = None,
+        reason: Optional[str] = None,
     ) -> Decision: ...
     def check(
         self,
@@ -548,7 +555,8 @@ class BudgetManager:
         tokens: Optional[int] = None,
         provider: Optional[str] = None,
         request_id: Optional[str] = None,
-        metadata: Optional[Mapping[str, str]] = None,
+        metadata: Optional[_Metadata] = None,
+        reason: Optional[str] = None,
     ) -> Receipt: ...
     def grant(
         self,
@@ -557,7 +565,7 @@ class BudgetManager:
         *,
         request_id: Optional[str] = None,
         reason: Optional[str] = None,
-        metadata: Optional[Mapping[str, str]] = None,
+        metadata: Optional[_Metadata] = None,
     ) -> None: ...
     def adjust(
         self,
@@ -566,7 +574,7 @@ class BudgetManager:
         *,
         request_id: Optional[str] = None,
         reason: Optional[str] = None,
-        metadata: Optional[Mapping[str, str]] = None,
+        metadata: Optional[_Metadata] = None,
     ) -> None: ...
     def status(self, scope: str = "global") -> List[LimitStatus]: ...
     # The registration primitives (each call adds an observer to the engine, for good): the

@@ -236,12 +236,43 @@ Duration to_duration(py::handle o, const char* what) {
   invalid(std::string(what) + ": expected seconds (int/float) or a timedelta, not " + type_name(o));
 }
 
+// A factor (buffer, growth_step) in basis points, read as Node reads it: exactly, from an int, a
+// float (through its repr, as money), a decimal str or a Decimal, with at most 4 decimals, in
+// [0, 10000]. A float was rounded to the basis point (1.23456 held 1.2346 x) and a str refused.
 uint32_t to_bp(py::handle o, const char* what) {
-  if (PyBool_Check(o.ptr()) || !(PyLong_Check(o.ptr()) || PyFloat_Check(o.ptr())))
-    invalid(std::string(what) + ": expected a number such as 1.2");
-  double d = number_in(o, std::string(what) + ": expected a factor between 0 and 100");
-  if (!std::isfinite(d) || d < 0 || d > 100) invalid(std::string(what) + ": expected a factor between 0 and 100");
-  return static_cast<uint32_t>(std::llround(d * 10000.0));
+  PyObject* p = o.ptr();
+  const std::string range = std::string(what) + ": expected a factor between 0 and 10000 such as 1.2";
+  std::string text;
+  if (PyBool_Check(p)) {
+    invalid(std::string(what) + ": expected a number such as 1.2, not bool");
+  } else if (PyLong_Check(p)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(p, &overflow);
+    if (overflow != 0 || v < 0 || v > 10000) invalid(range);
+    return static_cast<uint32_t>(v * 10000);
+  } else if (PyFloat_Check(p)) {
+    double d = PyFloat_AS_DOUBLE(p);
+    if (!std::isfinite(d) || d < 0 || d > 10000) invalid(range);
+    text = py::repr(o);
+  } else if (PyUnicode_Check(p)) {
+    text = o.cast<std::string>();
+  } else if (PyObject_IsInstance(p, cache->decimal_type.ptr()) == 1) {
+    text = py::str(o);
+    if (text.find_first_of("nN") != std::string::npos) invalid(range);  // NaN, Infinity
+  } else {
+    invalid(std::string(what) + ": expected a number such as 1.2 (or its decimal text), not " + type_name(o));
+  }
+  int64_t nanos = 0;
+  try {
+    nanos = decimal_text_to_nanos(text, /*exact=*/true);
+  } catch (const OverflowError&) {
+    invalid(range);
+  } catch (const InvalidArgumentError&) {
+    invalid(std::string(what) + ": not a factor with at most 4 decimals: '" + text.substr(0, 40) + "'");
+  }
+  if (nanos < 0 || nanos > int64_t{10000} * Money::kNanosPerUnit) invalid(range);
+  if (nanos % 100000 != 0) invalid(std::string(what) + " has more than 4 decimal places: " + text.substr(0, 40));
+  return static_cast<uint32_t>(nanos / 100000);
 }
 
 Metric to_metric(py::handle o) {
@@ -311,8 +342,16 @@ RequestOptions to_request(py::handle request_id, py::handle buffer, py::handle t
     if (!PyDict_Check(metadata.ptr())) invalid("metadata must be a dict of str to str");
     for (auto kv : py::reinterpret_borrow<py::dict>(metadata)) {
       if (!PyUnicode_Check(kv.first.ptr())) invalid("metadata keys must be str");
-      r.metadata[kv.first.cast<std::string>()] =
-          PyUnicode_Check(kv.second.ptr()) ? kv.second.cast<std::string>() : std::string(py::str(kv.second));
+      std::string key = kv.first.cast<std::string>();
+      PyObject* v = kv.second.ptr();
+      // The values Node takes (string, number, boolean), written as Node writes them: a bool is
+      // "true"/"false" (it was "True"), and None, a list or a dict are errors (they were their
+      // Python repr: "None", "{'a': 1}").
+      if (PyUnicode_Check(v)) r.metadata[key] = kv.second.cast<std::string>();
+      else if (PyBool_Check(v)) r.metadata[key] = v == Py_True ? "true" : "false";
+      else if (PyLong_Check(v) || PyFloat_Check(v) || PyObject_IsInstance(v, cache->decimal_type.ptr()) == 1)
+        r.metadata[key] = py::str(kv.second);
+      else invalid("metadata['" + key + "'] must be a str, int, float, Decimal or bool, not " + type_name(kv.second));
     }
   }
   if (!reason.is_none()) r.reason = to_text(reason, "reason");
@@ -1132,7 +1171,7 @@ PYBIND11_MODULE(_native, mod) {
       .def(py::init([](py::handle store, py::handle currency, py::handle limits, py::handle pricing, py::handle clock,
                        py::handle default_ttl, py::handle buffer, py::handle growth_step, py::handle min_growth,
                        py::handle persist_every, bool fail_open, int utc_offset_minutes, py::handle store_timeout,
-                       py::handle time_zone) {
+                       py::handle time_zone, py::handle store_pool_size, py::handle store_stream_maxlen) {
              Options o;
              o.store = to_text(store, "store");
              if (!currency.is_none()) o.currency = to_text(currency, "currency");
@@ -1157,6 +1196,16 @@ PYBIND11_MODULE(_native, mod) {
              o.utc_offset_minutes = utc_offset_minutes;
              if (!time_zone.is_none()) o.time_zone = to_text(time_zone, "time_zone");
              if (!store_timeout.is_none()) o.store_options.timeout = to_duration(store_timeout, "store_timeout");
+             // Node's storeOptions.poolSize / streamMaxlen (the Redis URL's pool= / maxlen= win).
+             if (!store_pool_size.is_none()) {
+               int64_t n = to_count(store_pool_size, "store_pool_size");
+               if (n < 1 || n > 256) invalid("store_pool_size must be within [1, 256]");
+               o.store_options.pool_size = static_cast<int>(n);
+             }
+             if (!store_stream_maxlen.is_none()) {
+               o.store_options.stream_maxlen = to_count(store_stream_maxlen, "store_stream_maxlen");
+               if (o.store_options.stream_maxlen < 0) invalid("store_stream_maxlen must not be negative");
+             }
              auto pm = std::make_unique<PyManager>();
              pm->pricer = pricer;
              pm->m = nogil([&] { return std::make_shared<BudgetManager>(std::move(o)); });
@@ -1166,7 +1215,8 @@ PYBIND11_MODULE(_native, mod) {
            py::arg("limits") = py::none(), py::arg("pricing") = py::none(), py::arg("clock") = py::none(),
            py::arg("default_ttl") = py::none(), py::arg("buffer") = py::none(), py::arg("growth_step") = py::none(),
            py::arg("min_growth") = py::none(), py::arg("persist_every") = py::none(), py::arg("fail_open") = false,
-           py::arg("utc_offset_minutes") = 0, py::arg("store_timeout") = py::none(), py::arg("time_zone") = py::none())
+           py::arg("utc_offset_minutes") = 0, py::arg("store_timeout") = py::none(), py::arg("time_zone") = py::none(),
+           py::arg("store_pool_size") = py::none(), py::arg("store_stream_maxlen") = py::none())
       .def("close", [](PyManager& self) {
         std::shared_ptr<BudgetManager> old = std::atomic_exchange(&self.m, std::shared_ptr<BudgetManager>());
         nogil([&] { old.reset(); });  // the store closes without the GIL
@@ -1215,17 +1265,17 @@ PYBIND11_MODULE(_native, mod) {
       .def("reserve",
            [](PyManager& self, py::handle subject, py::handle estimate, py::handle model, py::handle usage,
               py::handle tokens, py::handle request_id, py::handle buffer, py::handle ttl, py::handle provider,
-              py::handle metadata) {
+              py::handle metadata, py::handle reason) {
              Subject s = to_subject(subject);
              auto e = to_cost<Estimate>(estimate, model, usage, tokens, "estimate");
-             auto o = to_request(request_id, buffer, ttl, provider, metadata);
+             auto o = to_request(request_id, buffer, ttl, provider, metadata, reason);
              auto m = self.get();
              return nogil([&] { return m->reserve(s, e, o); });
            },
            py::arg("subject"), py::arg("estimate") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none(), py::arg("request_id") = py::none(),
            py::arg("buffer") = py::none(), py::arg("ttl") = py::none(), py::arg("provider") = py::none(),
-           py::arg("metadata") = py::none())
+           py::arg("metadata") = py::none(), py::arg("reason") = py::none())  // reason: as Node's options
       .def("check",
            [](PyManager& self, py::handle subject, py::handle estimate, py::handle model, py::handle usage,
               py::handle tokens) {
@@ -1239,6 +1289,10 @@ PYBIND11_MODULE(_native, mod) {
       .def("consume",
            [](PyManager& self, py::handle target, py::handle amount, py::handle tokens, py::handle usage,
               py::handle model) {
+             // Nothing to consume is a mistake, not a free chunk (Node requires the amount too):
+             // consume(reservation) was a silent Continue that metered nothing.
+             if (amount.is_none() && usage.is_none() && tokens.is_none())
+               invalid("consume needs an amount (0 for none), usage= or tokens=");
              Money amt;
              int64_t tk = tokens.is_none() ? 0 : to_count(tokens, "tokens");
              auto m = self.get();
@@ -1298,17 +1352,17 @@ PYBIND11_MODULE(_native, mod) {
       })
       .def("record",
            [](PyManager& self, py::handle subject, py::handle actual, py::handle model, py::handle usage,
-              py::handle tokens, py::handle provider, py::handle request_id, py::handle metadata) {
+              py::handle tokens, py::handle provider, py::handle request_id, py::handle metadata, py::handle reason) {
              Subject s = to_subject(subject);
              auto c = to_cost<Charge>(actual, model, usage, tokens, "actual");
              if (!provider.is_none()) c.provider = to_text(provider, "provider");
-             auto o = to_request(request_id, py::none(), py::none(), provider, metadata);
+             auto o = to_request(request_id, py::none(), py::none(), provider, metadata, reason);
              auto m = self.get();
              return nogil([&] { return m->record(s, c, o); });
            },
            py::arg("subject"), py::arg("actual") = py::none(), py::kw_only(), py::arg("model") = py::none(),
            py::arg("usage") = py::none(), py::arg("tokens") = py::none(), py::arg("provider") = py::none(),
-           py::arg("request_id") = py::none(), py::arg("metadata") = py::none())
+           py::arg("request_id") = py::none(), py::arg("metadata") = py::none(), py::arg("reason") = py::none())
       .def("grant",
            [](PyManager& self, py::handle scope, py::handle amount, py::handle request_id, py::handle reason,
               py::handle metadata) {

@@ -184,3 +184,69 @@ def test_status_defaults_to_global(make: Make) -> None:
     m.record("user:s", "1")
     [st] = m.status()
     assert st.scope == "global" and st.spent == Decimal("1")
+
+
+# ---- request metadata -----------------------------------------------------------------------
+
+def test_metadata_values_are_written_as_node_writes_them(make: Make) -> None:
+    m = make()
+    m.record("user:md", "1", request_id="md-1",
+             metadata={"s": "text", "retry": True, "cached": False, "n": 2, "x": 1.5, "d": Decimal("0.25")})
+    [e] = m.events(request_id="md-1")
+    assert json.loads(e.metadata) == {"s": "text", "retry": "true", "cached": "false", "n": "2", "x": "1.5", "d": "0.25"}
+    bads: List[Any] = [None, {"a": 1}, [1, 2], b"x"]
+    for bad in bads:
+        with pytest.raises(budget.InvalidArgumentError):
+            m.record("user:md", "1", metadata={"k": bad})
+    assert len(m.events()) == 1  # nothing recorded by the refused calls
+
+
+# ---- factors and consume ----------------------------------------------------------------------
+
+def test_buffer_and_growth_step_are_read_exactly_as_in_node(make: Make) -> None:
+    m = make()
+    assert m.reserve("user:f", "1", buffer="1.5").estimate == Decimal("1.5")  # a str, as Node takes it
+    assert m.reserve("user:f", "1", buffer=Decimal("1.25")).estimate == Decimal("1.25")
+    assert m.reserve("user:f", "1", buffer=1.2).estimate == Decimal("1.2")
+    assert m.reserve("user:f", "1", buffer=2).estimate == Decimal("2")
+    bads: List[Any] = [1.23456, "1.23456", "abc", Decimal("NaN"), float("inf"), True, [1.2]]
+    for bad in bads:
+        with pytest.raises(budget.InvalidArgumentError):
+            m.reserve("user:f", "1", buffer=bad)
+    with pytest.raises(budget.InvalidArgumentError):
+        make(growth_step=0.12345)
+    make(growth_step=200, buffer="1.2")  # growth steps beyond 100x are Node's range too
+    with pytest.raises(budget.InvalidArgumentError):
+        make(growth_step=10001)
+
+
+def test_consume_needs_an_amount_usage_or_tokens(make: Make) -> None:
+    m = make()
+    r = m.reserve("user:cn", "1").reservation
+    assert r is not None
+    with pytest.raises(budget.InvalidArgumentError, match="consume needs"):
+        m.consume(r)
+    with pytest.raises(budget.InvalidArgumentError, match="consume needs"):
+        m.consume(r.request_id)
+    assert m.consume(r, 0).ok and m.consume(r, tokens=5).ok  # an explicit zero, or tokens alone
+    assert m.consume(r, "0.25").consumed == Decimal("0.25")
+
+
+# ---- options Node has -------------------------------------------------------------------------
+
+def test_reserve_and_record_take_a_reason_as_node_does(make: Make) -> None:
+    m = make()
+    m.reserve("user:why", "1", request_id="why-1", reason="retry of r-0")
+    m.record("user:why", "1", request_id="why-2", reason="backfill")
+    assert [json.loads(e.metadata).get("reason") for e in m.events(scope="user:why")] == ["retry of r-0", "backfill"]
+    with pytest.raises(budget.InvalidArgumentError):
+        m.record("user:why", "1", reason=5)  # type: ignore[arg-type]
+
+
+def test_store_pool_size_and_stream_maxlen(store_url: str) -> None:
+    with BudgetManager(store_url, store_pool_size=2, store_stream_maxlen=1000) as m:  # Node's storeOptions
+        assert m.record("user:so", "1").charged == Decimal("1")
+    for bad in ({"store_pool_size": 0}, {"store_pool_size": 257}, {"store_pool_size": 1.5},
+                {"store_stream_maxlen": -1}, {"store_stream_maxlen": "10"}):
+        with pytest.raises(budget.InvalidArgumentError):
+            BudgetManager(store_url, **bad)
