@@ -82,6 +82,7 @@ export class GuardedStream<T> implements AsyncIterable<T> {
   outcome: GuardOutcome = 'pending';
   private readonly accumulator: StreamUsage;
   private consumedNanos = 0n;
+  private consumedTokens = 0;
   private sinceConsume = 0;
   private iterated = false;
 
@@ -162,11 +163,17 @@ export class GuardedStream<T> implements AsyncIterable<T> {
     this.sinceConsume++;
     if (!force && this.sinceConsume < this.consumeEvery) return;
     this.sinceConsume = 0;
-    const running = this.cost(this.accumulator.usage);
+    const usage = this.accumulator.usage;
+    const running = this.cost(usage);
+    // Tokens are metered too (as the Python guards do), so a `tokens` limit can stop a stream
+    // whose output outgrows its hold; they were not, and only money grew the hold.
+    const tokens = usage.inputTokens + usage.outputTokens;
     const delta = running - this.consumedNanos;
-    if (delta <= 0n) return;
-    const r = await this.manager.consume(this.reservation, delta);
-    this.consumedNanos = running;
+    const deltaTokens = tokens - this.consumedTokens;
+    if (delta <= 0n && deltaTokens <= 0) return;
+    const r = await this.manager.consume(this.reservation, delta > 0n ? delta : 0n, deltaTokens > 0 ? deltaTokens : 0);
+    if (delta > 0n) this.consumedNanos = running;
+    if (deltaTokens > 0) this.consumedTokens = tokens;
     if (r.verdict === 'stop') {
       this.outcome = 'stopped';
       this.abortSource();
@@ -275,8 +282,11 @@ export async function guardStream<P extends { model?: string }, T>(
   const asked = p.service_tier;
   const serviceTier: ServiceTier | undefined =
     format.startsWith('openai') && (asked === 'priority' || asked === 'flex') ? asked : undefined;
-  const estimate = options.estimate ??
-    { model, usage: serviceTier ? { inputTokens, outputTokens: maxOut, serviceTier } : { inputTokens, outputTokens: maxOut } };
+  // An explicit money estimate holds the request's tokens too (as in Python): a `tokens` limit
+  // is checked before the call; it held none, so only the commit counted them.
+  const estimate = options.estimate !== undefined
+    ? { cost: options.estimate, tokens: inputTokens + maxOut }
+    : { model, usage: serviceTier ? { inputTokens, outputTokens: maxOut, serviceTier } : { inputTokens, outputTokens: maxOut } };
   const { subject, model: _m, estimate: _e, inputTokens: _i, maxOutputTokens: _o, consumeEvery, ...reqOpts } = options;
   const decision = await manager.reserve(subject, estimate, reqOpts);
   if (!decision.allowed) throw denialError(decision.denial, options.requestId);

@@ -5,7 +5,7 @@
 // bindings/python/tests/test_binding_parity.py.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { BudgetManager, ManualClock, InvalidArgumentError } from 'libbudget';
+import { BudgetManager, ManualClock, InvalidArgumentError, BudgetExceededError, PricingEngine, guardStream } from 'libbudget';
 import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
 
 /** Lets queued callbacks arrive (they are delivered on the JS thread after the operation). */
@@ -154,3 +154,33 @@ test('buffer: exact, at most 4 decimals, as Python reads it; consume needs an am
   m.close();
 });
 
+test('stream guards hold and meter tokens, as the Python guards do', async () => {
+  const pricing = new PricingEngine();
+  pricing.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000001' });
+  const m = new BudgetManager({ store: 'memory', pricing,
+    limits: [{ scope: 'user:*', window: 'minute', amount: 200, metric: 'tokens' }] });
+  const params = { model: 'm-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 500 };
+  let called = false;
+  // An explicit money estimate still holds the request's tokens: 500 > 200 is refused before the call.
+  await assert.rejects(
+    guardStream(m, 'openai-chat', { subject: 'user:t', estimate: '0.01' }, params, () => {
+      called = true;
+      return (async function* () {})();
+    }),
+    (/** @type {any} */ e) => e instanceof BudgetExceededError && e.denial.metric === 'tokens');
+  assert.equal(called, false);
+  // Tokens are metered: a stream whose output outgrows its hold is stopped by the tokens limit.
+  async function* chunks() {
+    for (let i = 0; i < 300; i++) {
+      yield { id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: 'lorem ipsum dolor sit amet ' } }] };
+    }
+  }
+  const s = await guardStream(m, 'openai-chat', { subject: 'user:t' }, { ...params, max_tokens: 100 }, () => chunks());
+  let n = 0;
+  await assert.rejects(async () => { for await (const _ of s) n++; },
+    (/** @type {any} */ e) => e instanceof BudgetExceededError && e.denial.metric === 'tokens');
+  assert.equal(s.outcome, 'stopped');
+  assert.ok(n > 0 && n < 300, `stopped after ${n} chunks`);
+  assert.equal(findStatus(await m.status('user:t'), 'minute', 'tokens').held, 0n);
+  m.close();
+});
