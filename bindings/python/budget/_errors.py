@@ -26,7 +26,9 @@ class BudgetError(Exception):
     """Base of every libbudget error.
 
     ``code`` is the stable code name ("invalid_argument", "budget_exceeded", ...) and
-    ``code_number`` its number, shared with the C ABI and the Node package. Budget
+    ``code_number`` its number, shared with C++ ``budget::ErrorCode`` and the C ABI's
+    ``budget_status`` (the Node package's ``.code`` is the upper-case name,
+    ``"INVALID_ARGUMENT"``, and it has no number). Budget
     denials carry the structured fields below; for other errors they are ``None``.
     """
 
