@@ -58,6 +58,13 @@ TEST_CASE("format_time writes UTC with milliseconds, rounding down before 1970, 
   CHECK(format_time(from_millis(-1)) == "1969-12-31T23:59:59.999Z");
   CHECK(format_time(from_millis(-1001)) == "1969-12-31T23:59:58.999Z");
   CHECK(format_time(from_millis(1'700'000'000'123)) == "2023-11-14T22:13:20.123Z");
+  CHECK(format_time(from_millis(951'782'400'000)) == "2000-02-29T00:00:00.000Z");   // a leap day
+  CHECK(format_time(from_millis(4'107'542'399'999)) == "2100-02-28T23:59:59.999Z");  // no leap day
+  CHECK(format_time(from_millis(4'107'542'400'000)) == "2100-03-01T00:00:00.000Z");
+  CHECK(format_time(from_millis(-62'135'596'800'000)) == "0001-01-01T00:00:00.000Z");
+  CHECK(format_time(from_millis(253'402'300'799'999)) == "9999-12-31T23:59:59.999Z");
+  // Past 2262 fmt's chrono formatting overflowed (system_clock counts nanoseconds).
+  CHECK(format_time(from_millis(32'503'680'000'000)) == "3000-01-01T00:00:00.000Z");
   CHECK(format_time(from_millis(INT64_MAX)) == "292278994-08-17T07:12:55.807Z");
   // Near INT64_MIN the floor division overflowed (and the milliseconds came out as "1808").
   CHECK(format_time(from_millis(INT64_MIN)) == "-292275055-05-16T16:47:04.192Z");
