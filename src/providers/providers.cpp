@@ -105,10 +105,10 @@ json parse_json(std::string_view s) {
 
 namespace detail {
 
-struct StreamState {
-  ApiFormat format;
-  StreamOptions options;
-
+// What the events of one response have told so far. process() applies an event to a copy and
+// keeps it only when the whole event was read (and, once final, the numbers are consistent):
+// an event that raises changes nothing, not even the text it carried.
+struct Counts {
   // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
   std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
   std::optional<int64_t> total;  // OpenAI formats: usage.total_tokens
@@ -117,6 +117,11 @@ struct StreamState {
   bool saw_finish = false;  // Gemini finishReason
   TextCount text, thinking;
   size_t n_events = 0;
+};
+
+struct StreamState : Counts {
+  ApiFormat format;
+  StreamOptions options;
 
   // Byte framing.
   enum class Mode { Unknown, Sse, Objects } mode = Mode::Unknown;
@@ -187,9 +192,22 @@ struct StreamState {
     set(tool_prompt, count(u, "toolUsePromptTokenCount"));
   }
 
+  // One event (or a whole response): applied entirely or not at all.
   void process(const json& obj, bool whole_response) {
+    Counts& counts = *this;
+    Counts saved = counts;
+    try {
+      apply(obj, whole_response);
+      if (final) (void)build();  // validates: inconsistent final numbers are refused here
+    } catch (...) {
+      counts = std::move(saved);
+      throw;
+    }
+  }
+
+  void apply(const json& obj, bool whole_response) {
     if (obj.is_array()) {  // e.g. a Gemini JSON-array body
-      for (const auto& el : obj) process(el, whole_response);
+      for (const auto& el : obj) apply(el, whole_response);
       return;
     }
     if (!obj.is_object()) return;

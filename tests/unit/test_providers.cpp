@@ -280,3 +280,62 @@ TEST_CASE("providers: OpenAI-compatible usage with reasoning outside completion_
   auto prices = PricingEngine::bundled();
   CHECK(prices->cost("xai/grok-3-mini", u) == Money::parse("0.00005975"));  // 26*3e-7 + 6*7.5e-8 + 103*5e-7
 }
+
+TEST_CASE("providers: an event that raises changes nothing (no half-applied usage)") {
+  // Anthropic: a message_delta whose input_tokens is fine but output_tokens is not. The
+  // input_tokens it carried must not be kept (was: input 999 + cache applied, output left).
+  StreamUsage a(ApiFormat::Anthropic);
+  a.feed_event(R"({"type":"message_start","message":{"usage":{"input_tokens":472,"cache_creation_input_tokens":1500,"cache_read_input_tokens":8000,"output_tokens":2,"service_tier":"standard"}}})");
+  const Usage before = a.usage();
+  const size_t events_before = a.events();
+  CHECK_THROWS_AS(a.feed_event(R"({"type":"message_delta","usage":{"input_tokens":999,"service_tier":"priority","output_tokens":"219"}})"),
+                  InvalidArgumentError);
+  CHECK(a.usage() == before);
+  CHECK(a.events() == events_before);
+  CHECK_FALSE(a.has_final_usage());
+  a.feed_event(R"({"type":"message_delta","usage":{"output_tokens":219}})");
+  Usage af = a.finish();
+  CHECK(af.complete);
+  CHECK(af.input_tokens == 9972);
+  CHECK(af.output_tokens == 219);
+  CHECK(af.service_tier == ServiceTier::Standard);
+
+  // OpenAI Chat: a chunk with text and a bad usage count: its text is dropped with it.
+  StreamUsage c(ApiFormat::OpenAIChat);
+  CHECK_THROWS_AS(c.feed("data: {\"choices\":[{\"delta\":{\"content\":\"abcdefghijklmnop\"}}],"
+                         "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":-3}}\n\n"),
+                  InvalidArgumentError);
+  CHECK(c.usage().output_tokens == 0);
+  CHECK(c.estimated_output_tokens() == 0);
+  CHECK(c.events() == 0);
+
+  // A final usage whose parts exceed their totals is refused when it arrives (feed raises) and
+  // dropped; the stream is not poisoned: finish() gives the estimate (was: usage() and finish()
+  // raised for ever after, so the call could not be committed at all).
+  StreamUsage o(ApiFormat::OpenAIChat, StreamOptions{.input_tokens_estimate = 50});
+  o.feed("data: {\"choices\":[{\"delta\":{\"content\":\"abcdefgh\"}}]}\n\n");
+  CHECK_THROWS_AS(o.feed("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,"
+                         "\"prompt_tokens_details\":{\"cached_tokens\":20}}}\n\n"),
+                  InvalidArgumentError);
+  CHECK_FALSE(o.has_final_usage());
+  Usage of{};
+  CHECK_NOTHROW(of = o.finish());
+  CHECK_FALSE(of.complete);
+  CHECK(of.input_tokens == 50);
+  CHECK(of.output_tokens == 2);
+
+  // Gemini: a last chunk (finishReason) with an inconsistent cache count keeps the running
+  // totals of the chunks before it.
+  StreamUsage g(ApiFormat::Gemini);
+  g.feed_event(R"({"candidates":[{"content":{"parts":[{"text":"Hello"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":100,"candidatesTokenCount":3,"totalTokenCount":103}})");
+  const Usage g_before = g.usage();
+  CHECK_THROWS_AS(g.feed_event(R"({"candidates":[{"content":{"parts":[{"text":" world"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":100,"cachedContentTokenCount":400,"candidatesTokenCount":6,"totalTokenCount":106}})"),
+                  InvalidArgumentError);
+  CHECK(g.usage() == g_before);
+  CHECK_FALSE(g.has_final_usage());
+
+  // A whole response is one event: it raises, as before.
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::Gemini,
+                                      R"({"usageMetadata":{"promptTokenCount":1,"cachedContentTokenCount":2}})"),
+                  InvalidArgumentError);
+}
