@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace budget {
 
@@ -112,6 +113,9 @@ struct Counts {
   // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
   std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
   std::optional<int64_t> total;  // OpenAI formats: usage.total_tokens
+  // Anthropic: the compaction iterations of usage.iterations (billed, but not in the top-level
+  // numbers), summed; the last usage with an iterations array replaces them (cumulative).
+  std::optional<int64_t> comp_in, comp_cache_write, comp_cw1h, comp_cached, comp_out;
   ServiceTier tier = ServiceTier::Standard;  // as last reported
   bool final = false;
   bool saw_finish = false;  // Gemini finishReason
@@ -172,6 +176,15 @@ struct StreamState : Counts {
     return o;
   }
 
+  // Cache writes of one Anthropic usage object: the total, or the sum of its 5-minute and
+  // 1-hour parts when the total is absent; the 1-hour part at most the total.
+  static std::pair<int64_t, int64_t> anthropic_cache_write(std::optional<int64_t> total,
+                                                           std::optional<int64_t> w5m,
+                                                           std::optional<int64_t> w1h) {
+    int64_t cw = total ? *total : checked_add(w5m.value_or(0), w1h.value_or(0));
+    return {cw, std::min(w1h.value_or(0), cw)};
+  }
+
   void anthropic_usage(const json& u) {
     note_tier(member(u, "service_tier"));
     set(in, count(u, "input_tokens"));
@@ -182,6 +195,32 @@ struct StreamState : Counts {
       set(cw1h, count(*cc, "ephemeral_1h_input_tokens"));
     }
     set(out, count(u, "output_tokens"));
+    // Part of output_tokens (thinking, with its block delimiters).
+    if (const json* d = member(u, "output_tokens_details"); d && d->is_object())
+      set(reasoning, count(*d, "thinking_tokens"));
+    // Server-side compaction: the top-level numbers are the sum of the non-compaction
+    // iterations; a compaction iteration is billed on top of them. Iterations of other types
+    // ("message": already in the top level; "advisor_message", "fallback_message": another
+    // model's tokens) are not added.
+    if (const json* its = member(u, "iterations"); its && its->is_array()) {
+      int64_t ci = 0, ccw = 0, c1h = 0, ccr = 0, co = 0;
+      for (const auto& it : *its) {
+        const json* ty = member(it, "type");
+        if (!ty || !ty->is_string() || ty->get_ref<const std::string&>() != "compaction") continue;
+        std::optional<int64_t> w5m, w1h;
+        if (const json* cc = member(it, "cache_creation"); cc && cc->is_object()) {
+          w5m = count(*cc, "ephemeral_5m_input_tokens");
+          w1h = count(*cc, "ephemeral_1h_input_tokens");
+        }
+        auto [cw, cw1] = anthropic_cache_write(count(it, "cache_creation_input_tokens"), w5m, w1h);
+        ci = checked_add(ci, count(it, "input_tokens").value_or(0));
+        ccw = checked_add(ccw, cw);
+        c1h = checked_add(c1h, cw1);
+        ccr = checked_add(ccr, count(it, "cache_read_input_tokens").value_or(0));
+        co = checked_add(co, count(it, "output_tokens").value_or(0));
+      }
+      comp_in = ci, comp_cache_write = ccw, comp_cw1h = c1h, comp_cached = ccr, comp_out = co;
+    }
   }
 
   void gemini_usage(const json& u) {
@@ -293,6 +332,9 @@ struct StreamState : Counts {
             add_string(text, member(*d, "partial_json"));
             add_string(text, member(*d, "thinking"));
             add_string(thinking, member(*d, "thinking"));
+            // The compaction summary is output of the (billed) compaction iteration.
+            if (const json* dt = member(*d, "type"); dt && dt->is_string() && *dt == "compaction_delta")
+              add_string(text, member(*d, "content"));
           }
         } else if (t == "message_delta") {
           if (const json* u = member(obj, "usage"); u && u->is_object()) {
@@ -305,6 +347,8 @@ struct StreamState : Counts {
               add_string(text, member(c, "text"));
               add_string(text, member(c, "thinking"));
               add_string(thinking, member(c, "thinking"));
+              if (const json* ct = member(c, "type"); ct && ct->is_string() && *ct == "compaction")
+                add_string(text, member(c, "content"));
             }
           if (const json* u = member(obj, "usage"); u && u->is_object()) {
             anthropic_usage(*u);
@@ -349,12 +393,15 @@ struct StreamState : Counts {
         u.reasoning_tokens = reasoning.value_or(0);
         break;
       case ApiFormat::Anthropic: {
-        int64_t cw = cache_write ? *cache_write : checked_add(cw5m.value_or(0), cw1h.value_or(0));
-        u.cache_write_tokens = cw;
-        u.cache_write_1h_tokens = std::min(cw1h.value_or(0), cw);
-        u.cache_read_tokens = cached.value_or(0);
-        u.input_tokens = checked_add(checked_add(in.value_or(0), cw), u.cache_read_tokens);
-        u.output_tokens = out.value_or(0);
+        auto [cw, cw1] = anthropic_cache_write(cache_write, cw5m, cw1h);
+        u.cache_write_tokens = checked_add(cw, comp_cache_write.value_or(0));
+        u.cache_write_1h_tokens = checked_add(cw1, comp_cw1h.value_or(0));
+        u.cache_read_tokens = checked_add(cached.value_or(0), comp_cached.value_or(0));
+        u.input_tokens = checked_add(checked_add(checked_add(in.value_or(0), comp_in.value_or(0)),
+                                                 u.cache_write_tokens),
+                                     u.cache_read_tokens);
+        u.output_tokens = checked_add(out.value_or(0), comp_out.value_or(0));
+        u.reasoning_tokens = reasoning.value_or(0);
         break;
       }
       case ApiFormat::Gemini:
@@ -377,7 +424,7 @@ struct StreamState : Counts {
     }
     // Estimate: reported counts so far, raised to the text estimate.
     u.complete = false;
-    bool input_known = in || cached || cache_write || cw5m || cw1h || tool_prompt;
+    bool input_known = in || cached || cache_write || cw5m || cw1h || tool_prompt || comp_in;
     if (!input_known) u.input_tokens = std::max<int64_t>(0, options.input_tokens_estimate);
     u.output_tokens = std::max(u.output_tokens, text.tokens());
     u.reasoning_tokens = std::min(std::max(u.reasoning_tokens, thinking.tokens()), u.output_tokens);

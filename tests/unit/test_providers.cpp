@@ -75,7 +75,7 @@ TEST_CASE("providers: fixtures give the expected usage") {
     }
     ++n;
   }
-  CHECK(n == 12);
+  CHECK(n == 14);
 }
 
 TEST_CASE("providers: streamed estimate before the usage arrives") {
@@ -337,5 +337,37 @@ TEST_CASE("providers: an event that raises changes nothing (no half-applied usag
   // A whole response is one event: it raises, as before.
   CHECK_THROWS_AS(usage_from_response(ApiFormat::Gemini,
                                       R"({"usageMetadata":{"promptTokenCount":1,"cachedContentTokenCount":2}})"),
+                  InvalidArgumentError);
+}
+
+TEST_CASE("providers: Anthropic compaction iterations are billed on top of the top-level usage") {
+  // With server-side compaction (beta compact-2026-01-12) the top-level usage counts only the
+  // non-compaction iterations; the compaction iteration is billed too and is reported only in
+  // usage.iterations (was: ignored, 180k summarised tokens uncharged).
+  Usage u = usage_from_response(ApiFormat::Anthropic, R"({"type":"message","content":[],
+      "usage":{"input_tokens":23000,"output_tokens":1000,
+               "iterations":[{"type":"compaction","input_tokens":180000,"output_tokens":3500},
+                             {"type":"message","input_tokens":23000,"output_tokens":1000}]}})");
+  CHECK(u.complete);
+  CHECK(u.input_tokens == 203000);
+  CHECK(u.output_tokens == 4500);
+  // Iterations of other models (advisor, fallback) are not this model's tokens: not added.
+  Usage v = usage_from_response(ApiFormat::Anthropic, R"({"type":"message","content":[],
+      "usage":{"input_tokens":100,"output_tokens":10,
+               "iterations":[{"type":"message","input_tokens":100,"output_tokens":10},
+                             {"type":"advisor_message","model":"claude-opus-4-6","input_tokens":5000,"output_tokens":300}]}})");
+  CHECK(v.input_tokens == 100);
+  CHECK(v.output_tokens == 10);
+  // Streams: the iterations of the last message_delta (cumulative) replace earlier ones.
+  StreamUsage s(ApiFormat::Anthropic);
+  s.feed_event(R"({"type":"message_start","message":{"usage":{"input_tokens":23000,"output_tokens":1}}})");
+  s.feed_event(R"({"type":"message_delta","usage":{"output_tokens":500,"iterations":[{"type":"compaction","input_tokens":180000,"output_tokens":3500}]}})");
+  s.feed_event(R"({"type":"message_delta","usage":{"output_tokens":1000,"iterations":[{"type":"compaction","input_tokens":180000,"output_tokens":3500},{"type":"message","input_tokens":23000,"output_tokens":1000}]}})");
+  Usage f = s.finish();
+  CHECK(f.input_tokens == 203000);
+  CHECK(f.output_tokens == 4500);
+  // A bad count inside an iteration is malformed usage like any other.
+  CHECK_THROWS_AS(usage_from_response(ApiFormat::Anthropic,
+                                      R"({"type":"message","usage":{"input_tokens":1,"output_tokens":1,"iterations":[{"type":"compaction","input_tokens":-5}]}})"),
                   InvalidArgumentError);
 }
