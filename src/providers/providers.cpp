@@ -117,6 +117,7 @@ struct Counts {
   // numbers), summed; the last usage with an iterations array replaces them (cumulative).
   std::optional<int64_t> comp_in, comp_cache_write, comp_cw1h, comp_cached, comp_out;
   ServiceTier tier = ServiceTier::Standard;  // as last reported
+  bool fast = false;  // Anthropic usage.speed "fast" seen: billed at the priority (fast) tier
   bool final = false;
   bool saw_finish = false;  // Gemini finishReason
   TextCount text, thinking;
@@ -185,8 +186,22 @@ struct StreamState : Counts {
     return {cw, std::min(w1h.value_or(0), cw)};
   }
 
+  // Vertex AI usageMetadata.trafficType: the quota that served the call. Pay-as-you-go priority
+  // and flex are priced apart; ON_DEMAND and PROVISIONED_THROUGHPUT (not billed per token) are
+  // standard. Absent keeps the last one.
+  void note_traffic_type(const json* v) {
+    if (!v || !v->is_string()) return;
+    const auto& t = v->get_ref<const std::string&>();
+    tier = t == "ON_DEMAND_PRIORITY" ? ServiceTier::Priority
+           : t == "ON_DEMAND_FLEX"   ? ServiceTier::Flex
+                                     : ServiceTier::Standard;
+  }
+
   void anthropic_usage(const json& u) {
     note_tier(member(u, "service_tier"));
+    // Fast mode: the speed the call actually ran at (a fast request may fall back to standard).
+    if (const json* sp = member(u, "speed"); sp && sp->is_string())
+      fast = sp->get_ref<const std::string&>() == "fast";
     set(in, count(u, "input_tokens"));
     set(cache_write, count(u, "cache_creation_input_tokens"));
     set(cached, count(u, "cache_read_input_tokens"));
@@ -224,6 +239,7 @@ struct StreamState : Counts {
   }
 
   void gemini_usage(const json& u) {
+    note_traffic_type(member(u, "trafficType"));
     set(in, count(u, "promptTokenCount"));
     set(cached, count(u, "cachedContentTokenCount"));
     set(out, count(u, "candidatesTokenCount"));
@@ -412,7 +428,7 @@ struct StreamState : Counts {
         break;
     }
     u.requests = 1;
-    u.service_tier = tier;
+    u.service_tier = fast ? ServiceTier::Priority : tier;
     if (final) {
       u.complete = true;
       try {

@@ -371,3 +371,42 @@ TEST_CASE("providers: Anthropic compaction iterations are billed on top of the t
                                       R"({"type":"message","usage":{"input_tokens":1,"output_tokens":1,"iterations":[{"type":"compaction","input_tokens":-5}]}})"),
                   InvalidArgumentError);
 }
+
+TEST_CASE("providers: Anthropic fast mode and Vertex traffic types select the tier that billed the call") {
+  // Anthropic fast mode (speed: "fast", beta fast-mode-2026-02-01) is billed at a multiple of
+  // the standard rates, and the response says at which speed the call ran (a fast request may
+  // fall back to standard). Fast maps to the priority tier, as the "fast" service_tier alias
+  // already did (was: ignored, priced at standard).
+  CHECK(usage_from_response(ApiFormat::Anthropic, R"({"type":"message","content":[],
+      "usage":{"input_tokens":10,"output_tokens":5,"service_tier":"standard","speed":"fast"}})")
+            .service_tier == ServiceTier::Priority);
+  CHECK(usage_from_response(ApiFormat::Anthropic, R"({"type":"message","content":[],
+      "usage":{"input_tokens":10,"output_tokens":5,"service_tier":"batch","speed":"standard"}})")
+            .service_tier == ServiceTier::Batch);
+  StreamUsage a(ApiFormat::Anthropic);
+  a.feed_event(R"({"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1,"service_tier":"standard","speed":"fast"}}})");
+  CHECK(a.usage().service_tier == ServiceTier::Priority);  // a cut stream's estimate too
+  a.feed_event(R"({"type":"message_delta","usage":{"output_tokens":9,"service_tier":"standard"}})");
+  CHECK(a.finish().service_tier == ServiceTier::Priority);  // a later service_tier does not undo it
+
+  // Vertex AI: usageMetadata.trafficType names the quota (and price) that served the call.
+  auto vertex = [](const char* tt) {
+    return usage_from_response(ApiFormat::Gemini, std::string(R"({"candidates":[],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":2,"trafficType":")") + tt + R"("}})")
+        .service_tier;
+  };
+  CHECK(vertex("ON_DEMAND_PRIORITY") == ServiceTier::Priority);
+  CHECK(vertex("ON_DEMAND_FLEX") == ServiceTier::Flex);
+  CHECK(vertex("ON_DEMAND") == ServiceTier::Standard);
+  CHECK(vertex("PROVISIONED_THROUGHPUT") == ServiceTier::Standard);
+  // Priced with the bundled table: 1000 in x 3.6e-6 + 100 out x 2.16e-5 at priority (was the
+  // standard 1000 x 2e-6 + 100 x 1.2e-5 = 0.0032: 44% under what Vertex bills).
+  auto prices = PricingEngine::bundled();
+  Usage pu = usage_from_response(ApiFormat::Gemini, R"({"candidates":[],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":100,"trafficType":"ON_DEMAND_PRIORITY"}})");
+  CHECK(prices->cost("vertex_ai/gemini-3-pro-preview", pu) == Money::parse("0.00576"));
+  StreamUsage g(ApiFormat::Gemini);
+  g.feed_event(R"({"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":1,"trafficType":"ON_DEMAND_FLEX"}})");
+  g.feed_event(R"({"candidates":[{"content":{"parts":[{"text":"!"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":2}})");
+  Usage gu = g.finish();
+  CHECK(gu.complete);
+  CHECK(gu.service_tier == ServiceTier::Flex);  // a chunk without the field keeps it
+}
