@@ -1052,8 +1052,9 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
         hs.persisted = next;
         if (out.status == GrowOut::NotHeld) {
           hs.stopped = true;
+          hs.denial = Denial{};  // not a denial an earlier growth attempt may have left
           hs.denial.reason = DenyReason::NotHeld;
-          hs.denial.message = std::string("the hold is ") + to_string(out.state);
+          hs.denial.message = std::string("the hold is ") + to_string(out.state) + "; the stream must stop";
           ++m_.stream_stops;
           { finish(Verdict::Stop); return res; }
         }
@@ -1061,6 +1062,7 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
         ++m_.store_errors;
         if (!opts_.fail_open) {
           hs.stopped = true;
+          hs.denial = Denial{};
           hs.denial.reason = DenyReason::StoreUnavailable;
           hs.denial.message = "store unavailable while metering the stream (fail-closed)";
           denied = true;

@@ -311,6 +311,34 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
   }
 }
 
+TEST_CASE("a hold settled by another process stops its stream with reason NotHeld, not a stale limit") {
+  for (const auto& kind : testutil::store_kinds()) {
+    if (kind == "memory") continue;  // another manager on the same store
+    CAPTURE(kind);
+    Options o;
+    o.persist_every = usd("0.05");
+    Env env(kind, o);
+    const Subject s{"user:pz"};
+    env->set_limit(Limit::cost("user:pz", Window::day(), usd("1")));
+    auto d = env->reserve(s, usd("0.50"), {.request_id = "pz-1"});
+    REQUIRE(d.allowed);
+    REQUIRE(env->reserve(s, usd("0.30")).allowed);  // 0.20 left for growth
+    auto r = d.reservation;
+    // The first growth step (0.25) is refused by user:pz; the second (0.20) fits.
+    auto grown = env->consume(r, usd("0.60"));
+    REQUIRE(grown.ok());
+    CHECK(grown.held == usd("0.70"));
+    env.another()->commit("pz-1", usd("0.60"));
+    // Inside the hold, but persisting the consumption finds the hold committed.
+    auto stop = env->consume(r, usd("0.06"));
+    CHECK(stop.verdict == Verdict::Stop);
+    CHECK(stop.denial.reason == DenyReason::NotHeld);
+    CHECK(stop.denial.scope.empty());  // it was the refused step's user:pz
+    CHECK(stop.denial.message.find("committed") != std::string::npos);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit adjusts it") {
   FOR_EACH_STORE(kind) {
     Options o;
