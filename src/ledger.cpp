@@ -19,7 +19,7 @@ constexpr const char* kTypeNames[] = {"reserve", "consume", "commit", "release",
 using ordered = nlohmann::ordered_json;
 
 ordered amounts_json(const Amounts& a) { return ordered::array({a.cost, a.tokens, a.requests}); }
-Amounts amounts_from(const nlohmann::json& j) {
+Amounts amounts_from(const ordered& j) {
   return {j.at(0).get<int64_t>(), j.at(1).get<int64_t>(), j.at(2).get<int64_t>()};
 }
 
@@ -40,7 +40,7 @@ ordered usage_json(const Usage& u) {
   j["complete"] = u.complete;
   return j;
 }
-Usage usage_from(const nlohmann::json& j) {
+Usage usage_from(const ordered& j) {
   Usage u;
   u.input_tokens = j.value("input_tokens", int64_t{0});
   u.cache_read_tokens = j.value("cache_read_tokens", int64_t{0});
@@ -240,7 +240,10 @@ std::string event_body(const LedgerEvent& e) {
 
 LedgerEvent event_from_body(std::string_view body) {
   try {
-    auto j = nlohmann::json::parse(body);
+    // Ordered: the metadata is dumped again in its order, as body_json dumps it (sorted keys
+    // broke the hash of metadata written in another order, e.g. a reason after the caller's
+    // keys, on the stores that read events back from their bodies: SQLite, a Redis sink).
+    auto j = ordered::parse(body);
     LedgerEvent e;
     e.time = from_millis(j.at("time").get<int64_t>());
     e.type = parse_event_type(j.at("type").get<std::string>());

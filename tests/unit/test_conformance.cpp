@@ -827,6 +827,29 @@ TEST_CASE("grants raise total limits; adjustments correct spend") {
   }
 }
 
+TEST_CASE("metadata reads back as written, in its order, and the ledger verifies") {
+  // The reason goes after the caller's keys, out of key order: SQLite read it back with its
+  // keys sorted, and verify() reported the hash chain broken.
+  FOR_EACH_STORE(kind) {
+    Env env(kind);
+    env->set_limit(Limit::cost("user:*", Window::total(), usd("5")));
+    env->grant(Scope::parse("user:u"), usd("2"), {.request_id = "g-1", .metadata = {{"team", "x"}}, .reason = "goodwill"});
+    env->record(Subject{"user:u"}, usd("1"),
+                {.request_id = "rec-1", .metadata = {{"z", "caf\xc3\xa9"}, {"a", "\"q\"\n"}}, .reason = "late"});
+    auto g = env->events({.type = EventType::Grant});
+    REQUIRE(g.size() == 1);
+    CHECK(g[0].metadata == R"({"team":"x","reason":"goodwill"})");
+    auto r = env->events({.type = EventType::Record});
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].metadata == "{\"a\":\"\\\"q\\\"\\n\",\"z\":\"caf\xc3\xa9\",\"reason\":\"late\"}");
+    require_verified(*env.m);
+    if (kind == "memory") continue;  // not shared
+    auto again = env.another();  // read by another manager (from the store, not a cache)
+    CHECK(again->events({.type = EventType::Grant})[0].metadata == g[0].metadata);
+    CHECK(again->verify().ok);
+  }
+}
+
 TEST_CASE("status and denials saturate when a limit plus its grants exceeds int64") {
   FOR_EACH_STORE(kind) {
     if (kind == "redis") continue;  // amounts there are bounded by 2^53 (tested in test_redis)
