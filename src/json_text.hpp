@@ -17,13 +17,13 @@
 namespace budget::detail {
 
 // Appends `s` as a JSON string, escaped as nlohmann's dump() escapes it (", \, \b \f \n \r \t,
-// other controls as \u00xx; everything else as is). Returns false, having appended nothing,
-// when `s` is not ASCII and not well-formed UTF-8 by valid_utf8 (stricter than nlohmann,
-// which also accepts C1 controls): the caller falls back to nlohmann, which decides.
+// other controls as \u00xx; everything else, C1 controls and DEL included, as is). Returns
+// false, having appended nothing, when `s` is not well-formed UTF-8 (well_formed_utf8): the
+// caller falls back to nlohmann, whose dump() refuses it too (type_error 316).
 inline bool append_json_string(std::string& out, std::string_view s) {
   for (unsigned char c : s)
     if (c >= 0x80) {
-      if (!valid_utf8(s)) return false;
+      if (!well_formed_utf8(s)) return false;
       break;
     }
   static constexpr char kHex[] = "0123456789abcdef";
@@ -51,6 +51,14 @@ inline bool append_json_string(std::string& out, std::string_view s) {
   out += '"';
   return true;
 }
+
+// Whether `text` is exactly what nlohmann::ordered_json::parse(text).dump() returns, for a
+// subset of JSON this checks strictly: objects without duplicate keys, arrays, strings escaped
+// as append_json_string escapes them (well-formed UTF-8), integers in canonical form within
+// int64 or uint64 (no "-0", no leading zeros), true, false, null; no whitespace, nesting at
+// most 64 deep. Anything else (a float, a space, "\u0041", a key twice...) is refused: the
+// caller hands that text to nlohmann, which decides. Allocates nothing.
+bool canonical_json(std::string_view text) noexcept;
 
 template <class Int>
 inline void append_json_int(std::string& out, Int v) {

@@ -155,6 +155,24 @@ void put_str(std::string& out, std::string_view v) {
   out.append(v);
   out += '"';
 }
+// A string field: as is when plain (the common case), else escaped as nlohmann escapes it;
+// false for a string append_json_string refuses (not UTF-8, C1 controls).
+bool put_text(std::string& out, std::string_view v) {
+  if (plain(v)) {
+    put_str(out, v);
+    return true;
+  }
+  return append_json_string(out, v);
+}
+bool put_texts(std::string& out, const std::vector<std::string>& v) {
+  out += '[';
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out += ',';
+    if (!put_text(out, v[i])) return false;
+  }
+  out += ']';
+  return true;
+}
 void put_amounts(std::string& out, const char* key, const Amounts& a) {
   out.append(key);
   append_json_int(out, a.cost);
@@ -166,36 +184,32 @@ void put_amounts(std::string& out, const char* key, const Amounts& a) {
 }
 }  // namespace
 
-bool plain_event_body(const LedgerEvent& e, std::string& out) {
-  if (!e.metadata.empty() || !plain(e.request_id) || !plain(e.model) || !plain(e.provider) || !plain(e.price_version))
-    return false;
-  for (const auto& x : e.subject)
-    if (!plain(x)) return false;
+size_t direct_event_body(const LedgerEvent& e, std::string& out, bool with_windows) {
+  constexpr size_t kNo = std::string::npos;
+  // Metadata is JSON text that body_json parses and dumps again: spliced as is when it is
+  // already in that dump's form (our own writers', metadata_json's and the consume's).
+  if (!e.metadata.empty() && !canonical_json(e.metadata)) return kNo;
   out.clear();
-  out.reserve(256);
+  out.reserve(256 + e.metadata.size());
   out.append("{\"time\":");
   append_json_int(out, to_millis(e.time));
   out.append(",\"type\":");
   put_str(out, to_string(e.type));
   out.append(",\"request_id\":");
-  put_str(out, e.request_id);
-  out.append(",\"subject\":[");
-  for (size_t i = 0; i < e.subject.size(); ++i) {
-    if (i) out += ',';
-    put_str(out, e.subject[i]);
-  }
-  out += ']';
+  if (!put_text(out, e.request_id)) return kNo;
+  out.append(",\"subject\":");
+  if (!put_texts(out, e.subject)) return kNo;
   if (!e.model.empty()) {
     out.append(",\"model\":");
-    put_str(out, e.model);
+    if (!put_text(out, e.model)) return kNo;
   }
   if (!e.provider.empty()) {
     out.append(",\"provider\":");
-    put_str(out, e.provider);
+    if (!put_text(out, e.provider)) return kNo;
   }
   if (!e.price_version.empty()) {
     out.append(",\"price_version\":");
-    put_str(out, e.price_version);
+    if (!put_text(out, e.price_version)) return kNo;
   }
   if (e.usage) {
     const Usage& u = *e.usage;
@@ -219,22 +233,22 @@ bool plain_event_body(const LedgerEvent& e, std::string& out) {
   put_amounts(out, ",\"spent\":[", e.spent);
   put_amounts(out, ",\"held\":[", e.held);
   put_amounts(out, ",\"granted\":[", e.granted);
+  const size_t windows_at = out.size();
+  if (with_windows) {
+    out.append(",\"windows\":");
+    if (!put_texts(out, e.windows)) return kNo;
+  }
+  if (!e.metadata.empty()) {
+    out.append(",\"metadata\":");
+    out.append(e.metadata);
+  }
   out += '}';
-  return true;
+  return windows_at;
 }
 
 std::string event_body(const LedgerEvent& e) {
   std::string out;
-  bool windows_plain = true;
-  for (const auto& w : e.windows) windows_plain = windows_plain && plain(w);
-  if (!windows_plain || !plain_event_body(e, out)) return event_body_json(e);
-  out.back() = ',';
-  out.append("\"windows\":[");
-  for (size_t i = 0; i < e.windows.size(); ++i) {
-    if (i) out += ',';
-    put_str(out, e.windows[i]);
-  }
-  out.append("]}");
+  if (direct_event_body(e, out, true) == std::string::npos) return event_body_json(e);
   return out;
 }
 

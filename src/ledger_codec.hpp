@@ -9,13 +9,16 @@
 namespace budget::detail {
 
 // The canonical body of an event: everything but seq, prev_hash and hash, in fixed order
-// (nlohmann's ordered dump of body_json; written directly in the common case, same bytes).
+// (nlohmann's ordered dump of body_json; written directly by direct_event_body unless it
+// refuses, same bytes).
 std::string event_body(const LedgerEvent& e);
-// The canonical body WITHOUT its `windows` field, written directly, for an event with no
-// metadata and only plain strings (printable ASCII without '"' and '\\'). Returns false
-// (out unspecified) for anything else. The `windows` field, when present, goes last, just
-// before the closing brace: `,"windows":[...]`.
-bool plain_event_body(const LedgerEvent& e, std::string& out);
+// The canonical body written directly (same bytes), with its `windows` field or without it.
+// Returns the offset in `out` where the windows field `,"windows":[...]` is or goes (after
+// `granted`, before `metadata` if any), or std::string::npos (out unspecified) when the event
+// is not written directly: a string that is not well-formed UTF-8 (or has C1 controls), or
+// metadata that is not already in nlohmann's compact dump form (see canonical_json in
+// json_text.hpp). Events without metadata allocate nothing more than their body.
+size_t direct_event_body(const LedgerEvent& e, std::string& out, bool with_windows);
 // The same body always through nlohmann::ordered_json (the reference the direct writer is
 // tested against).
 std::string event_body_json(const LedgerEvent& e);

@@ -7,7 +7,7 @@ namespace budget {
 
 namespace {
 // Returns the length of a valid UTF-8 sequence at s[i], or 0.
-size_t utf8_len(std::string_view s, size_t i) {
+size_t utf8_len(std::string_view s, size_t i, bool c1_ok = false) {
   auto c = static_cast<unsigned char>(s[i]);
   size_t n;
   uint32_t cp;
@@ -25,7 +25,7 @@ size_t utf8_len(std::string_view s, size_t i) {
   if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
       (cp >= 0xD800 && cp <= 0xDFFF))
     return 0;
-  if (cp >= 0x80 && cp <= 0x9F) return 0;  // C1 controls
+  if (!c1_ok && cp >= 0x80 && cp <= 0x9F) return 0;  // C1 controls
   return n;
 }
 }  // namespace
@@ -34,6 +34,14 @@ namespace detail {
 bool valid_utf8(std::string_view s) noexcept {
   for (size_t i = 0; i < s.size();) {
     const size_t n = utf8_len(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+bool well_formed_utf8(std::string_view s) noexcept {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_len(s, i, true);
     if (n == 0) return false;
     i += n;
   }

@@ -2005,14 +2005,12 @@ void SqlTxn::append(LedgerEvent&& e, const std::shared_ptr<const Plan>& plan) {
   std::string body;
   if (plan && !plan->windows.empty()) {
     const auto& prow = s_.stored_plan(*plan, &plan);
-    // Where the windows field goes in the stored body (cut out of it, spliced in for the hash).
-    size_t pos;
-    if (plain_event_body(e, row.stored)) {
-      pos = row.stored.size() - 1;  // no metadata: windows is the last field, before the '}'
-    } else {
+    // Where the windows field goes in the stored body (left out of it, spliced in for the hash).
+    size_t pos = direct_event_body(e, row.stored, false);
+    if (pos == std::string::npos) {  // not written directly (see direct_event_body): nlohmann
       static constexpr std::string_view kNoWindows = ",\"windows\":[]";
       e.windows.clear();
-      row.stored = event_body(e);
+      row.stored = event_body_json(e);
       // The first match is the field: a '"' after a ',' cannot be inside a JSON string, and the
       // fields before `windows` hold no objects that could have such a key.
       pos = row.stored.find(kNoWindows);

@@ -1,12 +1,20 @@
 // The ledger's canonical event body is hashed into the chain, so its bytes are a contract:
-// the direct writer used on the hot path (plain strings, no metadata) must write exactly what
-// nlohmann's ordered dump of the body writes, and hand every other event to it.
+// the direct writer used on the operation path (direct_event_body: every event whose strings
+// are well-formed UTF-8 and whose metadata is already in nlohmann's compact dump form) must
+// write exactly what nlohmann's ordered dump of the body writes, and hand every other event
+// to it. canonical_json decides the metadata: whatever it accepts, nlohmann re-dumps as is.
 #include <budget/error.hpp>
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "json_text.hpp"
 #include "ledger_codec.hpp"
 
 using namespace budget;
@@ -26,20 +34,101 @@ LedgerEvent sample() {
   return e;
 }
 
-void same_as_reference(const LedgerEvent& e, bool expect_plain) {
+void same_as_reference(const LedgerEvent& e, bool expect_direct) {
   std::string direct;
-  CHECK(plain_event_body(e, direct) == expect_plain);
+  const size_t at = direct_event_body(e, direct, true);
+  CHECK((at != std::string::npos) == expect_direct);
   CHECK(event_body(e) == event_body_json(e));
-  if (!expect_plain) return;
-  // Without windows: the reference body with its windows field cut out.
+  if (!expect_direct) return;
+  CHECK(direct == event_body_json(e));
+  // Without windows (the SQLite store's stored body): the reference body of the event without
+  // windows, its empty windows field cut out where direct_event_body says it goes.
+  std::string bare_direct;
+  CHECK(direct_event_body(e, bare_direct, false) == at);
   LedgerEvent bare = e;
   bare.windows.clear();
   std::string ref = event_body_json(bare);
   const std::string empty = ",\"windows\":[]";
   auto pos = ref.find(empty);
   REQUIRE(pos != std::string::npos);
+  CHECK(pos == at);
   ref.erase(pos, empty.size());
-  CHECK(direct == ref);
+  CHECK(bare_direct == ref);
+  // and the windows field spliced in there gives the whole body.
+  std::string field = ",\"windows\":" + nlohmann::json(e.windows).dump();
+  CHECK(bare_direct.substr(0, at) + field + bare_direct.substr(at) == event_body_json(e));
+}
+
+// An event of the sample's shape carrying `meta` as its metadata.
+LedgerEvent with_metadata(std::string meta) {
+  LedgerEvent e = sample();
+  e.type = EventType::Consume;
+  e.metadata = std::move(meta);
+  return e;
+}
+
+// Random JSON values as nlohmann builds them (their dump is the text under test).
+struct Gen {
+  std::mt19937_64 rng{20260310};
+  uint64_t below(uint64_t n) { return rng() % n; }
+
+  std::string text() {
+    static const char* const kPieces[] = {
+        "a", "Z", "0", " ", "~", "\"", "\\", "/", "\b", "\f", "\n", "\r", "\t", "\x01", "\x1f", "\x7f",
+        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbf", "\xed\x9f\xbf", "reason", "{", "]", ",", ":"};
+    std::string s;
+    const auto n = below(6);
+    for (uint64_t i = 0; i < n; ++i) s += kPieces[below(std::size(kPieces))];
+    if (below(40) == 0) s += "\xc2\x85";  // a C1 control: written as is
+    if (below(30) == 0) s += std::string(1, '\0');
+    return s;
+  }
+
+  nlohmann::ordered_json value(int depth) {
+    switch (below(depth > 4 ? 6 : 9)) {
+      case 0: return nullptr;
+      case 1: return below(2) == 0;
+      case 2: {
+        static const int64_t kInts[] = {0, 1, -1, 9, 10, -10, std::numeric_limits<int64_t>::max(),
+                                        std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::min() + 1};
+        if (below(2)) return kInts[below(std::size(kInts))];
+        return static_cast<int64_t>(rng());
+      }
+      case 3: {
+        if (below(3) == 0) return std::numeric_limits<uint64_t>::max();
+        return rng();  // often above int64: stored unsigned
+      }
+      case 4:
+        if (below(4) == 0) {
+          static const double kFloats[] = {0.5, -1.25, 1.0, 1e300, -0.0, 3.141592653589793};
+          return kFloats[below(std::size(kFloats))];
+        }
+        return text();
+      case 5: return text();
+      case 6:
+      case 7: {
+        auto o = nlohmann::ordered_json::object();
+        const auto n = below(5);
+        for (uint64_t i = 0; i < n; ++i) o[text()] = value(depth + 1);
+        return o;
+      }
+      default: {
+        auto a = nlohmann::ordered_json::array();
+        const auto n = below(5);
+        for (uint64_t i = 0; i < n; ++i) a.push_back(value(depth + 1));
+        return a;
+      }
+    }
+  }
+};
+
+// Whether `v` holds something canonical_json refuses: a float.
+bool refused(const nlohmann::ordered_json& v) {
+  if (v.is_number_float()) return true;
+  if (v.is_structured())
+    for (const auto& x : v)
+      if (refused(x)) return true;
+  return false;
 }
 }  // namespace
 
@@ -77,26 +166,155 @@ TEST_CASE("ledger body: the direct writer matches the reference for plain events
   same_as_reference(e, true);
 }
 
-TEST_CASE("ledger body: anything not plain goes through the reference encoder") {
-  auto e = sample();
-  e.metadata = R"({"reason":"retry","flag":true})";
-  same_as_reference(e, false);
+TEST_CASE("ledger body: strings that need escaping are written directly, others go through the reference") {
   for (std::string odd : {std::string("quote\"d"), std::string("back\\slash"), std::string("tab\there"),
-                          std::string("caf\xc3\xa9"), std::string("del\x7f")}) {
+                          std::string("nl\n\x01\x1f"), std::string("caf\xc3\xa9"), std::string("del\x7f"),
+                          std::string("\xf0\x9f\x98\x80"), std::string("nul\0x", 5)}) {
     CAPTURE(odd);
     auto a = sample();
     a.request_id = odd;
-    same_as_reference(a, false);
+    same_as_reference(a, true);
     auto b = sample();
     b.subject.push_back("user:" + odd);
-    same_as_reference(b, false);
+    same_as_reference(b, true);
     auto c = sample();
     c.model = odd;
-    same_as_reference(c, false);
-    auto d = sample();  // a plain event whose window key is not plain: event_body falls back
+    c.provider = odd;
+    c.price_version = odd;
+    same_as_reference(c, true);
+    auto d = sample();
     d.windows.push_back("user:" + odd + "|day|0");
-    CHECK(event_body(d) == event_body_json(d));
+    same_as_reference(d, true);
   }
+  // C1 controls: well-formed UTF-8 that nlohmann writes as is (valid_utf8 refuses them in ids).
+  auto c1 = sample();
+  c1.request_id = "c1\xc2\x85";
+  same_as_reference(c1, true);
+  auto w = sample();
+  w.windows.push_back("user:\xc2\x9f|day|0");
+  same_as_reference(w, true);
+  // Not UTF-8: refused here, and nlohmann refuses it too (the engine checks such text first).
+  for (std::string bad_text : {"bad\xff", "\xc3", "\xed\xa0\x80" /* a surrogate */, "\xc0\xaf" /* overlong */}) {
+    auto bad = sample();
+    bad.model = bad_text;
+    std::string out;
+    CHECK(direct_event_body(bad, out, true) == std::string::npos);
+    CHECK_THROWS_AS(event_body(bad), nlohmann::json::exception);
+  }
+}
+
+TEST_CASE("ledger body: metadata in nlohmann's dump form is spliced as is, anything else is re-dumped by nlohmann") {
+  // Written by our own writers (metadata_json, the consume's), read back by nlohmann::json.
+  const std::string direct_cases[] = {
+      R"({"reason":"retry","flag":true})",
+      R"({"consumed":1500000000,"consumed_tokens":0})",
+      R"({"consumed":-9223372036854775808,"consumed_tokens":9223372036854775807})",
+      R"({"big":18446744073709551615,"neg":-1,"zero":0,"ten":10})",
+      "{\"a\":\"\xc3\xa9\",\"b\":\"x\\ny \\\"q\\\" \\\\\",\"ctl\":\"\\u0001\\u001f\x7f\",\"reason\":\"replaced\"}",
+      R"({"zeta":"1","alpha":"2","reason":"why"})",  // not sorted: the reason goes last
+      R"({"nested":{"a":[1,[2,[3,{}]],[]],"b":{"c":{"d":null}}},"list":[true,false,null,"s",-5]})",
+      "{\"unicode\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf\",\"\xc3\xa9\":\"k\"}",
+      R"({"esc":"\b\f\n\r\t\"\\\u0000\u0007\u000b\u000e\u001b","slash":"/"})",
+      R"({"":""})", R"({})", R"([])", R"([1,2,3])", R"("a string")", R"(42)", R"(-7)", R"(true)", R"(null)",
+      R"({"a":1,"b":{"a":1},"c":[{"a":1,"b":2}]})",  // the same key in different objects
+      R"({"b":1,"a":2,"c":3,"d":4,"ab":5})",
+      "{\"c1\":\"\xc2\x85\",\"del\":\"\x7f\"}",  // C1 and DEL: nlohmann writes them as is
+  };
+  for (const auto& t : direct_cases) {
+    CAPTURE(t);
+    CHECK(canonical_json(t));
+    CHECK(nlohmann::ordered_json::parse(t).dump() == t);
+    same_as_reference(with_metadata(t), true);
+  }
+  // Text that nlohmann would re-dump differently (or that canonical_json does not vouch for).
+  const std::string fallback_cases[] = {
+      R"({"a": 1})", R"({ "a":1})", R"({"a":1} )", " {}", R"([1, 2])", "{\"a\":1,\n\"b\":2}",
+      R"({"f":1.5})", R"({"f":1.0})", R"({"f":-0.25})", R"({"e":1e5})", R"({"e":1E+2})", R"(2.5)",
+      R"({"z":-0})", R"({"big":18446744073709551616})", R"({"neg":-9223372036854775809})",
+      R"({"big":100000000000000000000})",
+      R"({"u":"\u0041"})", R"({"u":"\u00E9"})", R"({"u":"\u001F"})", R"({"u":"\u000a"})", R"({"s":"\/"})",
+      R"({"u":"\ud83d\ude00"})",
+      R"({"a":1,"a":2})", R"({"b":1,"a":2,"b":3})", R"({"a":{"x":1,"x":1}})",
+      R"({"zeta":"1","alpha":"2","zeta":"3"})",
+  };
+  for (const auto& t : fallback_cases) {
+    CAPTURE(t);
+    CHECK_FALSE(canonical_json(t));
+    same_as_reference(with_metadata(t), false);
+  }
+  // Too deep for the checker (65 levels): nlohmann decides.
+  std::string deep = std::string(65, '[') + std::string(65, ']');
+  CHECK_FALSE(canonical_json(deep));
+  same_as_reference(with_metadata(deep), false);
+  std::string ok = std::string(64, '[') + std::string(64, ']');
+  CHECK(canonical_json(ok));
+  same_as_reference(with_metadata(ok), true);
+  // Not JSON at all: refused (and nlohmann throws).
+  for (const std::string& t : std::vector<std::string>{"{", "}", "[1,]", "{\"a\"}", "{\"a\":}", "\"open", "tru", "nul", "-", "01", "[1]x", "{,}",
+                        "\"\\u00\"", "\"\\x\"", "\"bad\xff\"", std::string("\"nul\0\"", 6)}) {
+    CAPTURE(t);
+    CHECK_FALSE(canonical_json(t));
+  }
+}
+
+TEST_CASE("ledger body: random metadata: direct and nlohmann bodies are the same bytes") {
+  Gen g;
+  int direct = 0, fallback = 0;
+  for (int i = 0; i < 3000; ++i) {
+    auto v = g.value(0);
+    const std::string t = v.dump();
+    CAPTURE(t);
+    const bool accepted = canonical_json(t);
+    CHECK(accepted == !refused(v));
+    if (accepted) CHECK(nlohmann::ordered_json::parse(t).dump() == t);
+    (accepted ? direct : fallback) += 1;
+    auto e = with_metadata(t);
+    if (i % 3 == 0) e.usage = Usage{};
+    if (i % 5 == 0) e.windows.clear();
+    same_as_reference(e, accepted);
+  }
+  MESSAGE(direct << " written directly, " << fallback << " through nlohmann");
+  CHECK(direct > 1000);
+  CHECK(fallback > 100);
+}
+
+TEST_CASE("ledger body: whatever canonical_json accepts, nlohmann re-dumps byte for byte (mutated texts)") {
+  // Soundness: texts near canonical ones (a byte inserted, removed or replaced, a part
+  // repeated); a text accepted must parse and dump to itself.
+  Gen g;
+  std::mt19937_64 rng(7);
+  static const char* const kBytes[] = {" ", "\"", "\\", ",", ":", "{", "}", "[", "]", "0", "1", "-", ".", "e",
+                                       "a", "u", "\\u0041", "\\u001f", "\\/", "\xc3", "\xa9", "\xc2\x85", "\n", "\x01"};
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string t = g.value(0).dump();
+    const auto edits = 1 + rng() % 3;
+    for (uint64_t k = 0; k < edits; ++k) {
+      const size_t at = t.empty() ? 0 : rng() % (t.size() + 1);
+      switch (rng() % 4) {
+        case 0: t.insert(at, kBytes[rng() % std::size(kBytes)]); break;
+        case 1: if (at < t.size()) t.erase(at, 1); break;
+        case 2: if (at < t.size()) t.replace(at, 1, kBytes[rng() % std::size(kBytes)]); break;
+        default: {
+          const size_t len = t.empty() ? 0 : rng() % (t.size() - at + 1);
+          t.insert(at, t.substr(at, len));
+        }
+      }
+    }
+    if (!canonical_json(t)) continue;
+    ++accepted;
+    CAPTURE(t);
+    std::string redumped;
+    try {
+      redumped = nlohmann::ordered_json::parse(t).dump();
+    } catch (const nlohmann::json::exception& ex) {
+      FAIL_CHECK("accepted, but nlohmann refuses it: " << ex.what());
+      continue;
+    }
+    CHECK(redumped == t);
+  }
+  MESSAGE(accepted << " mutated texts accepted");
+  CHECK(accepted > 100);
 }
 
 TEST_CASE("ledger body: a service tier this build does not know is an error, not standard") {
