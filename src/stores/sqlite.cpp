@@ -1359,23 +1359,27 @@ class SqliteStore final : public Store {
     by_sid_[s.sid] = &s;
     return s.sid;
   }
-  // The buckets of s from read_from on: the table's, overlaid with the dirty ones.
+  // The buckets of s from read_from on: the table's, overlaid with the dirty ones. Marked
+  // loaded once complete: an allocation that fails half-way leaves the series unloaded (read
+  // again by the next look), never loaded with buckets missing (read as zero).
   void load(Series& s, int64_t read_from) {
+    s.loaded = false;
     s.buckets.clear();
-    s.loaded = true;
-    s.lo = read_from;
-    if (s.sid == 0) return;
-    auto& q = st(kLoadSeries).reset().bind(s.sid).bind(read_from);
-    while (q.step()) {
-      Counters c;
-      c.spent = {q.i64(1), q.i64(2), q.i64(3)};
-      c.held = {q.i64(4), q.i64(5), q.i64(6)};
-      c.granted = {q.i64(7), q.i64(8), q.i64(9)};
-      s.buckets.emplace(q.i64(0), c);
+    if (s.sid != 0) {
+      auto& q = st(kLoadSeries).reset().bind(s.sid).bind(read_from);
+      while (q.step()) {
+        Counters c;
+        c.spent = {q.i64(1), q.i64(2), q.i64(3)};
+        c.held = {q.i64(4), q.i64(5), q.i64(6)};
+        c.granted = {q.i64(7), q.i64(8), q.i64(9)};
+        s.buckets.emplace(q.i64(0), c);
+      }
+      q.finish();
+      if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
+        for (auto b = it->second.lower_bound(read_from); b != it->second.end(); ++b) s.buckets[b->first] = b->second.c;
     }
-    q.finish();
-    if (auto it = dirty_ctr_.find(s.sid); it != dirty_ctr_.end())
-      for (auto b = it->second.lower_bound(read_from); b != it->second.end(); ++b) s.buckets[b->first] = b->second.c;
+    s.lo = read_from;
+    s.loaded = true;
   }
 
   // ---- the running operation's undo log and ledger rows ------------------------------------
