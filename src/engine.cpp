@@ -3,7 +3,6 @@
 #include <budget/error.hpp>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -47,28 +46,22 @@ std::string metadata_json(const std::map<std::string, std::string>& meta, const 
     if (it != meta.end() && it->second != reason)
       throw InvalidArgumentError("metadata key \"reason\" differs from the reason option; give the reason once");
   }
-  // Written directly (see json_text.hpp): the bytes of nlohmann's ordered dump below (the
-  // entries in key order; "reason" comes last unless a key of that name is there).
+  // Written directly (see json_text.hpp): the bytes of nlohmann's ordered dump of the object
+  // {entries in key order...} ("reason" comes last unless a key of that name is there). A
+  // string that is not well-formed UTF-8 is refused as that dump refuses it.
   std::string out = "{";
-  bool plain = true;
+  bool utf8 = true;
   auto entry = [&](std::string_view k, std::string_view v) {
     if (out.size() > 1) out += ',';
-    plain = plain && append_json_string(out, k);
+    utf8 = utf8 && append_json_string(out, k);
     out += ':';
-    plain = plain && append_json_string(out, v);
+    utf8 = utf8 && append_json_string(out, v);
   };
   for (const auto& [k, v] : meta) entry(k, !reason.empty() && k == "reason" ? reason : v);
   if (!reason.empty() && !meta.count("reason")) entry("reason", reason);
   out += '}';
-  if (plain) return out;
-  nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  for (const auto& [k, v] : meta) j[k] = v;
-  if (!reason.empty()) j["reason"] = reason;
-  try {
-    return j.dump();
-  } catch (const nlohmann::json::exception&) {
-    throw InvalidArgumentError("metadata must be valid UTF-8");
-  }
+  if (!utf8) throw InvalidArgumentError("metadata must be valid UTF-8");
+  return out;
 }
 
 // Text that the ledger records (model, provider, price version) must be valid UTF-8: the JSON

@@ -1,4 +1,5 @@
-// canonical_json (see json_text.hpp): a strict checker of nlohmann's compact dump form.
+// canonical_json (a strict checker of nlohmann's compact dump form) and the string readers
+// (see json_text.hpp).
 #include "json_text.hpp"
 
 #include <cstring>
@@ -194,5 +195,80 @@ class Checker {
 }  // namespace
 
 bool canonical_json(std::string_view text) noexcept { return Checker(text).run(); }
+
+namespace {
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+}  // namespace
+
+bool read_json_string(std::string_view t, size_t& i, std::string& out) {
+  if (i >= t.size() || t[i] != '"') return false;
+  out.clear();
+  bool ascii = true;
+  size_t j = i + 1, run = j;  // [run, j): raw bytes not yet copied
+  while (true) {
+    if (j >= t.size()) return false;
+    const auto c = static_cast<unsigned char>(t[j]);
+    if (c == '"') break;
+    if (c < 0x20) return false;  // nlohmann refuses a raw control
+    if (c >= 0x80) ascii = false;
+    if (c != '\\') {
+      ++j;
+      continue;
+    }
+    out.append(t.data() + run, j - run);
+    if (j + 1 >= t.size()) return false;
+    switch (t[j + 1]) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '/': out += '/'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        if (j + 6 > t.size()) return false;
+        int v = 0;
+        for (size_t k = j + 2; k < j + 6; ++k) {
+          const int d = hex_digit(t[k]);
+          if (d < 0) return false;
+          v = v * 16 + d;
+        }
+        if (v >= 0x80) return false;  // not what our writers write: nlohmann decodes it
+        out += static_cast<char>(v);
+        j += 6;
+        run = j;
+        continue;
+      }
+      default: return false;
+    }
+    j += 2;
+    run = j;
+  }
+  out.append(t.data() + run, j - run);
+  if (!ascii && !well_formed_utf8(out)) return false;  // the escapes added ASCII only
+  i = j + 1;
+  return true;
+}
+
+bool read_json_strings(std::string_view t, std::vector<std::string>& out) {
+  out.clear();
+  size_t i = 0;
+  if (t.empty() || t[0] != '[') return false;
+  ++i;
+  if (i < t.size() && t[i] == ']') return i + 1 == t.size();
+  while (true) {
+    if (!read_json_string(t, i, out.emplace_back())) return false;
+    if (i >= t.size()) return false;
+    if (t[i] == ']') return i + 1 == t.size();
+    if (t[i] != ',') return false;
+    ++i;
+  }
+}
 
 }  // namespace budget::detail

@@ -1,4 +1,4 @@
-// Small JSON writers for the operation path (internal).
+// Small JSON writers (and readers) for the operation path (internal).
 //
 // Why not nlohmann::json here: its values can crash while they are destroyed after an
 // allocation failed half-way through building them (nlohmann/json#4653; tests/internal/
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "utf8.hpp"
 
@@ -59,6 +60,16 @@ inline bool append_json_string(std::string& out, std::string_view s) {
 // most 64 deep. Anything else (a float, a space, "\u0041", a key twice...) is refused: the
 // caller hands that text to nlohmann, which decides. Allocates nothing.
 bool canonical_json(std::string_view text) noexcept;
+
+// Reads the JSON string that starts at text[i] (its opening quote) into `out` (replacing its
+// contents) and moves `i` past it: what nlohmann would read, for the strings
+// append_json_string writes (and the escapes \/ and \u00xx up to \u007f, any case). Returns
+// false (i and out unspecified) for anything else, a raw control or bytes that are not
+// well-formed UTF-8 included: the caller hands the text to nlohmann, which decides.
+bool read_json_string(std::string_view text, size_t& i, std::string& out);
+// Reads a JSON array of such strings, as written by append_json_string between '[', ',' and
+// ']' without spaces (a subject); false (out unspecified) for anything else.
+bool read_json_strings(std::string_view text, std::vector<std::string>& out);
 
 template <class Int>
 inline void append_json_int(std::string& out, Int v) {

@@ -520,7 +520,12 @@ RequestRecord record_from_columns(Stmt& s, int64_t* plan_id) {
   RequestRecord r;
   r.request_id = s.text(0);
   r.state = static_cast<ReqState>(s.i64(1));
-  r.subject = nlohmann::json::parse(s.text(2)).get<std::vector<std::string>>();
+  {
+    // Read directly in the common case (written by json_strings): no nlohmann value on the
+    // path of an operation on a hold read back from the table (see json_text.hpp).
+    const std::string subject = s.text(2);
+    if (!read_json_strings(subject, r.subject)) r.subject = nlohmann::json::parse(subject).get<std::vector<std::string>>();
+  }
   *plan_id = s.null(3) ? 0 : s.i64(3);
   r.held = {s.i64(4), s.i64(5), s.i64(6)};
   r.consumed = {s.i64(7), s.i64(8), s.i64(9)};
@@ -1214,8 +1219,8 @@ class SqliteStore final : public Store {
     }
   }
   // The event fields of the ledger row `row` is on (column 3: the stored body). The body's
-  // first fields are read directly when they have the canonical shape with plain strings,
-  // else it is parsed as JSON.
+  // first fields are read directly when they have the canonical shape (strings as
+  // append_json_string writes them), else it is parsed as JSON.
   static EventFields row_fields(Stmt& row) {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_text(row.raw(), 3));
     std::string_view body(p ? p : "", p ? static_cast<size_t>(sqlite3_column_bytes(row.raw(), 3)) : 0);
@@ -1242,16 +1247,7 @@ class SqliteStore final : public Store {
       i += x.size();
       return true;
     };
-    auto str = [&](std::string& out) {
-      if (i >= b.size() || b[i] != '"') return false;
-      size_t end = b.find('"', i + 1);
-      if (end == std::string_view::npos) return false;
-      std::string_view v = b.substr(i + 1, end - i - 1);
-      if (v.find('\\') != std::string_view::npos) return false;
-      out.assign(v);
-      i = end + 1;
-      return true;
-    };
+    auto str = [&](std::string& out) { return read_json_string(b, i, out); };
     if (!lit("{\"time\":")) return false;
     auto r = std::from_chars(b.data() + i, b.data() + b.size(), f.time);
     if (r.ec != std::errc()) return false;

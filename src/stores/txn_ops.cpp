@@ -537,9 +537,9 @@ std::string encode_plan_json(const Plan& p) {
 }
 
 namespace {
-// A strict reader of exactly what encode_plan writes when its strings needed no escapes (the
-// usual case): a plan is decoded on the operation path (the Redis and SQLite stores), where an
-// allocation that fails must not meet nlohmann (see json_text.hpp). Anything else: nullopt.
+// A strict reader of exactly what encode_plan writes (its strings read by read_json_string):
+// a plan is decoded on the operation path (the Redis and SQLite stores), where an allocation
+// that fails must not meet nlohmann (see json_text.hpp). Anything else: nullopt.
 class PlanReader {
  public:
   explicit PlanReader(std::string_view t) : t_(t) {}
@@ -601,19 +601,9 @@ class PlanReader {
     if (lit("false")) return v = false, true;
     return false;
   }
-  bool str(std::string& v) {  // plain strings only: no escapes, no control or non-ASCII bytes
-    if (!lit("\"")) return false;
-    size_t j = i_;
-    while (j < t_.size() && t_[j] != '"') {
-      const auto c = static_cast<unsigned char>(t_[j]);
-      if (c == '\\' || c < 0x20 || c >= 0x80) return false;
-      ++j;
-    }
-    if (j == t_.size()) return false;
-    v.assign(t_.substr(i_, j - i_));
-    i_ = j + 1;
-    return true;
-  }
+  // Escapes and UTF-8 included: a scope id with a quote or an accent no longer sends the
+  // plan to nlohmann.
+  bool str(std::string& v) { return read_json_string(t_, i_, v); }
   std::string_view t_;
   size_t i_ = 0;
 };

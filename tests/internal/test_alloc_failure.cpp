@@ -112,6 +112,11 @@ struct Case {
   // Brings a fresh manager to the state before the call; may keep a reservation in `r`.
   void (*setup)(BudgetManager& m, Reservation& r);
   void (*call)(BudgetManager& m, Reservation& r);
+  // Between setup and call (not on the memory store, which is not shared and keeps nothing):
+  //   Restart: the manager is built again on the same store: the call reads the hold back;
+  //   OtherWrites: another manager (another process) reserves, with a request id that needs
+  //   escaping: the call first catches up with what it wrote.
+  enum { Nothing, Restart, OtherWrites } between = Nothing;
 };
 
 void reserve_held(BudgetManager& m, Reservation& r) {
@@ -152,7 +157,32 @@ const Case kCases[] = {
      [](BudgetManager& m, Reservation&) { m.grant(Scope::parse("user:u"), usd("2"), with_meta("grant-m")); }},
     {"adjust with a reason", [](BudgetManager&, Reservation&) {},
      [](BudgetManager& m, Reservation&) { m.adjust(kWho, usd("0.25"), with_meta("adj-m")); }},
+    {"consume after a restart", reserve_held,
+     [](BudgetManager& m, Reservation& r) { expect(m.consume(r, usd("1.5")).verdict == Verdict::Continue, "continue"); },
+     Case::Restart},
+    {"commit after a restart", reserve_held,
+     [](BudgetManager& m, Reservation& r) { m.commit(r, Charge::money(usd("0.75"))); }, Case::Restart},
+    {"release after a restart", reserve_held, [](BudgetManager& m, Reservation& r) { m.release(r); },
+     Case::Restart},
+    {"commit after another process reserved", reserve_held,
+     [](BudgetManager& m, Reservation& r) { m.commit(r, Charge::money(usd("0.75"))); }, Case::OtherWrites},
+    {"record after another process reserved", [](BudgetManager&, Reservation&) {},
+     [](BudgetManager& m, Reservation&) { m.record(kWho, Charge::money(usd("0.5")), id("rec-o")); }, Case::OtherWrites},
 };
+
+// A fresh manager (on a fresh store) in the state before the call.
+void prepare(Env& env, const Case& c, Reservation& r) {
+  c.setup(*env.m, r);
+  if (c.between == Case::Restart) {
+    env.m.reset();
+    env.m = env.another(options());
+  } else if (c.between == Case::OtherWrites) {
+    auto other = env.another(options());
+    RequestOptions o = with_meta("other \"q\" \\ caf\xc3\xa9");
+    o.provider = "prov\"ider";
+    expect(other->reserve(Subject{"tenant:a", "user:u\"\xc3\xbc"}, Estimate::money(usd("1")), o).allowed, "allowed");
+  }
+}
 
 // True when the manager refuses every call (a store that stopped after a half-applied change).
 bool stopped(BudgetManager& m) {
@@ -175,6 +205,7 @@ bool stopped(BudgetManager& m) {
 TEST_CASE("an allocation that fails at any point of an operation leaves all of it or none of it") {
   for (const auto& kind : testutil::store_kinds()) {
     for (const Case& c : kCases) {
+      if (c.between != Case::Nothing && kind == "memory") continue;
       CAPTURE(kind);
       CAPTURE(std::string(c.name));
       // The reference: the state before and after one successful call.
@@ -182,7 +213,7 @@ TEST_CASE("an allocation that fails at any point of an operation leaves all of i
       {
         Env env(kind, options());
         Reservation r;
-        c.setup(*env.m, r);
+        prepare(env, c, r);
         before = snapshot(*env.m);
         c.call(*env.m, r);
         after = snapshot(*env.m);
@@ -193,7 +224,7 @@ TEST_CASE("an allocation that fails at any point of an operation leaves all of i
         REQUIRE_MESSAGE(k < 100000, "the call never ran through");
         Env env(kind, options());
         Reservation r;
-        c.setup(*env.m, r);
+        prepare(env, c, r);
         bool threw = false;
         t_seen = 0;
         t_countdown = k;

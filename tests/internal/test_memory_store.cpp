@@ -326,4 +326,26 @@ TEST_CASE("plans and metadata are written as nlohmann writes them, and plans rea
   for (const auto& [k, v] : r.metadata) j2[k] = v;
   j2["reason"] = r.reason;
   CHECK(m.events().back().metadata == j2.dump());
+  // C1 controls are written as is (as nlohmann writes them); text that is not UTF-8 is refused
+  // (nlohmann's dump refuses it too), and nothing is recorded.
+  r.metadata = {{"c1", "\xc2\x85\xc2\x9f"}};
+  r.request_id = "third";
+  m.grant(Scope::parse("user:u"), Money::parse("1"), r);
+  nlohmann::ordered_json j3 = nlohmann::ordered_json::object();
+  j3["c1"] = "\xc2\x85\xc2\x9f";
+  j3["reason"] = r.reason;
+  CHECK(m.events().back().metadata == j3.dump());
+  for (const std::string bad : {"\xff", "\xc0\xaf", "\xed\xa0\x80", "\xc3"}) {
+    CAPTURE(bad);
+    RequestOptions b;
+    b.request_id = "bad";
+    b.metadata = {{"k", bad}};
+    CHECK_THROWS_AS(m.grant(Scope::parse("user:u"), Money::parse("1"), b), InvalidArgumentError);
+    b.metadata = {{bad, "v"}};
+    CHECK_THROWS_AS(m.grant(Scope::parse("user:u"), Money::parse("1"), b), InvalidArgumentError);
+    b.metadata.clear();
+    b.reason = bad;
+    CHECK_THROWS_AS(m.grant(Scope::parse("user:u"), Money::parse("1"), b), InvalidArgumentError);
+  }
+  CHECK(m.events().size() == 3);
 }
