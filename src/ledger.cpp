@@ -190,7 +190,11 @@ size_t direct_event_body(const LedgerEvent& e, std::string& out, bool with_windo
   // already in that dump's form (our own writers', metadata_json's and the consume's).
   if (!e.metadata.empty() && !canonical_json(e.metadata)) return kNo;
   out.clear();
-  out.reserve(256 + e.metadata.size());
+  // One allocation for the whole body in the usual case (~220 bytes + the variable parts).
+  size_t size = 256 + e.metadata.size() + e.request_id.size() + (e.usage ? 256 : 0);
+  if (with_windows)
+    for (const auto& w : e.windows) size += w.size() + 3;
+  out.reserve(size);
   out.append("{\"time\":");
   append_json_int(out, to_millis(e.time));
   out.append(",\"type\":");
