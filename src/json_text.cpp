@@ -2,8 +2,6 @@
 // (see json_text.hpp).
 #include "json_text.hpp"
 
-#include <cstring>
-
 namespace budget::detail {
 
 namespace {
