@@ -6,6 +6,7 @@
 
 #include <set>
 #include <sstream>
+#include <thread>
 
 using namespace budget;
 using testutil::Env;
@@ -308,6 +309,31 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
     CHECK(st.spent == usd("0.10").nanos());
     CHECK(st.held == 0);
     require_verified(*env.m);
+  }
+}
+
+TEST_CASE("on the system clock a stream's TTL check stops it once the hold expired, never before") {
+  // The usual consume reads the coarse clock (see Engine::coarse_now_ms): a tick late at most,
+  // never early. A real clock and a short TTL, on every store.
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.store = testutil::fresh_url(kind);
+    o.limits = {Limit::cost("user:*", Window::day(), usd("10"))};
+    BudgetManager m(o);
+    auto d = m.reserve(Subject{"user:clock"}, usd("1"), {.ttl = std::chrono::milliseconds(300)});
+    REQUIRE(d.allowed);
+    auto r = d.reservation;
+    const auto expires = r.expires_at();
+    while (m.now() < expires) {
+      auto c = m.consume(r, usd("0.001"));
+      if (m.now() < expires - std::chrono::milliseconds(50)) REQUIRE(c.verdict == Verdict::Continue);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // a few ticks of the coarse clock
+    auto stop = m.consume(r, usd("0.001"));
+    CHECK(stop.verdict == Verdict::Stop);
+    CHECK(stop.denial.reason == DenyReason::NotHeld);
+    CHECK(stop.denial.message.find("expired") != std::string::npos);
   }
 }
 
