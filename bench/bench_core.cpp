@@ -17,7 +17,6 @@
 #include "stores/sqlite_vfs.hpp"  // internal: raw transactions through the store's VFS shim
 
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -182,8 +181,8 @@ void sqlite_processes(const std::string& path, int procs, double secs) {
 // The floor of a memory lifecycle: its essential work written by hand, without the library —
 // a 15-character id, 4 stripe locks, 6 counters checked and held, a request record and an event
 // appended and kept (as the memory store keeps them), an open-addressing index entry, a stream
-// state on the heap; 4 consumes inside the hold (a coarse clock read each, as the engine checks
-// the TTL); a commit that finds the record by id, moves 6 counters from held to spent and appends
+// state on the heap; 4 consumes inside the hold (a clock read each, as the engine checks the
+// TTL); a commit that finds the record by id, moves 6 counters from held to spent and appends
 // an event. Nothing else (no validation, pricing, idempotency fingerprint, ledger strings,
 // alerts, expiry, plan or limit look-up): a same-run baseline for the p50 figure, on a
 // machine whose speed varies several-fold between days. Returns the p50 in ns.
@@ -276,9 +275,8 @@ double floor_lifecycle_p50(int n) {
     // 4 consumes inside the hold
     for (int k = 0; k < 4; ++k) {
       stream->consumed += 400'000;
-      timespec ts{};  // the coarse clock, as the engine's TTL check of a chunk inside its hold
-      clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-      const int64_t t = static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+      const int64_t t = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
       if (stream->consumed > stream->held || t >= stream->expires) break;
     }
     // commit

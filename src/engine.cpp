@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -216,7 +215,6 @@ std::atomic<uint64_t> g_engine_ids{0};
 
 Engine::Engine(Options options) : opts_(std::move(options)), engine_id_(++g_engine_ids) {
   clock_ = opts_.clock ? opts_.clock : std::make_shared<SystemClock>();
-  system_clock_ = dynamic_cast<const SystemClock*>(clock_.get()) != nullptr;
   if (opts_.utc_offset_minutes < -18 * 60 || opts_.utc_offset_minutes > 18 * 60)
     throw InvalidArgumentError("utc_offset_minutes must be within +/-18h");
   zone_ = Zone::named(opts_.time_zone);
@@ -1030,24 +1028,18 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
   const Amounts consumed_before = hs.consumed;
   hs.consumed = next;
   if (hs.fail_open) { finish(Verdict::Continue); return res; }
-  // The TTL check of a chunk inside the hold, the usual case, reads the coarse clock: it is
-  // never ahead of the precise one, so a stream is never stopped early, and at most a tick late
-  // (the store settles by the precise clock). Whatever goes to the store reads the precise one.
-  int64_t now = coarse_now_ms();
-  auto expired = [&] {
+  const int64_t now = now_ms();
+  if (now >= hs.expires_at) {
     // The TTL passed: the hold is (or is about to be) settled by expiry; the stream must stop.
     hs.stopped = true;
     hs.denial = Denial{};
     hs.denial.reason = DenyReason::NotHeld;
     hs.denial.message = "the hold expired; the stream must stop";
     ++m_.stream_stops;
-    finish(Verdict::Stop);
-    return res;
-  };
-  if (now >= hs.expires_at) return expired();
+    { finish(Verdict::Stop); return res; }
+  }
   if (deficit.is_zero()) {
     if (opts_.persist_every.nanos() > 0 && next.cost - hs.persisted.cost >= opts_.persist_every.nanos()) {
-      if ((now = std::max(now, now_ms())) >= hs.expires_at) return expired();
       try {
         auto out = store_->grow(GrowOp{hs.request_id, {}, next, now});
         hs.persisted = next;
@@ -1084,7 +1076,6 @@ ConsumeResult Engine::consume_locked(Reservation& r, Money amount, int64_t token
     step.cost = std::max({deficit.cost, frac, opts_.min_growth.nanos()});
   }
   if (step.tokens > 0) step.tokens = std::max(deficit.tokens, ceil_mul_div(hs.initial.tokens, opts_.growth_step_bp, 10000));
-  if ((now = std::max(now, now_ms())) >= hs.expires_at) return expired();
   try {
     Amounts delta = step;
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -1604,15 +1595,6 @@ std::vector<AggregateRow> BudgetManager::aggregate(const LedgerQuery& q, GroupBy
 VerifyReport BudgetManager::verify() { return engine_->verify(); }
 std::string BudgetManager::metrics_text() const { return engine_->metrics_text(); }
 const Options& BudgetManager::options() const noexcept { return engine_->options(); }
-int64_t detail::Engine::coarse_now_ms() const {
-#ifdef CLOCK_REALTIME_COARSE
-  timespec ts{};
-  if (system_clock_ && clock_gettime(CLOCK_REALTIME_COARSE, &ts) == 0)
-    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-#endif
-  return now_ms();
-}
-
 Timestamp BudgetManager::now() const { return from_millis(engine_->now_ms()); }
 
 }  // namespace budget

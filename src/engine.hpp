@@ -141,10 +141,6 @@ class Engine {
 
   const Options& options() const noexcept { return opts_; }
   int64_t now_ms() const { return to_millis(clock_->now()); }
-  // A time at or before now_ms() and at most one kernel tick (a few ms) behind it, read ~4x
-  // faster when the clock is the system clock (CLOCK_REALTIME_COARSE); now_ms() otherwise. For
-  // decisions that may be a tick late but never early: a stream's TTL check (see consume).
-  int64_t coarse_now_ms() const;
 
  private:
   struct Priced {
@@ -203,7 +199,6 @@ class Engine {
   Options opts_;
   Zone zone_;
   std::shared_ptr<const Clock> clock_;
-  bool system_clock_ = false;  // clock_ is a SystemClock: coarse_now_ms() reads the coarse clock
   std::unique_ptr<Store> store_;
 
   mutable std::mutex limits_m_;

@@ -313,8 +313,7 @@ TEST_CASE("a settled hold stops its stream: consume after commit or release answ
 }
 
 TEST_CASE("on the system clock a stream's TTL check stops it once the hold expired, never before") {
-  // The usual consume reads the coarse clock (see Engine::coarse_now_ms): a tick late at most,
-  // never early. A real clock and a short TTL, on every store.
+  // A real clock and a short TTL, on every store (the other cases run on a manual clock).
   FOR_EACH_STORE(kind) {
     Options o;
     o.store = testutil::fresh_url(kind);
