@@ -65,6 +65,10 @@ Usage to_usage(const budget_usage& u) {
   r.requests = u.requests;
   r.complete = u.complete != 0;
   if (u.version >= 2) r.service_tier = to_tier(raw(u.service_tier));
+  if (u.version >= 3) {
+    r.audio_input_tokens = u.audio_input_tokens;
+    r.audio_output_tokens = u.audio_output_tokens;
+  }
   r.validate();
   return r;
 }
@@ -82,6 +86,10 @@ void from_usage(budget_usage& out, const Usage& u) {
   out.requests = u.requests;
   out.complete = u.complete ? 1 : 0;
   if (out.version >= 2) out.service_tier = static_cast<budget_service_tier>(u.service_tier);
+  if (out.version >= 3) {
+    out.audio_input_tokens = u.audio_input_tokens;
+    out.audio_output_tokens = u.audio_output_tokens;
+  }
 }
 
 Subject to_subject(const char* const* scopes, size_t count) {

@@ -138,7 +138,12 @@ class Fingerprint {
     for (int64_t v : {u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
                       u.output_tokens, u.reasoning_tokens, u.images, u.audio_ms, u.requests})
       add(v);
-    return add(int64_t{u.complete}).add(static_cast<int64_t>(u.service_tier));
+    add(int64_t{u.complete}).add(static_cast<int64_t>(u.service_tier));
+    // Only when present: the fingerprint of a usage without audio tokens is the one that
+    // builds before the fields computed, so a retry across an upgrade is not a conflict.
+    if (u.audio_input_tokens != 0 || u.audio_output_tokens != 0)
+      add("audio").add(u.audio_input_tokens).add(u.audio_output_tokens);
+    return *this;
   }
   // What a charge asked: a priced one by its model and usage (a retry after the prices changed
   // is the same call, not a different amount), else the money; and the tokens.

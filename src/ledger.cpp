@@ -34,6 +34,10 @@ ordered usage_json(const Usage& u) {
   j["images"] = u.images;
   j["audio_ms"] = u.audio_ms;
   j["requests"] = u.requests;
+  // Only when not zero (as the tier below): events written before the fields existed, and
+  // every usage without audio tokens, keep their bytes and hashes.
+  if (u.audio_input_tokens) j["audio_input_tokens"] = u.audio_input_tokens;
+  if (u.audio_output_tokens) j["audio_output_tokens"] = u.audio_output_tokens;
   // Only when not standard: the events written before the field existed keep their bytes (and
   // hashes), and most calls are standard.
   if (u.service_tier != ServiceTier::Standard) j["service_tier"] = to_string(u.service_tier);
@@ -51,6 +55,8 @@ Usage usage_from(const ordered& j) {
   u.images = j.value("images", int64_t{0});
   u.audio_ms = j.value("audio_ms", int64_t{0});
   u.requests = j.value("requests", int64_t{1});
+  u.audio_input_tokens = j.value("audio_input_tokens", int64_t{0});
+  u.audio_output_tokens = j.value("audio_output_tokens", int64_t{0});
   u.complete = j.value("complete", true);
   // A name this build does not know (a newer build's, sharing the store) is an error, not
   // standard: read as standard, the event would be re-encoded without it and verify() would
@@ -227,6 +233,14 @@ size_t direct_event_body(const LedgerEvent& e, std::string& out, bool with_windo
       out.append(k);
       append_json_int(out, v);
     }
+    // As usage_json: the audio parts only when not zero.
+    const std::pair<const char*, int64_t> audio[] = {{",\"audio_input_tokens\":", u.audio_input_tokens},
+                                                     {",\"audio_output_tokens\":", u.audio_output_tokens}};
+    for (const auto& [k, v] : audio)
+      if (v) {
+        out.append(k);
+        append_json_int(out, v);
+      }
     if (u.service_tier != ServiceTier::Standard) {  // as usage_json: only when not standard
       out.append(",\"service_tier\":\"");
       out.append(to_string(u.service_tier));

@@ -36,15 +36,22 @@ void Usage::validate() const {
   nonneg(cache_write_1h_tokens, "cache_write_1h_tokens");
   nonneg(output_tokens, "output_tokens");
   nonneg(reasoning_tokens, "reasoning_tokens");
+  nonneg(audio_input_tokens, "audio_input_tokens");
+  nonneg(audio_output_tokens, "audio_output_tokens");
   nonneg(images, "images");
   nonneg(audio_ms, "audio_ms");
   nonneg(requests, "requests");
   if (checked_add(cache_read_tokens, cache_write_tokens) > input_tokens)
     throw InvalidArgumentError("usage: cache_read_tokens + cache_write_tokens exceed input_tokens");
+  if (checked_add(checked_add(cache_read_tokens, cache_write_tokens), audio_input_tokens) > input_tokens)
+    throw InvalidArgumentError(
+        "usage: cache_read_tokens + cache_write_tokens + audio_input_tokens exceed input_tokens");
   if (cache_write_1h_tokens > cache_write_tokens)
     throw InvalidArgumentError("usage: cache_write_1h_tokens exceed cache_write_tokens");
   if (reasoning_tokens > output_tokens)
     throw InvalidArgumentError("usage: reasoning_tokens exceed output_tokens");
+  if (checked_add(reasoning_tokens, audio_output_tokens) > output_tokens)
+    throw InvalidArgumentError("usage: reasoning_tokens + audio_output_tokens exceed output_tokens");
   if (static_cast<size_t>(service_tier) >= std::size(kTierNames))
     throw InvalidArgumentError("usage.service_tier is not a service tier");
 }
@@ -56,6 +63,8 @@ Usage& Usage::operator+=(const Usage& o) {
   cache_write_1h_tokens = checked_add(cache_write_1h_tokens, o.cache_write_1h_tokens);
   output_tokens = checked_add(output_tokens, o.output_tokens);
   reasoning_tokens = checked_add(reasoning_tokens, o.reasoning_tokens);
+  audio_input_tokens = checked_add(audio_input_tokens, o.audio_input_tokens);
+  audio_output_tokens = checked_add(audio_output_tokens, o.audio_output_tokens);
   images = checked_add(images, o.images);
   audio_ms = checked_add(audio_ms, o.audio_ms);
   requests = checked_add(requests, o.requests);

@@ -12,13 +12,15 @@ the pricing rules of docs/pricing.md:
     lower level, else the standard price likewise; when the standard price changes at a level
     above the tier's nearest stated one, the tier's price x (standard here / standard at the
     tier's level), the unit price rounded up to 1e-24; components without a price are billed
-    with their parent (cache read / cache write -> input, 1h write -> 5m write,
-    reasoning -> output); input/output/request/image/audio without a price cost nothing;
+    with their parent (cache read / cache write / audio input -> input, 1h write -> 5m write,
+    reasoning / audio output -> output); input/output/request/image/audio without a price
+    cost nothing;
   * each line = quantity x unit price, rounded UP to the nano; audio is priced per second
     and counted in milliseconds.
 
 Output (tab-separated), one line per (entry, tier, usage):
-  name  tier  input cache_read cache_write cache_write_1h output reasoning requests images audio_ms  nanos
+  name  tier  input cache_read cache_write cache_write_1h output reasoning requests images audio_ms
+        audio_input audio_output  nanos
 or, for an entry that cannot be priced:  name  UNPRICEABLE  reason
 
 Usage: pricing_reference.py <table.json> <out.tsv>
@@ -49,6 +51,8 @@ COMPONENT_FIELDS = [
     ("output_cost_per_image", "img", 0, False),
     ("input_cost_per_image", "img", 1, False),
     ("input_cost_per_audio_per_second", "sec", 0, False),
+    ("input_cost_per_audio_token", "ain", 0, False),
+    ("output_cost_per_audio_token", "aout", 0, False),
     ("input_cost_per_second", "sec", 1, True),
     ("output_cost_per_second", "sec", 2, True),
 ]
@@ -149,12 +153,13 @@ def cost(prices, u, tier):
         return own
 
     q = {
-        "in": u["in"] - u["cr"] - u["cw"], "cr": u["cr"], "cw": u["cw"] - u["cw1h"],
-        "cw1h": u["cw1h"], "out": u["out"] - u["rsn"], "rsn": u["rsn"],
-        "req": u["req"], "img": u["img"], "sec": u["ms"],
+        "in": u["in"] - u["cr"] - u["cw"] - u["ain"], "cr": u["cr"], "cw": u["cw"] - u["cw1h"],
+        "cw1h": u["cw1h"], "out": u["out"] - u["rsn"] - u["aout"], "rsn": u["rsn"],
+        "req": u["req"], "img": u["img"], "sec": u["ms"], "ain": u["ain"], "aout": u["aout"],
     }
     p = {c: price(c) for c in q}
-    for child, parent in (("cw1h", "cw"), ("cw", "in"), ("cr", "in"), ("rsn", "out")):
+    for child, parent in (("cw1h", "cw"), ("cw", "in"), ("cr", "in"), ("rsn", "out"), ("ain", "in"),
+                          ("aout", "out")):
         if p[child] is None:
             q[parent] += q[child]
             q[child] = 0
@@ -170,8 +175,9 @@ def cost(prices, u, tier):
 
 
 def usages(thresholds):
-    def u(i, cr=0, cw=0, cw1h=0, o=0, rsn=0, req=1, img=0, ms=0):
-        return dict(**{"in": i}, cr=cr, cw=cw, cw1h=cw1h, out=o, rsn=rsn, req=req, img=img, ms=ms)
+    def u(i, cr=0, cw=0, cw1h=0, o=0, rsn=0, req=1, img=0, ms=0, ain=0, aout=0):
+        return dict(**{"in": i}, cr=cr, cw=cw, cw1h=cw1h, out=o, rsn=rsn, req=req, img=img, ms=ms,
+                    ain=ain, aout=aout)
 
     out = [
         u(0, req=0),
@@ -182,11 +188,14 @@ def usages(thresholds):
         u(10000, cr=6000, cw=2000, cw1h=500, o=800, rsn=300),
         u(987654, cr=400000, cw=100000, cw1h=50000, o=123457, rsn=99999, img=2, ms=61234),
         u(2_000_000_000, cr=3, cw=5, cw1h=1, o=1_000_000_000, rsn=333_333_333, req=3, img=7, ms=3_600_001),
+        u(5000, ain=4000, o=900, aout=700),
+        u(250000, cr=20000, cw=10000, ain=123457, o=70000, rsn=1000, aout=65432),
     ]
     for t in thresholds:
         if t > 0:
             out.append(u(t, cr=t // 3, cw=t // 7, cw1h=t // 11, o=4321, rsn=1234))
             out.append(u(t + 1, cr=t // 3, cw=t // 7, cw1h=t // 11, o=4321, rsn=1234))
+            out.append(u(t + 1, cr=t // 5, ain=t // 2, o=4321, aout=2000))
     return out
 
 
@@ -207,7 +216,7 @@ def main():
             for u in usages(thresholds):
                 c = cost(prices, u, tier)
                 lines.append("\t".join([name, tier] + [str(u[k]) for k in
-                             ("in", "cr", "cw", "cw1h", "out", "rsn", "req", "img", "ms")] + [str(c)]))
+                             ("in", "cr", "cw", "cw1h", "out", "rsn", "req", "img", "ms", "ain", "aout")] + [str(c)]))
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print(f"{len(lines)} reference lines")

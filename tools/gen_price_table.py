@@ -31,6 +31,8 @@ FIELDS = [  # (prefix, compact component, rank, audio modes only) -- order matte
     ("output_cost_per_image", "img", 0, False),
     ("input_cost_per_image", "img", 1, False),
     ("input_cost_per_audio_per_second", "sec", 0, False),
+    ("input_cost_per_audio_token", "ain", 0, False),
+    ("output_cost_per_audio_token", "aout", 0, False),
     ("input_cost_per_second", "sec", 1, True),
     ("output_cost_per_second", "sec", 2, True),
 ]

@@ -135,7 +135,8 @@ typedef enum budget_service_tier {
 } budget_service_tier;
 
 /* What a call consumed. Totals include their parts: input_tokens includes cache reads and
- * writes; output_tokens includes reasoning. */
+ * writes and (version 3) the uncached audio input; output_tokens includes reasoning and
+ * (version 3) audio output. */
 typedef struct budget_usage {
   unsigned int version;
   int64_t input_tokens;
@@ -151,9 +152,14 @@ typedef struct budget_usage {
   /* version 2: the tier that served the call (the provider's answer; the extractors fill it
    * in). Priced at that tier; budget_cost_options.tier applies only when it is STANDARD. */
   budget_service_tier service_tier;
+  /* version 3: the audio parts, priced at the entry's audio per-token prices (at the text
+   * prices when it has none). Version 1 and 2 structs are neither read nor written here: their
+   * audio tokens count (and are priced) as text. */
+  int64_t audio_input_tokens;  /* part of input_tokens: audio, not a cache read or write */
+  int64_t audio_output_tokens; /* part of output_tokens: audio (not reasoning) */
 } budget_usage;
-#define BUDGET_USAGE_VERSION 2
-#define BUDGET_USAGE_INIT {BUDGET_USAGE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, BUDGET_TIER_STANDARD}
+#define BUDGET_USAGE_VERSION 3
+#define BUDGET_USAGE_INIT {BUDGET_USAGE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, BUDGET_TIER_STANDARD, 0, 0}
 
 /* ---- the pricing engine ----------------------------------------------------------------- */
 

@@ -23,8 +23,9 @@ BUDGET_API const char* to_string(ServiceTier t) noexcept;
 // Throws InvalidArgumentError.
 BUDGET_API ServiceTier parse_service_tier(std::string_view name);
 
-// Normalised usage. Totals include their parts: input_tokens includes cache_read_tokens and
-// cache_write_tokens; output_tokens includes reasoning_tokens. Provider-specific counting
+// Normalised usage. Totals include their parts: input_tokens includes cache_read_tokens,
+// cache_write_tokens and audio_input_tokens (three disjoint parts); output_tokens includes
+// reasoning_tokens and audio_output_tokens (two disjoint parts). Provider-specific counting
 // rules are handled by the extractors (providers.hpp), never by callers.
 struct BUDGET_API Usage {
   int64_t input_tokens = 0;           // total input, incl. cache reads and cache writes
@@ -33,6 +34,9 @@ struct BUDGET_API Usage {
   int64_t cache_write_1h_tokens = 0;  // part of cache_write_tokens with a 1-hour TTL
   int64_t output_tokens = 0;          // total output, incl. reasoning
   int64_t reasoning_tokens = 0;       // part of output_tokens spent on reasoning
+  int64_t audio_input_tokens = 0;     // part of input_tokens that is audio, not read from or
+                                      // written to a cache (cached audio is in cache_read_tokens)
+  int64_t audio_output_tokens = 0;    // part of output_tokens that is audio (not reasoning)
   int64_t images = 0;                 // generated or input images, where priced per image
   int64_t audio_ms = 0;               // audio duration in milliseconds, where priced per second
   int64_t requests = 1;               // billable requests (per-request fees)

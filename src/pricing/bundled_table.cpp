@@ -45,13 +45,13 @@ writer.palmyra-x4-v1:0 provider=bedrock_converse mode=chat max_out=8192 in=2.5e-
 writer.palmyra-x5-v1:0 provider=bedrock_converse mode=chat max_out=8192 in=6e-07 out=6e-06
 amazon.nova-lite-v1:0 provider=bedrock_converse mode=chat max_out=10000 in=6e-08 out=2.4e-07
 amazon.nova-2-lite-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=7.5e-08 in=3e-07 out=2.5e-06
-amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 out=1.75e-05
+amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 ain=2.1875e-06 out=1.75e-05
 apac.amazon.nova-2-lite-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=8.25e-08 in=3.3e-07 out=2.75e-06
-apac.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 out=1.75e-05
+apac.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 ain=2.1875e-06 out=1.75e-05
 eu.amazon.nova-2-lite-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=8.25e-08 in=3.3e-07 out=2.75e-06
-eu.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 out=1.75e-05
+eu.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 ain=2.1875e-06 out=1.75e-05
 us.amazon.nova-2-lite-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=8.25e-08 in=3.3e-07 out=2.75e-06
-us.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 out=1.75e-05
+us.amazon.nova-2-pro-preview-20251202-v1:0 provider=bedrock_converse mode=chat max_out=64000 cr=5.46875e-07 in=2.1875e-06 ain=2.1875e-06 out=1.75e-05
 amazon.nova-2-multimodal-embeddings-v1:0 provider=bedrock mode=embedding max_out=8172 in=1.35e-07 img=6e-05 sec=0.00014 out=0.0
 amazon.nova-micro-v1:0 provider=bedrock_converse mode=chat max_out=10000 in=3.5e-08 out=1.4e-07
 amazon.nova-pro-v1:0 provider=bedrock_converse mode=chat max_out=10000 in=8e-07 out=3.2e-06
@@ -119,9 +119,9 @@ global.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128
 us.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128000 cw=2.75e-06 cw1h=4.4e-06 cr=2.2e-07 in=2.2e-06 out=1.1e-05
 eu.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128000 cw=2.75e-06 cw1h=4.4e-06 cr=2.2e-07 in=2.2e-06 out=1.1e-05
 au.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128000 cw=2.75e-06 cw1h=4.4e-06 cr=2.2e-07 in=2.2e-06 out=1.1e-05
-jp.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128000 cw=2.75e-06 cw1h=4.4e-06 cr=2.2e-07 in=2.2e-06 out=1.1e-05
 )BUDGET",
-R"BUDGET(anthropic.claude-sonnet-4-6 provider=bedrock_converse mode=chat max_out=64000 cw=3.75e-06 cw1h=6e-06 cr=3e-07 in=3e-06 out=1.5e-05
+R"BUDGET(jp.anthropic.claude-sonnet-5 provider=bedrock_converse mode=chat max_out=128000 cw=2.75e-06 cw1h=4.4e-06 cr=2.2e-07 in=2.2e-06 out=1.1e-05
+anthropic.claude-sonnet-4-6 provider=bedrock_converse mode=chat max_out=64000 cw=3.75e-06 cw1h=6e-06 cr=3e-07 in=3e-06 out=1.5e-05
 global.anthropic.claude-sonnet-4-6 provider=bedrock_converse mode=chat max_out=64000 cw=3.75e-06 cw1h=6e-06 cr=3e-07 in=3e-06 out=1.5e-05
 us.anthropic.claude-sonnet-4-6 provider=bedrock_converse mode=chat max_out=64000 cw=4.125e-06 cw1h=6.6e-06 cr=3.3e-07 in=3.3e-06 out=1.65e-05
 eu.anthropic.claude-sonnet-4-6 provider=bedrock_converse mode=chat max_out=64000 cw=4.125e-06 cw1h=6.6e-06 cr=3.3e-07 in=3.3e-06 out=1.65e-05
@@ -185,9 +185,9 @@ azure_ai/model_router provider=azure_ai mode=chat in=1.4e-07 out=0
 azure/eu/gpt-4o-2024-08-06 provider=azure mode=chat max_out=16384 cr=1.375e-06 in=2.75e-06 out=1.1e-05
 azure/eu/gpt-4o-2024-11-20 provider=azure mode=chat max_out=16384 cw=1.38e-06 in=2.75e-06 out=1.1e-05
 azure/eu/gpt-4o-mini-2024-07-18 provider=azure mode=chat max_out=16384 cr=8.3e-08 in=1.65e-07 out=6.6e-07
-azure/eu/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3.3e-07 in=6.6e-07 out=2.64e-06
-azure/eu/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.75e-06 in=5.5e-06 out=2.2e-05
-azure/eu/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.75e-06 in=5.5e-06 out=2.2e-05
+azure/eu/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3.3e-07 ain=1.1e-05 in=6.6e-07 aout=2.2e-05 out=2.64e-06
+azure/eu/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.75e-06 ain=0.00011 in=5.5e-06 aout=0.00022 out=2.2e-05
+azure/eu/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.75e-06 ain=4.4e-05 in=5.5e-06 aout=8e-05 out=2.2e-05
 azure/eu/gpt-5-2025-08-07 provider=azure mode=chat max_out=128000 cr=1.375e-07 in=1.375e-06 out=1.1e-05
 azure/eu/gpt-5-mini-2025-08-07 provider=azure mode=chat max_out=128000 cr=2.75e-08 in=2.75e-07 out=2.2e-06
 azure/eu/gpt-5.1 provider=azure mode=chat max_out=128000 cr=1.4e-07 in=1.38e-06 out=1.1e-05
@@ -208,10 +208,10 @@ azure/global/gpt-5.1 provider=azure mode=chat max_out=128000 cr=1.25e-07 in=1.25
 azure/global/gpt-5.1-chat provider=azure mode=chat max_out=128000 cr=1.25e-07 in=1.25e-06 out=1e-05
 azure/global/gpt-5.1-codex provider=azure mode=responses max_out=128000 cr=1.25e-07 in=1.25e-06 out=1e-05
 azure/global/gpt-5.1-codex-mini provider=azure mode=responses max_out=128000 cr=2.5e-08 in=2.5e-07 out=2e-06
-azure/gpt-3.5-turbo provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
-azure/gpt-3.5-turbo-0125 provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
 )BUDGET",
-R"BUDGET(azure/gpt-3.5-turbo-instruct-0914 provider=azure_text mode=completion max_out=4097 in=1.5e-06 out=2e-06
+R"BUDGET(azure/gpt-3.5-turbo provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
+azure/gpt-3.5-turbo-0125 provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
+azure/gpt-3.5-turbo-instruct-0914 provider=azure_text mode=completion max_out=4097 in=1.5e-06 out=2e-06
 azure/gpt-35-turbo provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
 azure/gpt-35-turbo-0125 provider=azure mode=chat max_out=4096 in=5e-07 out=1.5e-06
 azure/gpt-35-turbo-1106 provider=azure mode=chat max_out=4096 in=1e-06 out=2e-06
@@ -239,23 +239,23 @@ azure/gpt-4o provider=azure mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 out=1
 azure/gpt-4o-2024-05-13 provider=azure mode=chat max_out=4096 in=5e-06 out=1.5e-05
 azure/gpt-4o-2024-08-06 provider=azure mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 out=1e-05
 azure/gpt-4o-2024-11-20 provider=azure mode=chat max_out=16384 cr=1.25e-06 in=2.75e-06 out=1.1e-05
-azure/gpt-audio-2025-08-28 provider=azure mode=chat max_out=16384 in=2.5e-06 out=1e-05
-azure/gpt-audio-1.5-2026-02-23 provider=azure mode=chat max_out=16384 in=2.5e-06 out=1e-05
-azure/gpt-audio-mini-2025-10-06 provider=azure mode=chat max_out=16384 in=6e-07 out=2.4e-06
-azure/gpt-4o-audio-preview-2024-12-17 provider=azure mode=chat max_out=16384 in=2.5e-06 out=1e-05
+azure/gpt-audio-2025-08-28 provider=azure mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+azure/gpt-audio-1.5-2026-02-23 provider=azure mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+azure/gpt-audio-mini-2025-10-06 provider=azure mode=chat max_out=16384 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+azure/gpt-4o-audio-preview-2024-12-17 provider=azure mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
 azure/gpt-4o-mini provider=azure mode=chat max_out=16384 cr=7.5e-08 in=1.65e-07 out=6.6e-07
 azure/gpt-4o-mini-2024-07-18 provider=azure mode=chat max_out=16384 cr=7.5e-08 in=1.65e-07 out=6.6e-07
-azure/gpt-4o-mini-audio-preview-2024-12-17 provider=azure mode=chat max_out=16384 in=2.5e-06 out=1e-05
-azure/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3e-07 in=6e-07 out=2.4e-06
-azure/gpt-realtime-2025-08-28 provider=azure mode=realtime max_out=4096 cr=4e-06 img=5e-06 in=4e-06 out=1.6e-05
-azure/gpt-realtime-1.5-2026-02-23 provider=azure mode=realtime max_out=4096 cr=4e-06 img=5e-06 in=4e-06 out=1.6e-05
-azure/gpt-realtime-mini-2025-10-06 provider=azure mode=realtime max_out=4096 cr=6e-08 img=8e-07 in=6e-07 out=2.4e-06
-azure/gpt-4o-mini-transcribe provider=azure mode=audio_transcription max_out=2000 in=1.25e-06 out=5e-06
-azure/gpt-4o-mini-tts provider=azure mode=audio_speech in=2.5e-06 sec=0.00025 out=1e-05
-azure/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.5e-06 in=5e-06 out=2e-05
-azure/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.5e-06 in=5e-06 out=2e-05
-azure/gpt-4o-transcribe provider=azure mode=audio_transcription max_out=2000 in=2.5e-06 out=1e-05
-azure/gpt-4o-transcribe-diarize provider=azure mode=audio_transcription max_out=2000 in=2.5e-06 out=1e-05
+azure/gpt-4o-mini-audio-preview-2024-12-17 provider=azure mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+azure/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3e-07 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+azure/gpt-realtime-2025-08-28 provider=azure mode=realtime max_out=4096 cr=4e-06 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
+azure/gpt-realtime-1.5-2026-02-23 provider=azure mode=realtime max_out=4096 cr=4e-06 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
+azure/gpt-realtime-mini-2025-10-06 provider=azure mode=realtime max_out=4096 cr=6e-08 ain=1e-05 img=8e-07 in=6e-07 aout=2e-05 out=2.4e-06
+azure/gpt-4o-mini-transcribe provider=azure mode=audio_transcription max_out=2000 ain=1.25e-06 in=1.25e-06 out=5e-06
+azure/gpt-4o-mini-tts provider=azure mode=audio_speech in=2.5e-06 aout=1.2e-05 sec=0.00025 out=1e-05
+azure/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.5e-06 ain=0.0001 in=5e-06 aout=0.0002 out=2e-05
+azure/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.5e-06 ain=4e-05 in=5e-06 aout=8e-05 out=2e-05
+azure/gpt-4o-transcribe provider=azure mode=audio_transcription max_out=2000 ain=2.5e-06 in=2.5e-06 out=1e-05
+azure/gpt-4o-transcribe-diarize provider=azure mode=audio_transcription max_out=2000 ain=2.5e-06 in=2.5e-06 out=1e-05
 azure/gpt-realtime-whisper provider=azure mode=audio_transcription sec=0.0002833333333333333
 azure/gpt-5.1-2025-11-13 provider=azure mode=chat max_out=128000 cr=1.25e-07 cr/priority=2.5e-07 in=1.25e-06 in/priority=2.5e-06 out=1e-05 out/priority=2e-05
 azure/gpt-5.1-chat-2025-11-13 provider=azure mode=chat max_out=16384 cr=1.25e-07 cr/priority=2.5e-07 in=1.25e-06 in/priority=2.5e-06 out=1e-05 out/priority=2e-05
@@ -302,11 +302,11 @@ azure/us/gpt-5.6-sol provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@27200
 azure/us/gpt-5.6-terra provider=azure mode=chat max_out=128000 cr=2.75e-07 cr@272000=5.5e-07 cr/priority=6.875e-07 in=2.75e-06 in@272000=5.5e-06 in/priority=6.875e-06 out=1.65e-05 out@272000=2.475e-05 out/priority=4.125e-05
 azure/us/gpt-5.6-luna provider=azure mode=chat max_out=128000 cr=1.1e-07 cr@272000=2.2e-07 cr/priority=2.75e-07 in=1.1e-06 in@272000=2.2e-06 in/priority=2.75e-06 out=6.6e-06 out@272000=9.9e-06 out/priority=1.65e-05
 azure/eu/gpt-5.6 provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@272000=1.1e-06 cr/priority=1.375e-06 in=5.5e-06 in@272000=1.1e-05 in/priority=1.375e-05 out=3.3e-05 out@272000=4.95e-05 out/priority=8.25e-05
-azure/eu/gpt-5.6-sol provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@272000=1.1e-06 cr/priority=1.375e-06 in=5.5e-06 in@272000=1.1e-05 in/priority=1.375e-05 out=3.3e-05 out@272000=4.95e-05 out/priority=8.25e-05
+)BUDGET",
+R"BUDGET(azure/eu/gpt-5.6-sol provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@272000=1.1e-06 cr/priority=1.375e-06 in=5.5e-06 in@272000=1.1e-05 in/priority=1.375e-05 out=3.3e-05 out@272000=4.95e-05 out/priority=8.25e-05
 azure/eu/gpt-5.6-terra provider=azure mode=chat max_out=128000 cr=2.75e-07 cr@272000=5.5e-07 cr/priority=6.875e-07 in=2.75e-06 in@272000=5.5e-06 in/priority=6.875e-06 out=1.65e-05 out@272000=2.475e-05 out/priority=4.125e-05
 azure/eu/gpt-5.6-luna provider=azure mode=chat max_out=128000 cr=1.1e-07 cr@272000=2.2e-07 cr/priority=2.75e-07 in=1.1e-06 in@272000=2.2e-06 in/priority=2.75e-06 out=6.6e-06 out@272000=9.9e-06 out/priority=1.65e-05
-)BUDGET",
-R"BUDGET(azure/gpt-5.5 provider=azure mode=chat max_out=128000 cr=5e-07 cr@272000=1e-06 cr/priority=1e-06 cr/priority@272000=2e-06 in=5e-06 in@272000=1e-05 in/priority=1e-05 in/priority@272000=2e-05 out=3e-05 out@272000=4.5e-05 out/priority=6e-05 out/priority@272000=9e-05
+azure/gpt-5.5 provider=azure mode=chat max_out=128000 cr=5e-07 cr@272000=1e-06 cr/priority=1e-06 cr/priority@272000=2e-06 in=5e-06 in@272000=1e-05 in/priority=1e-05 in/priority@272000=2e-05 out=3e-05 out@272000=4.5e-05 out/priority=6e-05 out/priority@272000=9e-05
 azure/us/gpt-5.5 provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@272000=1.1e-06 cr/priority=1.38e-06 in=5.5e-06 in@272000=1.1e-05 in/priority=1.375e-05 out=3.3e-05 out@272000=4.95e-05 out/priority=8.25e-05
 azure/eu/gpt-5.5 provider=azure mode=chat max_out=128000 cr=5.5e-07 cr@272000=1.1e-06 cr/priority=1.38e-06 in=5.5e-06 in@272000=1.1e-05 in/priority=1.375e-05 out=3.3e-05 out@272000=4.95e-05 out/priority=8.25e-05
 azure/gpt-5.5-2026-04-23 provider=azure mode=chat max_out=128000 cr=5e-07 cr@272000=1e-06 cr/priority=1e-06 cr/priority@272000=2e-06 in=5e-06 in@272000=1e-05 in/priority=1e-05 in/priority@272000=2e-05 out=3e-05 out@272000=4.5e-05 out/priority=6e-05 out/priority@272000=9e-05
@@ -358,9 +358,9 @@ azure/us/gpt-4.1-nano-2025-04-14 provider=azure mode=chat max_out=32768 cr=2.5e-
 azure/us/gpt-4o-2024-08-06 provider=azure mode=chat max_out=16384 cr=1.375e-06 in=2.75e-06 out=1.1e-05
 azure/us/gpt-4o-2024-11-20 provider=azure mode=chat max_out=16384 cw=1.38e-06 in=2.75e-06 out=1.1e-05
 azure/us/gpt-4o-mini-2024-07-18 provider=azure mode=chat max_out=16384 cr=8.3e-08 in=1.65e-07 out=6.6e-07
-azure/us/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3.3e-07 in=6.6e-07 out=2.64e-06
-azure/us/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.75e-06 in=5.5e-06 out=2.2e-05
-azure/us/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.75e-06 in=5.5e-06 out=2.2e-05
+azure/us/gpt-4o-mini-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=3.3e-07 ain=1.1e-05 in=6.6e-07 aout=2.2e-05 out=2.64e-06
+azure/us/gpt-4o-realtime-preview-2024-10-01 provider=azure mode=realtime max_out=4096 cr=2.75e-06 ain=0.00011 in=5.5e-06 aout=0.00022 out=2.2e-05
+azure/us/gpt-4o-realtime-preview-2024-12-17 provider=azure mode=realtime max_out=4096 cr=2.75e-06 ain=4.4e-05 in=5.5e-06 aout=8e-05 out=2.2e-05
 azure/us/gpt-5-2025-08-07 provider=azure mode=chat max_out=128000 cr=1.375e-07 in=1.375e-06 out=1.1e-05
 azure/us/gpt-5-mini-2025-08-07 provider=azure mode=chat max_out=128000 cr=2.75e-08 in=2.75e-07 out=2.2e-06
 azure/us/gpt-5-nano-2025-08-07 provider=azure mode=chat max_out=128000 cr=5.5e-09 in=5.5e-08 out=4.4e-07
@@ -403,7 +403,7 @@ azure_ai/Phi-3.5-mini-instruct provider=azure_ai mode=chat max_out=4096 in=1.3e-
 azure_ai/Phi-3.5-vision-instruct provider=azure_ai mode=chat max_out=4096 in=1.3e-07 out=5.2e-07
 azure_ai/Phi-4 provider=azure_ai mode=chat max_out=16384 in=1.25e-07 out=5e-07
 azure_ai/Phi-4-mini-instruct provider=azure_ai mode=chat max_out=4096 in=7.5e-08 out=3e-07
-azure_ai/Phi-4-multimodal-instruct provider=azure_ai mode=chat max_out=4096 in=8e-08 out=3.2e-07
+azure_ai/Phi-4-multimodal-instruct provider=azure_ai mode=chat max_out=4096 ain=4e-06 in=8e-08 out=3.2e-07
 azure_ai/Phi-4-mini-reasoning provider=azure_ai mode=chat max_out=4096 in=8e-08 out=3.2e-07
 azure_ai/Phi-4-reasoning provider=azure_ai mode=chat max_out=4096 in=1.25e-07 out=5e-07
 azure_ai/MAI-DS-R1 provider=azure_ai mode=chat max_out=8192 in=1.35e-06 out=5.4e-06
@@ -413,7 +413,8 @@ azure_ai/cohere-rerank-v3.5 provider=azure_ai mode=rerank max_out=4096 in=0.0 ou
 azure_ai/cohere-rerank-v4.0-pro provider=azure_ai mode=rerank max_out=32768 in=0.0 out=0.0
 azure_ai/cohere-rerank-v4.0-fast provider=azure_ai mode=rerank max_out=32768 in=0.0 out=0.0
 azure_ai/deepseek-v3.2 provider=azure_ai mode=chat max_out=163840 in=5.8e-07 out=1.68e-06
-azure_ai/deepseek-v3.2-speciale provider=azure_ai mode=chat max_out=163840 in=5.8e-07 out=1.68e-06
+)BUDGET",
+R"BUDGET(azure_ai/deepseek-v3.2-speciale provider=azure_ai mode=chat max_out=163840 in=5.8e-07 out=1.68e-06
 azure_ai/deepseek-r1 provider=azure_ai mode=chat max_out=8192 in=1.35e-06 out=5.4e-06
 azure_ai/deepseek-v3 provider=azure_ai mode=chat max_out=8192 in=1.14e-06 out=4.56e-06
 azure_ai/deepseek-v3-0324 provider=azure_ai mode=chat max_out=8192 in=1.14e-06 out=4.56e-06
@@ -421,8 +422,7 @@ azure_ai/deepseek-v3.1 provider=azure_ai mode=chat max_out=131072 in=1.23e-06 ou
 azure_ai/deepseek-v4-pro provider=azure_ai mode=chat max_out=384000 in=1.74e-06 out=3.48e-06
 azure_ai/deepseek-v4-flash provider=azure_ai mode=chat max_out=384000 in=1.9e-07 out=5.1e-07
 azure_ai/embed-v-4-0 provider=azure_ai mode=embedding max_out=128000 in=1.2e-07 out=0.0
-)BUDGET",
-R"BUDGET(azure_ai/global/grok-3 provider=azure_ai mode=chat max_out=131072 in=3e-06 out=1.5e-05
+azure_ai/global/grok-3 provider=azure_ai mode=chat max_out=131072 in=3e-06 out=1.5e-05
 azure_ai/global/grok-3-mini provider=azure_ai mode=chat max_out=131072 in=2.5e-07 out=1.27e-06
 azure_ai/grok-3 provider=azure_ai mode=chat max_out=131072 in=3e-06 out=1.5e-05
 azure_ai/grok-3-mini provider=azure_ai mode=chat max_out=131072 in=2.5e-07 out=1.27e-06
@@ -531,14 +531,14 @@ bedrock/us-east-2/qwen.qwen3-coder-next provider=bedrock mode=chat max_out=8192 
 bedrock/us-gov-east-1/amazon.nova-pro-v1:0 provider=bedrock mode=chat max_out=10000 in=9.6e-07 out=3.84e-06
 bedrock/us-gov-east-1/amazon.titan-embed-text-v1 provider=bedrock mode=embedding max_out=8192 in=1e-07 out=0.0
 bedrock/us-gov-east-1/amazon.titan-embed-text-v2:0 provider=bedrock mode=embedding max_out=8192 in=2e-07 out=0.0
-bedrock/us-gov-east-1/amazon.titan-text-express-v1 provider=bedrock mode=chat max_out=8000 in=1.3e-06 out=1.7e-06
+)BUDGET",
+R"BUDGET(bedrock/us-gov-east-1/amazon.titan-text-express-v1 provider=bedrock mode=chat max_out=8000 in=1.3e-06 out=1.7e-06
 bedrock/us-gov-east-1/amazon.titan-text-lite-v1 provider=bedrock mode=chat max_out=4000 in=3e-07 out=4e-07
 bedrock/us-gov-east-1/amazon.titan-text-premier-v1:0 provider=bedrock mode=chat max_out=32000 in=5e-07 out=1.5e-06
 bedrock/us-gov-east-1/anthropic.claude-3-5-sonnet-20240620-v1:0 provider=bedrock mode=chat max_out=8192 in=3.6e-06 out=1.8e-05 cr=3.6e-07 cw=4.5e-06
 bedrock/us-gov-east-1/anthropic.claude-3-haiku-20240307-v1:0 provider=bedrock mode=chat max_out=4096 in=3e-07 out=1.5e-06 cr=3e-08 cw=3.75e-07
 bedrock/us-gov-east-1/anthropic.claude-sonnet-4-5-20250929-v1:0 provider=bedrock mode=chat max_out=8192 cw=4.5e-06 cw1h=7.2e-06 cr=3.6e-07 in=3.6e-06 out=1.8e-05
-)BUDGET",
-R"BUDGET(bedrock/us-gov-east-1/claude-sonnet-4-5-20250929-v1:0 provider=bedrock mode=chat max_out=8192 cw=4.5e-06 cw1h=7.2e-06 cr=3.6e-07 in=3.6e-06 out=1.8e-05
+bedrock/us-gov-east-1/claude-sonnet-4-5-20250929-v1:0 provider=bedrock mode=chat max_out=8192 cw=4.5e-06 cw1h=7.2e-06 cr=3.6e-07 in=3.6e-06 out=1.8e-05
 bedrock/us-gov-east-1/meta.llama3-70b-instruct-v1:0 provider=bedrock mode=chat max_out=2048 in=2.65e-06 out=3.5e-06
 bedrock/us-gov-east-1/meta.llama3-8b-instruct-v1:0 provider=bedrock mode=chat max_out=2048 in=3e-07 out=2.65e-06
 bedrock/us-gov-west-1/amazon.nova-pro-v1:0 provider=bedrock mode=chat max_out=10000 in=9.6e-07 out=3.84e-06
@@ -586,7 +586,7 @@ cerebras/zai-glm-4.6 provider=cerebras mode=chat max_out=128000 in=2.25e-06 out=
 cerebras/zai-glm-4.7 provider=cerebras mode=chat max_out=128000 in=2.25e-06 out=2.75e-06
 chatdolphin provider=nlp_cloud mode=chat max_out=16384 in=5e-07 out=5e-07
 chatgpt-4o-latest provider=openai mode=chat max_out=4096 in=5e-06 out=1.5e-05
-gpt-4o-transcribe-diarize provider=openai mode=audio_transcription max_out=2000 in=2.5e-06 out=1e-05
+gpt-4o-transcribe-diarize provider=openai mode=audio_transcription max_out=2000 ain=2.5e-06 in=2.5e-06 out=1e-05
 claude-haiku-4-5-20251001 provider=anthropic mode=chat max_out=64000 cw=1.25e-06 cw1h=2e-06 cr=1e-07 in=1e-06 out=5e-06
 claude-haiku-4-5 provider=anthropic mode=chat max_out=64000 cw=1.25e-06 cw1h=2e-06 cr=1e-07 in=1e-06 out=5e-06
 claude-3-7-sonnet-20250219 provider=anthropic mode=chat max_out=64000 cw=3.75e-06 cw1h=6e-06 cr=3e-07 in=3e-06 out=1.5e-05
@@ -635,7 +635,8 @@ cloudflare/@cf/zai-org/glm-5.2 provider=cloudflare mode=chat max_out=262144 cr=2
 cloudflare/@cf/nvidia/nemotron-3-120b-a12b provider=cloudflare mode=chat max_out=256000 in=5e-07 out=1.5e-06
 cloudflare/@cf/aisingapore/gemma-sea-lion-v4-27b-it provider=cloudflare mode=chat max_out=128000 in=3.51e-07 out=5.55e-07
 cloudflare/@cf/qwen/qwen3-30b-a3b-fp8 provider=cloudflare mode=chat max_out=32768 in=5.09e-08 out=3.35e-07
-cloudflare/@cf/google/gemma-7b-it-lora provider=cloudflare mode=chat max_out=3500 in=0.0 out=0.0
+)BUDGET",
+R"BUDGET(cloudflare/@cf/google/gemma-7b-it-lora provider=cloudflare mode=chat max_out=3500 in=0.0 out=0.0
 cloudflare/@cf/google/gemma-4-26b-a4b-it provider=cloudflare mode=chat max_out=256000 in=1e-07 out=3e-07
 cloudflare/@cf/mistralai/mistral-small-3.1-24b-instruct provider=cloudflare mode=chat max_out=128000 in=3.51e-07 out=5.55e-07
 cloudflare/@cf/meta/llama-3.2-11b-vision-instruct provider=cloudflare mode=chat max_out=128000 in=4.85e-08 out=6.76e-07
@@ -643,8 +644,7 @@ cloudflare/@cf/openai/gpt-oss-20b provider=cloudflare mode=chat max_out=128000 i
 cloudflare/@cf/meta/llama-4-scout-17b-16e-instruct provider=cloudflare mode=chat max_out=131000 in=2.7e-07 out=8.5e-07
 cloudflare/@cf/qwen/qwq-32b provider=cloudflare mode=chat max_out=24000 in=6.6e-07 out=1e-06
 codestral/codestral-2405 provider=codestral mode=chat max_out=8191 in=0.0 out=0.0
-)BUDGET",
-R"BUDGET(codestral/codestral-latest provider=codestral mode=chat max_out=8191 in=0.0 out=0.0
+codestral/codestral-latest provider=codestral mode=chat max_out=8191 in=0.0 out=0.0
 codex-mini-latest provider=openai mode=responses max_out=100000 cr=3.75e-07 in=1.5e-06 out=6e-06
 cohere.command-light-text-v14 provider=bedrock mode=chat max_out=4096 in=3e-07 out=6e-07
 cohere.command-r-plus-v1:0 provider=bedrock mode=chat max_out=4096 in=3e-06 out=1.5e-05
@@ -747,7 +747,8 @@ deepgram/nova-2 provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-atc provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-automotive provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-conversationalai provider=deepgram mode=audio_transcription sec=7.167e-05
-deepgram/nova-2-drivethru provider=deepgram mode=audio_transcription sec=7.167e-05
+)BUDGET",
+R"BUDGET(deepgram/nova-2-drivethru provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-finance provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-general provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-2-meeting provider=deepgram mode=audio_transcription sec=7.167e-05
@@ -758,8 +759,7 @@ deepgram/nova-3 provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-3-general provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/nova-3-medical provider=deepgram mode=audio_transcription sec=8.667e-05
 deepgram/nova-general provider=deepgram mode=audio_transcription sec=7.167e-05
-)BUDGET",
-R"BUDGET(deepgram/nova-phonecall provider=deepgram mode=audio_transcription sec=7.167e-05
+deepgram/nova-phonecall provider=deepgram mode=audio_transcription sec=7.167e-05
 deepgram/whisper provider=deepgram mode=audio_transcription sec=0.0001
 deepgram/whisper-base provider=deepgram mode=audio_transcription sec=0.0001
 deepgram/whisper-large provider=deepgram mode=audio_transcription sec=0.0001
@@ -868,13 +868,13 @@ eu.anthropic.claude-3-5-sonnet-20240620-v1:0 provider=bedrock mode=chat max_out=
 eu.anthropic.claude-3-5-sonnet-20241022-v2:0 provider=bedrock mode=chat max_out=8192 in=3e-06 out=1.5e-05 cr=3e-07 cw=3.75e-06
 eu.anthropic.claude-3-7-sonnet-20250219-v1:0 provider=bedrock mode=chat max_out=8192 in=3e-06 out=1.5e-05 cr=3e-07 cw=3.75e-06
 eu.anthropic.claude-3-haiku-20240307-v1:0 provider=bedrock mode=chat max_out=4096 in=2.5e-07 out=1.25e-06 cr=2.5e-08 cw=3.125e-07
-eu.anthropic.claude-3-opus-20240229-v1:0 provider=bedrock mode=chat max_out=4096 in=1.5e-05 out=7.5e-05 cr=1.5e-06 cw=1.875e-05
+)BUDGET",
+R"BUDGET(eu.anthropic.claude-3-opus-20240229-v1:0 provider=bedrock mode=chat max_out=4096 in=1.5e-05 out=7.5e-05 cr=1.5e-06 cw=1.875e-05
 eu.anthropic.claude-3-sonnet-20240229-v1:0 provider=bedrock mode=chat max_out=4096 in=3e-06 out=1.5e-05 cr=3e-07 cw=3.75e-06
 eu.anthropic.claude-opus-4-1-20250805-v1:0 provider=bedrock_converse mode=chat max_out=32000 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 eu.anthropic.claude-opus-4-20250514-v1:0 provider=bedrock_converse mode=chat max_out=32000 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 eu.anthropic.claude-sonnet-4-20250514-v1:0 provider=bedrock_converse mode=chat max_out=64000 cw=3.75e-06 cr=3e-07 in=3e-06 in@200000=6e-06 out@200000=2.25e-05 cw@200000=7.5e-06 cr@200000=6e-07 out=1.5e-05
-)BUDGET",
-R"BUDGET(eu.anthropic.claude-sonnet-4-5-20250929-v1:0 provider=bedrock_converse mode=chat max_out=64000 cw=4.125e-06 cw1h=6.6e-06 cr=3.3e-07 in=3.3e-06 in@200000=6.6e-06 out@200000=2.475e-05 cw@200000=8.25e-06 cw1h@200000=1.32e-05 cr@200000=6.6e-07 out=1.65e-05
+eu.anthropic.claude-sonnet-4-5-20250929-v1:0 provider=bedrock_converse mode=chat max_out=64000 cw=4.125e-06 cw1h=6.6e-06 cr=3.3e-07 in=3.3e-06 in@200000=6.6e-06 out@200000=2.475e-05 cw@200000=8.25e-06 cw1h@200000=1.32e-05 cr@200000=6.6e-07 out=1.65e-05
 eu.meta.llama3-2-1b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1.3e-07 out=1.3e-07
 eu.meta.llama3-2-3b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1.9e-07 out=1.9e-07
 eu.mistral.pixtral-large-2502-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=2e-06 out=6e-06
@@ -976,43 +976,43 @@ ft:gpt-4o-2024-08-06 provider=openai mode=chat max_out=16384 cr=1.875e-06 in=3.7
 ft:gpt-4o-2024-11-20 provider=openai mode=chat max_out=16384 cw=1.875e-06 in=3.75e-06 out=1.5e-05
 ft:gpt-4o-mini-2024-07-18 provider=openai mode=chat max_out=16384 cr=1.5e-07 in=3e-07 in/batch=1.5e-07 out=1.2e-06 out/batch=6e-07
 ft:gpt-4.1-2025-04-14 provider=openai mode=chat max_out=32768 cr=7.5e-07 in=3e-06 in/batch=1.5e-06 out=1.2e-05 out/batch=6e-06
-ft:gpt-4.1-mini-2025-04-14 provider=openai mode=chat max_out=32768 cr=2e-07 in=8e-07 in/batch=4e-07 out=3.2e-06 out/batch=1.6e-06
+)BUDGET",
+R"BUDGET(ft:gpt-4.1-mini-2025-04-14 provider=openai mode=chat max_out=32768 cr=2e-07 in=8e-07 in/batch=4e-07 out=3.2e-06 out/batch=1.6e-06
 ft:gpt-4.1-nano-2025-04-14 provider=openai mode=chat max_out=32768 cr=5e-08 in=2e-07 in/batch=1e-07 out=8e-07 out/batch=4e-07
 ft:o4-mini-2025-04-16 provider=openai mode=chat max_out=100000 cr=1e-06 in=4e-06 in/batch=2e-06 out=1.6e-05 out/batch=8e-06
-gemini-2.0-flash provider=vertex_ai-language-models mode=chat max_out=8192 cr=2.5e-08 in=1e-07 out=4e-07
-gemini-2.0-flash-001 provider=vertex_ai-language-models mode=chat max_out=8192 cr=3.75e-08 in=1.5e-07 out=6e-07
-gemini-2.0-flash-lite provider=vertex_ai-language-models mode=chat max_out=8192 cr=1.875e-08 in=7.5e-08 out=3e-07
-)BUDGET",
-R"BUDGET(gemini-2.0-flash-lite-001 provider=vertex_ai-language-models mode=chat max_out=8192 cr=1.875e-08 in=7.5e-08 out=3e-07
-gemini-2.5-flash provider=vertex_ai-language-models mode=chat max_out=65535 cr=3e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini-2.5-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 cr=3e-08 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
+gemini-2.0-flash provider=vertex_ai-language-models mode=chat max_out=8192 cr=2.5e-08 ain=7e-07 in=1e-07 out=4e-07
+gemini-2.0-flash-001 provider=vertex_ai-language-models mode=chat max_out=8192 cr=3.75e-08 ain=1e-06 in=1.5e-07 out=6e-07
+gemini-2.0-flash-lite provider=vertex_ai-language-models mode=chat max_out=8192 cr=1.875e-08 ain=7.5e-08 in=7.5e-08 out=3e-07
+gemini-2.0-flash-lite-001 provider=vertex_ai-language-models mode=chat max_out=8192 cr=1.875e-08 ain=7.5e-08 in=7.5e-08 out=3e-07
+gemini-2.5-flash provider=vertex_ai-language-models mode=chat max_out=65535 cr=3e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini-2.5-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 cr=3e-08 ain=1e-06 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
 gemini-3-pro-image provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 gemini-3-pro-image-preview provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 gemini-3.1-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.0672 in=5e-07 out=3e-06
 gemini-3.1-flash-image-preview provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.0672 in=5e-07 out=3e-06
-gemini-3.1-flash-lite-preview provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
-gemini-3.1-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
+gemini-3.1-flash-lite-preview provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 ain=5e-07 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
+gemini-3.1-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 ain=5e-07 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
 gemini-3.5-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=3e-08 cr/flex=2e-08 cr/priority=5e-08 in=3e-07 in/batch=1.5e-07 in/flex=1.5e-07 in/priority=5.4e-07 rsn=2.5e-06 out=2.5e-06 out/batch=1.25e-06 out/flex=1.25e-06 out/priority=4.5e-06
 deep-research-pro-preview-12-2025 provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
-gemini-2.5-flash-lite provider=vertex_ai-language-models mode=chat max_out=65535 cr=1e-08 in=1e-07 rsn=4e-07 out=4e-07
-gemini-2.5-flash-lite-preview-09-2025 provider=vertex_ai-language-models mode=chat max_out=65535 cr=1e-08 in=1e-07 rsn=4e-07 out=4e-07
-gemini-2.5-flash-preview-09-2025 provider=vertex_ai-language-models mode=chat max_out=65535 cr=7.5e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini-live-2.5-flash-preview-native-audio-09-2025 provider=vertex_ai-language-models mode=realtime max_out=65535 cr=7.5e-08 in=3e-07 out=2e-06
-gemini/gemini-live-2.5-flash-preview-native-audio-09-2025 provider=gemini mode=realtime max_out=65535 cr=7.5e-08 in=3e-07 out=2e-06
-gemini-2.5-flash-lite-preview-06-17 provider=vertex_ai-language-models mode=chat max_out=65535 cr=2.5e-08 in=1e-07 rsn=4e-07 out=4e-07
+gemini-2.5-flash-lite provider=vertex_ai-language-models mode=chat max_out=65535 cr=1e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
+gemini-2.5-flash-lite-preview-09-2025 provider=vertex_ai-language-models mode=chat max_out=65535 cr=1e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
+gemini-2.5-flash-preview-09-2025 provider=vertex_ai-language-models mode=chat max_out=65535 cr=7.5e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini-live-2.5-flash-preview-native-audio-09-2025 provider=vertex_ai-language-models mode=realtime max_out=65535 cr=7.5e-08 ain=3e-06 in=3e-07 aout=1.2e-05 out=2e-06
+gemini/gemini-live-2.5-flash-preview-native-audio-09-2025 provider=gemini mode=realtime max_out=65535 cr=7.5e-08 ain=3e-06 in=3e-07 aout=1.2e-05 out=2e-06
+gemini-2.5-flash-lite-preview-06-17 provider=vertex_ai-language-models mode=chat max_out=65535 cr=2.5e-08 ain=5e-07 in=1e-07 rsn=4e-07 out=4e-07
 gemini-2.5-pro provider=vertex_ai-language-models mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 cw@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
 gemini-3-pro-preview provider=vertex_ai-language-models mode=chat max_out=65535 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
 gemini-3.1-pro-preview provider=vertex_ai-language-models mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 img=0.00012 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
 gemini-3.1-pro-preview-customtools provider=vertex_ai-language-models mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 img=0.00012
 vertex_ai/gemini-3-pro-preview provider=vertex_ai mode=chat max_out=65535 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
-vertex_ai/gemini-3-flash-preview provider=vertex_ai mode=chat max_out=65535 cr=5e-08 in=5e-07 out=3e-06 in/priority=9e-07 out/priority=5.4e-06 cr/priority=9e-08
-vertex_ai/gemini-3.5-flash provider=vertex_ai mode=chat max_out=65535 cr=1.5e-07 in=1.5e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 out/priority=1.62e-05 cr/priority=2.7e-07
+vertex_ai/gemini-3-flash-preview provider=vertex_ai mode=chat max_out=65535 cr=5e-08 in=5e-07 ain=1e-06 out=3e-06 in/priority=9e-07 ain/priority=1.8e-06 out/priority=5.4e-06 cr/priority=9e-08
+vertex_ai/gemini-3.5-flash provider=vertex_ai mode=chat max_out=65535 cr=1.5e-07 in=1.5e-06 ain=1e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 ain/priority=1.8e-06 out/priority=1.62e-05 cr/priority=2.7e-07
 vertex_ai/gemini-3.6-flash provider=vertex_ai mode=chat max_out=65536 cr=1.5e-07 cr/flex=7.5e-08 in=1.5e-06 in/batch=7.5e-07 in/flex=7.5e-07 rsn=7.5e-06 out=7.5e-06 out/batch=3.75e-06 out/flex=3.75e-06 in/priority=2.7e-06 out/priority=1.35e-05 cr/priority=2.7e-07
 vertex_ai/gemini-3.1-pro-preview provider=vertex_ai mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 img=0.00012 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
 vertex_ai/gemini-3.1-pro-preview-customtools provider=vertex_ai mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 img=0.00012 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
-gemini-2.5-pro-preview-tts provider=vertex_ai-language-models mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
-gemini-robotics-er-1.5-preview provider=vertex_ai-language-models mode=chat max_out=65535 cr=0 in=3e-07 out=2.5e-06 rsn=2.5e-06
-gemini/gemini-robotics-er-1.5-preview provider=gemini mode=chat max_out=65535 cr=0 in=3e-07 out=2.5e-06 rsn=2.5e-06
+gemini-2.5-pro-preview-tts provider=vertex_ai-language-models mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 ain=7e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
+gemini-robotics-er-1.5-preview provider=vertex_ai-language-models mode=chat max_out=65535 cr=0 in=3e-07 ain=1e-06 out=2.5e-06 rsn=2.5e-06
+gemini/gemini-robotics-er-1.5-preview provider=gemini mode=chat max_out=65535 cr=0 in=3e-07 ain=1e-06 out=2.5e-06 rsn=2.5e-06
 gemini-2.5-computer-use-preview-10-2025 provider=vertex_ai-language-models mode=chat max_out=64000 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
 gemini-embedding-001 provider=vertex_ai-embedding-models mode=embedding max_out=2048 in=1.5e-07 out=0
 gemini-embedding-2-preview provider=vertex_ai-embedding-models mode=embedding max_out=8192 sec=0.00016 img=0.00012 in=2e-07 out=0
@@ -1024,41 +1024,41 @@ gemini/gemini-embedding-001 provider=gemini mode=embedding max_out=2048 in=1.5e-
 gemini/gemini-embedding-2-preview provider=gemini mode=embedding max_out=8192 sec=0.00016 img=0.00012 in=2e-07 out=0
 gemini/gemini-embedding-2 provider=gemini mode=embedding max_out=8192 sec=0.00016 img=0.00012 in=2e-07 out=0
 gemini/gemini-1.5-flash provider=gemini mode=embedding max_out=8192 in=7.5e-08 in@128000=1.5e-07 out=0
-gemini/gemini-2.0-flash provider=gemini mode=chat max_out=8192 cr=2.5e-08 in=1e-07 out=4e-07
-gemini/gemini-2.0-flash-001 provider=gemini mode=chat max_out=8192 cr=2.5e-08 in=1e-07 out=4e-07
-gemini/gemini-2.0-flash-lite provider=gemini mode=chat max_out=8192 cr=1.875e-08 in=7.5e-08 out=3e-07
-gemini/gemini-2.5-flash provider=gemini mode=chat max_out=65535 cr=3e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini/gemini-2.5-flash-image provider=gemini mode=image_generation max_out=32768 cr=3e-08 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
+gemini/gemini-2.0-flash provider=gemini mode=chat max_out=8192 cr=2.5e-08 ain=7e-07 in=1e-07 out=4e-07
+gemini/gemini-2.0-flash-001 provider=gemini mode=chat max_out=8192 cr=2.5e-08 ain=7e-07 in=1e-07 out=4e-07
+gemini/gemini-2.0-flash-lite provider=gemini mode=chat max_out=8192 cr=1.875e-08 ain=7.5e-08 in=7.5e-08 out=3e-07
+gemini/gemini-2.5-flash provider=gemini mode=chat max_out=65535 cr=3e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini/gemini-2.5-flash-image provider=gemini mode=image_generation max_out=32768 cr=3e-08 ain=1e-06 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
 gemini/gemini-3-pro-image provider=gemini mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 gemini/gemini-3-pro-image-preview provider=gemini mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 gemini/gemini-3.1-flash-image provider=gemini mode=image_generation max_out=32768 in=2.5e-07 in/batch=1.25e-07 img=0.045 out=1.5e-06 out/batch=7.5e-07
 gemini/gemini-3.1-flash-image-preview provider=gemini mode=image_generation max_out=32768 in=2.5e-07 in/batch=1.25e-07 img=0.045 out=1.5e-06 out/batch=7.5e-07
 gemini/deep-research-pro-preview-12-2025 provider=gemini mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
-gemini/gemini-2.5-flash-lite provider=gemini mode=chat max_out=65535 cr=1e-08 in=1e-07 rsn=4e-07 out=4e-07
-gemini/gemini-2.5-flash-lite-preview-09-2025 provider=gemini mode=chat max_out=65535 cr=1e-08 in=1e-07 rsn=4e-07 out=4e-07
-gemini/gemini-2.5-flash-preview-09-2025 provider=gemini mode=chat max_out=65535 cr=7.5e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini/gemini-flash-latest provider=gemini mode=chat max_out=65535 cr=7.5e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini/gemini-flash-lite-latest provider=gemini mode=chat max_out=65535 cr=2.5e-08 in=1e-07 rsn=4e-07 out=4e-07
-gemini/gemini-2.5-flash-lite-preview-06-17 provider=gemini mode=chat max_out=65535 cr=2.5e-08 in=1e-07 rsn=4e-07 out=4e-07
+gemini/gemini-2.5-flash-lite provider=gemini mode=chat max_out=65535 cr=1e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
+gemini/gemini-2.5-flash-lite-preview-09-2025 provider=gemini mode=chat max_out=65535 cr=1e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
+gemini/gemini-2.5-flash-preview-09-2025 provider=gemini mode=chat max_out=65535 cr=7.5e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini/gemini-flash-latest provider=gemini mode=chat max_out=65535 cr=7.5e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini/gemini-flash-lite-latest provider=gemini mode=chat max_out=65535 cr=2.5e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
+gemini/gemini-2.5-flash-lite-preview-06-17 provider=gemini mode=chat max_out=65535 cr=2.5e-08 ain=5e-07 in=1e-07 rsn=4e-07 out=4e-07
 gemini/gemini-2.5-flash-preview-tts provider=gemini mode=audio_speech in=3e-07 out=2.5e-06
 gemini/gemini-2.5-pro provider=gemini mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 in/priority=1.25e-06 in/priority@200000=2.5e-06 out=1e-05 out@200000=1.5e-05 out/priority=1e-05 out/priority@200000=1.5e-05
 gemini/gemini-2.5-computer-use-preview-10-2025 provider=gemini mode=chat max_out=64000 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
 gemini/gemini-3-pro-preview provider=gemini mode=chat max_out=65535 cr=2e-07 cr@200000=4e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
-gemini/gemini-3.1-flash-lite-preview provider=gemini mode=chat max_out=65536 cr=2.5e-08 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
-gemini/gemini-3.1-flash-lite provider=gemini mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
+gemini/gemini-3.1-flash-lite-preview provider=gemini mode=chat max_out=65536 cr=2.5e-08 ain=5e-07 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
+gemini/gemini-3.1-flash-lite provider=gemini mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 ain=5e-07 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
 gemini/gemini-3.5-flash-lite provider=gemini mode=chat max_out=65536 cr=3e-08 cr/flex=2e-08 cr/priority=5e-08 in=3e-07 in/batch=1.5e-07 in/flex=1.5e-07 in/priority=5.4e-07 rsn=2.5e-06 out=2.5e-06 out/batch=1.25e-06 out/flex=1.25e-06 out/priority=4.5e-06
-gemini/gemini-3-flash-preview provider=gemini mode=chat max_out=65535 cr=5e-08 in=5e-07 rsn=3e-06 out=3e-06 in/priority=9e-07 out/priority=5.4e-06 cr/priority=9e-08
-gemini/gemini-3.5-flash provider=gemini mode=chat max_out=65535 cr=1.5e-07 in=1.5e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 out/priority=1.62e-05 cr/priority=2.7e-07
+gemini/gemini-3-flash-preview provider=gemini mode=chat max_out=65535 cr=5e-08 ain=1e-06 in=5e-07 rsn=3e-06 out=3e-06 in/priority=9e-07 ain/priority=1.8e-06 out/priority=5.4e-06 cr/priority=9e-08
+)BUDGET",
+R"BUDGET(gemini/gemini-3.5-flash provider=gemini mode=chat max_out=65535 cr=1.5e-07 ain=1e-06 in=1.5e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 ain/priority=1.8e-06 out/priority=1.62e-05 cr/priority=2.7e-07
 gemini/gemini-3.6-flash provider=gemini mode=chat max_out=65536 cr=1.5e-07 cr/flex=7.5e-08 in=1.5e-06 in/batch=7.5e-07 in/flex=7.5e-07 rsn=7.5e-06 out=7.5e-06 out/batch=3.75e-06 out/flex=3.75e-06 in/priority=2.7e-06 out/priority=1.35e-05 cr/priority=2.7e-07
-gemini/gemini-omni-flash-preview provider=gemini mode=chat max_out=65535 in=1.5e-06 rsn=9e-06 out=9e-06
+gemini/gemini-omni-flash-preview provider=gemini mode=chat max_out=65535 ain=1.5e-06 in=1.5e-06 rsn=9e-06 out=9e-06
 gemini/gemini-3.1-pro-preview provider=gemini mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
 gemini/gemini-3.1-pro-preview-customtools provider=gemini mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06 in/priority=3.6e-06 in/priority@200000=7.2e-06 out/priority=2.16e-05 out/priority@200000=3.24e-05 cr/priority=3.6e-07 cr/priority@200000=7.2e-07
-)BUDGET",
-R"BUDGET(gemini-3-flash-preview provider=vertex_ai-language-models mode=chat max_out=65535 cr=5e-08 in=5e-07 rsn=3e-06 out=3e-06 in/priority=9e-07 out/priority=5.4e-06 cr/priority=9e-08
-gemini-omni-flash-preview provider=vertex_ai-language-models mode=chat max_out=65535 in=1.5e-06 rsn=9e-06 out=9e-06
-gemini-3.5-flash provider=vertex_ai-language-models mode=chat max_out=65535 cr=1.5e-07 in=1.5e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 out/priority=1.62e-05 cr/priority=2.7e-07
+gemini-3-flash-preview provider=vertex_ai-language-models mode=chat max_out=65535 cr=5e-08 ain=1e-06 in=5e-07 rsn=3e-06 out=3e-06 in/priority=9e-07 ain/priority=1.8e-06 out/priority=5.4e-06 cr/priority=9e-08
+gemini-omni-flash-preview provider=vertex_ai-language-models mode=chat max_out=65535 ain=1.5e-06 in=1.5e-06 rsn=9e-06 out=9e-06
+gemini-3.5-flash provider=vertex_ai-language-models mode=chat max_out=65535 cr=1.5e-07 ain=1e-06 in=1.5e-06 rsn=9e-06 out=9e-06 in/priority=2.7e-06 ain/priority=1.8e-06 out/priority=1.62e-05 cr/priority=2.7e-07
 gemini-3.6-flash provider=vertex_ai-language-models mode=chat max_out=65536 cr=1.5e-07 cr/flex=7.5e-08 in=1.5e-06 in/batch=7.5e-07 in/flex=7.5e-07 rsn=7.5e-06 out=7.5e-06 out/batch=3.75e-06 out/flex=3.75e-06 in/priority=2.7e-06 out/priority=1.35e-05 cr/priority=2.7e-07
-gemini/gemini-2.5-pro-preview-tts provider=gemini mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
+gemini/gemini-2.5-pro-preview-tts provider=gemini mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 ain=7e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
 gemini/gemini-exp-1114 provider=gemini mode=chat max_out=8192 in=0 in@128000=0 out=0 out@128000=0
 gemini/gemini-exp-1206 provider=gemini mode=chat max_out=8192 in=0 in@128000=0 out=0 out@128000=0
 gemini/gemini-gemma-2-27b-it provider=gemini mode=chat max_out=8192 in=3.5e-07 out=1.05e-06
@@ -1140,31 +1140,32 @@ gpt-4o provider=openai mode=chat max_out=16384 cr=1.25e-06 cr/priority=2.125e-06
 gpt-4o-2024-05-13 provider=openai mode=chat max_out=4096 in=5e-06 in/batch=2.5e-06 in/priority=8.75e-06 out=1.5e-05 out/batch=7.5e-06 out/priority=2.625e-05
 gpt-4o-2024-08-06 provider=openai mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 in/batch=1.25e-06 out=1e-05 out/batch=5e-06
 gpt-4o-2024-11-20 provider=openai mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 in/batch=1.25e-06 out=1e-05 out/batch=5e-06
-gpt-4o-audio-preview provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-4o-audio-preview-2024-12-17 provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-4o-audio-preview-2025-06-03 provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-audio provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-audio-1.5 provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-audio-2025-08-28 provider=openai mode=chat max_out=16384 in=2.5e-06 out=1e-05
-gpt-audio-mini provider=openai mode=chat max_out=16384 in=6e-07 out=2.4e-06
-gpt-audio-mini-2025-10-06 provider=openai mode=chat max_out=16384 in=6e-07 out=2.4e-06
-gpt-audio-mini-2025-12-15 provider=openai mode=chat max_out=16384 in=6e-07 out=2.4e-06
+gpt-4o-audio-preview provider=openai mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+gpt-4o-audio-preview-2024-12-17 provider=openai mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+gpt-4o-audio-preview-2025-06-03 provider=openai mode=chat max_out=16384 ain=4e-05 in=2.5e-06 aout=8e-05 out=1e-05
+gpt-audio provider=openai mode=chat max_out=16384 ain=3.2e-05 in=2.5e-06 aout=6.4e-05 out=1e-05
+gpt-audio-1.5 provider=openai mode=chat max_out=16384 ain=3.2e-05 in=2.5e-06 aout=6.4e-05 out=1e-05
+gpt-audio-2025-08-28 provider=openai mode=chat max_out=16384 ain=3.2e-05 in=2.5e-06 aout=6.4e-05 out=1e-05
+gpt-audio-mini provider=openai mode=chat max_out=16384 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-audio-mini-2025-10-06 provider=openai mode=chat max_out=16384 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-audio-mini-2025-12-15 provider=openai mode=chat max_out=16384 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
 gpt-4o-mini provider=openai mode=chat max_out=16384 cr=7.5e-08 cr/priority=1.25e-07 in=1.5e-07 in/batch=7.5e-08 in/priority=2.5e-07 out=6e-07 out/batch=3e-07 out/priority=1e-06
 gpt-4o-mini-2024-07-18 provider=openai mode=chat max_out=16384 cr=7.5e-08 in=1.5e-07 in/batch=7.5e-08 out=6e-07 out/batch=3e-07
-gpt-4o-mini-audio-preview provider=openai mode=chat max_out=16384 in=1.5e-07 out=6e-07
-gpt-4o-mini-audio-preview-2024-12-17 provider=openai mode=chat max_out=16384 in=1.5e-07 out=6e-07
-gpt-4o-mini-realtime-preview provider=openai mode=realtime max_out=4096 cr=3e-07 in=6e-07 out=2.4e-06
-gpt-4o-mini-realtime-preview-2024-12-17 provider=openai mode=realtime max_out=4096 cr=3e-07 in=6e-07 out=2.4e-06
-gpt-4o-mini-search-preview provider=openai mode=chat max_out=16384 cr=7.5e-08 in=1.5e-07 in/batch=7.5e-08 out=6e-07 out/batch=3e-07
+gpt-4o-mini-audio-preview provider=openai mode=chat max_out=16384 ain=1e-05 in=1.5e-07 aout=2e-05 out=6e-07
+gpt-4o-mini-audio-preview-2024-12-17 provider=openai mode=chat max_out=16384 ain=1e-05 in=1.5e-07 aout=2e-05 out=6e-07
+gpt-4o-mini-realtime-preview provider=openai mode=realtime max_out=4096 cr=3e-07 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-4o-mini-realtime-preview-2024-12-17 provider=openai mode=realtime max_out=4096 cr=3e-07 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+)BUDGET",
+R"BUDGET(gpt-4o-mini-search-preview provider=openai mode=chat max_out=16384 cr=7.5e-08 in=1.5e-07 in/batch=7.5e-08 out=6e-07 out/batch=3e-07
 gpt-4o-mini-search-preview-2025-03-11 provider=openai mode=chat max_out=16384 cr=7.5e-08 in=1.5e-07 in/batch=7.5e-08 out=6e-07 out/batch=3e-07
-gpt-4o-mini-transcribe provider=openai mode=audio_transcription max_out=2000 in=1.25e-06 out=5e-06
-gpt-4o-mini-tts provider=openai mode=audio_speech in=2.5e-06 sec=0.00025 out=1e-05
-gpt-4o-realtime-preview provider=openai mode=realtime max_out=4096 cr=2.5e-06 in=5e-06 out=2e-05
-gpt-4o-realtime-preview-2024-12-17 provider=openai mode=realtime max_out=4096 cr=2.5e-06 in=5e-06 out=2e-05
-gpt-4o-realtime-preview-2025-06-03 provider=openai mode=realtime max_out=4096 cr=2.5e-06 in=5e-06 out=2e-05
+gpt-4o-mini-transcribe provider=openai mode=audio_transcription max_out=2000 ain=1.25e-06 in=1.25e-06 out=5e-06
+gpt-4o-mini-tts provider=openai mode=audio_speech in=2.5e-06 aout=1.2e-05 sec=0.00025 out=1e-05
+gpt-4o-realtime-preview provider=openai mode=realtime max_out=4096 cr=2.5e-06 ain=4e-05 in=5e-06 aout=8e-05 out=2e-05
+gpt-4o-realtime-preview-2024-12-17 provider=openai mode=realtime max_out=4096 cr=2.5e-06 ain=4e-05 in=5e-06 aout=8e-05 out=2e-05
+gpt-4o-realtime-preview-2025-06-03 provider=openai mode=realtime max_out=4096 cr=2.5e-06 ain=4e-05 in=5e-06 aout=8e-05 out=2e-05
 gpt-4o-search-preview provider=openai mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 in/batch=1.25e-06 out=1e-05 out/batch=5e-06
 gpt-4o-search-preview-2025-03-11 provider=openai mode=chat max_out=16384 cr=1.25e-06 in=2.5e-06 in/batch=1.25e-06 out=1e-05 out/batch=5e-06
-gpt-4o-transcribe provider=openai mode=audio_transcription max_out=2000 in=2.5e-06 out=1e-05
+gpt-4o-transcribe provider=openai mode=audio_transcription max_out=2000 ain=2.5e-06 in=2.5e-06 out=1e-05
 gpt-image-1.5 provider=openai mode=image_generation cr=1.25e-06 in=5e-06 out=1e-05
 gpt-image-1.5-2025-12-16 provider=openai mode=image_generation cr=1.25e-06 in=5e-06 out=1e-05
 gpt-image-2 provider=openai mode=image_generation cr=1.25e-06 in=5e-06 out=1e-05
@@ -1172,8 +1173,7 @@ gpt-image-2-2026-04-21 provider=openai mode=image_generation cr=1.25e-06 in=5e-0
 low/1024-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.009
 low/1024-x-1536/gpt-image-1.5 provider=openai mode=image_generation img=0.013
 low/1536-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.013
-)BUDGET",
-R"BUDGET(medium/1024-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.034
+medium/1024-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.034
 medium/1024-x-1536/gpt-image-1.5 provider=openai mode=image_generation img=0.05
 medium/1536-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.05
 high/1024-x-1024/gpt-image-1.5 provider=openai mode=image_generation img=0.133
@@ -1243,13 +1243,14 @@ gpt-5-nano provider=openai mode=chat max_out=128000 cr=5e-09 cr/flex=2.5e-09 in=
 gpt-5-nano-2025-08-07 provider=openai mode=chat max_out=128000 cr=5e-09 cr/flex=2.5e-09 in=5e-08 in/flex=2.5e-08 out=4e-07 out/flex=2e-07
 gpt-image-1 provider=openai mode=image_generation cr=1.25e-06 in=5e-06
 gpt-image-1-mini provider=openai mode=image_generation cr=2e-07 in=2e-06
-gpt-realtime provider=openai mode=realtime max_out=4096 cr=4e-07 img=5e-06 in=4e-06 out=1.6e-05
-gpt-realtime-1.5 provider=openai mode=realtime max_out=4096 cr=4e-07 img=5e-06 in=4e-06 out=1.6e-05
-gpt-realtime-2 provider=openai mode=realtime max_out=4096 cr=4e-07 img=5e-06 in=4e-06 out=1.6e-05
-gpt-realtime-2.1 provider=openai mode=realtime max_out=32000 cr=4e-07 img=5e-06 in=4e-06 out=2.4e-05
-gpt-realtime-2.1-mini provider=openai mode=realtime max_out=4096 cr=6e-08 img=8e-07 in=6e-07 out=2.4e-06
-gpt-realtime-mini provider=openai mode=realtime max_out=4096 in=6e-07 out=2.4e-06
-gpt-realtime-2025-08-28 provider=openai mode=realtime max_out=4096 cr=4e-07 img=5e-06 in=4e-06 out=1.6e-05
+)BUDGET",
+R"BUDGET(gpt-realtime provider=openai mode=realtime max_out=4096 cr=4e-07 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
+gpt-realtime-1.5 provider=openai mode=realtime max_out=4096 cr=4e-07 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
+gpt-realtime-2 provider=openai mode=realtime max_out=4096 cr=4e-07 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
+gpt-realtime-2.1 provider=openai mode=realtime max_out=32000 cr=4e-07 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=2.4e-05
+gpt-realtime-2.1-mini provider=openai mode=realtime max_out=4096 cr=6e-08 ain=1e-05 img=8e-07 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-realtime-mini provider=openai mode=realtime max_out=4096 ain=1e-05 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-realtime-2025-08-28 provider=openai mode=realtime max_out=4096 cr=4e-07 ain=3.2e-05 img=5e-06 in=4e-06 aout=6.4e-05 out=1.6e-05
 gradient_ai/anthropic-claude-3-opus provider=gradient_ai mode=chat max_out=1024 in=1.5e-05 out=7.5e-05
 gradient_ai/anthropic-claude-3.5-haiku provider=gradient_ai mode=chat max_out=1024 in=8e-07 out=4e-06
 gradient_ai/anthropic-claude-3.5-sonnet provider=gradient_ai mode=chat max_out=1024 in=3e-06 out=1.5e-05
@@ -1262,8 +1263,7 @@ gradient_ai/openai-o3 provider=gradient_ai mode=chat max_out=100000 in=2e-06 out
 gradient_ai/openai-o3-mini provider=gradient_ai mode=chat max_out=100000 in=1.1e-06 out=4.4e-06
 lemonade/Qwen3-Coder-30B-A3B-Instruct-GGUF provider=lemonade mode=chat max_out=32768 in=0 out=0
 lemonade/gpt-oss-20b-mxfp4-GGUF provider=lemonade mode=chat max_out=32768 in=0 out=0
-)BUDGET",
-R"BUDGET(lemonade/gpt-oss-120b-mxfp-GGUF provider=lemonade mode=chat max_out=32768 in=0 out=0
+lemonade/gpt-oss-120b-mxfp-GGUF provider=lemonade mode=chat max_out=32768 in=0 out=0
 lemonade/Gemma-3-4b-it-GGUF provider=lemonade mode=chat max_out=8192 in=0 out=0
 lemonade/Qwen3-4B-Instruct-2507-GGUF provider=lemonade mode=chat max_out=32768 in=0 out=0
 amazon-nova/nova-micro-v1 provider=amazon_nova mode=chat max_out=10000 in=3.5e-08 out=1.4e-07
@@ -1369,7 +1369,8 @@ meta.llama3-2-11b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=3.5e-
 meta.llama3-2-1b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1e-07 out=1e-07
 meta.llama3-2-3b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1.5e-07 out=1.5e-07
 meta.llama3-2-90b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=2e-06 out=2e-06
-meta.llama3-3-70b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=7.2e-07 out=7.2e-07
+)BUDGET",
+R"BUDGET(meta.llama3-3-70b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=7.2e-07 out=7.2e-07
 meta.llama3-70b-instruct-v1:0 provider=bedrock mode=chat max_out=8192 in=2.65e-06 out=3.5e-06
 meta.llama3-8b-instruct-v1:0 provider=bedrock mode=chat max_out=8192 in=3e-07 out=6e-07
 meta.llama4-maverick-17b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=2.4e-07 in/batch=1.2e-07 out=9.7e-07 out/batch=4.85e-07
@@ -1388,8 +1389,7 @@ mistral.devstral-2-123b provider=bedrock_converse mode=chat max_out=8192 in=4e-0
 mistral.magistral-small-2509 provider=bedrock_converse mode=chat max_out=8192 in=5e-07 out=1.5e-06
 mistral.ministral-3-14b-instruct provider=bedrock_converse mode=chat max_out=8192 in=2e-07 out=2e-07
 mistral.ministral-3-3b-instruct provider=bedrock_converse mode=chat max_out=8192 in=1e-07 out=1e-07
-)BUDGET",
-R"BUDGET(mistral.ministral-3-8b-instruct provider=bedrock_converse mode=chat max_out=8192 in=1.5e-07 out=1.5e-07
+mistral.ministral-3-8b-instruct provider=bedrock_converse mode=chat max_out=8192 in=1.5e-07 out=1.5e-07
 mistral.mistral-7b-instruct-v0:2 provider=bedrock mode=chat max_out=8191 in=1.5e-07 out=2e-07
 mistral.mistral-large-2402-v1:0 provider=bedrock mode=chat max_out=8191 in=8e-06 out=2.4e-05
 mistral.mistral-large-2407-v1:0 provider=bedrock mode=chat max_out=8191 in=3e-06 out=9e-06
@@ -1497,7 +1497,8 @@ nscale/mistralai/mixtral-8x22b-instruct-v0.1 provider=nscale mode=chat in=6e-07 
 nebius/deepseek-ai/DeepSeek-R1 provider=nebius mode=chat max_out=128000 in=8e-07 out=2.4e-06
 nebius/deepseek-ai/DeepSeek-R1-0528 provider=nebius mode=chat max_out=164000 in=8e-07 out=2.4e-06
 nebius/deepseek-ai/DeepSeek-R1-Distill-Llama-70B provider=nebius mode=chat max_out=128000 in=2.5e-07 out=7.5e-07
-nebius/deepseek-ai/DeepSeek-V3 provider=nebius mode=chat max_out=128000 in=5e-07 out=1.5e-06
+)BUDGET",
+R"BUDGET(nebius/deepseek-ai/DeepSeek-V3 provider=nebius mode=chat max_out=128000 in=5e-07 out=1.5e-06
 nebius/deepseek-ai/DeepSeek-V3-0324 provider=nebius mode=chat max_out=128000 in=5e-07 out=1.5e-06
 nebius/google/gemma-3-27b-it provider=nebius mode=chat max_out=128000 in=6e-08 out=2e-07
 nebius/meta-llama/Llama-3.3-70B-Instruct provider=nebius mode=chat max_out=128000 in=1.3e-07 out=4e-07
@@ -1518,8 +1519,7 @@ nebius/Qwen/QwQ-32B provider=nebius mode=chat max_out=32768 in=1.5e-07 out=4.5e-
 nebius/Qwen/Qwen2.5-72B-Instruct provider=nebius mode=chat max_out=128000 in=1.3e-07 out=4e-07
 nebius/Qwen/Qwen2.5-32B-Instruct provider=nebius mode=chat max_out=128000 in=6e-08 out=2e-07
 nebius/Qwen/Qwen2.5-Coder-7B provider=nebius mode=chat max_out=32768 in=1e-08 out=3e-08
-)BUDGET",
-R"BUDGET(nebius/Qwen/Qwen2.5-VL-72B-Instruct provider=nebius mode=chat max_out=131072 in=1.3e-07 out=4e-07
+nebius/Qwen/Qwen2.5-VL-72B-Instruct provider=nebius mode=chat max_out=131072 in=1.3e-07 out=4e-07
 nebius/Qwen/Qwen2-VL-72B-Instruct provider=nebius mode=chat max_out=131072 in=1.3e-07 out=4e-07
 nebius/Qwen/Qwen2-VL-7B-Instruct provider=nebius mode=chat max_out=131072 in=2e-08 out=6e-08
 nebius/BAAI/bge-en-icl provider=nebius mode=embedding max_out=32768 in=1e-08 out=0.0
@@ -1627,7 +1627,8 @@ openai.gpt-oss-safeguard-20b provider=bedrock_converse mode=chat max_out=8192 in
 openrouter/anthropic/claude-3-haiku provider=openrouter mode=chat max_out=4096 img=0.0004 in=2.5e-07 out=1.25e-06
 openrouter/anthropic/claude-3.5-sonnet provider=openrouter mode=chat max_out=8192 in=3e-06 out=1.5e-05
 openrouter/anthropic/claude-3.7-sonnet provider=openrouter mode=chat max_out=128000 img=0.0048 in=3e-06 out=1.5e-05
-openrouter/anthropic/claude-opus-4 provider=openrouter mode=chat max_out=32000 img=0.0048 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
+)BUDGET",
+R"BUDGET(openrouter/anthropic/claude-opus-4 provider=openrouter mode=chat max_out=32000 img=0.0048 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 openrouter/anthropic/claude-opus-4.1 provider=openrouter mode=chat max_out=32000 img=0.0048 cw=1.875e-05 cw1h=3e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 openrouter/anthropic/claude-sonnet-4 provider=openrouter mode=chat max_out=64000 img=0.0048 cw=3.75e-06 cw@200000=7.5e-06 cr=3e-07 cr@200000=6e-07 in=3e-06 in@200000=6e-06 out@200000=2.25e-05 out=1.5e-05
 openrouter/anthropic/claude-sonnet-4.6 provider=openrouter mode=chat max_out=128000 cw=3.75e-06 cw@200000=7.5e-06 cr=3e-07 cr@200000=6e-07 in=3e-06 in@200000=6e-06 out=1.5e-05 out@200000=2.25e-05
@@ -1642,16 +1643,15 @@ openrouter/deepseek/deepseek-chat-v3-0324 provider=openrouter mode=chat max_out=
 openrouter/deepseek/deepseek-chat-v3.1 provider=openrouter mode=chat max_out=163840 in=2e-07 out=8e-07
 openrouter/deepseek/deepseek-v3.2 provider=openrouter mode=chat max_out=163840 in=2.8e-07 out=4e-07
 openrouter/deepseek/deepseek-v3.2-exp provider=openrouter mode=chat max_out=163840 in=2e-07 out=4e-07
-)BUDGET",
-R"BUDGET(openrouter/deepseek/deepseek-r1 provider=openrouter mode=chat max_out=8192 in=5.5e-07 out=2.19e-06
+openrouter/deepseek/deepseek-r1 provider=openrouter mode=chat max_out=8192 in=5.5e-07 out=2.19e-06
 openrouter/deepseek/deepseek-r1-0528 provider=openrouter mode=chat max_out=8192 in=5e-07 out=2.15e-06
-openrouter/google/gemini-2.0-flash-001 provider=openrouter mode=chat max_out=8192 in=1e-07 out=4e-07
-openrouter/google/gemini-2.5-flash provider=openrouter mode=chat max_out=8192 in=3e-07 out=2.5e-06
-openrouter/google/gemini-2.5-pro provider=openrouter mode=chat max_out=8192 in=1.25e-06 out=1e-05
+openrouter/google/gemini-2.0-flash-001 provider=openrouter mode=chat max_out=8192 ain=7e-07 in=1e-07 out=4e-07
+openrouter/google/gemini-2.5-flash provider=openrouter mode=chat max_out=8192 ain=7e-07 in=3e-07 out=2.5e-06
+openrouter/google/gemini-2.5-pro provider=openrouter mode=chat max_out=8192 ain=7e-07 in=1.25e-06 out=1e-05
 openrouter/google/gemini-3-pro-preview provider=openrouter mode=chat max_out=65535 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 in/batch=1e-06 out=1.2e-05 out@200000=1.8e-05 out/batch=6e-06
-openrouter/google/gemini-3-flash-preview provider=openrouter mode=chat max_out=65535 cr=5e-08 in=5e-07 rsn=3e-06 out=3e-06
-openrouter/google/gemini-3.1-flash-lite-preview provider=openrouter mode=chat max_out=65536 cr=2.5e-08 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
-openrouter/google/gemini-3.1-flash-lite provider=openrouter mode=chat max_out=65536 cr=2.5e-08 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
+openrouter/google/gemini-3-flash-preview provider=openrouter mode=chat max_out=65535 cr=5e-08 ain=1e-06 in=5e-07 rsn=3e-06 out=3e-06
+openrouter/google/gemini-3.1-flash-lite-preview provider=openrouter mode=chat max_out=65536 cr=2.5e-08 ain=5e-07 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
+openrouter/google/gemini-3.1-flash-lite provider=openrouter mode=chat max_out=65536 cr=2.5e-08 ain=5e-07 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
 openrouter/google/gemini-3.1-pro-preview provider=openrouter mode=chat max_out=65536 cr=2e-07 cr@200000=4e-07 cw@200000=2.5e-07 in=2e-06 in@200000=4e-06 out=1.2e-05 out@200000=1.8e-05
 openrouter/gryphe/mythomax-l2-13b provider=openrouter mode=chat max_out=8192 in=1.875e-06 out=1.875e-06
 openrouter/mancer/weaver provider=openrouter mode=chat max_out=2000 in=5.625e-06 out=5.625e-06
@@ -1738,7 +1738,8 @@ ovhcloud/llava-v1.6-mistral-7b-hf provider=ovhcloud mode=chat max_out=32000 in=2
 ovhcloud/mamba-codestral-7B-v0.1 provider=ovhcloud mode=chat max_out=256000 in=1.9e-07 out=1.9e-07
 palm/chat-bison provider=palm mode=chat max_out=4096 in=1.25e-07 out=1.25e-07
 palm/chat-bison-001 provider=palm mode=chat max_out=4096 in=1.25e-07 out=1.25e-07
-palm/text-bison provider=palm mode=completion max_out=1024 in=1.25e-07 out=1.25e-07
+)BUDGET",
+R"BUDGET(palm/text-bison provider=palm mode=completion max_out=1024 in=1.25e-07 out=1.25e-07
 palm/text-bison-001 provider=palm mode=completion max_out=1024 in=1.25e-07 out=1.25e-07
 palm/text-bison-safety-off provider=palm mode=completion max_out=1024 in=1.25e-07 out=1.25e-07
 palm/text-bison-safety-recitation-off provider=palm mode=completion max_out=1024 in=1.25e-07 out=1.25e-07
@@ -1760,8 +1761,7 @@ perplexity/sonar-medium-online provider=perplexity mode=chat max_out=12000 req=0
 perplexity/sonar-pro provider=perplexity mode=chat max_out=8000 in=3e-06 out=1.5e-05
 perplexity/sonar-reasoning provider=perplexity mode=chat max_out=128000 in=1e-06 out=5e-06
 perplexity/sonar-reasoning-pro provider=perplexity mode=chat max_out=128000 in=2e-06 out=8e-06
-)BUDGET",
-R"BUDGET(perplexity/sonar-small-chat provider=perplexity mode=chat max_out=16384 in=7e-08 out=2.8e-07
+perplexity/sonar-small-chat provider=perplexity mode=chat max_out=16384 in=7e-08 out=2.8e-07
 perplexity/sonar-small-online provider=perplexity mode=chat max_out=12000 req=0.005 in=0 out=2.8e-07
 publicai/swiss-ai/apertus-8b-instruct provider=publicai mode=chat max_out=4096 in=0.0 out=0.0
 publicai/swiss-ai/apertus-70b-instruct provider=publicai mode=chat max_out=4096 in=0.0 out=0.0
@@ -1870,7 +1870,8 @@ stability/sd3-large-turbo provider=stability mode=image_generation img=0.04
 stability/sd3-medium provider=stability mode=image_generation img=0.035
 stability/sd3.5-large provider=stability mode=image_generation img=0.065
 stability/sd3.5-large-turbo provider=stability mode=image_generation img=0.04
-stability/sd3.5-medium provider=stability mode=image_generation img=0.035
+)BUDGET",
+R"BUDGET(stability/sd3.5-medium provider=stability mode=image_generation img=0.035
 stability/stable-image-ultra provider=stability mode=image_generation img=0.08
 stability/inpaint provider=stability mode=image_edit img=0.005
 stability/outpaint provider=stability mode=image_edit img=0.004
@@ -1898,8 +1899,7 @@ stability.stable-image-control-sketch-v1:0 provider=bedrock mode=image_edit img=
 stability.stable-image-control-structure-v1:0 provider=bedrock mode=image_edit img=0.07
 stability.stable-image-erase-object-v1:0 provider=bedrock mode=image_edit img=0.07
 stability.stable-image-inpaint-v1:0 provider=bedrock mode=image_edit img=0.07
-)BUDGET",
-R"BUDGET(stability.stable-image-remove-background-v1:0 provider=bedrock mode=image_edit img=0.07
+stability.stable-image-remove-background-v1:0 provider=bedrock mode=image_edit img=0.07
 stability.stable-image-search-recolor-v1:0 provider=bedrock mode=image_edit img=0.07
 stability.stable-image-search-replace-v1:0 provider=bedrock mode=image_edit img=0.07
 stability.stable-image-style-guide-v1:0 provider=bedrock mode=image_edit img=0.07
@@ -1992,7 +1992,8 @@ us.meta.llama3-2-1b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1e-
 us.meta.llama3-2-3b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=1.5e-07 out=1.5e-07
 us.meta.llama3-2-90b-instruct-v1:0 provider=bedrock mode=chat max_out=4096 in=2e-06 out=2e-06
 us.meta.llama3-3-70b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=7.2e-07 out=7.2e-07
-us.meta.llama4-maverick-17b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=2.4e-07 in/batch=1.2e-07 out=9.7e-07 out/batch=4.85e-07
+)BUDGET",
+R"BUDGET(us.meta.llama4-maverick-17b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=2.4e-07 in/batch=1.2e-07 out=9.7e-07 out/batch=4.85e-07
 us.meta.llama4-scout-17b-instruct-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=1.7e-07 in/batch=8.5e-08 out=6.6e-07 out/batch=3.3e-07
 us.mistral.pixtral-large-2502-v1:0 provider=bedrock_converse mode=chat max_out=4096 in=2e-06 out=6e-06
 v0/v0-1.0-md provider=v0 mode=chat max_out=128000 in=3e-06 out=1.5e-05
@@ -2011,8 +2012,7 @@ vercel_ai_gateway/anthropic/claude-3-haiku provider=vercel_ai_gateway mode=chat 
 vercel_ai_gateway/anthropic/claude-3-opus provider=vercel_ai_gateway mode=chat max_out=4096 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 vercel_ai_gateway/anthropic/claude-3.5-haiku provider=vercel_ai_gateway mode=chat max_out=8192 cw=1e-06 cr=8e-08 in=8e-07 out=4e-06
 vercel_ai_gateway/anthropic/claude-3.5-sonnet provider=vercel_ai_gateway mode=chat max_out=8192 cw=3.75e-06 cr=3e-07 in=3e-06 out=1.5e-05
-)BUDGET",
-R"BUDGET(vercel_ai_gateway/anthropic/claude-3.7-sonnet provider=vercel_ai_gateway mode=chat max_out=64000 cw=3.75e-06 cr=3e-07 in=3e-06 out=1.5e-05
+vercel_ai_gateway/anthropic/claude-3.7-sonnet provider=vercel_ai_gateway mode=chat max_out=64000 cw=3.75e-06 cr=3e-07 in=3e-06 out=1.5e-05
 vercel_ai_gateway/anthropic/claude-4-opus provider=vercel_ai_gateway mode=chat max_out=32000 cw=1.875e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
 vercel_ai_gateway/anthropic/claude-4-sonnet provider=vercel_ai_gateway mode=chat max_out=64000 cw=3.75e-06 cr=3e-07 in=3e-06 out=1.5e-05
 vercel_ai_gateway/anthropic/claude-3-5-sonnet provider=vercel_ai_gateway mode=chat max_out=8192 cw=3.75e-06 cr=3e-07 in=3e-06 out=1.5e-05
@@ -2097,7 +2097,8 @@ vercel_ai_gateway/xai/grok-3-fast provider=vercel_ai_gateway mode=chat max_out=1
 vercel_ai_gateway/xai/grok-3-mini provider=vercel_ai_gateway mode=chat max_out=131072 in=3e-07 out=5e-07
 vercel_ai_gateway/xai/grok-3-mini-fast provider=vercel_ai_gateway mode=chat max_out=131072 in=6e-07 out=4e-06
 vercel_ai_gateway/xai/grok-4 provider=vercel_ai_gateway mode=chat max_out=256000 in=3e-06 out=1.5e-05
-vercel_ai_gateway/zai/glm-4.5 provider=vercel_ai_gateway mode=chat max_out=131072 in=6e-07 out=2.2e-06
+)BUDGET",
+R"BUDGET(vercel_ai_gateway/zai/glm-4.5 provider=vercel_ai_gateway mode=chat max_out=131072 in=6e-07 out=2.2e-06
 vercel_ai_gateway/zai/glm-4.5-air provider=vercel_ai_gateway mode=chat max_out=96000 in=2e-07 out=1.1e-06
 vercel_ai_gateway/zai/glm-4.6 provider=vercel_ai_gateway mode=chat max_out=200000 cr=1.1e-07 in=4.5e-07 out=1.8e-06
 vertex_ai/chirp_3 provider=vertex_ai mode=audio_transcription sec=0.00026667
@@ -2115,8 +2116,7 @@ vertex_ai/claude-3-opus@20240229 provider=vertex_ai-anthropic_models mode=chat m
 vertex_ai/claude-3-sonnet provider=vertex_ai-anthropic_models mode=chat max_out=4096 in=3e-06 out=1.5e-05
 vertex_ai/claude-3-sonnet@20240229 provider=vertex_ai-anthropic_models mode=chat max_out=4096 in=3e-06 out=1.5e-05
 vertex_ai/claude-opus-4 provider=vertex_ai-anthropic_models mode=chat max_out=32000 cw=1.875e-05 cw1h=3e-05 cr=1.5e-06 in=1.5e-05 out=7.5e-05
-)BUDGET",
-R"BUDGET(vertex_ai/claude-opus-4-1 provider=vertex_ai-anthropic_models mode=chat max_out=32000 cw=1.875e-05 cw1h=3e-05 cr=1.5e-06 in=1.5e-05 in/batch=7.5e-06 out=7.5e-05 out/batch=3.75e-05
+vertex_ai/claude-opus-4-1 provider=vertex_ai-anthropic_models mode=chat max_out=32000 cw=1.875e-05 cw1h=3e-05 cr=1.5e-06 in=1.5e-05 in/batch=7.5e-06 out=7.5e-05 out/batch=3.75e-05
 vertex_ai/claude-opus-4-1@20250805 provider=vertex_ai-anthropic_models mode=chat max_out=32000 cw=1.875e-05 cw1h=3e-05 cr=1.5e-06 in=1.5e-05 in/batch=7.5e-06 out=7.5e-05 out/batch=3.75e-05
 vertex_ai/claude-opus-4-5 provider=vertex_ai-anthropic_models mode=chat max_out=64000 cw=6.25e-06 cw1h=1e-05 cr=5e-07 in=5e-06 out=2.5e-05
 vertex_ai/claude-opus-4-5@20251101 provider=vertex_ai-anthropic_models mode=chat max_out=64000 cw=6.25e-06 cw1h=1e-05 cr=5e-07 in=5e-06 out=2.5e-05
@@ -2147,13 +2147,13 @@ vertex_ai/codestral@latest provider=vertex_ai-mistral_models mode=chat max_out=1
 vertex_ai/deepseek-ai/deepseek-v3.1-maas provider=vertex_ai-deepseek_models mode=chat max_out=32768 in=1.35e-06 out=5.4e-06
 vertex_ai/deepseek-ai/deepseek-v3.2-maas provider=vertex_ai-deepseek_models mode=chat max_out=32768 in=5.6e-07 in/batch=2.8e-07 out=1.68e-06 out/batch=8.4e-07
 vertex_ai/deepseek-ai/deepseek-r1-0528-maas provider=vertex_ai-deepseek_models mode=chat max_out=8192 in=1.35e-06 out=5.4e-06
-vertex_ai/gemini-2.5-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 cr=3e-08 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
+vertex_ai/gemini-2.5-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 cr=3e-08 ain=1e-06 in=3e-07 img=0.039 rsn=2.5e-06 out=2.5e-06
 vertex_ai/gemini-3-pro-image provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 vertex_ai/gemini-3-pro-image-preview provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 vertex_ai/gemini-3.1-flash-image provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.0672 in=5e-07 out=3e-06
 vertex_ai/gemini-3.1-flash-image-preview provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.0672 in=5e-07 out=3e-06
-vertex_ai/gemini-3.1-flash-lite-preview provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
-vertex_ai/gemini-3.1-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
+vertex_ai/gemini-3.1-flash-lite-preview provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 ain=5e-07 in=2.5e-07 rsn=1.5e-06 out=1.5e-06
+vertex_ai/gemini-3.1-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=2.5e-08 cr/flex=1.25e-08 cr/priority=4.5e-08 ain=5e-07 in=2.5e-07 in/batch=1.25e-07 in/flex=1.25e-07 in/priority=4.5e-07 rsn=1.5e-06 out=1.5e-06 out/batch=7.5e-07 out/flex=7.5e-07 out/priority=2.7e-06
 vertex_ai/gemini-3.5-flash-lite provider=vertex_ai-language-models mode=chat max_out=65536 cr=3e-08 cr/flex=2e-08 cr/priority=5e-08 in=3e-07 in/batch=1.5e-07 in/flex=1.5e-07 in/priority=5.4e-07 rsn=2.5e-06 out=2.5e-06 out/batch=1.25e-06 out/flex=1.25e-06 out/priority=4.5e-06
 vertex_ai/deep-research-pro-preview-12-2025 provider=vertex_ai-language-models mode=image_generation max_out=32768 img=0.134 in=2e-06 in/batch=1e-06 out=1.2e-05 out/batch=6e-06
 vertex_ai/imagegeneration@006 provider=vertex_ai-image-models mode=image_generation img=0.02
@@ -2189,7 +2189,8 @@ vertex_ai/mistral-medium-3@001 provider=vertex_ai-mistral_models mode=chat max_o
 vertex_ai/mistralai/mistral-medium-3 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=4e-07 out=2e-06
 vertex_ai/mistralai/mistral-medium-3@001 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=4e-07 out=2e-06
 vertex_ai/mistral-large-2411 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=2e-06 out=6e-06
-vertex_ai/mistral-large@2407 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=2e-06 out=6e-06
+)BUDGET",
+R"BUDGET(vertex_ai/mistral-large@2407 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=2e-06 out=6e-06
 vertex_ai/mistral-large@2411-001 provider=vertex_ai-mistral_models mode=chat max_out=8191 in=2e-06 out=6e-06
 vertex_ai/mistral-large@latest provider=vertex_ai-mistral_models mode=chat max_out=8191 in=2e-06 out=6e-06
 vertex_ai/mistral-nemo@2407 provider=vertex_ai-mistral_models mode=chat max_out=128000 in=3e-06 out=3e-06
@@ -2207,8 +2208,7 @@ vertex_ai/xai/grok-4.20-reasoning provider=vertex_ai mode=chat max_out=2000000 c
 vertex_ai/qwen/qwen3-235b-a22b-instruct-2507-maas provider=vertex_ai-qwen_models mode=chat max_out=16384 in=2.5e-07 out=1e-06
 vertex_ai/qwen/qwen3-coder-480b-a35b-instruct-maas provider=vertex_ai-qwen_models mode=chat max_out=32768 in=1e-06 out=4e-06
 vertex_ai/qwen/qwen3-next-80b-a3b-instruct-maas provider=vertex_ai-qwen_models mode=chat max_out=262144 in=1.5e-07 out=1.2e-06
-)BUDGET",
-R"BUDGET(vertex_ai/qwen/qwen3-next-80b-a3b-thinking-maas provider=vertex_ai-qwen_models mode=chat max_out=262144 in=1.5e-07 out=1.2e-06
+vertex_ai/qwen/qwen3-next-80b-a3b-thinking-maas provider=vertex_ai-qwen_models mode=chat max_out=262144 in=1.5e-07 out=1.2e-06
 voyage/rerank-2 provider=voyage mode=rerank max_out=16000 in=5e-08 out=0.0
 voyage/rerank-2-lite provider=voyage mode=rerank max_out=8000 in=2e-08 out=0.0
 voyage/rerank-2.5 provider=voyage mode=rerank max_out=32000 in=5e-08 out=0.0
@@ -2313,7 +2313,8 @@ xai/grok-beta provider=xai mode=chat max_out=131072 in=5e-06 out=1.5e-05
 xai/grok-code-fast provider=xai mode=chat max_out=256000 cr=2e-08 in=2e-07 out=1.5e-06
 xai/grok-code-fast-1 provider=xai mode=chat max_out=256000 cr=2e-08 in=2e-07 out=1.5e-06
 xai/grok-code-fast-1-0825 provider=xai mode=chat max_out=256000 cr=2e-08 in=2e-07 out=1.5e-06
-xai/grok-vision-beta provider=xai mode=chat max_out=8192 img=5e-06 in=5e-06 out=1.5e-05
+)BUDGET",
+R"BUDGET(xai/grok-vision-beta provider=xai mode=chat max_out=8192 img=5e-06 in=5e-06 out=1.5e-05
 zai.glm-4.7 provider=bedrock_converse mode=chat max_out=128000 in=6e-07 out=2.2e-06
 zai.glm-5 provider=bedrock_converse mode=chat max_out=128000 in=1e-06 out=3.2e-06
 zai.glm-4.7-flash provider=bedrock_converse mode=chat max_out=128000 in=7e-08 out=4e-07
@@ -2336,8 +2337,7 @@ fireworks_ai/accounts/fireworks/models/qwen3-coder-480b-a35b-instruct provider=f
 fireworks_ai/accounts/fireworks/models/flux-kontext-pro provider=fireworks_ai mode=image_generation max_out=4096 in=4e-08 out=4e-08
 fireworks_ai/accounts/fireworks/models/SSD-1B provider=fireworks_ai mode=image_generation max_out=4096 in=1.3e-10 out=1.3e-10
 fireworks_ai/accounts/fireworks/models/chronos-hermes-13b-v2 provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
-)BUDGET",
-R"BUDGET(fireworks_ai/accounts/fireworks/models/code-llama-13b provider=fireworks_ai mode=chat max_out=16384 in=2e-07 out=2e-07
+fireworks_ai/accounts/fireworks/models/code-llama-13b provider=fireworks_ai mode=chat max_out=16384 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/code-llama-13b-instruct provider=fireworks_ai mode=chat max_out=16384 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/code-llama-13b-python provider=fireworks_ai mode=chat max_out=16384 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/code-llama-34b provider=fireworks_ai mode=chat max_out=16384 in=9e-07 out=9e-07
@@ -2416,7 +2416,8 @@ fireworks_ai/accounts/fireworks/models/llama-guard-3-1b provider=fireworks_ai mo
 fireworks_ai/accounts/fireworks/models/llama-guard-3-8b provider=fireworks_ai mode=chat max_out=131072 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/llama-v2-13b provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/llama-v2-13b-chat provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
-fireworks_ai/accounts/fireworks/models/llama-v2-70b provider=fireworks_ai mode=chat max_out=4096 in=1e-07 out=1e-07
+)BUDGET",
+R"BUDGET(fireworks_ai/accounts/fireworks/models/llama-v2-70b provider=fireworks_ai mode=chat max_out=4096 in=1e-07 out=1e-07
 fireworks_ai/accounts/fireworks/models/llama-v2-70b-chat provider=fireworks_ai mode=chat max_out=2048 in=9e-07 out=9e-07
 fireworks_ai/accounts/fireworks/models/llama-v2-7b provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/llama-v2-7b-chat provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
@@ -2432,8 +2433,7 @@ fireworks_ai/accounts/fireworks/models/llama-v3p2-1b provider=fireworks_ai mode=
 fireworks_ai/accounts/fireworks/models/llama-v3p2-3b provider=fireworks_ai mode=chat max_out=131072 in=1e-07 out=1e-07
 fireworks_ai/accounts/fireworks/models/llama-v3p3-70b-instruct provider=fireworks_ai mode=chat max_out=131072 in=9e-07 out=9e-07
 fireworks_ai/accounts/fireworks/models/llamaguard-7b provider=fireworks_ai mode=chat max_out=4096 in=2e-07 out=2e-07
-)BUDGET",
-R"BUDGET(fireworks_ai/accounts/fireworks/models/llava-yi-34b provider=fireworks_ai mode=chat max_out=4096 in=9e-07 out=9e-07
+fireworks_ai/accounts/fireworks/models/llava-yi-34b provider=fireworks_ai mode=chat max_out=4096 in=9e-07 out=9e-07
 fireworks_ai/accounts/fireworks/models/minimax-m1-80k provider=fireworks_ai mode=chat max_out=4096 in=1e-07 out=1e-07
 fireworks_ai/accounts/fireworks/models/minimax-m2 provider=fireworks_ai mode=chat max_out=4096 in=3e-07 out=1.2e-06
 fireworks_ai/accounts/fireworks/models/ministral-3-14b-instruct-2512 provider=fireworks_ai mode=chat max_out=256000 in=2e-07 out=2e-07
@@ -2512,7 +2512,8 @@ fireworks_ai/accounts/fireworks/models/qwen2p5-vl-3b-instruct provider=fireworks
 fireworks_ai/accounts/fireworks/models/qwen2p5-vl-72b-instruct provider=fireworks_ai mode=chat max_out=128000 in=9e-07 out=9e-07
 fireworks_ai/accounts/fireworks/models/qwen2p5-vl-7b-instruct provider=fireworks_ai mode=chat max_out=128000 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/qwen3-0p6b provider=fireworks_ai mode=chat max_out=40960 in=1e-07 out=1e-07
-fireworks_ai/accounts/fireworks/models/qwen3-14b provider=fireworks_ai mode=chat max_out=40960 in=2e-07 out=2e-07
+)BUDGET",
+R"BUDGET(fireworks_ai/accounts/fireworks/models/qwen3-14b provider=fireworks_ai mode=chat max_out=40960 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/qwen3-1p7b provider=fireworks_ai mode=chat max_out=131072 in=1e-07 out=1e-07
 fireworks_ai/accounts/fireworks/models/qwen3-1p7b-fp8-draft provider=fireworks_ai mode=chat max_out=262144 in=1e-07 out=1e-07
 fireworks_ai/accounts/fireworks/models/qwen3-1p7b-fp8-draft-131072 provider=fireworks_ai mode=chat max_out=131072 in=1e-07 out=1e-07
@@ -2527,8 +2528,7 @@ fireworks_ai/accounts/fireworks/models/qwen3-32b provider=fireworks_ai mode=chat
 fireworks_ai/accounts/fireworks/models/qwen3-4b provider=fireworks_ai mode=chat max_out=40960 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/qwen3-4b-instruct-2507 provider=fireworks_ai mode=chat max_out=262144 in=2e-07 out=2e-07
 fireworks_ai/accounts/fireworks/models/qwen3-8b provider=fireworks_ai mode=chat max_out=40960 in=2e-07 out=2e-07
-)BUDGET",
-R"BUDGET(fireworks_ai/accounts/fireworks/models/qwen3-coder-30b-a3b-instruct provider=fireworks_ai mode=chat max_out=262144 in=1.5e-07 out=6e-07
+fireworks_ai/accounts/fireworks/models/qwen3-coder-30b-a3b-instruct provider=fireworks_ai mode=chat max_out=262144 in=1.5e-07 out=6e-07
 fireworks_ai/accounts/fireworks/models/qwen3-coder-480b-instruct-bf16 provider=fireworks_ai mode=chat max_out=4096 in=9e-07 out=9e-07
 fireworks_ai/accounts/fireworks/models/qwen3-embedding-0p6b provider=fireworks_ai mode=embedding max_out=32768 in=0.0 out=0.0
 fireworks_ai/accounts/fireworks/models/qwen3-embedding-4b provider=fireworks_ai mode=embedding max_out=40960 in=0.0 out=0.0
@@ -2570,13 +2570,13 @@ scaleway/qwen/qwen3-235b-a22b-instruct-2507 provider=scaleway mode=chat max_out=
 scaleway/qwen/qwen3-embedding-8b provider=scaleway mode=embedding in=1e-07 out=0.0
 scaleway/qwen/qwen3-coder-30b-a3b-instruct provider=scaleway mode=chat max_out=32768 in=2e-07 out=8e-07
 scaleway/openai/gpt-oss-120b provider=scaleway mode=chat max_out=32768 in=1.5e-07 out=6e-07
-scaleway/openai/whisper-large-v3 provider=scaleway mode=audio_transcription out=0.0
+scaleway/openai/whisper-large-v3 provider=scaleway mode=audio_transcription ain=0.0 out=0.0
 scaleway/google/gemma-4-26b-a4b-it provider=scaleway mode=chat max_out=32768 in=2.5e-07 out=5e-07
 scaleway/google/gemma-3-27b-it provider=scaleway mode=chat max_out=8192 in=2.5e-07 out=5e-07
 scaleway/hcompany/holo2-30b-a3b provider=scaleway mode=chat max_out=16384 in=3e-07 out=7e-07
 scaleway/mistralai/mistral-medium-3.5-128b provider=scaleway mode=chat max_out=16384 in=1.5e-06 out=7.5e-06
 scaleway/mistralai/devstral-2-123b-instruct-2512 provider=scaleway mode=chat max_out=16384 in=4e-07 out=2e-06
-scaleway/mistralai/voxtral-small-24b-2507 provider=scaleway mode=chat max_out=16384 in=1.5e-07 out=3.5e-07
+scaleway/mistralai/voxtral-small-24b-2507 provider=scaleway mode=chat max_out=16384 ain=1.5e-07 in=1.5e-07 out=3.5e-07
 scaleway/mistralai/mistral-small-3.2-24b-instruct-2506 provider=scaleway mode=chat max_out=32768 in=1.5e-07 out=3.5e-07
 scaleway/mistralai/pixtral-12b-2409 provider=scaleway mode=chat max_out=4096 in=2e-07 out=2e-07
 scaleway/BAAI/bge-multilingual-gemma2 provider=scaleway mode=embedding in=1e-07 out=0.0
@@ -2621,7 +2621,8 @@ novita/qwen/qwen-2.5-72b-instruct provider=novita mode=chat max_out=8192 in=3.8e
 novita/mistralai/mistral-nemo provider=novita mode=chat max_out=16000 in=4e-08 out=1.7e-07
 novita/minimaxai/minimax-m1-80k provider=novita mode=chat max_out=40000 in=5.5e-07 out=2.2e-06
 novita/deepseek/deepseek-r1-0528 provider=novita mode=chat max_out=32768 in=7e-07 out=2.5e-06 cr=3.5e-07
-novita/deepseek/deepseek-r1-distill-qwen-32b provider=novita mode=chat max_out=32000 in=3e-07 out=3e-07
+)BUDGET",
+R"BUDGET(novita/deepseek/deepseek-r1-distill-qwen-32b provider=novita mode=chat max_out=32000 in=3e-07 out=3e-07
 novita/meta-llama/llama-3-8b-instruct provider=novita mode=chat max_out=8192 in=4e-08 out=4e-08
 novita/microsoft/wizardlm-2-8x22b provider=novita mode=chat max_out=8000 in=6.2e-07 out=6.2e-07
 novita/deepseek/deepseek-r1-0528-qwen3-8b provider=novita mode=chat max_out=32000 in=6e-08 out=9e-08
@@ -2640,8 +2641,7 @@ novita/baidu/ernie-4.5-vl-424b-a47b provider=novita mode=chat max_out=16000 in=4
 novita/baidu/ernie-4.5-300b-a47b-paddle provider=novita mode=chat max_out=12000 in=2.8e-07 out=1.1e-06
 novita/deepseek/deepseek-prover-v2-671b provider=novita mode=chat max_out=160000 in=7e-07 out=2.5e-06
 novita/qwen/qwen3-32b-fp8 provider=novita mode=chat max_out=20000 in=1e-07 out=4.5e-07
-)BUDGET",
-R"BUDGET(novita/qwen/qwen3-30b-a3b-fp8 provider=novita mode=chat max_out=20000 in=9e-08 out=4.5e-07
+novita/qwen/qwen3-30b-a3b-fp8 provider=novita mode=chat max_out=20000 in=9e-08 out=4.5e-07
 novita/google/gemma-3-27b-it provider=novita mode=chat max_out=16384 in=1.19e-07 out=2e-07
 novita/deepseek/deepseek-v3-turbo provider=novita mode=chat max_out=16000 in=4e-07 out=1.3e-06
 novita/deepseek/deepseek-r1-turbo provider=novita mode=chat max_out=16000 in=7e-07 out=2.5e-06
@@ -2696,33 +2696,33 @@ libertai/deepseek-v4-flash provider=libertai mode=chat max_out=200000 in=2.5e-07
 libertai/deepseek-v4-flash-thinking provider=libertai mode=chat max_out=200000 in=2.5e-07 out=1.75e-06
 libertai/bge-m3 provider=libertai mode=embedding max_out=8192 in=1e-08 out=0.0
 sarvam/sarvam-m provider=sarvam mode=chat max_out=32000 cw=0 cw1h=0 cr=0 in=0 out=0
-gpt-4o-mini-tts-2025-03-20 provider=openai mode=audio_speech in=2.5e-06 sec=0.00025 out=1e-05
-gpt-4o-mini-tts-2025-12-15 provider=openai mode=audio_speech in=2.5e-06 sec=0.00025 out=1e-05
-gpt-4o-mini-transcribe-2025-03-20 provider=openai mode=audio_transcription max_out=2000 in=1.25e-06 out=5e-06
-gpt-4o-mini-transcribe-2025-12-15 provider=openai mode=audio_transcription max_out=2000 in=1.25e-06 out=5e-06
+gpt-4o-mini-tts-2025-03-20 provider=openai mode=audio_speech in=2.5e-06 aout=1.2e-05 sec=0.00025 out=1e-05
+gpt-4o-mini-tts-2025-12-15 provider=openai mode=audio_speech in=2.5e-06 aout=1.2e-05 sec=0.00025 out=1e-05
+gpt-4o-mini-transcribe-2025-03-20 provider=openai mode=audio_transcription max_out=2000 ain=1.25e-06 in=1.25e-06 out=5e-06
+gpt-4o-mini-transcribe-2025-12-15 provider=openai mode=audio_transcription max_out=2000 ain=1.25e-06 in=1.25e-06 out=5e-06
 gpt-5-search-api provider=openai mode=chat max_out=128000 cr=1.25e-07 in=1.25e-06 out=1e-05
 gpt-5-search-api-2025-10-14 provider=openai mode=chat max_out=128000 cr=1.25e-07 in=1.25e-06 out=1e-05
-gpt-realtime-mini-2025-10-06 provider=openai mode=realtime max_out=4096 cr=6e-08 img=8e-07 in=6e-07 out=2.4e-06
-gpt-realtime-mini-2025-12-15 provider=openai mode=realtime max_out=4096 cr=6e-08 img=8e-07 in=6e-07 out=2.4e-06
+gpt-realtime-mini-2025-10-06 provider=openai mode=realtime max_out=4096 cr=6e-08 ain=1e-05 img=8e-07 in=6e-07 aout=2e-05 out=2.4e-06
+gpt-realtime-mini-2025-12-15 provider=openai mode=realtime max_out=4096 cr=6e-08 ain=1e-05 img=8e-07 in=6e-07 aout=2e-05 out=2.4e-06
 gpt-realtime-whisper provider=openai mode=audio_transcription sec=0.0002833333333333333
 chatgpt-image-latest provider=openai mode=image_generation cr=1.25e-06 in=5e-06
 gemini-2.0-flash-exp-image-generation provider=gemini mode=image_generation max_out=32768 in=0.0 img=0.039 out=0.0
 gemini/gemini-2.0-flash-exp-image-generation provider=gemini mode=image_generation max_out=32768 in=0.0 img=0.039 out=0.0
-gemini/gemini-2.0-flash-lite-001 provider=gemini mode=chat max_out=8192 cr=1.875e-08 in=7.5e-08 out=3e-07
-gemini-2.5-flash-native-audio-latest provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini-2.5-flash-native-audio-preview-09-2025 provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini-2.5-flash-native-audio-preview-12-2025 provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini-3.1-flash-live-preview provider=gemini mode=chat max_out=65536 in=7.5e-07 out=4.5e-06
-gemini/gemini-2.5-flash-native-audio-latest provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini/gemini-2.5-flash-native-audio-preview-09-2025 provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini/gemini-2.5-flash-native-audio-preview-12-2025 provider=gemini mode=chat max_out=8192 in=3e-07 out=2.5e-06
-gemini/gemini-3.1-flash-live-preview provider=gemini mode=chat max_out=65536 in=7.5e-07 out=4.5e-06
+gemini/gemini-2.0-flash-lite-001 provider=gemini mode=chat max_out=8192 cr=1.875e-08 ain=7.5e-08 in=7.5e-08 out=3e-07
+gemini-2.5-flash-native-audio-latest provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini-2.5-flash-native-audio-preview-09-2025 provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini-2.5-flash-native-audio-preview-12-2025 provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini-3.1-flash-live-preview provider=gemini mode=chat max_out=65536 ain=3e-06 in=7.5e-07 aout=1.2e-05 out=4.5e-06
+gemini/gemini-2.5-flash-native-audio-latest provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini/gemini-2.5-flash-native-audio-preview-09-2025 provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini/gemini-2.5-flash-native-audio-preview-12-2025 provider=gemini mode=chat max_out=8192 ain=1e-06 in=3e-07 out=2.5e-06
+gemini/gemini-3.1-flash-live-preview provider=gemini mode=chat max_out=65536 ain=3e-06 in=7.5e-07 aout=1.2e-05 out=4.5e-06
 gemini-2.5-flash-preview-tts provider=gemini mode=audio_speech in=3e-07 out=2.5e-06
-gemini-flash-latest provider=gemini mode=chat max_out=65535 cr=3e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
-gemini-flash-lite-latest provider=gemini mode=chat max_out=65535 cr=1e-08 in=1e-07 rsn=4e-07 out=4e-07
+gemini-flash-latest provider=gemini mode=chat max_out=65535 cr=3e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini-flash-lite-latest provider=gemini mode=chat max_out=65535 cr=1e-08 ain=3e-07 in=1e-07 rsn=4e-07 out=4e-07
 gemini-pro-latest provider=gemini mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
 gemini/gemini-pro-latest provider=gemini mode=chat max_out=65535 cr=1.25e-07 cr@200000=2.5e-07 in=1.25e-06 in@200000=2.5e-06 out=1e-05 out@200000=1.5e-05
-gemini-exp-1206 provider=gemini mode=chat max_out=65535 cr=3e-08 in=3e-07 rsn=2.5e-06 out=2.5e-06
+gemini-exp-1206 provider=gemini mode=chat max_out=65535 cr=3e-08 ain=1e-06 in=3e-07 rsn=2.5e-06 out=2.5e-06
 vertex_ai/claude-sonnet-5@default provider=vertex_ai-anthropic_models mode=chat max_out=128000 cw=2.5e-06 cw1h=4e-06 cr=2e-07 in=2e-06 out=1e-05
 vertex_ai/claude-sonnet-4-6@default provider=vertex_ai-anthropic_models mode=chat max_out=64000 cw=3.75e-06 cw1h=6e-06 cr=3e-07 in=3e-06 out=1.5e-05
 bedrock_mantle/openai.gpt-oss-120b provider=bedrock_mantle mode=chat max_out=32768 in=1.5e-07 out=6e-07
@@ -2739,7 +2739,8 @@ bedrock_mantle/google.gemma-4-26b-a4b provider=bedrock_mantle mode=chat max_out=
 bedrock_mantle/google.gemma-4-e2b provider=bedrock_mantle mode=chat max_out=128000 in=4e-08 out=8e-08
 bedrock_mantle/xai.grok-4.3 provider=bedrock_mantle mode=chat max_out=16384 in=1.25e-06 out=2.5e-06 cr=2e-07
 volcengine/doubao-seed-2-0-pro-260215 provider=volcengine mode=chat max_out=128000 in=4.6e-07 out=2.3e-06 in@32000=7e-07 out@32000=3.5e-06 in@128000=1.4e-06 out@128000=7e-06
-volcengine/doubao-seed-2-0-lite-260215 provider=volcengine mode=chat max_out=128000 in=8.7e-08 out=5.2e-07 in@32000=1.3e-07 out@32000=7.8e-07 in@128000=2.6e-07 out@128000=1.6e-06
+)BUDGET",
+R"BUDGET(volcengine/doubao-seed-2-0-lite-260215 provider=volcengine mode=chat max_out=128000 in=8.7e-08 out=5.2e-07 in@32000=1.3e-07 out@32000=7.8e-07 in@128000=2.6e-07 out@128000=1.6e-06
 volcengine/doubao-seed-2-0-mini-260215 provider=volcengine mode=chat max_out=128000 in=2.9e-08 out=2.9e-07 in@32000=5.8e-08 out@32000=5.8e-07 in@128000=1.2e-07 out@128000=1.2e-06
 volcengine/doubao-seed-2-0-code-preview-260215 provider=volcengine mode=chat max_out=128000 in=4.6e-07 out=2.3e-06 in@32000=7e-07 out@32000=3.5e-06 in@128000=1.4e-06 out@128000=7e-06
 bedrock/us-east-1/zai.glm-5 provider=bedrock mode=chat max_out=128000 in=1e-06 out=3.2e-06
@@ -2757,8 +2758,7 @@ snowflake/openai-gpt-5 provider=snowflake mode=chat max_out=16384 in=1.25e-06 ou
 snowflake/openai-gpt-5-mini provider=snowflake mode=chat max_out=16384 in=3e-07 out=1.2e-06
 snowflake/openai-gpt-5-nano provider=snowflake mode=chat max_out=16384 in=1.5e-07 out=6e-07
 snowflake/llama4-maverick provider=snowflake mode=chat max_out=16384 in=2.4e-07 out=9.7e-07
-)BUDGET",
-R"BUDGET(snowflake/snowflake-arctic-embed-l-v2.0 provider=snowflake mode=embedding max_out=8192 in=7e-08 out=0.0
+snowflake/snowflake-arctic-embed-l-v2.0 provider=snowflake mode=embedding max_out=8192 in=7e-08 out=0.0
 snowflake/snowflake-arctic-embed-m-v2.0 provider=snowflake mode=embedding max_out=8192 in=7e-08 out=0.0
 soniox/stt-async-v4 provider=soniox mode=audio_transcription max_out=8000 sec=0.0
 soniox/stt-async-v5 provider=soniox mode=audio_transcription max_out=8000 sec=0.0

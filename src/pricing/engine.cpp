@@ -389,7 +389,8 @@ class PricingEngine::Impl {
     c.entry = &resolve_or_fallback(model, at);
     c.level = &select_level(*c.entry, tier, u.input_tokens);
     UsageView v{u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
-                u.output_tokens, u.reasoning_tokens, u.requests, u.images, u.audio_ms};
+                u.output_tokens, u.reasoning_tokens, u.requests, u.images, u.audio_ms,
+                u.audio_input_tokens, u.audio_output_tokens};
     compute_lines(*c.level, v, c.lines);
     c.total_nanos = c.lines.total_nanos;
     c.markup_nanos = 0;
@@ -555,8 +556,8 @@ PriceQuote PricingEngine::quote(std::string_view model, const Usage& usage,
   impl_->compute(model, usage, o, c);
   PriceQuote q = quote_head(*impl_, c);
   q.price_version = impl_->version_at(*o.at);
-  static constexpr Comp kOrder[] = {kIn, kCacheRead, kCacheWrite, kCacheWrite1h, kOut,
-                                    kReasoning, kRequest, kImage, kAudioSec};
+  static constexpr Comp kOrder[] = {kIn,  kCacheRead, kCacheWrite, kCacheWrite1h, kAudioIn, kOut,
+                                    kReasoning, kAudioOut, kRequest, kImage, kAudioSec};
   for (Comp comp : kOrder) {
     auto i = static_cast<size_t>(comp);
     if (!c.lines.present[i]) continue;

@@ -121,7 +121,7 @@ struct FieldMap {
   int rank;         // lower wins when several fields map to the same price
   bool audio_only;  // only for audio transcription / speech entries
 };
-constexpr std::array<FieldMap, 12> kFields = {{
+constexpr std::array<FieldMap, 14> kFields = {{
     {"cache_creation_input_token_cost_above_1hr", kCacheWrite1h, 0, false},
     {"cache_creation_input_token_cost", kCacheWrite, 0, false},
     {"cache_read_input_token_cost", kCacheRead, 0, false},
@@ -132,6 +132,8 @@ constexpr std::array<FieldMap, 12> kFields = {{
     {"output_cost_per_image", kImage, 0, false},
     {"input_cost_per_image", kImage, 1, false},
     {"input_cost_per_audio_per_second", kAudioSec, 0, false},
+    {"input_cost_per_audio_token", kAudioIn, 0, false},
+    {"output_cost_per_audio_token", kAudioOut, 0, false},
     {"input_cost_per_second", kAudioSec, 1, true},
     {"output_cost_per_second", kAudioSec, 2, true},
 }};

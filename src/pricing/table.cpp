@@ -134,21 +134,26 @@ const Resolved& select_level(const Entry& e, int service, int64_t input_tokens) 
 
 void compute_lines(const Resolved& r, const UsageView& u, LineAmounts& out) {
   auto& q = out.quantity;
-  q[kIn] = u.input - u.cache_read - u.cache_write;
+  q[kIn] = u.input - u.cache_read - u.cache_write - u.audio_input;
   q[kCacheRead] = u.cache_read;
   q[kCacheWrite] = u.cache_write - u.cache_write_1h;
   q[kCacheWrite1h] = u.cache_write_1h;
-  q[kOut] = u.output - u.reasoning;
+  q[kOut] = u.output - u.reasoning - u.audio_output;
   q[kReasoning] = u.reasoning;
   q[kRequest] = u.requests;
   q[kImage] = u.images;
   q[kAudioSec] = u.audio_ms;
+  q[kAudioIn] = u.audio_input;
+  q[kAudioOut] = u.audio_output;
   // Components without their own price are billed with their parent (no overflow: the
   // parts sum to at most their validated total).
   if (!r.own[kCacheWrite1h]) q[kCacheWrite] += q[kCacheWrite1h], q[kCacheWrite1h] = 0;
   if (!r.own[kCacheWrite]) q[kIn] += q[kCacheWrite], q[kCacheWrite] = 0;
   if (!r.own[kCacheRead]) q[kIn] += q[kCacheRead], q[kCacheRead] = 0;
   if (!r.own[kReasoning]) q[kOut] += q[kReasoning], q[kReasoning] = 0;
+  // Audio tokens without an audio price are billed at the text price (the table states none).
+  if (!r.own[kAudioIn]) q[kIn] += q[kAudioIn], q[kAudioIn] = 0;
+  if (!r.own[kAudioOut]) q[kOut] += q[kAudioOut], q[kAudioOut] = 0;
   static const int128 kTokenDiv = pow10_128(kPriceScale - 9);      // 1e15
   static const int128 kMsDiv = pow10_128(kPriceScale - 9 + 3);     // 1e18: per second x ms
   int64_t total = 0;

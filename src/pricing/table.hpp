@@ -22,17 +22,19 @@ enum Comp : int {
   kRequest,
   kImage,
   kAudioSec,
+  kAudioIn,   // audio input tokens (part of input; no price: billed in kIn)
+  kAudioOut,  // audio output tokens (part of output; no price: billed in kOut)
   kNumComps
 };
 inline constexpr int kNumServiceTiers = 4;  // standard, batch, flex, priority
 
 // Compact-format names.
 inline constexpr std::array<std::string_view, kNumComps> kCompKeys = {
-    "in", "out", "cr", "cw", "cw1h", "rsn", "req", "img", "sec"};
+    "in", "out", "cr", "cw", "cw1h", "rsn", "req", "img", "sec", "ain", "aout"};
 // Line item names.
 inline constexpr std::array<std::string_view, kNumComps> kCompItemNames = {
     "input", "output", "cache_read", "cache_write", "cache_write_1h",
-    "reasoning", "request", "image", "audio"};
+    "reasoning", "request", "image", "audio", "audio_input", "audio_output"};
 inline constexpr std::array<std::string_view, kNumServiceTiers> kServiceKeys = {
     "", "batch", "flex", "priority"};
 
@@ -61,8 +63,8 @@ std::string price_key(Comp c, int service, int64_t threshold);
 
 // The resolved prices of one (tier level, service tier): for each component, its price when
 // the entry (or a fallback level/service) defines it; `own` false means its quantity is
-// billed with another component (cache parts with input, 1h writes with 5m writes,
-// reasoning with output) or, for in/out/req/img/sec, is not priced.
+// billed with another component (cache parts and audio input with input, 1h writes with 5m
+// writes, reasoning and audio output with output) or, for in/out/req/img/sec, is not priced.
 struct Resolved {
   std::array<Price, kNumComps> price{};
   std::array<bool, kNumComps> own{};
@@ -91,7 +93,7 @@ struct LineAmounts {
 // Throws InvalidArgumentError (usage) / OverflowError.
 struct UsageView {
   int64_t input, cache_read, cache_write, cache_write_1h, output, reasoning, requests, images,
-      audio_ms;
+      audio_ms, audio_input, audio_output;
 };
 const Resolved& select_level(const Entry& e, int service, int64_t input_tokens);
 void compute_lines(const Resolved& r, const UsageView& u, LineAmounts& out);

@@ -69,6 +69,28 @@ const json* member(const json& obj, const char* key) {
   return it == obj.end() ? nullptr : &*it;
 }
 
+// The first of two spellings present (OpenAI Responses `input_tokens_details`, Realtime
+// `input_token_details`).
+const json* member(const json& obj, const char* key, const char* alt) {
+  const json* m = member(obj, key);
+  return m ? m : member(obj, alt);
+}
+
+// Gemini `promptTokensDetails` / `cacheTokensDetails` / `candidatesTokensDetails`: a list of
+// {modality, tokenCount}. The tokens of one modality, 0 when the list has none of it; absent
+// (nullopt) when the list itself is absent (a running total that keeps its previous value).
+std::optional<int64_t> modality_tokens(const json& usage, const char* key, std::string_view modality) {
+  const json* list = member(usage, key);
+  if (!list || !list->is_array()) return std::nullopt;
+  int64_t n = 0;
+  for (const auto& d : *list) {
+    const json* m = member(d, "modality");
+    if (m && m->is_string() && m->get_ref<const std::string&>() == modality)
+      n = checked_add(n, count(d, "tokenCount").value_or(0));
+  }
+  return n;
+}
+
 void add_string(TextCount& t, const json* v) {
   if (v && v->is_string()) t.add(v->get_ref<const std::string&>());
 }
@@ -113,6 +135,11 @@ struct Counts {
   // Provider numbers as reported so far (each overwrites; absent keeps the previous value).
   std::optional<int64_t> in, cached, cache_write, cw5m, cw1h, out, reasoning, tool_prompt;
   std::optional<int64_t> total;  // OpenAI formats: usage.total_tokens
+  // DeepSeek: prompt_cache_hit_tokens / prompt_cache_miss_tokens (hit + miss = prompt_tokens).
+  std::optional<int64_t> cache_hit, cache_miss;
+  // Audio tokens as reported: input (cached ones included), the cached part of them where the
+  // provider says (Realtime cached_tokens_details, Gemini cacheTokensDetails), output.
+  std::optional<int64_t> audio_in, audio_cached, audio_out;
   // Anthropic: the compaction iterations of usage.iterations (billed, but not in the top-level
   // numbers), summed; the last usage with an iterations array replaces them (cumulative).
   std::optional<int64_t> comp_in, comp_cache_write, comp_cw1h, comp_cached, comp_out;
@@ -156,13 +183,44 @@ struct StreamState : Counts {
                                           : ServiceTier::Standard;
   }
 
-  void openai_usage(const json& u, const char* in_key, const char* in_details, const char* out_key,
-                    const char* out_details) {
+  // `in_details` / `out_details`: the details objects, under either spelling (Chat Completions
+  // `prompt_tokens_details`; Responses `input_tokens_details`; Realtime `input_token_details`).
+  void openai_usage(const json& u, const char* in_key, const json* in_d, const char* out_key, const json* out_d) {
     set(in, count(u, in_key));
-    if (const json* d = member(u, in_details)) set(cached, count(*d, "cached_tokens"));
+    if (in_d) {
+      set(cached, count(*in_d, "cached_tokens"));
+      set(audio_in, count(*in_d, "audio_tokens"));
+      if (const json* cd = member(*in_d, "cached_tokens_details")) set(audio_cached, count(*cd, "audio_tokens"));
+    }
+    // DeepSeek (instead of, or beside, prompt_tokens_details.cached_tokens).
+    set(cache_hit, count(u, "prompt_cache_hit_tokens"));
+    set(cache_miss, count(u, "prompt_cache_miss_tokens"));
     set(out, count(u, out_key));
-    if (const json* d = member(u, out_details)) set(reasoning, count(*d, "reasoning_tokens"));
+    if (out_d) {
+      set(reasoning, count(*out_d, "reasoning_tokens"));
+      set(audio_out, count(*out_d, "audio_tokens"));
+    }
     set(total, count(u, "total_tokens"));
+  }
+  void chat_usage(const json& u) {
+    openai_usage(u, "prompt_tokens", member(u, "prompt_tokens_details"), "completion_tokens",
+                 member(u, "completion_tokens_details"));
+  }
+  void responses_usage(const json& u) {
+    openai_usage(u, "input_tokens", member(u, "input_tokens_details", "input_token_details"), "output_tokens",
+                 member(u, "output_tokens_details", "output_token_details"));
+  }
+
+  // The audio part of the input that is not a cache read or write: the reported audio tokens
+  // less their cached part where the provider states it; where it does not, cached tokens are
+  // taken as text and the audio at most fills the rest of the input (so no audio token is
+  // counted twice; the audio priced at the audio rate is never less than the uncached audio).
+  // Audio beyond the whole input is left as is, for validate() to refuse.
+  static int64_t uncached_audio(int64_t audio, int64_t cached_audio, const Usage& u) {
+    if (audio > u.input_tokens) return audio;
+    int64_t a = audio - std::min(cached_audio, audio);
+    int64_t room = u.input_tokens - u.cache_read_tokens - u.cache_write_tokens;
+    return std::max<int64_t>(0, std::min(a, room));
   }
 
   // OpenAI counts reasoning inside the output total (total_tokens = input + output). Some
@@ -245,6 +303,9 @@ struct StreamState : Counts {
     set(out, count(u, "candidatesTokenCount"));
     set(reasoning, count(u, "thoughtsTokenCount"));
     set(tool_prompt, count(u, "toolUsePromptTokenCount"));
+    set(audio_in, modality_tokens(u, "promptTokensDetails", "AUDIO"));
+    set(audio_cached, modality_tokens(u, "cacheTokensDetails", "AUDIO"));
+    set(audio_out, modality_tokens(u, "candidatesTokensDetails", "AUDIO"));
   }
 
   // One event (or a whole response): applied entirely or not at all.
@@ -279,15 +340,20 @@ struct StreamState : Counts {
               add_string(text, member(*d, "refusal"));
               add_string(thinking, member(*d, "reasoning_content"));
               add_string(text, member(*d, "reasoning_content"));
+              if (const json* a = member(*d, "audio")) add_string(text, member(*a, "transcript"));
               if (const json* tc = member(*d, "tool_calls"); tc && tc->is_array())
                 for (const auto& call : *tc)
                   if (const json* fn = member(call, "function")) add_string(text, member(*fn, "arguments"));
             }
           }
         }
-        if (const json* u = member(obj, "usage"); u && u->is_object()) {
-          openai_usage(*u, "prompt_tokens", "prompt_tokens_details", "completion_tokens",
-                       "completion_tokens_details");
+        const json* u = member(obj, "usage");
+        // Groq: the usage of a stream rides in `x_groq.usage` of its last chunk (besides, or
+        // instead of, the top-level one).
+        if (!u || !u->is_object())
+          if (const json* xg = member(obj, "x_groq")) u = member(*xg, "usage");
+        if (u && u->is_object()) {
+          chat_usage(*u);
           final = true;
         }
         break;
@@ -304,11 +370,11 @@ struct StreamState : Counts {
         } else if (t == "response.reasoning_summary_text.delta" || t == "response.reasoning_text.delta") {
           add_string(text, member(obj, "delta"));
           add_string(thinking, member(obj, "delta"));
-        } else if (t == "response.completed" || t == "response.incomplete" || t == "response.failed") {
+        } else if (t == "response.completed" || t == "response.incomplete" || t == "response.failed" ||
+                   t == "response.done") {  // response.done: the Realtime API's, per response
           if (const json* r = member(obj, "response")) {
             if (const json* u = member(*r, "usage"); u && u->is_object()) {
-              openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
-                           "output_tokens_details");
+              responses_usage(*u);
               final = true;
             }
           }
@@ -329,8 +395,7 @@ struct StreamState : Counts {
             }
           }
           if (const json* u = member(obj, "usage"); u && u->is_object()) {
-            openai_usage(*u, "input_tokens", "input_tokens_details", "output_tokens",
-                         "output_tokens_details");
+            responses_usage(*u);
             final = true;
           }
         }
@@ -403,8 +468,9 @@ struct StreamState : Counts {
     switch (format) {
       case ApiFormat::OpenAIChat:
       case ApiFormat::OpenAIResponses:
-        u.input_tokens = in.value_or(0);
-        u.cache_read_tokens = cached.value_or(0);
+        // DeepSeek's split, when present, is the cache read (and, without prompt_tokens, the input).
+        u.input_tokens = in ? *in : cache_hit || cache_miss ? checked_add(cache_hit.value_or(0), cache_miss.value_or(0)) : 0;
+        u.cache_read_tokens = cache_hit ? *cache_hit : cached.value_or(0);
         u.output_tokens = openai_output();
         u.reasoning_tokens = reasoning.value_or(0);
         break;
@@ -427,6 +493,8 @@ struct StreamState : Counts {
         u.output_tokens = checked_add(out.value_or(0), u.reasoning_tokens);
         break;
     }
+    if (audio_in) u.audio_input_tokens = uncached_audio(*audio_in, audio_cached.value_or(0), u);
+    u.audio_output_tokens = audio_out.value_or(0);
     u.requests = 1;
     u.service_tier = fast ? ServiceTier::Priority : tier;
     if (final) {
@@ -440,13 +508,16 @@ struct StreamState : Counts {
     }
     // Estimate: reported counts so far, raised to the text estimate.
     u.complete = false;
-    bool input_known = in || cached || cache_write || cw5m || cw1h || tool_prompt || comp_in;
+    bool input_known = in || cached || cache_write || cw5m || cw1h || tool_prompt || comp_in || cache_hit || cache_miss;
     if (!input_known) u.input_tokens = std::max<int64_t>(0, options.input_tokens_estimate);
     u.output_tokens = std::max(u.output_tokens, text.tokens());
     u.reasoning_tokens = std::min(std::max(u.reasoning_tokens, thinking.tokens()), u.output_tokens);
     u.cache_read_tokens = std::min(u.cache_read_tokens, u.input_tokens);
     u.cache_write_tokens = std::min(u.cache_write_tokens, u.input_tokens - u.cache_read_tokens);
     u.cache_write_1h_tokens = std::min(u.cache_write_1h_tokens, u.cache_write_tokens);
+    u.audio_input_tokens =
+        std::min(u.audio_input_tokens, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens);
+    u.audio_output_tokens = std::min(u.audio_output_tokens, u.output_tokens - u.reasoning_tokens);
     return u;
   }
 

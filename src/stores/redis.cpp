@@ -101,7 +101,9 @@ const redisReply* elem(const redisReply* r, size_t i) {
 
 // Usage travels through the stream as 10 integers: input cache_read cache_write
 // cache_write_1h output reasoning images audio_ms requests complete; an 11th, the service
-// tier's code, when it is not standard (the streams written before it have 10).
+// tier's code, when it is not standard or when audio tokens follow; a 12th and 13th, the audio
+// input and output tokens, when either is not zero. The entries written before a field existed
+// (10 or 11 integers) read as before, and a usage without audio is written as they were.
 std::string encode_usage(const std::optional<Usage>& u) {
   if (!u) return {};
   std::string out;
@@ -111,16 +113,24 @@ std::string encode_usage(const std::optional<Usage>& u) {
     if (!out.empty()) out += ' ';
     out += std::to_string(v);
   }
-  if (u->service_tier != ServiceTier::Standard) {
+  const bool audio = u->audio_input_tokens != 0 || u->audio_output_tokens != 0;
+  if (audio || u->service_tier != ServiceTier::Standard) {
     out += ' ';
     out += std::to_string(static_cast<int>(u->service_tier));
+  }
+  if (audio) {
+    out += ' ';
+    out += std::to_string(u->audio_input_tokens);
+    out += ' ';
+    out += std::to_string(u->audio_output_tokens);
   }
   return out;
 }
 std::optional<Usage> decode_usage(std::string_view s) {
   if (s.empty()) return std::nullopt;
   auto f = split(s, ' ');
-  if (f.size() != 10 && f.size() != 11) throw InternalError("redis store: corrupted usage in the ledger stream");
+  if (f.size() != 10 && f.size() != 11 && f.size() != 13)
+    throw InternalError("redis store: corrupted usage in the ledger stream");
   Usage u;
   u.input_tokens = to_i64(f[0]);
   u.cache_read_tokens = to_i64(f[1]);
@@ -132,13 +142,17 @@ std::optional<Usage> decode_usage(std::string_view s) {
   u.audio_ms = to_i64(f[7]);
   u.requests = to_i64(f[8]);
   u.complete = f[9] == "1";
-  if (f.size() == 11) {
+  if (f.size() >= 11) {
     // A code this build does not know is an error, as in the ledger's JSON (read as standard,
     // the event's hash would no longer match).
     const int64_t t = to_i64(f[10]);
     if (t < 0 || t > static_cast<int64_t>(ServiceTier::Priority))
       throw InternalError("redis store: unknown service tier code in the ledger stream (a newer libbudget?)");
     u.service_tier = static_cast<ServiceTier>(t);
+  }
+  if (f.size() == 13) {
+    u.audio_input_tokens = to_i64(f[11]);
+    u.audio_output_tokens = to_i64(f[12]);
   }
   return u;
 }

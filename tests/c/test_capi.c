@@ -1208,6 +1208,68 @@ static void test_service_tier(void) {
   budget_manager_close(m);
 }
 
+/* Audio tokens (budget_usage version 3): priced at the audio prices, read from responses, kept
+ * in the ledger; a version-2 struct (compiled before the fields existed) still works, its
+ * audio fields neither read nor written. */
+static const char AUDIO_PRICES[] =
+    "!budget-prices 1\n"
+    "voice provider=openai mode=chat in=2.5e-6 out=1e-5 ain=4e-5 aout=8e-5\n";
+
+static void test_audio_tokens(void) {
+  budget_pricing *p = NULL;
+  budget_options o = BUDGET_OPTIONS_INIT;
+  budget_manager *m = NULL;
+  budget_usage u = tokens_usage(1000, 500);
+  budget_usage v2;
+  budget_charge c = BUDGET_CHARGE_INIT;
+  budget_receipt *r = NULL;
+  char *text = NULL;
+  int64_t v = 0;
+  const char chat[] =
+      "{\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500,"
+      "\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":800},"
+      "\"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":400}}}";
+
+  CHECK(u.version == 3 && u.audio_input_tokens == 0 && u.audio_output_tokens == 0);
+  OK(budget_pricing_new(&p));
+  OK(budget_pricing_load(NULL, p, BUDGET_PRICES_COMPACT, AUDIO_PRICES, sizeof AUDIO_PRICES - 1));
+  OK(budget_pricing_cost(&v, p, "voice", &u, NULL));
+  CHECK(v == 7500000); /* as text: 1000 x 2.5e-6 + 500 x 1e-5 */
+  u.audio_input_tokens = 800;
+  u.audio_output_tokens = 400;
+  OK(budget_pricing_cost(&v, p, "voice", &u, NULL));
+  CHECK(v == 65500000); /* 200 x 2.5e-6 + 800 x 4e-5 + 100 x 1e-5 + 400 x 8e-5 */
+  u.audio_input_tokens = 1001;
+  ERR(BUDGET_ERR_INVALID_ARGUMENT, budget_pricing_cost(&v, p, "voice", &u, NULL));
+  /* Version 2: the audio fields are not read (garbage here) and not written. */
+  v2 = tokens_usage(1000, 500);
+  v2.version = 2;
+  v2.audio_input_tokens = 123456789;
+  v2.audio_output_tokens = -5;
+  OK(budget_pricing_cost(&v, p, "voice", &v2, NULL));
+  CHECK(v == 7500000);
+  OK(budget_usage_from_response(&v2, BUDGET_API_OPENAI_CHAT, chat, sizeof chat - 1));
+  CHECK(v2.input_tokens == 1000 && v2.output_tokens == 500);
+  CHECK(v2.audio_input_tokens == 123456789 && v2.audio_output_tokens == -5);
+  u = tokens_usage(0, 0);
+  OK(budget_usage_from_response(&u, BUDGET_API_OPENAI_CHAT, chat, sizeof chat - 1));
+  CHECK(u.audio_input_tokens == 800 && u.audio_output_tokens == 400);
+
+  /* Through a manager: charged at the audio prices, the ledger keeps the parts. */
+  o.pricing = p;
+  OK(budget_manager_open(&m, "memory", &o));
+  budget_pricing_destroy(p);
+  c.model = "voice";
+  c.usage = &u;
+  OK(budget_record(&r, m, ALICE, 2, &c, NULL));
+  CHECK(r && r->charged_nanos == 65500000);
+  budget_free(r);
+  OK(budget_export(&text, NULL, m, BUDGET_EXPORT_JSONL, NULL));
+  CHECK(text && strstr(text, "\"audio_input_tokens\":800,\"audio_output_tokens\":400") != NULL);
+  budget_free(text);
+  budget_manager_close(m);
+}
+
 /* ---- usage from providers ---------------------------------------------------------------- */
 
 static void test_providers(void) {
@@ -1406,6 +1468,7 @@ static const test_case TESTS[] = {
     {"pricing", test_pricing},
     {"priced_lifecycle", test_priced_lifecycle},
     {"service_tier", test_service_tier},
+    {"audio_tokens", test_audio_tokens},
     {"providers", test_providers},
     {"threads", test_threads},
 };

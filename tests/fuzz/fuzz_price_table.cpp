@@ -19,6 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   u.reasoning_tokens = 10;
   u.images = 1;
   u.audio_ms = 1'000;
+  u.audio_input_tokens = 2'000;
+  u.audio_output_tokens = 100;
   for (int format = 0; format < 2; ++format) {
     budget::PricingEngine e;
     try {

@@ -166,6 +166,34 @@ TEST_CASE("ledger body: the direct writer matches the reference for plain events
   same_as_reference(e, true);
 }
 
+TEST_CASE("ledger body: audio token parts are written only when not zero; old bodies keep their bytes") {
+  // A body as builds before the audio fields wrote it (and as this build writes a usage
+  // without audio): it reads back and is written again byte for byte, so its hash holds.
+  const std::string old_body =
+      R"({"time":1764806400000,"type":"commit","request_id":"r-1","subject":["global","user:a"],)"
+      R"("model":"gpt-4o-audio-preview","provider":"openai","price_version":"bundled:x#1",)"
+      R"("usage":{"input_tokens":1362,"cache_read_tokens":0,"cache_write_tokens":0,"cache_write_1h_tokens":0,)"
+      R"("output_tokens":423,"reasoning_tokens":0,"images":0,"audio_ms":0,"requests":1,"service_tier":"priority",)"
+      R"("complete":true},"spent":[7635000,1785,1],"held":[0,0,0],"granted":[0,0,0],"windows":["day:20261204"]})";
+  auto e = event_from_body(old_body);
+  REQUIRE(e.usage.has_value());
+  CHECK(e.usage->audio_input_tokens == 0);
+  CHECK(e.usage->audio_output_tokens == 0);
+  CHECK(event_body(e) == old_body);
+  CHECK(event_body_json(e) == old_body);
+  // With audio: both parts after `requests`, the same bytes from both writers, read back.
+  e.usage->audio_input_tokens = 1200;
+  same_as_reference(e, true);
+  const std::string body = event_body(e);
+  CHECK(body.find(R"("requests":1,"audio_input_tokens":1200,"service_tier":"priority")") != std::string::npos);
+  CHECK(body.find("audio_output_tokens") == std::string::npos);
+  e.usage->audio_output_tokens = 336;
+  same_as_reference(e, true);
+  auto back = event_from_body(event_body(e));
+  CHECK(*back.usage == *e.usage);
+  CHECK(event_body(back) == event_body(e));
+}
+
 TEST_CASE("ledger body: strings that need escaping are written directly, others go through the reference") {
   for (std::string odd : {std::string("quote\"d"), std::string("back\\slash"), std::string("tab\there"),
                           std::string("nl\n\x01\x1f"), std::string("caf\xc3\xa9"), std::string("del\x7f"),

@@ -1087,3 +1087,99 @@ TEST_CASE("fail-open after a timeout: a repeated reserve, replayed by the store,
   CHECK(m.status(Scope::parse("user:rp"))[0].held == 0);
   require_verified(m);
 }
+
+namespace {
+// The 'u' (usage) field of every entry of the namespace's ledger stream, in order.
+std::vector<std::string> raw_usages(Raw& raw, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const auto& key : raw.keys("{" + prefix + "}*")) {
+    if (raw.cmd({"TYPE", key}) != "stream") continue;
+    auto* r = static_cast<redisReply*>(redisCommand(raw.c, "XRANGE %b - +", key.data(), key.size()));
+    REQUIRE(r);
+    for (size_t i = 0; i < r->elements; ++i) {
+      const redisReply* f = r->element[i]->element[1];
+      for (size_t j = 0; j + 1 < f->elements; j += 2)
+        if (std::string(f->element[j]->str, f->element[j]->len) == "u")
+          out.emplace_back(f->element[j + 1]->str, f->element[j + 1]->len);
+    }
+    freeReplyObject(r);
+  }
+  return out;
+}
+
+// The request fingerprint as builds before the audio fields computed it (FNV-1a 64, 15 hex
+// digits) for a priced record: an independent copy of src/engine.cpp's.
+std::string pre_audio_record_fingerprint(const std::vector<std::string>& subject, const std::string& model,
+                                         const Usage& u) {
+  uint64_t h = 14695981039346656037ULL;
+  auto add_s = [&](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+    h = (h ^ 0x1f) * 1099511628211ULL;
+  };
+  auto add_i = [&](int64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((static_cast<uint64_t>(v) >> (8 * i)) & 0xff)) * 1099511628211ULL;
+  };
+  add_s("record");
+  for (const auto& s : subject) add_s(s);
+  add_s("priced");
+  add_s(model);
+  for (int64_t v : {u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
+                    u.output_tokens, u.reasoning_tokens, u.images, u.audio_ms, u.requests})
+    add_i(v);
+  add_i(int64_t{u.complete});
+  add_i(static_cast<int64_t>(u.service_tier));
+  add_i(0);  // Charge::tokens
+  std::string out(15, '0');
+  for (int i = 14; i >= 0; --i, h >>= 4) out[static_cast<size_t>(i)] = "0123456789abcdef"[h & 15];
+  return out;
+}
+}  // namespace
+
+TEST_CASE("usage in the ledger stream: a usage without audio keeps the older encoding, audio adds two fields") {
+  auto prefix = "au" + unique();
+  auto [host, port] = host_port(base_url());
+  Raw raw(port, host);
+  auto pe = std::make_shared<PricingEngine>();
+  ModelPrice mp;
+  mp.input = "0.000001";
+  mp.output = "0.000004";
+  mp.extra = "ain=0.00004 aout=0.00008";
+  pe->set_price("audio-model", mp);
+  Options o;
+  o.store = base_url() + "?prefix=" + prefix;
+  o.pricer = pe;
+  BudgetManager m(o);
+  Subject s{"user:r"};
+  Usage plain;
+  plain.input_tokens = 100;
+  plain.output_tokens = 10;
+  Usage tiered = plain;
+  tiered.service_tier = ServiceTier::Priority;
+  Usage audio = plain;
+  audio.audio_input_tokens = 60;
+  audio.audio_output_tokens = 5;
+  m.record(s, Charge::priced("audio-model", plain), {.request_id = "p"});
+  m.record(s, Charge::priced("audio-model", tiered), {.request_id = "t"});
+  m.record(s, Charge::priced("audio-model", audio), {.request_id = "a"});
+  // Exactly what builds before the audio fields wrote (10 integers; 11 with a tier) -- and so
+  // what this build reads back from them -- and 13 with audio.
+  auto u = raw_usages(raw, prefix);
+  REQUIRE(u.size() == 3);
+  CHECK(u[0] == "100 0 0 0 10 0 0 0 1 1");
+  CHECK(u[1] == "100 0 0 0 10 0 0 0 1 1 3");
+  CHECK(u[2] == "100 0 0 0 10 0 0 0 1 1 0 60 5");
+  auto ev = m.events();
+  REQUIRE(ev.size() == 3);
+  CHECK(*ev[0].usage == plain);
+  CHECK(*ev[1].usage == tiered);
+  CHECK(*ev[2].usage == audio);
+  CHECK(m.verify().ok);
+  // The request fingerprint of a usage without audio is the one older builds stored, so a
+  // retry across an upgrade replays instead of conflicting.
+  const std::string want = pre_audio_record_fingerprint(ev[0].subject, "audio-model", plain);
+  bool found = false;
+  for (const auto& key : raw.keys("{" + prefix + "}*"))
+    if (raw.cmd({"TYPE", key}) == "hash") found = found || raw.cmd({"HGET", key, "fp"}) == want;
+  CHECK_MESSAGE(found, "a stored fingerprint equals the pre-audio computation " << want);
+  CHECK(m.record(s, Charge::priced("audio-model", plain), {.request_id = "p"}).replayed);
+}

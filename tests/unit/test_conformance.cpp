@@ -1057,6 +1057,52 @@ TEST_CASE("a call is priced at the service tier its usage names, and the ledger 
   }
 }
 
+TEST_CASE("audio tokens are priced at the audio prices, the ledger keeps them, and the retry key covers them") {
+  FOR_EACH_STORE(kind) {
+    Options o;
+    o.pricer = one_model_pricer("audio-model", "ain=0.00004 aout=0.00008");
+    Env env(kind, o);
+    standard_limits(*env.m);
+    Usage u;
+    u.input_tokens = 1'000;
+    u.audio_input_tokens = 600;
+    u.output_tokens = 500;
+    u.audio_output_tokens = 300;
+    u.service_tier = ServiceTier::Flex;  // the tier rides beside the audio parts
+    // 400 x 1e-6 + 600 x 4e-5 + 200 x 4e-6 + 300 x 8e-5 (as text: 0.003)
+    auto rc = env->record(alice(), Charge::priced("audio-model", u), {.request_id = "audio-1"});
+    CHECK(rc.charged == usd("0.0492"));
+    Usage text = u;
+    text.audio_input_tokens = text.audio_output_tokens = 0;
+    text.service_tier = ServiceTier::Standard;
+    CHECK(env->record(alice(), Charge::priced("audio-model", text), {.request_id = "text-1"}).charged == usd("0.003"));
+    // A retry replays; the same call with other audio parts is another call.
+    CHECK(env->record(alice(), Charge::priced("audio-model", u), {.request_id = "audio-1"}).replayed);
+    CHECK(env->record(alice(), Charge::priced("audio-model", text), {.request_id = "text-1"}).replayed);
+    Usage other = text;
+    other.audio_input_tokens = 1;
+    CHECK_THROWS_AS(env->record(alice(), Charge::priced("audio-model", other), {.request_id = "text-1"}), ConflictError);
+    LedgerQuery q;
+    q.request_id = "audio-1";
+    auto ev = env->events(q);
+    REQUIRE(ev.size() == 1);
+    REQUIRE(ev[0].usage.has_value());
+    CHECK(*ev[0].usage == u);
+    q.request_id = "text-1";
+    ev = env->events(q);
+    REQUIRE(ev.size() == 1);
+    CHECK(*ev[0].usage == text);
+    std::ostringstream jsonl;
+    env->export_jsonl(jsonl);
+    const std::string out = jsonl.str();
+    CHECK(out.find("\"audio_input_tokens\":600,\"audio_output_tokens\":300,\"service_tier\":\"flex\"") != std::string::npos);
+    // Written only when not zero: the text call's event has the bytes older builds wrote.
+    const auto text_line = out.substr(out.find("\"request_id\":\"text-1\""));
+    CHECK(text_line.substr(0, text_line.find('\n')).find("audio_input") == std::string::npos);
+    require_verified(*env.m);
+  }
+}
+
 TEST_CASE("a priced reserve, commit or record retried after the prices changed replays; other usage conflicts") {
   // The idempotency key of a priced charge is what the caller asked (model and usage), not the
   // price it came to: a retry with the same arguments after a markup took effect (or a table

@@ -324,6 +324,108 @@ TEST_CASE("pricing: per request, per image, per audio second") {
   CHECK(q.items[0].unit_price == "0.0000001");  // per millisecond
 }
 
+TEST_CASE("pricing: audio tokens at the audio per-token prices (real table), text price when none") {
+  // gpt-4o-audio-preview in the bundled (LiteLLM) table: text $2.50/M in, $10/M out; audio
+  // $40/M in, $80/M out.
+  auto e = PricingEngine::bundled();
+  Usage u;
+  u.input_tokens = 1'362;
+  u.audio_input_tokens = 1'200;
+  u.output_tokens = 423;
+  u.audio_output_tokens = 336;
+  Usage as_text = u;
+  as_text.audio_input_tokens = as_text.audio_output_tokens = 0;
+  CHECK(e->cost("gpt-4o-audio-preview", as_text) == Money::parse("0.007635"));
+  // 162 x 2.5e-6 + 1200 x 4e-5 + 87 x 1e-5 + 336 x 8e-5
+  auto q = e->quote("gpt-4o-audio-preview", u);
+  CHECK(q.cost == Money::parse("0.076155"));
+  CHECK(q.cost > e->cost("gpt-4o-audio-preview", as_text) * 9);
+  std::vector<std::string> names;
+  for (const auto& li : q.items) names.push_back(li.name);
+  CHECK(names == std::vector<std::string>{"input", "audio_input", "output", "audio_output"});
+  CHECK(q.items[1].quantity == 1'200);
+  CHECK(q.items[1].unit_price == "0.00004");
+  CHECK(q.items[3].quantity == 336);
+  // Cache reads stay at the cache-read price; the audio part is disjoint from them.
+  Usage rt;
+  rt.input_tokens = 1'200;
+  rt.cache_read_tokens = 768;
+  rt.audio_input_tokens = 380;
+  rt.output_tokens = 530;
+  rt.audio_output_tokens = 420;
+  // gpt-realtime: in 4e-6, cr 4e-7, ain 3.2e-5, out 1.6e-5, aout 6.4e-5:
+  // 52 x 4e-6 + 768 x 4e-7 + 380 x 3.2e-5 + 110 x 1.6e-5 + 420 x 6.4e-5
+  CHECK(e->cost("gpt-realtime", rt) == Money::parse("0.0413152"));
+  // gemini-2.0-flash has an audio input price only: audio output is billed at the text price.
+  Usage g;
+  g.input_tokens = 1'000;
+  g.audio_input_tokens = 1'000;
+  g.output_tokens = 100;
+  g.audio_output_tokens = 100;
+  CHECK(e->cost("gemini-2.0-flash", g) == Money::parse("0.00074"));  // 1000 x 7e-7 + 100 x 4e-7
+  // An entry without audio prices (gpt-4o): the audio tokens cost the text price.
+  Usage t = u;
+  t.audio_input_tokens = t.audio_output_tokens = 0;
+  CHECK(e->cost("gpt-4o", u) == e->cost("gpt-4o", t));
+  CHECK(e->quote("gpt-4o", u).items.size() == 2);
+}
+
+TEST_CASE("pricing: audio token prices from LiteLLM fields, the compact format and overrides") {
+  PricingEngine e;
+  e.load_litellm(R"({"audio-m": {"litellm_provider": "openai", "mode": "chat",
+      "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+      "input_cost_per_audio_token": 4e-05, "output_cost_per_audio_token": 8e-05,
+      "input_cost_per_audio_token_priority": 8e-05}})");
+  Usage u;
+  u.input_tokens = 10;
+  u.audio_input_tokens = 10;
+  CHECK(e.cost("audio-m", u) == Money::parse("0.0004"));
+  u.service_tier = ServiceTier::Priority;
+  CHECK(e.cost("audio-m", u) == Money::parse("0.0008"));
+  const std::string compact = e.to_compact();
+  CHECK(compact.find("ain=4e-05") != std::string::npos);
+  CHECK(compact.find("aout=8e-05") != std::string::npos);
+  CHECK(compact.find("ain/priority=8e-05") != std::string::npos);
+  PricingEngine back;
+  back.load_compact(compact);
+  CHECK(back.cost("audio-m", u) == Money::parse("0.0008"));
+  ModelPrice mp;
+  mp.input = "0.000001";
+  mp.extra = "ain=0.00001 aout=0.00002";
+  e.set_price("custom-audio", mp);
+  Usage c;
+  c.input_tokens = 100;
+  c.audio_input_tokens = 50;
+  c.output_tokens = 10;
+  c.audio_output_tokens = 10;
+  CHECK(e.cost("custom-audio", c) == Money::parse("0.00075"));  // 50 x 1e-6 + 50 x 1e-5 + 10 x 2e-5 (out unpriced)
+}
+
+TEST_CASE("usage: audio parts are validated and summed") {
+  Usage u;
+  u.input_tokens = 100;
+  u.cache_read_tokens = 60;
+  u.audio_input_tokens = 40;
+  CHECK_NOTHROW(u.validate());
+  u.audio_input_tokens = 41;
+  CHECK_THROWS_AS(u.validate(), InvalidArgumentError);
+  u.audio_input_tokens = -1;
+  CHECK_THROWS_AS(u.validate(), InvalidArgumentError);
+  u.audio_input_tokens = 0;
+  u.output_tokens = 10;
+  u.reasoning_tokens = 4;
+  u.audio_output_tokens = 7;
+  CHECK_THROWS_AS(u.validate(), InvalidArgumentError);
+  u.audio_output_tokens = 6;
+  CHECK_NOTHROW(u.validate());
+  Usage sum = u;
+  sum += u;
+  CHECK(sum.audio_output_tokens == 12);
+  Usage a;
+  a.audio_input_tokens = INT64_MAX;
+  CHECK_THROWS_AS(a += a, OverflowError);
+}
+
 TEST_CASE("pricing: name resolution") {
   auto e = small_engine();
   CHECK(e->resolve("gpt-4o").name == "gpt-4o");

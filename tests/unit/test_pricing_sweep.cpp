@@ -118,7 +118,7 @@ TEST_CASE("pricing: exactness sweep against the Python decimal reference") {
       }
       continue;
     }
-    REQUIRE(f.size() == 12);
+    REQUIRE(f.size() == 14);
     models[f[0]]++;
     static const std::map<std::string, ServiceTier> tiers = {
         {"standard", ServiceTier::Standard}, {"batch", ServiceTier::Batch},
@@ -133,7 +133,9 @@ TEST_CASE("pricing: exactness sweep against the Python decimal reference") {
     u.requests = std::stoll(f[8]);
     u.images = std::stoll(f[9]);
     u.audio_ms = std::stoll(f[10]);
-    int64_t expected = std::stoll(f[11]);
+    u.audio_input_tokens = std::stoll(f[11]);
+    u.audio_output_tokens = std::stoll(f[12]);
+    int64_t expected = std::stoll(f[13]);
     try {
       CostOptions o;
       o.tier = tiers.at(f[1]);

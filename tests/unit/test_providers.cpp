@@ -32,6 +32,8 @@ Usage expected_usage(const nlohmann::json& u) {
   x.cache_write_1h_tokens = u.at("cache_write_1h");
   x.output_tokens = u.at("output");
   x.reasoning_tokens = u.at("reasoning");
+  x.audio_input_tokens = u.value("audio_input", int64_t{0});
+  x.audio_output_tokens = u.value("audio_output", int64_t{0});
   x.complete = u.at("complete");
   return x;
 }
@@ -40,7 +42,8 @@ std::string show(const Usage& u) {
   std::ostringstream s;
   s << "{in " << u.input_tokens << ", cr " << u.cache_read_tokens << ", cw " << u.cache_write_tokens
     << ", cw1h " << u.cache_write_1h_tokens << ", out " << u.output_tokens << ", rsn "
-    << u.reasoning_tokens << ", req " << u.requests << ", complete " << u.complete << "}";
+    << u.reasoning_tokens << ", ain " << u.audio_input_tokens << ", aout " << u.audio_output_tokens << ", req "
+    << u.requests << ", complete " << u.complete << "}";
   return s.str();
 }
 
@@ -75,7 +78,7 @@ TEST_CASE("providers: fixtures give the expected usage") {
     }
     ++n;
   }
-  CHECK(n == 14);
+  CHECK(n == 21);
 }
 
 TEST_CASE("providers: streamed estimate before the usage arrives") {
@@ -409,4 +412,75 @@ TEST_CASE("providers: Anthropic fast mode and Vertex traffic types select the ti
   Usage gu = g.finish();
   CHECK(gu.complete);
   CHECK(gu.service_tier == ServiceTier::Flex);  // a chunk without the field keeps it
+}
+
+TEST_CASE("providers: audio tokens (OpenAI chat, Responses/Realtime spelling, Gemini modalities)") {
+  // Chat Completions: audio is part of prompt_tokens / completion_tokens.
+  auto chat = [](const char* usage) {
+    return usage_from_response(ApiFormat::OpenAIChat, std::string(R"({"choices":[],"usage":)") + usage + "}");
+  };
+  Usage u = chat(R"({"prompt_tokens":1000,"completion_tokens":300,"total_tokens":1300,
+      "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":900},
+      "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":250}})");
+  CHECK(u.input_tokens == 1000);
+  CHECK(u.audio_input_tokens == 900);
+  CHECK(u.output_tokens == 300);
+  CHECK(u.audio_output_tokens == 250);
+  // cached_tokens without a breakdown are cache reads of text: the audio fills at most the rest
+  // of the input (no token counted twice).
+  u = chat(R"({"prompt_tokens":1000,"completion_tokens":10,"prompt_tokens_details":{"cached_tokens":512,"audio_tokens":900}})");
+  CHECK(u.cache_read_tokens == 512);
+  CHECK(u.audio_input_tokens == 488);
+  // Audio beyond the whole prompt is inconsistent.
+  CHECK_THROWS_AS(chat(R"({"prompt_tokens":100,"completion_tokens":10,"prompt_tokens_details":{"audio_tokens":101}})"),
+                  InvalidArgumentError);
+  CHECK_THROWS_AS(chat(R"({"prompt_tokens":100,"completion_tokens":10,"completion_tokens_details":{"reasoning_tokens":5,"audio_tokens":6}})"),
+                  InvalidArgumentError);
+  // Responses: input_tokens_details, or the Realtime spelling input_token_details with the
+  // cached audio stated apart.
+  u = usage_from_response(ApiFormat::OpenAIResponses, R"({"object":"response","usage":{"input_tokens":400,
+      "output_tokens":90,"input_tokens_details":{"cached_tokens":0,"audio_tokens":300},
+      "output_tokens_details":{"reasoning_tokens":0,"audio_tokens":80}}})");
+  CHECK(u.audio_input_tokens == 300);
+  CHECK(u.audio_output_tokens == 80);
+  u = usage_from_response(ApiFormat::OpenAIResponses, R"({"object":"realtime.response","usage":{"input_tokens":1200,
+      "output_tokens":530,"input_token_details":{"cached_tokens":768,"audio_tokens":1020,
+      "cached_tokens_details":{"text_tokens":128,"audio_tokens":640}},"output_token_details":{"audio_tokens":420}}})");
+  CHECK(u.cache_read_tokens == 768);
+  CHECK(u.audio_input_tokens == 380);
+  CHECK(u.audio_output_tokens == 420);
+  // Gemini: running totals; a chunk without the details list keeps the audio seen.
+  StreamUsage g(ApiFormat::Gemini);
+  g.feed_event(R"({"usageMetadata":{"promptTokenCount":500,"promptTokensDetails":[{"modality":"TEXT","tokenCount":20},{"modality":"AUDIO","tokenCount":480}]}})");
+  CHECK(g.usage().audio_input_tokens == 480);
+  CHECK_FALSE(g.usage().complete);
+  g.feed_event(R"({"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":500,"candidatesTokenCount":64,
+      "candidatesTokensDetails":[{"modality":"AUDIO","tokenCount":60},{"modality":"TEXT","tokenCount":4}]}})");
+  Usage gu = g.finish();
+  CHECK(gu.complete);
+  CHECK(gu.audio_input_tokens == 480);
+  CHECK(gu.audio_output_tokens == 60);
+}
+
+TEST_CASE("providers: DeepSeek's prompt cache hit/miss split and Groq's x_groq.usage") {
+  auto chat = [](const std::string& body) { return usage_from_response(ApiFormat::OpenAIChat, body); };
+  // Without prompt_tokens the input is hit + miss.
+  Usage u = chat(R"({"choices":[],"usage":{"completion_tokens":20,"prompt_cache_hit_tokens":640,"prompt_cache_miss_tokens":60}})");
+  CHECK(u.input_tokens == 700);
+  CHECK(u.cache_read_tokens == 640);
+  // Beside prompt_tokens_details.cached_tokens the hit count is the one read.
+  u = chat(R"({"choices":[],"usage":{"prompt_tokens":700,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":600},
+      "prompt_cache_hit_tokens":640,"prompt_cache_miss_tokens":60}})");
+  CHECK(u.input_tokens == 700);
+  CHECK(u.cache_read_tokens == 640);
+  // Groq: a top-level usage wins over x_groq.usage; x_groq alone is read.
+  u = chat(R"({"choices":[],"x_groq":{"id":"req_1","usage":{"prompt_tokens":48,"completion_tokens":25,"total_tokens":73}}})");
+  CHECK(u.input_tokens == 48);
+  CHECK(u.output_tokens == 25);
+  u = chat(R"({"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":26},"x_groq":{"usage":{"prompt_tokens":48,"completion_tokens":25}}})");
+  CHECK(u.input_tokens == 50);
+  // A first chunk's x_groq without usage is no usage.
+  StreamUsage s(ApiFormat::OpenAIChat, {.input_tokens_estimate = 10});
+  s.feed_event(R"({"choices":[{"index":0,"delta":{"content":"hi"}}],"x_groq":{"id":"req_1"}})");
+  CHECK_FALSE(s.has_final_usage());
 }

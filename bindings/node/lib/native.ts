@@ -161,6 +161,7 @@ function num(x: unknown): number {
  * non-negative safe integer (number or bigint), `complete` absent or boolean, `serviceTier`
  * absent or a tier name, and no other field; false otherwise (the
  * general path then validates it and throws the precise error). See usage_from_scratch in src/convert.cpp.
+ * The audio input / output tokens go to slots 14 and 15 (slots 11-13 carry cost()'s options).
  * All fields are read before the first slot is written: a getter that calls back into
  * libbudget cannot clobber a slot already written.
  */
@@ -178,7 +179,9 @@ export function putUsage(u: unknown): boolean {
   const a6 = num(v.images);
   const a7 = num(v.audioMs);
   const a8 = num(v.requests);
-  if (a0 < 0 || a1 < 0 || a2 < 0 || a3 < 0 || a4 < 0 || a5 < 0 || a6 < 0 || a7 < 0 || a8 < 0 || a10 < 0) return false;
+  const a11 = num(v.audioInputTokens);
+  const a12 = num(v.audioOutputTokens);
+  if (a0 < 0 || a1 < 0 || a2 < 0 || a3 < 0 || a4 < 0 || a5 < 0 || a6 < 0 || a7 < 0 || a8 < 0 || a10 < 0 || a11 < 0 || a12 < 0) return false;
   let a9: number;
   if (c === undefined || c === null) a9 = NaN;
   else if (typeof c === 'boolean') a9 = c ? 1 : 0;
@@ -188,7 +191,7 @@ export function putUsage(u: unknown): boolean {
   let keys = 0;
   for (const _ in v) keys++;
   // eslint-disable-next-line no-self-compare
-  const known = +(a0 === a0) + +(a1 === a1) + +(a2 === a2) + +(a3 === a3) + +(a4 === a4) + +(a5 === a5) + +(a6 === a6) + +(a7 === a7) + +(a8 === a8) + +(a9 === a9) + +(a10 === a10);
+  const known = +(a0 === a0) + +(a1 === a1) + +(a2 === a2) + +(a3 === a3) + +(a4 === a4) + +(a5 === a5) + +(a6 === a6) + +(a7 === a7) + +(a8 === a8) + +(a9 === a9) + +(a10 === a10) + +(a11 === a11) + +(a12 === a12);
   if (keys !== known) return false;
   F64[0] = a0;
   F64[1] = a1;
@@ -201,6 +204,8 @@ export function putUsage(u: unknown): boolean {
   F64[8] = a8;
   F64[9] = a9;
   F64[10] = a10;
+  F64[14] = a11;
+  F64[15] = a12;
   return true;
 }
 

@@ -28,6 +28,10 @@ export interface UsageInput {
   cacheWrite1hTokens?: CountInput;
   outputTokens?: CountInput;
   reasoningTokens?: CountInput;
+  /** Part of inputTokens that is audio and not a cache read/write; priced at the audio input price. */
+  audioInputTokens?: CountInput;
+  /** Part of outputTokens that is audio (not reasoning); priced at the audio output price. */
+  audioOutputTokens?: CountInput;
   images?: CountInput;
   audioMs?: CountInput;
   requests?: CountInput;
@@ -36,7 +40,7 @@ export interface UsageInput {
   serviceTier?: ServiceTier | 'default';
 }
 
-/** Normalised usage; totals include their parts (inputTokens includes cache reads/writes). */
+/** Normalised usage; totals include their parts (inputTokens includes cache reads/writes and audio input; outputTokens reasoning and audio output). */
 export interface Usage {
   inputTokens: number;
   cacheReadTokens: number;
@@ -44,6 +48,10 @@ export interface Usage {
   cacheWrite1hTokens: number;
   outputTokens: number;
   reasoningTokens: number;
+  /** Part of inputTokens: audio, not a cache read or write (priced at the audio input price). */
+  audioInputTokens: number;
+  /** Part of outputTokens: audio, not reasoning (priced at the audio output price). */
+  audioOutputTokens: number;
   images: number;
   audioMs: number;
   requests: number;

@@ -97,12 +97,15 @@ budget::Subject to_subject(const Napi::Value& v);
 // "priority"); anything else is InvalidArgument naming `what`.
 budget::ServiceTier to_service_tier(const Napi::Value& v, const char* what);
 budget::Usage to_usage(const Napi::Value& v);
-// The usage put in scratch slots 0-10 by the TS layer (putUsage in lib/native.ts): the counts
-// in the field order of budget::Usage (0-8), `complete` (9), the service tier's code (10);
-// NaN = absent (the Usage default). Copied at the entry of a call (before converting other
-// arguments can run user code), validated when its turn comes.
+// The usage put in scratch slots 0-10 and 14-15 by the TS layer (putUsage in lib/native.ts):
+// the counts input, cache read, cache write, 1h cache write, output, reasoning, images,
+// audio ms, requests (0-8), `complete` (9), the service tier's code (10), the audio input and
+// output tokens (14, 15: slots 11-13 carry cost()'s options); NaN = absent (the Usage
+// default). Copied at the entry of a call (before converting other arguments can run user
+// code), validated when its turn comes. v[11], v[12] hold slots 14, 15.
 struct UsageSlots {
-  static constexpr size_t kCount = 11;
+  static constexpr size_t kCount = 13;
+  static constexpr size_t kAudioSlot = 14;
   double v[kCount];
 };
 UsageSlots usage_slots(const EnvData& e);

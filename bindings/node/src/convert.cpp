@@ -237,7 +237,8 @@ budget::Usage to_usage(const Napi::Value& v) {
   // a provider's raw usage ({ prompt_tokens }) or a misspelt field must not price as zero
   reject_unknown(o, "usage",
                  {"inputTokens", "cacheReadTokens", "cacheWriteTokens", "cacheWrite1hTokens", "outputTokens",
-                  "reasoningTokens", "images", "audioMs", "requests", "complete", "serviceTier"});
+                  "reasoningTokens", "images", "audioMs", "requests", "complete", "serviceTier", "audioInputTokens",
+                  "audioOutputTokens"});
   budget::Usage u;
   Napi::Value x;
   if (has(o, "inputTokens", &x)) u.input_tokens = to_count(x, "usage.inputTokens");
@@ -251,13 +252,17 @@ budget::Usage to_usage(const Napi::Value& v) {
   if (has(o, "requests", &x)) u.requests = to_count(x, "usage.requests");
   if (has(o, "complete", &x)) u.complete = to_bool(x, "usage.complete");
   if (has(o, "serviceTier", &x)) u.service_tier = to_service_tier(x, "usage.serviceTier");
+  if (has(o, "audioInputTokens", &x)) u.audio_input_tokens = to_count(x, "usage.audioInputTokens");
+  if (has(o, "audioOutputTokens", &x)) u.audio_output_tokens = to_count(x, "usage.audioOutputTokens");
   u.validate();
   return u;
 }
 
 UsageSlots usage_slots(const EnvData& e) {
   UsageSlots s;
-  for (size_t k = 0; k < UsageSlots::kCount; ++k) s.v[k] = e.f64(k);
+  for (size_t k = 0; k < 11; ++k) s.v[k] = e.f64(k);
+  s.v[11] = e.f64(UsageSlots::kAudioSlot);
+  s.v[12] = e.f64(UsageSlots::kAudioSlot + 1);
   return s;
 }
 
@@ -277,6 +282,8 @@ budget::Usage usage_from_slots(const UsageSlots& s) {
       invalid("usage.serviceTier: not a service tier code");
     u.service_tier = static_cast<budget::ServiceTier>(static_cast<int>(t));
   }
+  if (s.v[11] == s.v[11]) u.audio_input_tokens = static_cast<int64_t>(s.v[11]);
+  if (s.v[12] == s.v[12]) u.audio_output_tokens = static_cast<int64_t>(s.v[12]);
   u.validate();
   return u;
 }
@@ -427,6 +434,8 @@ Napi::Object from_usage(Napi::Env env, const budget::Usage& u) {
   o.Set("cacheWrite1hTokens", count(env, u.cache_write_1h_tokens));
   o.Set("outputTokens", count(env, u.output_tokens));
   o.Set("reasoningTokens", count(env, u.reasoning_tokens));
+  o.Set("audioInputTokens", count(env, u.audio_input_tokens));
+  o.Set("audioOutputTokens", count(env, u.audio_output_tokens));
   o.Set("images", count(env, u.images));
   o.Set("audioMs", count(env, u.audio_ms));
   o.Set("requests", count(env, u.requests));

@@ -87,7 +87,11 @@ test('a manager prices { model, usage } estimates and charges with its pricing e
 
 /** @param {any} u */
 const norm = (u) => ({ input: u.inputTokens, cache_read: u.cacheReadTokens, cache_write: u.cacheWriteTokens,
-  cache_write_1h: u.cacheWrite1hTokens, output: u.outputTokens, reasoning: u.reasoningTokens, complete: u.complete });
+  cache_write_1h: u.cacheWrite1hTokens, output: u.outputTokens, reasoning: u.reasoningTokens,
+  audio_input: u.audioInputTokens, audio_output: u.audioOutputTokens, complete: u.complete });
+/** The expected usage of a fixture: the audio parts are 0 where expected.json leaves them out. */
+/** @param {any} u */
+const want = (u) => ({ audio_input: 0, audio_output: 0, ...u });
 
 test('usage extraction: every provider fixture, responses and streams (raw bytes split anywhere, or events)', () => {
   const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8'));
@@ -96,13 +100,13 @@ test('usage extraction: every provider fixture, responses and streams (raw bytes
     if (file.startsWith('_')) continue;
     const body = fs.readFileSync(path.join(FIXTURES, file));
     if (spec.kind === 'response') {
-      assert.deepEqual(norm(usageFromResponse(spec.format, body)), spec.usage, file);
-      assert.deepEqual(norm(usageFromResponse(spec.format, JSON.parse(body.toString()))), spec.usage, file);
+      assert.deepEqual(norm(usageFromResponse(spec.format, body)), want(spec.usage), file);
+      assert.deepEqual(norm(usageFromResponse(spec.format, JSON.parse(body.toString()))), want(spec.usage), file);
     } else {
       for (const step of [1, 7, 64, body.length]) {
         const s = new StreamUsage(spec.format, { inputTokensEstimate: 100 });
         for (let i = 0; i < body.length; i += step) s.feed(body.subarray(i, i + step));
-        assert.deepEqual(norm(s.finish()), spec.usage, `${file} step ${step}`);
+        assert.deepEqual(norm(s.finish()), want(spec.usage), `${file} step ${step}`);
       }
       if (file.endsWith('.sse')) {
         // As the SDKs yield them: parsed event objects.
@@ -113,7 +117,7 @@ test('usage extraction: every provider fixture, responses and streams (raw bytes
           if (data === '[DONE]') continue;
           s.feedEvent(JSON.parse(data));
         }
-        if (spec.usage.complete) assert.deepEqual(norm(s.finish()), spec.usage, `${file} events`);
+        if (spec.usage.complete) assert.deepEqual(norm(s.finish()), want(spec.usage), `${file} events`);
       }
     }
     n++;
@@ -200,4 +204,38 @@ test('a malformed stream event throws once; the stream goes on and reads the fin
   s.feed('data: {"choices":[],"usage":{"prompt_tokens":120,"completion_tokens":180}}\n\ndata: [DONE]\n\n');
   const fin = s.finish();
   assert.deepEqual([fin.complete, fin.inputTokens, fin.outputTokens], [true, 120, 180]);
+});
+
+test('audio tokens: priced at the audio prices (real table), every input shape, extracted, kept in the ledger', async () => {
+  const p = PricingEngine.bundled();
+  // gpt-4o-audio-preview: text $2.50/M in, $10/M out; audio $40/M in, $80/M out.
+  const u = { inputTokens: 1362, audioInputTokens: 1200, outputTokens: 423, audioOutputTokens: 336 };
+  const asText = { inputTokens: 1362, outputTokens: 423 };
+  assert.equal(p.cost('gpt-4o-audio-preview', asText), usd('0.007635'));
+  assert.equal(p.cost('gpt-4o-audio-preview', u), usd('0.076155'));  // the fast path (scratch slots)
+  assert.equal(p.cost('gpt-4o-audio-preview', { ...u, audioInputTokens: 1200n }), usd('0.076155'));
+  assert.equal(p.cost('gpt-4o-audio-preview', u, { tier: 'standard' }), usd('0.076155'));  // options beside
+  const q = p.quote('gpt-4o-audio-preview', u);
+  assert.deepEqual(q.items.map((i) => i.name), ['input', 'audio_input', 'output', 'audio_output']);
+  assert.equal(p.cost('gpt-4o', u), p.cost('gpt-4o', asText));  // no audio prices: the text price
+  // A later call without the fields does not see the slots of an earlier one.
+  assert.equal(p.cost('gpt-4o-audio-preview', asText), usd('0.007635'));
+  assert.throws(() => p.cost('gpt-4o-audio-preview', { inputTokens: 10, audioInputTokens: 11 }), InvalidArgumentError);
+  assert.throws(() => p.cost('gpt-4o-audio-preview', { inputTokens: 10, audioInputTokens: -1 }), InvalidArgumentError);
+
+  const got = usageFromResponse('openai', { choices: [], usage: { prompt_tokens: 1362, completion_tokens: 423,
+    prompt_tokens_details: { cached_tokens: 0, audio_tokens: 1200 }, completion_tokens_details: { audio_tokens: 336 } } });
+  assert.equal(got.audioInputTokens, 1200);
+  assert.equal(got.audioOutputTokens, 336);
+
+  const m = new BudgetManager({ store: 'memory', pricing: p, limits: [{ scope: 'user:*', window: 'day', amount: '1' }] });
+  const d = await m.reserve('user:a', { model: 'gpt-4o-audio-preview', usage: u });
+  assert.equal(d.estimate, usd('0.076155'));
+  const rc = await m.commit(/** @type {any} */ (d.reservation), { model: 'gpt-4o-audio-preview', usage: got });
+  assert.equal(rc.charged, usd('0.076155'));
+  const [ev] = await m.events({ type: 'commit' });
+  assert.equal(ev.usage?.audioInputTokens, 1200);
+  assert.equal(ev.usage?.audioOutputTokens, 336);
+  assert.ok((await m.verify()).ok);
+  m.close();
 });

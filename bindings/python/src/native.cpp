@@ -588,7 +588,7 @@ PYBIND11_MODULE(_native, mod) {
       .def(py::init([](py::handle input_tokens, py::handle output_tokens, py::handle cache_read_tokens,
                        py::handle cache_write_tokens, py::handle cache_write_1h_tokens, py::handle reasoning_tokens,
                        py::handle images, py::handle audio_ms, py::handle requests, bool complete,
-                       py::handle service_tier) {
+                       py::handle service_tier, py::handle audio_input_tokens, py::handle audio_output_tokens) {
              Usage u;
              u.input_tokens = to_count(input_tokens, "input_tokens");
              u.output_tokens = to_count(output_tokens, "output_tokens");
@@ -601,19 +601,23 @@ PYBIND11_MODULE(_native, mod) {
              u.requests = to_count(requests, "requests");
              u.complete = complete;
              u.service_tier = to_service_tier(service_tier, "service_tier");
+             u.audio_input_tokens = to_count(audio_input_tokens, "audio_input_tokens");
+             u.audio_output_tokens = to_count(audio_output_tokens, "audio_output_tokens");
              u.validate();
              return u;
            }),
            py::kw_only(), py::arg("input_tokens") = 0, py::arg("output_tokens") = 0, py::arg("cache_read_tokens") = 0,
            py::arg("cache_write_tokens") = 0, py::arg("cache_write_1h_tokens") = 0, py::arg("reasoning_tokens") = 0,
            py::arg("images") = 0, py::arg("audio_ms") = 0, py::arg("requests") = 1, py::arg("complete") = true,
-           py::arg("service_tier") = "standard")
+           py::arg("service_tier") = "standard", py::arg("audio_input_tokens") = 0, py::arg("audio_output_tokens") = 0)
       .def_readonly("input_tokens", &Usage::input_tokens)
       .def_readonly("output_tokens", &Usage::output_tokens)
       .def_readonly("cache_read_tokens", &Usage::cache_read_tokens)
       .def_readonly("cache_write_tokens", &Usage::cache_write_tokens)
       .def_readonly("cache_write_1h_tokens", &Usage::cache_write_1h_tokens)
       .def_readonly("reasoning_tokens", &Usage::reasoning_tokens)
+      .def_readonly("audio_input_tokens", &Usage::audio_input_tokens)
+      .def_readonly("audio_output_tokens", &Usage::audio_output_tokens)
       .def_readonly("images", &Usage::images)
       .def_readonly("audio_ms", &Usage::audio_ms)
       .def_readonly("requests", &Usage::requests)
@@ -624,7 +628,7 @@ PYBIND11_MODULE(_native, mod) {
       .def("__hash__", [](const Usage& u) {
         return py::hash(py::make_tuple(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
                                        u.reasoning_tokens, u.requests, u.complete,
-                                       static_cast<int>(u.service_tier)));
+                                       static_cast<int>(u.service_tier), u.audio_input_tokens, u.audio_output_tokens));
       })
       .def("__add__", [](const Usage& a, const Usage& b) { Usage r = a; r += b; return r; })
       .def("to_dict", [](const Usage& u) {
@@ -634,6 +638,7 @@ PYBIND11_MODULE(_native, mod) {
         d["cache_write_1h_tokens"] = u.cache_write_1h_tokens; d["reasoning_tokens"] = u.reasoning_tokens;
         d["images"] = u.images; d["audio_ms"] = u.audio_ms; d["requests"] = u.requests; d["complete"] = u.complete;
         d["service_tier"] = to_string(u.service_tier);
+        d["audio_input_tokens"] = u.audio_input_tokens; d["audio_output_tokens"] = u.audio_output_tokens;
         return d;
       })
       .def("__repr__", [](const Usage& u) {
@@ -643,6 +648,8 @@ PYBIND11_MODULE(_native, mod) {
         if (u.cache_write_tokens) s << ", cache_write_tokens=" << u.cache_write_tokens;
         if (u.cache_write_1h_tokens) s << ", cache_write_1h_tokens=" << u.cache_write_1h_tokens;
         if (u.reasoning_tokens) s << ", reasoning_tokens=" << u.reasoning_tokens;
+        if (u.audio_input_tokens) s << ", audio_input_tokens=" << u.audio_input_tokens;
+        if (u.audio_output_tokens) s << ", audio_output_tokens=" << u.audio_output_tokens;
         if (u.images) s << ", images=" << u.images;
         if (u.audio_ms) s << ", audio_ms=" << u.audio_ms;
         if (u.requests != 1) s << ", requests=" << u.requests;
@@ -655,10 +662,11 @@ PYBIND11_MODULE(_native, mod) {
           [](const Usage& u) {
             return py::make_tuple(u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens,
                                   u.output_tokens, u.reasoning_tokens, u.images, u.audio_ms, u.requests, u.complete,
-                                  to_string(u.service_tier));
+                                  to_string(u.service_tier), u.audio_input_tokens, u.audio_output_tokens);
           },
           [](const py::tuple& t) {
-            if (t.size() != 11) invalid("Usage: bad pickled state");
+            // 11 items: pickled by a build before the audio parts (13 since).
+            if (t.size() != 11 && t.size() != 13) invalid("Usage: bad pickled state");
             Usage u;
             int64_t* counts[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
                                  &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
@@ -666,6 +674,10 @@ PYBIND11_MODULE(_native, mod) {
             if (!py::isinstance<py::bool_>(t[9])) invalid("Usage state: complete is not a bool");
             u.complete = t[9].cast<bool>();
             u.service_tier = to_service_tier(t[10], "Usage state");
+            if (t.size() == 13) {
+              u.audio_input_tokens = to_count(t[11], "Usage state");
+              u.audio_output_tokens = to_count(t[12], "Usage state");
+            }
             u.validate();
             return u;
           }));
