@@ -7,9 +7,15 @@
 //    usage in one last chunk (empty choices) only with stream_options.include_usage.
 //    OpenAI-compatible APIs whose total_tokens = prompt + completion + reasoning (xAI) count
 //    reasoning beside completion_tokens: output = completion_tokens + reasoning_tokens.
+//    Audio: *_tokens_details.audio_tokens -> audio_input (cached tokens count as text cache
+//    reads: audio_input = min(audio, prompt - cached)) / audio_output. DeepSeek's
+//    prompt_cache_hit_tokens is the cache read; Groq's x_groq.usage is read when the chunk
+//    has no top-level usage.
 //  * OpenAI Responses: usage.input_tokens (incl. input_tokens_details.cached_tokens),
 //    output_tokens (incl. output_tokens_details.reasoning_tokens); streams carry it in
-//    response.completed / response.incomplete / response.failed.
+//    response.completed / response.incomplete / response.failed. The Realtime API's
+//    response.done and its spelling input_token_details / output_token_details (cached audio
+//    in cached_tokens_details.audio_tokens, taken out of audio_input) are read too.
 //  * Anthropic Messages: usage.input_tokens is the uncached part only; input =
 //    input_tokens + cache_creation_input_tokens + cache_read_input_tokens; 1-hour cache
 //    writes from usage.cache_creation.ephemeral_1h_input_tokens. Streams: message_start, then
@@ -18,7 +24,8 @@
 //    (+ toolUsePromptTokenCount) includes cachedContentTokenCount; thoughtsTokenCount is
 //    separate from candidatesTokenCount (output = candidates + thoughts). Streams carry
 //    running totals on every chunk: the last wins, and a field missing from a chunk keeps
-//    its previous value (missing is not zero).
+//    its previous value (missing is not zero). Audio: the AUDIO entries of
+//    promptTokensDetails (less those of cacheTokensDetails) and candidatesTokensDetails.
 //
 // Service tier (Usage::service_tier): OpenAI's top-level `service_tier` (Chat Completions
 // response and chunks; the Responses API's response object, also on response.created), and
