@@ -166,7 +166,7 @@ TEST_CASE("ledger body: the direct writer matches the reference for plain events
   same_as_reference(e, true);
 }
 
-TEST_CASE("ledger body: audio token parts are written only when not zero; old bodies keep their bytes") {
+TEST_CASE("ledger body: audio token parts are written only when not zero, old bodies keep their bytes") {
   // A body as builds before the audio fields wrote it (and as this build writes a usage
   // without audio): it reads back and is written again byte for byte, so its hash holds.
   const std::string old_body =

@@ -149,7 +149,7 @@ TEST_CASE("frames spilled by a rolled-back transaction never land on another wri
   commit_over_abandoned(a, b, path, 1000);
 }
 
-TEST_CASE("a WAL write that fails fails its commit; the next commit succeeds and the file is sound") {
+TEST_CASE("a WAL write that fails fails its commit, the next commit succeeds and the file is sound") {
   // The file-size limit makes the gathered write of a big commit fail (EFBIG; SIGXFSZ is
   // ignored). The error must reach that COMMIT, not a later call, and nothing may be lost.
   auto path = fresh("fail");

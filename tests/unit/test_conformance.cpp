@@ -364,7 +364,7 @@ TEST_CASE("a hold settled by another process stops its stream with reason NotHel
   }
 }
 
-TEST_CASE("expiry settles a hold at the spend consumed so far; a later commit adjusts it") {
+TEST_CASE("expiry settles a hold at the spend consumed so far, a later commit adjusts it") {
   FOR_EACH_STORE(kind) {
     Options o;
     o.persist_every = usd("0.10");
@@ -816,7 +816,7 @@ TEST_CASE("calendar windows in an IANA time zone follow daylight saving") {
   CHECK_THROWS_AS(BudgetManager(Options{.store = "memory", .time_zone = "Mars/Olympus"}), InvalidArgumentError);
 }
 
-TEST_CASE("grants raise total limits; adjustments correct spend") {
+TEST_CASE("grants raise total limits, adjustments correct spend") {
   FOR_EACH_STORE(kind) {
     Env env(kind);
     auto t = Subject{"tenant:acme"};
@@ -1103,7 +1103,7 @@ TEST_CASE("audio tokens are priced at the audio prices, the ledger keeps them, a
   }
 }
 
-TEST_CASE("a priced reserve, commit or record retried after the prices changed replays; other usage conflicts") {
+TEST_CASE("a priced reserve, commit or record retried after the prices changed replays, other usage conflicts") {
   // The idempotency key of a priced charge is what the caller asked (model and usage), not the
   // price it came to: a retry with the same arguments after a markup took effect (or a table
   // reload) was a ConflictError "with a different amount", though nothing differed.
@@ -1236,7 +1236,7 @@ TEST_CASE("bad input is a typed error and changes nothing") {
   }
 }
 
-TEST_CASE("a rolling window is at most 100 years; a longer one is refused, not overflowed") {
+TEST_CASE("a rolling window is at most 100 years, a longer one is refused, not overflowed") {
   // "rolling:9223372036854775807ms" used to be accepted, and the bucket arithmetic of every
   // later reserve on its scope overflowed int64 (UBSan abort; garbage windows in release); a
   // duration whose product overflowed was an OverflowError, not a malformed window.
@@ -1273,7 +1273,7 @@ TEST_CASE("a second manager on the same store sees limit changes") {
   }
 }
 
-TEST_CASE("a manager made before fork() refuses to work in the child; one made in the child works") {
+TEST_CASE("a manager made before fork() refuses to work in the child, one made in the child works") {
   // A pre-forking server that built its manager before forking would share the parent's
   // SQLite connection or Redis sockets: the child must get a clear error instead, and leave
   // the parent's manager and the store intact (even when it destroys its copy).
