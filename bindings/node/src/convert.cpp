@@ -133,12 +133,16 @@ budget::Money to_money(const Napi::Value& v, const char* what) {
     case napi_number: {
       double d = v.As<Napi::Number>().DoubleValue();
       if (!std::isfinite(d)) invalid(std::string(what) + " must be a finite amount, got " + (std::isnan(d) ? "NaN" : "Infinity"));
-      // The shortest decimal text of the number, exactly as JS String(x) prints it.
-      std::string s = expand_exponent(v.ToString().Utf8Value());
+      // The shortest decimal text of the number, exactly as JS String(x) prints it; the errors
+      // name it so ("5e-324", "1e+21"), not its expansion (which may be cut at 64 characters).
+      std::string js = v.ToString().Utf8Value();
       try {
-        return budget::Money::parse(s);
-      } catch (const budget::InvalidArgumentError& e) {
-        invalid(std::string(what) + ": " + e.what());
+        return budget::Money::parse(expand_exponent(js));
+      } catch (const budget::InvalidArgumentError&) {
+        invalid(std::string(what) + ": invalid money amount '" + js +
+                "': more than 9 fractional digits (money is exact to the nano)");
+      } catch (const budget::OverflowError&) {
+        throw budget::OverflowError(std::string(what) + ": money amount out of range: " + js);
       }
     }
     default:

@@ -5,7 +5,7 @@
 // bindings/python/tests/test_binding_parity.py.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { BudgetManager, ManualClock, InvalidArgumentError, BudgetExceededError, PricingEngine, guardStream } from 'libbudget';
+import { BudgetManager, ManualClock, InvalidArgumentError, OverflowError, BudgetExceededError, PricingEngine, guardStream, toNanos } from 'libbudget';
 import { storeKinds, freshUrl, T0, usd, findStatus, waitFor } from './helpers.mjs';
 
 /** Lets queued callbacks arrive (they are delivered on the JS thread after the operation). */
@@ -109,6 +109,46 @@ for (const kind of storeKinds()) {
       m2.close();
     });
 
+    test('a number finer than a nano is refused by every money argument, naming it, and changes nothing (as in Python)', async () => {
+      const m = make({ limits: [{ scope: 'user:*', window: 'day', amount: '10' }, { scope: 'tenant:fl', window: 'total', amount: '5' }] });
+      const d = await m.reserve('user:fl', '1', { requestId: 'fl-1' });
+      assert.ok(d.allowed);
+      const r = d.reservation;
+      const state = async () => JSON.stringify(
+        [(await m.events()).length, await m.status('global'), await m.status('user:fl'), await m.status('tenant:fl'), await m.limits()],
+        (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+      const before = await state();
+      for (const bad of [1e-10, 0.1 + 0.2]) {
+        const named = (/** @type {any} */ e) => e instanceof InvalidArgumentError && e.message.includes(`invalid money amount '${String(bad)}'`);
+        /** @type {[string, () => unknown][]} */
+        const calls = [
+          ['reserve', () => m.reserve('user:fl', bad)],
+          ['reserveOrThrow', () => m.reserveOrThrow('user:fl', bad)],
+          ['check', () => m.check('user:fl', bad)],
+          ['checkOrThrow', () => m.checkOrThrow('user:fl', bad)],
+          ['consume', () => m.consume(r, bad)],
+          ['commit', () => m.commit(r, bad)],
+          ['commit {cost}', () => m.commit(r, { cost: bad })],
+          ['record', () => m.record('user:fl', bad)],
+          ['grant', () => m.grant('tenant:fl', bad)],
+          ['adjust', () => m.adjust('user:fl', bad)],
+          ['setLimit', () => m.setLimit({ scope: 'user:*', window: 'week', amount: bad })],
+        ];
+        for (const [name, call] of calls) {
+          await assert.rejects(async () => call(), named, name);
+          assert.equal(await state(), before, name);
+        }
+        assert.throws(() => make({ minGrowth: bad }), named);
+        assert.throws(() => make({ persistEvery: bad }), named);
+        const p = new PricingEngine();
+        p.setPrice('m-1', { provider: 'openai', input: '0.000001', output: '0.000002' });
+        assert.throws(() => p.addMarkup({ percent: '10', fixed: bad }), named);
+        assert.equal(p.cost('m-1', { inputTokens: 1000 }), usd('0.001'));  // no markup was added
+      }
+      assert.equal((await m.commit(r, '0.5')).charged, usd('0.5'));  // the hold was left as it was
+      m.close();
+    });
+
     test("aggregate: a groupBy that leaves `scope` out groups by scope (C++'s and Python's default)", async () => {
       const m = make();
       await m.record(['tenant:g', 'user:g'], { cost: '0.25', model: 'm-2' });  // money, recorded under a model
@@ -136,6 +176,24 @@ test('metadata values are written as Python writes them (booleans as true/false)
   }
   assert.equal((await m.events()).length, 1);
   m.close();
+});
+
+// A number is read through String(x), exactly, as Python reads a float through repr: at most 9
+// fractional digits, else an InvalidArgumentError naming the number as JS prints it.
+test('numbers: exact through String(x); finer than a nano or out of range, a typed error naming it', () => {
+  /** @type {[number, bigint][]} */
+  const exact = [[0.1, 100_000_000n], [1.23456789, 1_234_567_890n], [1e-9, 1n], [-1e-9, -1n], [1.5e-7, 150n],
+    [-0, 0n], [2, 2_000_000_000n], [9.2e9, 9_200_000_000_000_000_000n], [123456789.12345679, 123_456_789_123_456_790n]];
+  for (const [v, nanos] of exact) assert.equal(toNanos(v), nanos, String(v));
+  for (const v of [1e-10, 0.1 + 0.2, 2.5e-10, -1e-10, 1.0000000001, 0.123456789012, 5e-324]) {
+    assert.throws(() => toNanos(v), (/** @type {any} */ e) => e instanceof InvalidArgumentError &&
+      e.message === `amount: invalid money amount '${String(v)}': more than 9 fractional digits (money is exact to the nano)`, String(v));
+  }
+  for (const v of [9.3e9, -9.3e9, 1e21, Number.MAX_VALUE]) {
+    assert.throws(() => toNanos(v), (/** @type {any} */ e) => e instanceof OverflowError &&
+      e.message === `amount: money amount out of range: ${String(v)}`, String(v));
+  }
+  for (const v of [NaN, Infinity, -Infinity]) assert.throws(() => toNanos(v), InvalidArgumentError);
 });
 
 test('buffer: exact, at most 4 decimals, as Python reads it; consume needs an amount', async () => {

@@ -53,7 +53,10 @@ __version__: str = getattr(_native, "__version__", "0.0.0")
 
 
 def money(amount: MoneyLike) -> Money:
-    """``amount`` as the library reads it (exact; floats through ``repr``), e.g. ``money(0.1)``."""
+    """``amount`` as the library reads it (exact; floats through ``repr``), e.g. ``money(0.1)``.
+
+    Raises ``InvalidArgumentError`` for an amount finer than a nano (``money(1e-10)``).
+    """
     return Money.from_nanos(_native.parse_money_nanos(amount))
 
 

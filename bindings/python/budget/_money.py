@@ -56,5 +56,6 @@ class Money(Decimal):
 
 
 #: What the library accepts as money: exact ``Decimal``/``str``/``int`` (whole units), or a
-#: ``float`` (converted through its ``repr``, so 0.1 is exactly 0.1).
+#: ``float`` (converted exactly through its ``repr``, so 0.1 is exactly 0.1; a float finer than
+#: a nano, such as 1e-10 or 0.1 + 0.2, is an ``InvalidArgumentError``, as in Node).
 MoneyLike = Union[Decimal, str, int, float]

@@ -6,8 +6,8 @@
 //    any Python object is built from the result;
 //  * budget::Error exceptions become the Python classes of budget._errors (one per code);
 //  * money crosses the boundary as budget.Money (a decimal.Decimal subclass) on the way out
-//    and as Decimal / str / int / float on the way in (float through repr, rounded to the
-//    nearest nano; str and Decimal must be exact to the nano);
+//    and as Decimal / str / int / float on the way in (float through repr); all must be exact
+//    to the nano (a float finer than that, 1e-10 or 0.1 + 0.2, is refused, as in Node);
 //  * Python callbacks (alerts, denials) are held by a shared_ptr whose deleter takes the
 //    GIL, and are called with the GIL taken, from whatever thread crossed the threshold.
 // Only public headers of the core are used.
@@ -58,10 +58,10 @@ std::string type_name(py::handle o) { return py::str(py::type::handle_of(o).attr
 // ---------------------------------------------------------------------------------------
 // Money in.
 
-// Exact decimal text with an optional exponent ("1e-07", "2.5E+3") to nanos, rounding the
-// digits beyond the ninth decimal half-to-even (used for floats, whose repr is already the
-// shortest text that round-trips).
-int64_t decimal_text_to_nanos(const std::string& text, bool exact) {
+// Exact decimal text with an optional exponent ("1e-07", "2.5E+3") to nanos: a nonzero digit
+// past the ninth decimal is an InvalidArgumentError, as in Money::parse (and as Node reads a
+// number: floats come here through their repr, the shortest text that round-trips).
+int64_t decimal_text_to_nanos(const std::string& text) {
   size_t i = 0;
   bool neg = false;
   if (i < text.size() && (text[i] == '-' || text[i] == '+')) neg = text[i++] == '-';
@@ -87,39 +87,21 @@ int64_t decimal_text_to_nanos(const std::string& text, bool exact) {
     }
   }
   if (digits.empty()) invalid("not a decimal number: '" + text + "'");
-  // Shift to nanos: value x 1e9 = digits x 10^(exp10 + 9).
+  // Trailing zeros are exact ("1.0000000000", "1E-10" x 10 = "10E-11"): drop them first.
+  size_t last = digits.find_last_not_of('0');
+  if (last == std::string::npos) return 0;
+  exp10 += static_cast<int64_t>(digits.size() - 1 - last);
+  digits.erase(last + 1);
+  // Nanos: value x 1e9 = digits x 10^(exp10 + 9), an integer only when exp10 + 9 >= 0.
   int64_t shift = exp10 + 9;
+  if (shift < 0)
+    invalid("invalid money amount '" + text.substr(0, 64) +
+            "': more than 9 fractional digits (money is exact to the nano)");
   size_t first = digits.find_first_not_of('0');
-  if (first == std::string::npos) return 0;
   digits = digits.substr(first);
-  if (shift > 0) {
-    if (static_cast<int64_t>(digits.size()) + shift > 19) throw OverflowError("money out of range: " + text);
-    digits.append(static_cast<size_t>(shift), '0');
-    shift = 0;
-  }
-  if (shift < -static_cast<int64_t>(digits.size()) - 2) {  // far below the nano
-    if (exact) invalid("money has more than 9 decimal places: " + text);
-    return 0;
-  }
-  std::string whole = digits;
-  bool round_up = false;
-  if (shift < 0) {
-    size_t cut = static_cast<size_t>(-shift);
-    std::string kept = cut >= digits.size() ? std::string("0") : digits.substr(0, digits.size() - cut);
-    std::string dropped = cut >= digits.size() ? std::string(cut - digits.size(), '0') + digits
-                                               : digits.substr(digits.size() - cut);
-    if (exact && dropped.find_first_not_of('0') != std::string::npos)
-      invalid("money has more than 9 decimal places: " + text);
-    // half-to-even on the dropped part
-    char d0 = dropped[0];
-    bool rest_nonzero = dropped.find_first_not_of('0', 1) != std::string::npos;
-    bool last_odd = ((kept.back() - '0') % 2) == 1;
-    round_up = d0 > '5' || (d0 == '5' && (rest_nonzero || last_odd));
-    whole = kept;
-  }
-  if (whole.size() > 19) throw OverflowError("money out of range: " + text);
-  unsigned long long v = std::stoull(whole);
-  if (round_up) ++v;
+  if (static_cast<int64_t>(digits.size()) + shift > 19) throw OverflowError("money out of range: " + text);
+  digits.append(static_cast<size_t>(shift), '0');
+  unsigned long long v = std::stoull(digits);
   if (v > static_cast<unsigned long long>(std::numeric_limits<int64_t>::max()))
     throw OverflowError("money out of range: " + text);
   auto n = static_cast<int64_t>(v);
@@ -138,7 +120,15 @@ Money to_money(py::handle o, const char* what = "amount") {
   if (PyFloat_Check(p)) {
     double d = PyFloat_AS_DOUBLE(p);
     if (!std::isfinite(d)) invalid(std::string(what) + ": money must be finite, not " + std::string(py::repr(o)));
-    return Money::from_nanos(decimal_text_to_nanos(py::repr(o), false));
+    // Errors name the float as repr prints it, with the argument (as Node names a number).
+    std::string text = py::repr(o);
+    try {
+      return Money::from_nanos(decimal_text_to_nanos(text));
+    } catch (const InvalidArgumentError& e) {  // a float past the nano: 1e-10, 0.1 + 0.2
+      invalid(std::string(what) + ": " + e.what());
+    } catch (const OverflowError&) {
+      throw OverflowError(std::string(what) + ": money amount out of range: " + text);
+    }
   }
   if (PyUnicode_Check(p)) {
     std::string s = o.cast<std::string>();
@@ -149,7 +139,7 @@ Money to_money(py::handle o, const char* what = "amount") {
     std::string s = py::str(o);
     if (s.find_first_of("nN") != std::string::npos)
       invalid(std::string(what) + ": money must be finite, not " + s);
-    return Money::from_nanos(decimal_text_to_nanos(s, true));
+    return Money::from_nanos(decimal_text_to_nanos(s));
   }
   invalid(std::string(what) + ": money must be Decimal, str, int or float, not " + type_name(o));
 }
@@ -264,7 +254,7 @@ uint32_t to_bp(py::handle o, const char* what) {
   }
   int64_t nanos = 0;
   try {
-    nanos = decimal_text_to_nanos(text, /*exact=*/true);
+    nanos = decimal_text_to_nanos(text);
   } catch (const OverflowError&) {
     invalid(range);
   } catch (const InvalidArgumentError&) {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from decimal import Decimal
 from typing import Any, Callable, List, Tuple
@@ -199,6 +200,80 @@ def test_metadata_values_are_written_as_node_writes_them(make: Make) -> None:
         with pytest.raises(budget.InvalidArgumentError):
             m.record("user:md", "1", metadata={"k": bad})
     assert len(m.events()) == 1  # nothing recorded by the refused calls
+
+
+# ---- money: a float is read as Node reads a number --------------------------------------------
+# Through its shortest round-trip text (repr here, String(x) in Node), exactly: at most 9
+# fractional digits, else an InvalidArgumentError naming it (never a rounding: until
+# 2026-12-04 Python rounded 1e-10 to 0 and 0.1 + 0.2 to 0.30 where Node refused them).
+
+FLOATS_READ_EXACTLY = [(0.1, 100_000_000), (1.23456789, 1_234_567_890), (1e-9, 1), (-1e-9, -1), (1.5e-7, 150),
+                       (-0.0, 0), (2.0, 2_000_000_000), (9.2e9, 9_200_000_000_000_000_000),
+                       (123456789.12345679, 123_456_789_123_456_790)]
+FLOATS_FINER_THAN_A_NANO = [1e-10, 0.1 + 0.2, 2.5e-10, -1e-10, 1.0000000001, 0.123456789012, 5e-324]
+FLOATS_OUT_OF_RANGE = [9.3e9, -9.3e9, 1e21, 1.7976931348623157e308]
+
+
+@pytest.mark.parametrize("value,nanos", FLOATS_READ_EXACTLY)
+def test_a_float_is_read_through_its_repr(value: float, nanos: int) -> None:
+    assert budget.money(value).nanos == nanos
+
+
+@pytest.mark.parametrize("value", FLOATS_FINER_THAN_A_NANO)
+def test_a_float_finer_than_a_nano_is_refused_naming_it(value: float) -> None:
+    with pytest.raises(budget.InvalidArgumentError) as ei:
+        budget.money(value)
+    assert f"amount: invalid money amount '{value!r}': more than 9 fractional digits" in str(ei.value)
+
+
+@pytest.mark.parametrize("value", FLOATS_OUT_OF_RANGE)
+def test_a_float_out_of_the_money_range_is_an_overflow_naming_it(value: float) -> None:
+    with pytest.raises(budget.BudgetOverflowError, match=re.escape(f"amount: money amount out of range: {value!r}") + "$"):
+        budget.money(value)
+
+
+def _money_calls(m: BudgetManager, r: Any, bad: float) -> List[Tuple[str, Callable[[], object]]]:
+    return [
+        ("reserve", lambda: m.reserve("user:fl", bad)),
+        ("check", lambda: m.check("user:fl", bad)),
+        ("consume", lambda: m.consume(r, bad)),
+        ("commit", lambda: m.commit(r, bad)),
+        ("record", lambda: m.record("user:fl", bad)),
+        ("grant", lambda: m.grant("tenant:fl", bad)),
+        ("adjust", lambda: m.adjust("user:fl", bad)),
+        ("set_limit", lambda: m.set_limit("user:*", "week", bad)),
+        ("set_limits", lambda: m.set_limits({"user:*": {"month": "5", "week": bad}})),
+        ("check_availability", lambda: m.check_availability("fl", estimated_cost=bad)),
+        ("record_spend", lambda: m.record_spend("fl", bad)),
+        ("hold", lambda: m.hold("user:fl", bad).__enter__()),
+    ]
+
+
+@pytest.mark.parametrize("bad", [1e-10, 0.1 + 0.2])
+def test_every_money_argument_refuses_a_float_finer_than_a_nano_and_changes_nothing(make: Make, bad: float) -> None:
+    m = make(limits={"user:*": {"day": "10"}, "tenant:fl": {"total": "5"}})
+    r = m.reserve("user:fl", "1", request_id="fl-1").reservation
+    assert r is not None
+
+    def state() -> Any:
+        return (len(m.events()), [(s.window, s.limit, s.spent, s.held) for sc in ("global", "user:fl", "tenant:fl")
+                                  for s in m.status(sc)], sorted(repr(x) for x in m.limits()))
+
+    before = state()
+    for name, call in _money_calls(m, r, bad):
+        with pytest.raises(budget.InvalidArgumentError, match=re.escape(f"invalid money amount '{bad!r}'")):
+            call()
+        assert state() == before, name
+    assert m.commit(r, "0.5").charged == Decimal("0.5")  # the hold was left as it was
+    with pytest.raises(budget.InvalidArgumentError, match=re.escape(repr(bad))):
+        make(min_growth=bad)
+    with pytest.raises(budget.InvalidArgumentError, match=re.escape(repr(bad))):
+        make(persist_every=bad)
+    p = budget.PricingEngine()
+    p.set_price("m-1", provider="openai", input="0.000001", output="0.000002")
+    with pytest.raises(budget.InvalidArgumentError, match=re.escape(repr(bad))):
+        p.add_markup("10", fixed=bad)
+    assert p.cost("m-1", budget.Usage(input_tokens=1000)) == Decimal("0.001")  # no markup was added
 
 
 # ---- factors and consume ----------------------------------------------------------------------
