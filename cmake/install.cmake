@@ -11,6 +11,7 @@ install(TARGETS ${BUDGET_INSTALL_TARGETS} EXPORT budgetTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY include/budget DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR})  # share/doc/budget/LICENSE
 install(FILES ${PROJECT_BINARY_DIR}/include/budget/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/budget)
 install(EXPORT budgetTargets NAMESPACE budget:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/budget)
 configure_package_config_file(cmake/budgetConfig.cmake.in ${PROJECT_BINARY_DIR}/budgetConfig.cmake
