@@ -6,7 +6,7 @@
 #   2. the same unit/conformance/C tests under ASan+UBSan (developer mode, -Werror);
 #   3. the stress tests under TSan;
 #   4. the fuzzers, briefly;
-#   5. the Python package (pip install + pytest + type check);
+#   5. the Python package (pip install + pytest + type check) and, at the same time,
 #   6. the Node package (npm + tsc --noEmit + node:test).
 # Any failure, or a suite that cannot run (no redis-server, no toolchain), fails the run.
 # BUDGET_TEST_QUICK=1 skips the sanitizer builds and the fuzzers (developer convenience).
@@ -47,8 +47,32 @@ if [ "${BUDGET_TEST_QUICK:-0}" != 1 ]; then
   run "fuzzers" bash tests/fuzz/run.sh 30
 fi
 
-run "Python package" tools/with-redis.sh bash bindings/python/test.sh
-run "Node package" tools/with-redis.sh bash bindings/node/test.sh
+# The Python and Node packages at once: each builds its own copy of the core, then spends
+# minutes in mostly single-threaded work (pytest and the type checks; npm ci, tsc, node:test), so
+# one after the other left a core idle. Each has its own redis-server and log, printed whole,
+# one after the other, when both are done.
+both() {  # both NAME1 CMD1 -- NAME2 CMD2...: runs the two, records both results
+  local name1="$1"; shift
+  local cmd1=()
+  while [ "$1" != "--" ]; do cmd1+=("$1"); shift; done
+  shift
+  local name2="$1"; shift
+  step "$name1 | $name2 (concurrently)"
+  local log1 log2 pid1 pid2 status1=0 status2=0
+  log1="$(mktemp)"; log2="$(mktemp)"
+  "${cmd1[@]}" >"$log1" 2>&1 & pid1=$!
+  "$@" >"$log2" 2>&1 & pid2=$!
+  wait "$pid1" || status1=$?
+  wait "$pid2" || status2=$?
+  printf '\n==== %s (exit %s)\n' "$name1" "$status1"; cat "$log1"
+  printf '\n==== %s (exit %s)\n' "$name2" "$status2"; cat "$log2"
+  rm -f "$log1" "$log2"
+  if [ "$status1" -eq 0 ]; then results+=("PASS  $name1"); else results+=("FAIL  $name1"); fi
+  if [ "$status2" -eq 0 ]; then results+=("PASS  $name2"); else results+=("FAIL  $name2"); fi
+  if [ "$status1" -ne 0 ] || [ "$status2" -ne 0 ]; then summary; exit 1; fi
+}
+both "Python package" tools/with-redis.sh bash bindings/python/test.sh -- \
+     "Node package" tools/with-redis.sh bash bindings/node/test.sh
 
 summary
 n_pass=$(printf '%s\n' "${results[@]}" | grep -c '^PASS' || true)
