@@ -30,6 +30,13 @@ from budget.integrations import AsyncGuardedStream
 from budget.integrations.openai import aguard_chat_completions
 
 
+def nano(x: float) -> float:
+    """A JSON number as money: rounded to the nano here, at the HTTP edge (the library reads a
+    float exactly through its repr and refuses digits past the 9th decimal, which a cost that a
+    client computed in floating point, 0.1 + 0.2, usually has)."""
+    return round(x, 9) if math.isfinite(x) else x
+
+
 class CheckBudgetRequest(BaseModel):
     user_id: Optional[str] = None
     project_id: Optional[str] = None
@@ -113,13 +120,13 @@ def create_app(
     @app.post("/check")
     async def check(req: CheckBudgetRequest, request: Request) -> Dict[str, str]:
         user = req.user_id or request.headers.get("x-budget-user") or ""
-        await m.acheck_availability(user, req.project_id, req.estimated_cost)
+        await m.acheck_availability(user, req.project_id, nano(req.estimated_cost))
         return {"status": "allowed"}
 
     @app.post("/spend")
     async def spend(req: RecordSpendRequest, request: Request) -> Dict[str, str]:
         user = req.user_id or request.headers.get("x-budget-user") or ""
-        receipt = await m.arecord_spend(user, req.cost, req.project_id, req.model)
+        receipt = await m.arecord_spend(user, nano(req.cost), req.project_id, req.model)
         return {"status": "recorded", "charged": str(receipt.charged),
                 "over_limit": "true" if receipt.over_limit else "false"}
 

@@ -52,6 +52,9 @@ def test_server_mode(setup: Tuple[TestClient, budget.BudgetManager, FakeProvider
     assert nan.status_code in (400, 422)
     assert client.post("/spend", json={"user_id": "bob", "cost": -1}).status_code == 400
     assert [s.spent for s in m.status("user:bob")] == [Decimal("0")]
+    # A cost a client computed in floating point (JSON 0.30000000000000004): rounded to the nano.
+    r = client.post("/spend", json={"user_id": "erin", "cost": 0.1 + 0.2})
+    assert r.status_code == 200 and r.json()["charged"] == "0.30"
 
 
 def test_proxy_held_headroom_is_429(setup: Tuple[TestClient, budget.BudgetManager, FakeProvider]) -> None:
