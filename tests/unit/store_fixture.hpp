@@ -59,6 +59,13 @@ inline std::string fresh_url(const std::string& kind) {
 // 2026-03-10T12:00:00Z (a Tuesday).
 inline budget::Timestamp t0() { return budget::from_millis(1'773'144'000'000); }
 
+// Deletes an SQLite store's files (the database, its WAL and shared memory) when the URL names one.
+inline void remove_store_files(const std::string& url) {
+  if (url.rfind("sqlite:", 0) != 0) return;
+  std::error_code ec;
+  for (const char* ext : {"", "-wal", "-shm"}) std::filesystem::remove(url.substr(7) + ext, ec);
+}
+
 struct Env {
   std::string kind, url;
   std::shared_ptr<budget::ManualClock> clock;
@@ -77,6 +84,13 @@ struct Env {
     return std::make_unique<budget::BudgetManager>(std::move(o));
   }
   budget::BudgetManager* operator->() { return m.get(); }
+  // An SQLite file is deleted with its Env (tens of thousands piled up in the temp dir).
+  ~Env() {
+    m.reset();
+    remove_store_files(url);
+  }
+  Env(const Env&) = delete;
+  Env& operator=(const Env&) = delete;
 };
 
 inline budget::Money usd(const char* s) { return budget::Money::parse(s); }

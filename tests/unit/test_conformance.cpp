@@ -318,6 +318,10 @@ TEST_CASE("on the system clock a stream's TTL check stops it once the hold expir
     Options o;
     o.store = testutil::fresh_url(kind);
     o.limits = {Limit::cost("user:*", Window::day(), usd("10"))};
+    struct Cleanup {
+      std::string url;
+      ~Cleanup() { testutil::remove_store_files(url); }
+    } cleanup{o.store};
     BudgetManager m(o);
     auto d = m.reserve(Subject{"user:clock"}, usd("1"), {.ttl = std::chrono::milliseconds(300)});
     REQUIRE(d.allowed);

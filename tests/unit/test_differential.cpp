@@ -176,6 +176,13 @@ struct Lane {
     ms.resize(two ? 2 : 1);
     for (size_t i = 0; i < ms.size(); ++i) open(i);
   }
+  ~Lane() {
+    holds.clear();
+    ms.clear();
+    testutil::remove_store_files(url);
+  }
+  Lane(const Lane&) = delete;
+  Lane& operator=(const Lane&) = delete;
   // "redis+sink": Redis whose ledger stream is drained into a SQLite file and trimmed to a
   // small cap as it goes (the drain runs on every ledger read: alerts' read-backs, events()).
   static std::string url_of(const std::string& k) {
