@@ -294,11 +294,7 @@ void delete_redis_namespace(const std::string& url) {
 struct Discard {
   std::string kind, url;
   ~Discard() {
-    if (kind == "sqlite") {
-      const std::string path = url.substr(std::string("sqlite:").size());
-      std::error_code ec;
-      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
-    }
+    testutil::remove_store_files(url);  // (the Env did already; an SQLite URL only)
 #if BUDGET_TEST_HIREDIS
     if (kind == "redis") delete_redis_namespace(url);
 #endif

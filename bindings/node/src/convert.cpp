@@ -272,11 +272,17 @@ UsageSlots usage_slots(const EnvData& e) {
 
 budget::Usage usage_from_slots(const UsageSlots& s) {
   budget::Usage u;
-  int64_t* fields[] = {&u.input_tokens, &u.cache_read_tokens, &u.cache_write_tokens, &u.cache_write_1h_tokens,
-                       &u.output_tokens, &u.reasoning_tokens, &u.images, &u.audio_ms, &u.requests};
-  for (size_t k = 0; k < 9; ++k) {
-    double d = s.v[k];
-    if (d == d) *fields[k] = static_cast<int64_t>(d);  // NaN = absent: the default
+  struct Count {
+    int64_t* field;
+    size_t slot;  // in s.v
+  };
+  const Count counts[] = {{&u.input_tokens, 0}, {&u.cache_read_tokens, 1}, {&u.cache_write_tokens, 2},
+                          {&u.cache_write_1h_tokens, 3}, {&u.output_tokens, 4}, {&u.reasoning_tokens, 5},
+                          {&u.images, 6}, {&u.audio_ms, 7}, {&u.requests, 8},
+                          {&u.audio_input_tokens, 11}, {&u.audio_output_tokens, 12}};
+  for (const auto& [field, slot] : counts) {
+    double d = s.v[slot];
+    if (d == d) *field = static_cast<int64_t>(d);  // NaN = absent: the default
   }
   double c = s.v[9];
   if (c == c) u.complete = c != 0;
@@ -286,8 +292,6 @@ budget::Usage usage_from_slots(const UsageSlots& s) {
       invalid("usage.serviceTier: not a service tier code");
     u.service_tier = static_cast<budget::ServiceTier>(static_cast<int>(t));
   }
-  if (s.v[11] == s.v[11]) u.audio_input_tokens = static_cast<int64_t>(s.v[11]);
-  if (s.v[12] == s.v[12]) u.audio_output_tokens = static_cast<int64_t>(s.v[12]);
   u.validate();
   return u;
 }
